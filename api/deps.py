@@ -1,0 +1,63 @@
+"""Request dependencies as ``Annotated`` aliases: settings, database connection, caller."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+from fastapi import Depends, HTTPException, Request, status
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from api.auth import Principal, TokenError, decode_token
+from crmtracker.settings import Settings
+
+_bearer = HTTPBearer(auto_error=False, description="A token from `crm-tracker token`")
+
+
+def get_settings(request: Request) -> Settings:
+    return request.app.state.settings  # type: ignore[no-any-return]
+
+
+def get_engine(request: Request) -> AsyncEngine:
+    return request.app.state.engine  # type: ignore[no-any-return]
+
+
+async def get_conn(request: Request) -> AsyncIterator[AsyncConnection]:
+    async with request.app.state.engine.connect() as conn:
+        yield conn
+
+
+def current_user(
+    request: Request,
+    creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Principal:
+    if creds is None or creds.scheme.lower() != "bearer":
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED, "missing bearer token",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    try:
+        return decode_token(request.app.state.secret, creds.credentials)
+    except TokenError as exc:
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED, f"invalid token: {exc}",
+            headers={"WWW-Authenticate": "Bearer"},
+        ) from None
+
+
+def require_roles(*roles: str):  # type: ignore[no-untyped-def]
+    def check(user: Annotated[Principal, Depends(current_user)]) -> Principal:
+        if user.role not in roles:
+            raise HTTPException(status.HTTP_403_FORBIDDEN, "out of scope for this role")
+        return user
+
+    return check
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+EngineDep = Annotated[AsyncEngine, Depends(get_engine)]
+ConnDep = Annotated[AsyncConnection, Depends(get_conn)]
+CurrentUser = Annotated[Principal, Depends(current_user)]
+Reader = Annotated[Principal, Depends(require_roles("manager", "supervisor", "admin"))]
+Admin = Annotated[Principal, Depends(require_roles("admin"))]

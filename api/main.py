@@ -1,0 +1,45 @@
+"""The FastAPI application: routers, lifespan-managed engine, JSON errors."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from api.routes import events, health, tally
+from crmtracker.settings import Settings
+from models.db import make_engine
+
+log = logging.getLogger("crmtracker.api")
+
+
+def create_app(settings: Settings) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.engine = make_engine(settings.db_url)
+        try:
+            yield
+        finally:
+            await app.state.engine.dispose()
+
+    app = FastAPI(
+        title="crm-tracker",
+        version="0.1.0",
+        description="Live activity tallies of bank relationship managers (客户经理).",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.secret = settings.signing_secret()
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return JSONResponse({"detail": "internal error"}, status_code=500)
+
+    app.include_router(health.router)
+    app.include_router(tally.router)
+    app.include_router(events.router)
+    return app

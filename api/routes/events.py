@@ -1,0 +1,88 @@
+"""Messages that were rejected (dead-lettered) or are held waiting for reference data."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, HTTPException, Query, status
+from sqlalchemy import func, select
+
+from api.deps import Admin, ConnDep
+from models.tables import RejectedRow
+
+router = APIRouter(prefix="/v1", tags=["events"])
+
+
+def encode_cursor(last_id: int) -> str:
+    return base64.urlsafe_b64encode(f"id:{last_id}".encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> int:
+    try:
+        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        kind, _, value = text.partition(":")
+        if kind != "id":
+            raise ValueError
+        return int(value)
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "invalid cursor") from None
+
+
+def _item(r: Any) -> dict[str, Any]:
+    raw_bytes = base64.b64decode(r.value_b64) if r.value_b64 is not None else None
+    try:
+        raw = raw_bytes.decode("utf-8") if raw_bytes is not None else None
+    except UnicodeDecodeError:
+        raw = None
+    return {
+        "id": r.id,
+        "topic": r.topic,
+        "partition": r.partition,
+        "offset": r.offset,
+        "key": r.key,
+        "status": r.status,
+        "reason": r.reason,
+        "event_id": r.event_id,
+        "event_type": r.event_type,
+        "raw": raw,
+        "raw_base64": r.value_b64,
+        "received_at": r.received_at.isoformat(),
+        "released_at": r.released_at.isoformat() if r.released_at else None,
+    }
+
+
+@router.get("/events/rejected")
+async def rejected_events(
+    user: Admin,
+    conn: ConnDep,
+    status_: Annotated[
+        Literal["rejected", "held", "released"] | None,
+        Query(alias="status", description="default: rejected and held"),
+    ] = None,
+    topic: Annotated[str | None, Query(max_length=255)] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    cursor: Annotated[str | None, Query(max_length=200)] = None,
+) -> dict[str, Any]:
+    """Dead-lettered and held events with their reasons and raw messages (oldest first)."""
+    conds = [RejectedRow.status == status_] if status_ else [
+        RejectedRow.status.in_(("rejected", "held"))
+    ]
+    if topic:
+        conds.append(RejectedRow.topic == topic)
+    total = (await conn.execute(select(func.count()).where(*conds))).scalar_one()
+    if cursor:
+        conds.append(RejectedRow.id > decode_cursor(cursor))
+    rows = (
+        await conn.execute(
+            select(RejectedRow.__table__).where(*conds).order_by(RejectedRow.id).limit(limit + 1)
+        )
+    ).all()
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return {
+        "items": [_item(r) for r in rows],
+        "next_cursor": encode_cursor(rows[-1].id) if more and rows else None,
+        "total": total,
+    }

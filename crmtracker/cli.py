@@ -1,0 +1,180 @@
+"""``crm-tracker``: the one entry point (CONTRACT.md §5)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from crmtracker.settings import Settings
+
+log = logging.getLogger("crmtracker")
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    overrides: dict[str, object] = {}
+    if getattr(args, "data_dir", None):
+        overrides["data_dir"] = Path(args.data_dir)
+    if getattr(args, "port", None):
+        overrides["api_port"] = args.port
+    if getattr(args, "host", None):
+        overrides["api_host"] = args.host
+    if getattr(args, "kafka_port", None):
+        overrides["kafka_port"] = args.kafka_port
+    return Settings(**overrides)  # type: ignore[arg-type]
+
+
+def _err(*parts: object) -> None:
+    print(*parts, file=sys.stderr, flush=True)
+
+
+# --- token ---------------------------------------------------------------------------------
+def cmd_token(args: argparse.Namespace) -> int:
+    from api.auth import mint_token, parse_ttl
+
+    settings = _settings(args)
+    try:
+        token = mint_token(
+            settings.signing_secret(),
+            args.role,
+            manager_id=args.manager,
+            branches=args.branch,
+            ttl=parse_ttl(args.ttl or settings.token_ttl),
+        )
+    except ValueError as exc:
+        _err(f"crm-tracker token: {exc}")
+        return 2
+    print(token)
+    return 0
+
+
+# --- db ------------------------------------------------------------------------------------
+def cmd_db(args: argparse.Namespace) -> int:
+    from models.db import upgrade
+
+    settings = _settings(args)
+    upgrade(settings.db_url, args.revision)
+    _err(f"database at {_safe_url(settings.db_url)} is at revision {args.revision}")
+    return 0
+
+
+def _safe_url(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
+
+
+# --- worker / api --------------------------------------------------------------------------
+def cmd_worker(args: argparse.Namespace) -> int:
+    from streams.worker import run_worker
+
+    run_worker(_settings(args))
+    return 0
+
+
+def cmd_api(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from api.main import create_app
+    from models.db import upgrade
+
+    settings = _settings(args)
+    upgrade(settings.db_url)
+    uvicorn.run(create_app(settings), host=settings.api_host, port=settings.api_port,
+                log_level="warning")
+    return 0
+
+
+# --- up ------------------------------------------------------------------------------------
+def cmd_up(args: argparse.Namespace) -> int:
+    from crmtracker.broker import BrokerError, EmbeddedBroker
+    from models.db import upgrade
+
+    settings = _settings(args)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    broker = None
+    if settings.embedded_broker:
+        broker = EmbeddedBroker(settings.kafka_port, log_path=settings.data_dir / "broker.log")
+        try:
+            broker.start()
+        except BrokerError as exc:
+            _err(f"crm-tracker up: {exc}")
+            return 1
+    try:
+        upgrade(settings.db_url)
+        from crmtracker.up import run_up
+
+        return asyncio.run(run_up(settings, demo=args.demo, demo_rate=args.demo_rate))
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        if broker is not None:
+            broker.stop()
+
+
+# --- parser --------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="crm-tracker",
+        description="Live activity tallies and visit reminders for bank relationship managers.",
+    )
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def data_dir(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--data-dir", help="SQLite file and signing secret (default ./.crm-data,"
+                        " env CRM_DATA_DIR)")
+
+    up = sub.add_parser("up", help="everything on one machine (embedded broker + SQLite)")
+    up.add_argument("--demo", action="store_true", help="also play core banking and the CRM app")
+    up.add_argument("--demo-rate", type=float, default=25.0, help="demo events per second")
+    up.add_argument("--port", type=int, help="API port (default 8000)")
+    up.add_argument("--host", help="API address to bind (default 127.0.0.1)")
+    up.add_argument("--kafka-port", type=int, help="embedded broker port (default 9092)")
+    data_dir(up)
+    up.set_defaults(func=cmd_up)
+
+    w = sub.add_parser("worker", help="the stream processor alone (production)")
+    data_dir(w)
+    w.set_defaults(func=cmd_worker)
+
+    a = sub.add_parser("api", help="the HTTP API alone (production)")
+    a.add_argument("--port", type=int)
+    a.add_argument("--host")
+    data_dir(a)
+    a.set_defaults(func=cmd_api)
+
+    t = sub.add_parser("token", help="mint a bearer token (printed alone on stdout)")
+    t.add_argument("--role", required=True, choices=["manager", "supervisor", "ops", "admin"])
+    t.add_argument("--manager", help="manager id (role manager)")
+    t.add_argument("--branch", action="append", default=[], help="branch id (repeatable)")
+    t.add_argument("--ttl", help="lifetime, e.g. 30m, 8h, 7d (default 8h)")
+    data_dir(t)
+    t.set_defaults(func=cmd_token)
+
+    d = sub.add_parser("db", help="database schema")
+    dsub = d.add_subparsers(dest="db_command", required=True)
+    du = dsub.add_parser("upgrade", help="apply migrations (Alembic)")
+    du.add_argument("revision", nargs="?", default="head")
+    data_dir(du)
+    du.set_defaults(func=cmd_db)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    logging.basicConfig(
+        level=os.environ.get("CRM_LOG_LEVEL", "INFO").upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    for noisy in ("aiokafka", "faust", "mode", "alembic", "uvicorn.error"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    args = build_parser().parse_args(argv)
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,216 @@
+"""The one settings object (env prefix ``CRM_``, also read from ``.env``).
+
+Built once in the composition root (the CLI) and passed down to the faust app, the database
+engine, the API and the scheduler. No other module reads ``os.environ``.
+"""
+
+from __future__ import annotations
+
+import secrets
+from decimal import Decimal
+from functools import cached_property
+from pathlib import Path
+from typing import Literal
+from zoneinfo import ZoneInfo
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from models.policy import Policy
+
+
+class TopicNames:
+    """Resolved topic names (prefix applied)."""
+
+    def __init__(self, settings: Settings) -> None:
+        p = settings.topic_prefix
+        self.transactions = p + settings.topic_transactions
+        self.accounts = p + settings.topic_accounts
+        self.visits = p + settings.topic_visits
+        self.clients = p + settings.topic_clients
+        self.managers = p + settings.topic_managers
+        self.reminders = p + settings.topic_reminders
+        self.deadletter = p + settings.topic_deadletter
+
+    @property
+    def inputs(self) -> list[str]:
+        return [self.managers, self.clients, self.transactions, self.accounts, self.visits]
+
+    @property
+    def outputs(self) -> list[str]:
+        return [self.reminders, self.deadletter]
+
+    @property
+    def compacted(self) -> set[str]:
+        return {self.clients, self.managers}
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="CRM_", env_file=".env", extra="ignore", frozen=False
+    )
+
+    # --- Kafka ---------------------------------------------------------------------------
+    kafka_bootstrap: str | None = None
+    """Absent: the embedded Tansu broker (dev and tests only)."""
+    kafka_port: int = 9092
+    """Port of the embedded broker."""
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = (
+        "PLAINTEXT"
+    )
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = "PLAIN"
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = None
+    kafka_ssl_cafile: str | None = None
+    kafka_ssl_certfile: str | None = None
+    kafka_ssl_keyfile: str | None = None
+    kafka_session_timeout: float | None = None
+    """Consumer-group session timeout (s). Default: 2 on the embedded broker (its group join
+    takes half of it), 30 on a real cluster."""
+    kafka_heartbeat_interval: float | None = None
+    topic_partitions: int = Field(4, ge=1, le=1024)
+    topic_replication: int = Field(1, ge=1)
+    group_id: str = "crm-tracker"
+
+    topic_prefix: str = ""
+    topic_transactions: str = "bank.transactions"
+    topic_accounts: str = "bank.accounts"
+    topic_visits: str = "crm.visits"
+    topic_clients: str = "crm.clients"
+    topic_managers: str = "crm.managers"
+    topic_reminders: str = "crm.reminders"
+    topic_deadletter: str = "crm.deadletter"
+
+    # --- worker --------------------------------------------------------------------------
+    batch_size: int = Field(1000, ge=1, le=100_000)
+    batch_within: float = Field(0.2, gt=0)
+    """Seconds a partial batch waits for more events before it is applied."""
+    db_retry_max_backoff: float = Field(30.0, gt=0)
+
+    # --- storage -------------------------------------------------------------------------
+    database_url: str | None = None
+    """Absent: an embedded SQLite file in the data directory."""
+    data_dir: Path = Path(".crm-data")
+
+    # --- API -----------------------------------------------------------------------------
+    api_host: str = "127.0.0.1"
+    api_port: int = 8000
+    auth_secret: SecretStr | None = None
+    """Token signing secret. Absent: a secret generated on first start in the data dir."""
+    token_ttl: str = "8h"
+    ready_max_lag: int = Field(10_000, ge=0)
+    """/readyz reports not ready while the worker lags by more events than this."""
+
+    # --- scheduler -----------------------------------------------------------------------
+    reminder_scan_seconds: int = Field(60, ge=1)
+
+    # --- policy (DOMAIN.md defaults) -----------------------------------------------------
+    timezone: str = "Asia/Shanghai"
+    coefficient_asset: Decimal = Decimal("0.9")
+    coefficient_liability: Decimal = Decimal("1.0")
+    coefficient_intermediary: Decimal = Decimal("2.0")
+    coefficient_off_balance: Decimal = Decimal("1.5")
+    default_claim_ratio: Decimal = Decimal("1.0")
+    fx_rates: dict[str, Decimal] = Field(default_factory=dict)
+    """CNY per unit of a foreign currency, e.g. ``{"USD": "7.10"}``; empty: CNY only."""
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, v: str) -> str:
+        ZoneInfo(v)  # raises for an unknown zone
+        return v
+
+    # --- derived -------------------------------------------------------------------------
+    @property
+    def embedded_broker(self) -> bool:
+        return not self.kafka_bootstrap
+
+    @property
+    def bootstrap(self) -> str:
+        return self.kafka_bootstrap or f"127.0.0.1:{self.kafka_port}"
+
+    @property
+    def session_timeout(self) -> float:
+        if self.kafka_session_timeout is not None:
+            return self.kafka_session_timeout
+        return 2.0 if self.embedded_broker else 30.0
+
+    @property
+    def heartbeat_interval(self) -> float:
+        if self.kafka_heartbeat_interval is not None:
+            return self.kafka_heartbeat_interval
+        return max(0.5, self.session_timeout / 4) if self.embedded_broker else 3.0
+
+    @cached_property
+    def topics(self) -> TopicNames:
+        return TopicNames(self)
+
+    @property
+    def tz(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+    @property
+    def sqlite_path(self) -> Path:
+        return self.data_dir / "crm-tracker.sqlite3"
+
+    @property
+    def db_url(self) -> str:
+        """The async SQLAlchemy URL (plain postgresql:// and sqlite:// are mapped)."""
+        url = self.database_url or f"sqlite:///{self.sqlite_path.resolve()}"
+        return async_db_url(url)
+
+    @property
+    def policy(self) -> Policy:
+        return Policy(
+            timezone=self.timezone,
+            coefficients={
+                "asset": self.coefficient_asset,
+                "liability": self.coefficient_liability,
+                "intermediary": self.coefficient_intermediary,
+                "off_balance": self.coefficient_off_balance,
+            },
+            default_claim_ratio=self.default_claim_ratio,
+            fx_rates=dict(self.fx_rates),
+        )
+
+    def signing_secret(self) -> str:
+        """The token secret: configured, or generated once in the data directory."""
+        if self.auth_secret is not None:
+            return self.auth_secret.get_secret_value()
+        path = self.data_dir / "signing-secret"
+        if path.exists():
+            return path.read_text().strip()
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        secret = secrets.token_urlsafe(48)
+        path.write_text(secret + "\n")
+        path.chmod(0o600)
+        return secret
+
+    def child_env(self) -> dict[str, str]:
+        """Environment for a child process (worker) so it sees the same configuration."""
+        env = {
+            "CRM_KAFKA_BOOTSTRAP": self.bootstrap,
+            "CRM_KAFKA_SESSION_TIMEOUT": str(self.session_timeout),
+            "CRM_KAFKA_HEARTBEAT_INTERVAL": str(self.heartbeat_interval),
+            "CRM_DATABASE_URL": self.db_url,
+            "CRM_DATA_DIR": str(self.data_dir.resolve()),
+            "CRM_TIMEZONE": self.timezone,
+            "CRM_TOPIC_PREFIX": self.topic_prefix,
+            "CRM_TOPIC_PARTITIONS": str(self.topic_partitions),
+            "CRM_GROUP_ID": self.group_id,
+            "CRM_BATCH_SIZE": str(self.batch_size),
+            "CRM_BATCH_WITHIN": str(self.batch_within),
+        }
+        return env
+
+
+def async_db_url(url: str) -> str:
+    """Map a plain database URL to the async driver SQLAlchemy needs."""
+    for plain, driver in (
+        ("postgresql://", "postgresql+asyncpg://"),
+        ("postgres://", "postgresql+asyncpg://"),
+        ("sqlite://", "sqlite+aiosqlite://"),
+    ):
+        if url.startswith(plain):
+            return driver + url[len(plain) :]
+    return url

@@ -1,0 +1,142 @@
+"""``crm-tracker up``: broker (already started), worker, API and demo on one machine.
+
+The worker runs as a child process (faust wants its own event loop and signal handling; a
+child also survives nothing it should not: it is restarted if it dies). The API and the demo
+generator run in this process. SIGINT/SIGTERM stop everything in order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import sys
+from collections.abc import Iterator
+
+import uvicorn
+
+from crmtracker.broker import ensure_topics, kafka_client_args
+from crmtracker.settings import Settings
+
+log = logging.getLogger("crmtracker.up")
+
+
+class _Server(uvicorn.Server):
+    """uvicorn without its own signal handlers: ``up`` owns the signals."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+async def _supervise_worker(settings: Settings, stop: asyncio.Event) -> None:
+    env = {**os.environ, **settings.child_env()}
+    while not stop.is_set():
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "crmtracker", "worker", env=env,
+            stdin=asyncio.subprocess.DEVNULL,
+        )
+        waiter = asyncio.ensure_future(proc.wait())
+        stopper = asyncio.ensure_future(stop.wait())
+        await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        if stop.is_set():
+            if proc.returncode is None:
+                proc.terminate()
+                try:
+                    await asyncio.wait_for(waiter, 15)
+                except TimeoutError:
+                    proc.kill()
+                    await waiter
+            stopper.cancel()
+            return
+        stopper.cancel()
+        log.error("worker exited with code %s; restarting it in 1 s", proc.returncode)
+        await asyncio.sleep(1)
+
+
+async def _demo(settings: Settings, stop: asyncio.Event, rate: float) -> None:
+    from aiokafka import AIOKafkaProducer
+
+    from crmtracker.demo import run_demo
+
+    producer = AIOKafkaProducer(
+        bootstrap_servers=settings.bootstrap, acks="all", linger_ms=20,
+        **kafka_client_args(settings),
+    )
+    await producer.start()
+    try:
+        async def send(topic: str, key: bytes, value: bytes) -> None:
+            await producer.send(topic, key=key, value=value)
+
+        sent = await run_demo(
+            send, lambda role: getattr(settings.topics, role), stop=stop, rate=rate,
+            log=lambda msg: log.warning("demo: %s", msg),
+        )
+        log.info("demo sent %d messages", sent)
+    finally:
+        with contextlib.suppress(Exception):
+            await producer.stop()
+
+
+def _banner(settings: Settings, token: str, demo: bool) -> str:
+    api = f"http://{settings.api_host}:{settings.api_port}"
+    lines = [
+        "",
+        "crm-tracker is up" + (" with the demo running" if demo else " (waiting for events)"),
+        f"  API            {api}   (OpenAPI: {api}/docs)",
+        f"  Kafka          {settings.bootstrap}"
+        + ("   (embedded broker, memory only)" if settings.embedded_broker else ""),
+        f"  database       {'SQLite ' + str(settings.sqlite_path) if not settings.database_url else 'configured'}",  # noqa: E501
+        f"  admin token    {token}",
+        "",
+        "  try:",
+        f'    curl -s -H "Authorization: Bearer $TOKEN" {api}/v1/managers/m-b01-01/tally'
+        if demo else
+        f'    curl -s -H "Authorization: Bearer $TOKEN" {api}/v1/events/rejected',
+        f'    curl -s -H "Authorization: Bearer $TOKEN" {api}/v1/branches/b01/tally?period=month'
+        if demo else "",
+        "  (TOKEN is the admin token above; Ctrl-C stops everything)",
+        "",
+    ]
+    return "\n".join(line for line in lines if line is not None)
+
+
+async def run_up(settings: Settings, *, demo: bool, demo_rate: float = 25.0) -> int:
+    from api.auth import mint_token, parse_ttl
+    from api.main import create_app
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+
+    await ensure_topics(settings)
+    server = _Server(
+        uvicorn.Config(create_app(settings), host=settings.api_host, port=settings.api_port,
+                       log_level="warning", lifespan="on")
+    )
+    tasks = [
+        asyncio.create_task(_supervise_worker(settings, stop), name="worker"),
+        asyncio.create_task(server.serve(), name="api"),
+    ]
+    if demo:
+        tasks.append(asyncio.create_task(_demo(settings, stop, demo_rate), name="demo"))
+    while not server.started:
+        if tasks[1].done():  # e.g. the port is taken
+            stop.set()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            print(f"crm-tracker up: the API could not start on port {settings.api_port}",
+                  file=sys.stderr)
+            return 1
+        await asyncio.sleep(0.05)
+    token = mint_token(settings.signing_secret(), "admin", ttl=parse_ttl(settings.token_ttl))
+    print(_banner(settings, token, demo), flush=True)
+
+    await stop.wait()
+    print("stopping ...", file=sys.stderr, flush=True)
+    server.should_exit = True
+    await asyncio.gather(*tasks, return_exceptions=True)
+    print("stopped", file=sys.stderr, flush=True)
+    return 0

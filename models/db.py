@@ -1,0 +1,77 @@
+"""Engines and migrations for SQLite (embedded default) and PostgreSQL."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+def is_sqlite(url: str) -> bool:
+    return make_url(url).get_backend_name() == "sqlite"
+
+
+def make_engine(url: str, *, writer: bool = False, pool_size: int = 5) -> AsyncEngine:
+    """An async engine; ``writer`` engines on SQLite take the write lock when they begin.
+
+    SQLite allows one writer: BEGIN IMMEDIATE makes a second writer wait (busy_timeout)
+    instead of failing half-way through a transaction it cannot upgrade.
+    """
+    if is_sqlite(url):
+        db = make_url(url).database
+        if db and db != ":memory:":
+            Path(db).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_async_engine(url, connect_args={"timeout": 30})
+        sync = engine.sync_engine
+
+        @event.listens_for(sync, "connect")
+        def _pragmas(dbapi_conn: Any, _record: Any) -> None:
+            # let SQLAlchemy's begin event, not the driver, start transactions
+            dbapi_conn.isolation_level = None
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.execute("PRAGMA busy_timeout=30000")
+            cur.close()
+
+        @event.listens_for(sync, "begin")
+        def _begin(conn: Any) -> None:
+            conn.exec_driver_sql("BEGIN IMMEDIATE" if writer else "BEGIN")
+
+        return engine
+    return create_async_engine(
+        url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True
+    )
+
+
+def upgrade(url: str, revision: str = "head") -> None:
+    """Apply Alembic migrations (synchronously; call before starting the loop's work)."""
+    from alembic import command
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    command.upgrade(cfg, revision)
+
+
+async def upsert_positions(engine: AsyncEngine, rows: list[dict[str, Any]]) -> None:
+    """Record the worker's view of its partitions (committed offset, high watermark)."""
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    from models.tables import WorkerPositionRow
+
+    mod = postgresql if engine.dialect.name == "postgresql" else sqlite
+    stmt = mod.insert(WorkerPositionRow)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["group_id", "topic", "partition"],
+        set_={c: stmt.excluded[c] for c in ("committed_offset", "end_offset", "worker",
+                                             "updated_at")},
+    )
+    async with engine.begin() as conn:
+        await conn.execute(stmt, rows)

@@ -1,0 +1,276 @@
+"""Wire events: the envelope and the five payload types of CONTRACT.md §1.
+
+``decode_event`` turns the exact bytes of a Kafka message value into a validated event or
+raises ``InvalidEvent`` with a reason a person can act on. Money is parsed as ``Decimal``
+straight from the JSON text (never through a float).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal, InvalidOperation
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    StrictStr,
+    ValidationError,
+)
+
+from models.policy import Policy
+
+EVENT_TYPES = (
+    "transaction.posted",
+    "account.opened",
+    "visit.logged",
+    "client.upserted",
+    "manager.upserted",
+)
+FACT_TYPES = ("transaction.posted", "account.opened", "visit.logged")
+SUPPORTED_SCHEMA_VERSIONS = (1,)
+
+_RFC3339 = re.compile(
+    r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$"
+)
+MAX_MONEY = Decimal("1e18")
+
+
+class InvalidEvent(ValueError):
+    """A message that cannot be applied; ``reason`` says why."""
+
+    def __init__(self, reason: str, event_id: str | None = None,
+                 event_type: str | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.event_id = event_id
+        self.event_type = event_type
+
+
+def _rfc3339(v: Any) -> datetime:
+    if not isinstance(v, str) or not _RFC3339.match(v):
+        raise ValueError("must be an RFC 3339 timestamp with a UTC offset, e.g. "
+                         "2026-11-20T09:15:00+08:00")
+    # fromisoformat (3.11) takes 'Z' and up to 6 fractional digits
+    text = v.replace("z", "Z").replace("t", "T")
+    m = re.match(r"^(.*\.\d{6})\d+(.*)$", text)
+    if m:
+        text = m.group(1) + m.group(2)
+    try:
+        return datetime.fromisoformat(text)
+    except ValueError as exc:
+        raise ValueError(f"not a valid date/time: {exc}") from None
+
+
+def _decimal(v: Any) -> Decimal:
+    if isinstance(v, bool) or v is None:
+        raise ValueError("must be a decimal number or a string holding one")
+    if isinstance(v, Decimal):
+        d = v
+    elif isinstance(v, int):
+        d = Decimal(v)
+    elif isinstance(v, str):
+        try:
+            d = Decimal(v.strip())
+        except InvalidOperation:
+            raise ValueError(f"{v!r} is not a decimal number") from None
+    else:
+        raise ValueError("must be a decimal number or a string holding one")
+    if not d.is_finite():
+        raise ValueError("must be a finite decimal")
+    if abs(d) >= MAX_MONEY:
+        raise ValueError("is too large")
+    return d
+
+
+Money = Annotated[Decimal, BeforeValidator(_decimal)]
+Timestamp = Annotated[datetime, BeforeValidator(_rfc3339)]
+Id = Annotated[StrictStr, Field(min_length=1, max_length=128)]
+OptStr = Annotated[StrictStr | None, Field(max_length=256)]
+
+
+class _Payload(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+class TransactionPosted(_Payload):
+    client_id: Id
+    account_id: Id
+    business_line: Literal["asset", "liability", "intermediary", "off_balance"]
+    product: OptStr = None
+    amount: Money = Field(ge=0)
+    simulated_profit: Money = Decimal(0)
+    currency: Annotated[StrictStr, Field(min_length=3, max_length=3)] = "CNY"
+    manager_id: Id | None = None
+
+
+class AccountOpened(_Payload):
+    client_id: Id
+    account_id: Id
+    account_type: Literal[
+        "basic_settlement",
+        "general_settlement",
+        "special",
+        "temporary",
+        "usd_settlement",
+        "payroll",
+        "ebanking",
+        "personal",
+    ]
+    origin: Literal["natural", "marketed"] = "marketed"
+    manager_id: Id | None = None
+
+
+class VisitLogged(_Payload):
+    client_id: Id
+    manager_id: Id
+    method: Literal["on_site", "phone", "sms", "online"]
+    kind: Literal["routine", "business", "post_loan_check", "surprise"]
+    duration_minutes: Annotated[StrictInt, Field(ge=0, le=1440)] | None = None
+    notes: Annotated[StrictStr, Field(max_length=4000)] | None = None
+
+
+class ClientUpserted(_Payload):
+    client_id: Id
+    name: Annotated[StrictStr, Field(max_length=512)] | None = None
+    segment: Literal["corporate", "retail"] | None = None
+    tier: Literal["diamond", "platinum", "gold", "silver", "bronze"] | None = None
+    manager_id: Id
+    branch_id: Id | None = None
+    credit_client: StrictBool = False
+    claim_ratio: Annotated[Money, Field(ge=0, le=1)] | None = None
+    visit_interval_days: Annotated[StrictInt, Field(ge=1, le=3660)] | None = None
+    assigned_at: Timestamp | None = None
+
+
+class ManagerUpserted(_Payload):
+    manager_id: Id
+    name: Annotated[StrictStr, Field(max_length=512)] | None = None
+    branch_id: Id
+    supervisor_id: Id | None = None
+    level: Literal["senior", "advanced", "standard", "assistant"] | None = None
+    annual_profit_target: Annotated[Money, Field(ge=0)] | None = None
+    active: StrictBool = True
+
+
+PAYLOADS: dict[str, type[_Payload]] = {
+    "transaction.posted": TransactionPosted,
+    "account.opened": AccountOpened,
+    "visit.logged": VisitLogged,
+    "client.upserted": ClientUpserted,
+    "manager.upserted": ManagerUpserted,
+}
+
+Payload = TransactionPosted | AccountOpened | VisitLogged | ClientUpserted | ManagerUpserted
+
+
+class Envelope(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    event_id: Id
+    event_type: StrictStr
+    schema_version: StrictInt
+    occurred_at: Timestamp
+    source: Annotated[StrictStr, Field(max_length=256)] | None = None
+    payload: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """A validated event: the envelope with its typed payload."""
+
+    event_id: str
+    event_type: str
+    schema_version: int
+    occurred_at: datetime
+    source: str | None
+    payload: Payload
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a number")
+
+
+def _loads(raw: bytes) -> Any:
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InvalidEvent(f"value is not valid UTF-8 (byte {exc.start})") from None
+    try:
+        return json.loads(text, parse_float=Decimal, parse_constant=_reject_constant)
+    except (ValueError, RecursionError) as exc:
+        raise InvalidEvent(f"value is not valid JSON: {exc}") from None
+
+
+def _explain(exc: ValidationError, prefix: str) -> str:
+    parts = []
+    for err in exc.errors()[:5]:
+        loc = ".".join(str(p) for p in err["loc"]) if err["loc"] else ""
+        where = f"{prefix}{loc}" if loc else prefix.rstrip(".") or "value"
+        msg = err["msg"]
+        if err["type"] == "missing":
+            msg = "required field is missing"
+        elif msg.startswith("Value error, "):
+            msg = msg[len("Value error, "):]
+        parts.append(f"{where}: {msg}")
+    more = len(exc.errors()) - 5
+    if more > 0:
+        parts.append(f"and {more} more")
+    return "; ".join(parts)
+
+
+def decode_event(raw: bytes | None, policy: Policy | None = None) -> Event:
+    """Validate the bytes of one message value; raise ``InvalidEvent`` with the reason."""
+    if raw is None:
+        raise InvalidEvent("empty value (a tombstone): deleting records is not supported")
+    doc = _loads(raw)
+    if not isinstance(doc, dict):
+        raise InvalidEvent(f"value must be a JSON object, not {type(doc).__name__}")
+    event_id = doc.get("event_id") if isinstance(doc.get("event_id"), str) else None
+    event_type = doc.get("event_type") if isinstance(doc.get("event_type"), str) else None
+    try:
+        env = Envelope.model_validate(doc)
+    except ValidationError as exc:
+        raise InvalidEvent(_explain(exc, ""), event_id, event_type) from None
+    model = PAYLOADS.get(env.event_type)
+    if model is None:
+        raise InvalidEvent(
+            f"event_type: unknown type {env.event_type!r}; expected one of "
+            + ", ".join(EVENT_TYPES),
+            event_id,
+            event_type,
+        )
+    if env.schema_version not in SUPPORTED_SCHEMA_VERSIONS:
+        raise InvalidEvent(
+            f"schema_version: {env.schema_version} is not supported (supported: 1)",
+            event_id,
+            event_type,
+        )
+    try:
+        payload = model.model_validate(env.payload)
+    except ValidationError as exc:
+        raise InvalidEvent(_explain(exc, "payload."), event_id, event_type) from None
+    if isinstance(payload, TransactionPosted) and payload.currency != "CNY":
+        rates = policy.fx_rates if policy is not None else {}
+        if payload.currency not in rates:
+            raise InvalidEvent(
+                f"payload.currency: {payload.currency!r} is not accepted "
+                "(only CNY unless an FX rate is configured for it)",
+                event_id,
+                event_type,
+            )
+    return Event(
+        event_id=env.event_id,
+        event_type=env.event_type,
+        schema_version=env.schema_version,
+        occurred_at=env.occurred_at,
+        source=env.source,
+        payload=payload,
+    )

@@ -1,0 +1,267 @@
+"""Database tables (SQLAlchemy 2, typed declarative).
+
+Money columns are exact on both databases: NUMERIC on PostgreSQL, the decimal's text on
+SQLite (whose NUMERIC affinity would round through a float). Timestamps are stored in UTC
+and always come back timezone-aware.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Date,
+    DateTime,
+    Dialect,
+    Index,
+    Integer,
+    Numeric,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from models.policy import ACCOUNT_TYPES, BUSINESS_LINES, VISIT_KINDS, VISIT_METHODS
+
+
+class ExactDecimal(TypeDecorator[Decimal]):
+    """NUMERIC on PostgreSQL; text on SQLite so no digit is ever lost."""
+
+    impl = Numeric
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: Dialect) -> Any:
+        if dialect.name == "sqlite":
+            return dialect.type_descriptor(String(64))
+        return dialect.type_descriptor(Numeric(asdecimal=True))
+
+    def process_bind_param(self, value: Decimal | None, dialect: Dialect) -> Any:
+        if value is None:
+            return None
+        if dialect.name == "sqlite":
+            return str(Decimal(value))
+        return Decimal(value)
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> Decimal | None:
+        if value is None:
+            return None
+        return Decimal(value) if not isinstance(value, Decimal) else value
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Aware datetimes in, aware (UTC) datetimes out, on every database."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> Any:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if isinstance(value, str):
+            value = datetime.fromisoformat(value)
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class EventRow(Base):
+    """Every valid event ever accepted: the dedupe key, the audit trail, the replay source."""
+
+    __tablename__ = "events"
+
+    event_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    event_type: Mapped[str] = mapped_column(String(32))
+    topic: Mapped[str] = mapped_column(String(255))
+    partition: Mapped[int] = mapped_column(Integer)
+    offset: Mapped[int] = mapped_column(BigInteger)
+    occurred_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    status: Mapped[str] = mapped_column(String(16))  # applied | held
+    client_id: Mapped[str | None] = mapped_column(String(128))
+    manager_id: Mapped[str | None] = mapped_column(String(128))
+    """The manager the event was credited to (facts) or the subject (reference data)."""
+    branch_id: Mapped[str | None] = mapped_column(String(128))
+    day: Mapped[date | None] = mapped_column(Date)
+    """The bank-time-zone day the event counts in."""
+    value: Mapped[str] = mapped_column(Text)
+
+    __table_args__ = (
+        Index("ix_events_client", "client_id", "occurred_at"),
+        Index("ix_events_manager_day", "manager_id", "day"),
+    )
+
+
+class RejectedRow(Base):
+    """Messages that could not be applied: rejected for good, or held for reference data."""
+
+    __tablename__ = "rejected_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    topic: Mapped[str] = mapped_column(String(255))
+    partition: Mapped[int] = mapped_column(Integer)
+    offset: Mapped[int] = mapped_column(BigInteger)
+    key: Mapped[str | None] = mapped_column(Text)
+    value_b64: Mapped[str | None] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(16))  # rejected | held | released
+    reason: Mapped[str] = mapped_column(Text)
+    event_id: Mapped[str | None] = mapped_column(String(128))
+    event_type: Mapped[str | None] = mapped_column(String(64))
+    waiting_client_id: Mapped[str | None] = mapped_column(String(128))
+    waiting_manager_id: Mapped[str | None] = mapped_column(String(128))
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    released_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+    __table_args__ = (
+        UniqueConstraint("topic", "partition", "offset", name="uq_rejected_position"),
+        Index("ix_rejected_status", "status", "id"),
+        Index("ix_rejected_wait_client", "waiting_client_id"),
+        Index("ix_rejected_wait_manager", "waiting_manager_id"),
+    )
+
+
+class ManagerRow(Base):
+    __tablename__ = "managers"
+
+    manager_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    name: Mapped[str | None] = mapped_column(String(512))
+    branch_id: Mapped[str] = mapped_column(String(128), index=True)
+    supervisor_id: Mapped[str | None] = mapped_column(String(128))
+    level: Mapped[str | None] = mapped_column(String(16))
+    annual_profit_target: Mapped[Decimal | None] = mapped_column(ExactDecimal())
+    active: Mapped[bool] = mapped_column(default=True)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    """occurred_at of the upsert in force (an older upsert arriving late never wins)."""
+
+
+class ClientRow(Base):
+    __tablename__ = "clients"
+
+    client_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    name: Mapped[str | None] = mapped_column(String(512))
+    segment: Mapped[str | None] = mapped_column(String(16))
+    tier: Mapped[str | None] = mapped_column(String(16))
+    manager_id: Mapped[str] = mapped_column(String(128), index=True)
+    branch_id: Mapped[str | None] = mapped_column(String(128))
+    credit_client: Mapped[bool] = mapped_column(default=False)
+    claim_ratio: Mapped[Decimal | None] = mapped_column(ExactDecimal())
+    visit_interval_days: Mapped[int | None] = mapped_column(Integer)
+    assigned_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    last_visit_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    last_post_loan_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class AssignmentRow(Base):
+    """Who held a client from when: attribution of late events follows this history."""
+
+    __tablename__ = "client_assignments"
+
+    client_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    assigned_at: Mapped[datetime] = mapped_column(UTCDateTime(), primary_key=True)
+    manager_id: Mapped[str] = mapped_column(String(128))
+    event_id: Mapped[str] = mapped_column(String(128))
+
+
+MONEY_COLUMNS: tuple[str, ...] = (
+    *(f"volume_{line}" for line in BUSINESS_LINES),
+    *(f"profit_{line}" for line in BUSINESS_LINES),
+    "weighted_profit",
+)
+COUNT_COLUMNS: tuple[str, ...] = (
+    "transactions",
+    *(f"accounts_{t}" for t in ACCOUNT_TYPES),
+    "accounts_natural",
+    "accounts_marketed",
+    "visits_total",
+    *(f"visits_{m}" for m in VISIT_METHODS),
+    *(f"visits_{k}" for k in VISIT_KINDS),
+)
+
+
+def _money() -> Mapped[Decimal]:
+    return mapped_column(ExactDecimal(), default=Decimal(0), nullable=False)
+
+
+def _count() -> Mapped[int]:
+    return mapped_column(Integer, default=0, nullable=False)
+
+
+class _TallyColumns:
+    """One day of activity; a period's tally is the sum of its days."""
+
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    transactions: Mapped[int] = _count()
+    volume_asset: Mapped[Decimal] = _money()
+    volume_liability: Mapped[Decimal] = _money()
+    volume_intermediary: Mapped[Decimal] = _money()
+    volume_off_balance: Mapped[Decimal] = _money()
+    profit_asset: Mapped[Decimal] = _money()
+    profit_liability: Mapped[Decimal] = _money()
+    profit_intermediary: Mapped[Decimal] = _money()
+    profit_off_balance: Mapped[Decimal] = _money()
+    weighted_profit: Mapped[Decimal] = _money()
+    accounts_basic_settlement: Mapped[int] = _count()
+    accounts_general_settlement: Mapped[int] = _count()
+    accounts_special: Mapped[int] = _count()
+    accounts_temporary: Mapped[int] = _count()
+    accounts_usd_settlement: Mapped[int] = _count()
+    accounts_payroll: Mapped[int] = _count()
+    accounts_ebanking: Mapped[int] = _count()
+    accounts_personal: Mapped[int] = _count()
+    accounts_natural: Mapped[int] = _count()
+    accounts_marketed: Mapped[int] = _count()
+    visits_total: Mapped[int] = _count()
+    visits_on_site: Mapped[int] = _count()
+    visits_phone: Mapped[int] = _count()
+    visits_sms: Mapped[int] = _count()
+    visits_online: Mapped[int] = _count()
+    visits_routine: Mapped[int] = _count()
+    visits_business: Mapped[int] = _count()
+    visits_post_loan_check: Mapped[int] = _count()
+    visits_surprise: Mapped[int] = _count()
+
+
+class ManagerDayRow(_TallyColumns, Base):
+    __tablename__ = "manager_daily"
+    manager_id: Mapped[str] = mapped_column(String(128), primary_key=True, sort_order=-1)
+
+
+class BranchDayRow(_TallyColumns, Base):
+    __tablename__ = "branch_daily"
+    branch_id: Mapped[str] = mapped_column(String(128), primary_key=True, sort_order=-1)
+
+
+class WorkerPositionRow(Base):
+    """What the worker last saw of each partition: committed offset and high watermark.
+
+    The worker writes it; /readyz and the lag view read it (the embedded broker's
+    ListOffsets under-reports partition ends, a fetch's high watermark does not).
+    """
+
+    __tablename__ = "worker_positions"
+
+    group_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    topic: Mapped[str] = mapped_column(String(255), primary_key=True)
+    partition: Mapped[int] = mapped_column(Integer, primary_key=True)
+    committed_offset: Mapped[int | None] = mapped_column(BigInteger)
+    end_offset: Mapped[int | None] = mapped_column(BigInteger)
+    worker: Mapped[str | None] = mapped_column(String(255))
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+assert set(MONEY_COLUMNS) | set(COUNT_COLUMNS) <= set(ManagerDayRow.__table__.c.keys())

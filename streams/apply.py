@@ -1,0 +1,662 @@
+"""The idempotent batch apply: one database transaction per batch of Kafka messages.
+
+Kafka delivers at least once, so this step makes redelivery harmless: the batch's event ids
+are inserted into ``events`` with ON CONFLICT DO NOTHING ... RETURNING, and deltas are
+applied only for the ids that came back (the new ones). Rejected messages are recorded by
+their (topic, partition, offset), so a redelivered bad message is recorded once. Offsets are
+committed by the caller only after this transaction commits.
+
+Events whose client or manager is not known yet are *held* (stored, listed) and applied in
+the transaction that brings the missing reference data.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import bisect
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import and_, bindparam, or_, select, text, tuple_, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from models.events import (
+    AccountOpened,
+    ClientUpserted,
+    Event,
+    InvalidEvent,
+    ManagerUpserted,
+    TransactionPosted,
+    VisitLogged,
+    decode_event,
+)
+from models.policy import Policy, bank_day, to_cny, weighted_profit
+from models.tables import (
+    COUNT_COLUMNS,
+    MONEY_COLUMNS,
+    AssignmentRow,
+    BranchDayRow,
+    ClientRow,
+    EventRow,
+    ManagerDayRow,
+    ManagerRow,
+    RejectedRow,
+)
+
+REFERENCE_ORDER = {"manager.upserted": 0, "client.upserted": 1}
+
+
+@dataclass(frozen=True, slots=True)
+class Incoming:
+    """One Kafka message as the worker received it."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+
+    @property
+    def position(self) -> str:
+        return f"{self.topic}[{self.partition}]@{self.offset}"
+
+
+@dataclass
+class BatchResult:
+    applied: Counter[str] = field(default_factory=Counter)
+    duplicates: int = 0
+    rejected: list[tuple[Incoming, str]] = field(default_factory=list)
+    held: int = 0
+    released: int = 0
+    latest_occurred: list[datetime] = field(default_factory=list)
+    changed_managers: set[str] = field(default_factory=set)
+
+
+@dataclass(slots=True)
+class _Fact:
+    event: Event
+    msg: Incoming | None  # None for a released held event
+    held_id: int | None = None
+    client: ClientRow | None = None
+    manager: ManagerRow | None = None
+    problem: str | None = None
+    wait_client: str | None = None
+    wait_manager: str | None = None
+
+
+def _zero() -> dict[str, Any]:
+    row: dict[str, Any] = {c: Decimal(0) for c in MONEY_COLUMNS}
+    row.update({c: 0 for c in COUNT_COLUMNS})
+    return row
+
+
+def fact_delta(event: Event, client: ClientRow | None, policy: Policy) -> dict[str, Any]:
+    """The columns one fact adds to its day bucket (pure; used by apply and replay)."""
+    d: dict[str, Any] = {}
+    p = event.payload
+    if isinstance(p, TransactionPosted):
+        line = p.business_line
+        amount = to_cny(p.amount, p.currency, policy)
+        profit = to_cny(p.simulated_profit, p.currency, policy)
+        ratio = client.claim_ratio if client is not None else None
+        d["transactions"] = 1
+        d[f"volume_{line}"] = amount
+        d[f"profit_{line}"] = profit
+        d["weighted_profit"] = weighted_profit(profit, line, ratio, policy)
+    elif isinstance(p, AccountOpened):
+        d[f"accounts_{p.account_type}"] = 1
+        d[f"accounts_{p.origin}"] = 1
+    elif isinstance(p, VisitLogged):
+        d["visits_total"] = 1
+        d[f"visits_{p.method}"] = 1
+        d[f"visits_{p.kind}"] = 1
+    return d
+
+
+def attributed_manager(history: Sequence[tuple[datetime, str]], at: datetime) -> str | None:
+    """Who held the client at ``at``: the last assignment at or before it, else the first."""
+    if not history:
+        return None
+    i = bisect.bisect_right([h[0] for h in history], at)
+    return history[max(i - 1, 0)][1]
+
+
+def _chunks(rows: list[dict[str, Any]]) -> Iterable[list[dict[str, Any]]]:
+    """Split a multi-row statement under the drivers' bind-parameter limits (32767)."""
+    if not rows:
+        return
+    size = max(1, 30000 // max(1, len(rows[0])))
+    for i in range(0, len(rows), size):
+        yield rows[i : i + size]
+
+
+def _raw_text(value: bytes | None) -> str:
+    return "" if value is None else value.decode("utf-8", errors="replace")
+
+
+class Applier:
+    """Applies batches to the database; safe to call again with the same messages."""
+
+    def __init__(self, engine: AsyncEngine, policy: Policy) -> None:
+        self.engine = engine
+        self.policy = policy
+        self.tz = policy.tz
+        self.dialect = engine.dialect.name
+        # SQLite has one writer: queue this process's transactions instead of busy-waiting
+        self._lock = asyncio.Lock() if self.dialect == "sqlite" else None
+
+    # --- entry point ---------------------------------------------------------------------
+    async def apply(self, messages: Sequence[Incoming]) -> BatchResult:
+        result = BatchResult()
+        decoded: list[tuple[Incoming, Event]] = []
+        rejected: list[tuple[Incoming, InvalidEvent]] = []
+        for msg in messages:
+            try:
+                decoded.append((msg, decode_event(msg.value, self.policy)))
+            except InvalidEvent as exc:
+                rejected.append((msg, exc))
+        # a resend inside the same batch: keep the first copy
+        seen: set[str] = set()
+        unique: list[tuple[Incoming, Event]] = []
+        for msg, ev in decoded:
+            if ev.event_id in seen:
+                result.duplicates += 1
+                continue
+            seen.add(ev.event_id)
+            unique.append((msg, ev))
+
+        if self._lock is not None:
+            async with self._lock:
+                await self._apply_in_tx(unique, rejected, result)
+        else:
+            await self._apply_in_tx(unique, rejected, result)
+        return result
+
+    async def _apply_in_tx(
+        self,
+        decoded: list[tuple[Incoming, Event]],
+        rejected: list[tuple[Incoming, InvalidEvent]],
+        result: BatchResult,
+    ) -> None:
+        now = datetime.now(UTC)
+        async with self.engine.begin() as conn:
+            if rejected:
+                await self._record_rejected(conn, rejected, now)
+                result.rejected = [(m, e.reason) for m, e in rejected]
+            refs = sorted(
+                ((m, e) for m, e in decoded if e.event_type in REFERENCE_ORDER),
+                key=lambda me: (REFERENCE_ORDER[me[1].event_type], me[1].occurred_at),
+            )
+            facts = [(m, e) for m, e in decoded if e.event_type not in REFERENCE_ORDER]
+            if self.dialect == "postgresql":
+                await self._lock_entities(conn, refs, facts)
+
+            released: list[_Fact] = []
+            if refs:
+                new_ids = await self._claim_reference(conn, refs, now)
+                result.duplicates += len(refs) - len(new_ids)
+                fresh = [(m, e) for m, e in refs if e.event_id in new_ids]
+                client_ids, manager_ids = await self._apply_reference(conn, fresh)
+                for _m, e in fresh:
+                    result.applied[e.event_type] += 1
+                released = await self._load_held(conn, client_ids, manager_ids)
+            if facts or released:
+                await self._apply_facts(conn, facts, released, now, result)
+
+    async def record_rejected(self, rejected: list[tuple[Incoming, InvalidEvent]]) -> None:
+        """Record messages rejected outside a batch (e.g. ones the apply step cannot take)."""
+        async with self.engine.begin() as conn:
+            await self._record_rejected(conn, rejected, datetime.now(UTC))
+
+    # --- rejected ------------------------------------------------------------------------
+    async def _record_rejected(
+        self, conn: AsyncConnection, rejected: list[tuple[Incoming, InvalidEvent]],
+        now: datetime,
+    ) -> None:
+        rows = [
+            {
+                "topic": m.topic,
+                "partition": m.partition,
+                "offset": m.offset,
+                "key": _raw_text(m.key) if m.key is not None else None,
+                "value_b64": base64.b64encode(m.value).decode() if m.value is not None else None,
+                "status": "rejected",
+                "reason": f"{m.position}: {e.reason}",
+                "event_id": e.event_id,
+                "event_type": e.event_type,
+                "waiting_client_id": None,
+                "waiting_manager_id": None,
+                "received_at": now,
+                "released_at": None,
+            }
+            for m, e in rejected
+        ]
+        await conn.execute(self._insert(RejectedRow).on_conflict_do_nothing(), rows)
+
+    def _insert(self, model: Any) -> Any:
+        mod = postgresql if self.dialect == "postgresql" else sqlite
+        return mod.insert(model)
+
+    # --- locking (PostgreSQL: several workers) -------------------------------------------
+    async def _lock_entities(
+        self, conn: AsyncConnection, refs: Iterable[tuple[Incoming, Event]],
+        facts: Iterable[tuple[Incoming, Event]],
+    ) -> None:
+        """Serialise 'is the client known? else hold' against 'client arrives, release held'.
+
+        Without it, a worker could hold an event for a client another worker is inserting at
+        the same moment, and the event would wait for the next upsert of that client.
+        """
+        keys: set[str] = set()
+        for _m, e in [*refs, *facts]:
+            p = e.payload
+            if isinstance(p, ManagerUpserted):
+                keys.add("m:" + p.manager_id)
+            elif isinstance(p, ClientUpserted):
+                keys.add("c:" + p.client_id)
+            else:
+                keys.add("c:" + p.client_id)  # type: ignore[union-attr]
+                if getattr(p, "manager_id", None):
+                    keys.add("m:" + p.manager_id)  # type: ignore[union-attr]
+        if not keys:
+            return
+        await conn.execute(
+            text(
+                "SELECT pg_advisory_xact_lock(k) FROM "
+                "(SELECT DISTINCT hashtextextended(x, 0) AS k FROM unnest(CAST(:keys AS text[])) x"
+                " ORDER BY 1) s"
+            ),
+            {"keys": sorted(keys)},
+        )
+
+    # --- reference data ------------------------------------------------------------------
+    async def _claim(
+        self, conn: AsyncConnection, rows: list[dict[str, Any]]
+    ) -> set[str]:
+        """Insert event rows; return the ids that were new (the dedupe step)."""
+        if not rows:
+            return set()
+        rows.sort(key=lambda r: r["event_id"])  # same lock order in every worker
+        new: set[str] = set()
+        for chunk in _chunks(rows):
+            stmt = (
+                self._insert(EventRow)
+                .values(chunk)
+                .on_conflict_do_nothing(index_elements=["event_id"])
+                .returning(EventRow.event_id)
+            )
+            new.update(r[0] for r in await conn.execute(stmt))
+        return new
+
+    def _event_row(
+        self, m: Incoming, e: Event, now: datetime, **extra: Any
+    ) -> dict[str, Any]:
+        row = {
+            "event_id": e.event_id,
+            "event_type": e.event_type,
+            "topic": m.topic,
+            "partition": m.partition,
+            "offset": m.offset,
+            "occurred_at": e.occurred_at,
+            "received_at": now,
+            "status": "applied",
+            "client_id": getattr(e.payload, "client_id", None),
+            "manager_id": getattr(e.payload, "manager_id", None),
+            "branch_id": None,
+            "day": bank_day(e.occurred_at, self.tz),
+            "value": _raw_text(m.value),
+        }
+        row.update(extra)
+        return row
+
+    async def _claim_reference(
+        self, conn: AsyncConnection, refs: list[tuple[Incoming, Event]], now: datetime
+    ) -> set[str]:
+        rows = []
+        for m, e in refs:
+            branch = getattr(e.payload, "branch_id", None)
+            rows.append(self._event_row(m, e, now, branch_id=branch))
+        return await self._claim(conn, rows)
+
+    async def _apply_reference(
+        self, conn: AsyncConnection, fresh: list[tuple[Incoming, Event]]
+    ) -> tuple[set[str], set[str]]:
+        client_ids: set[str] = set()
+        manager_ids: set[str] = set()
+        for _m, e in fresh:
+            p = e.payload
+            if isinstance(p, ManagerUpserted):
+                await self._upsert_manager(conn, e, p)
+                manager_ids.add(p.manager_id)
+            elif isinstance(p, ClientUpserted):
+                await self._upsert_client(conn, e, p)
+                client_ids.add(p.client_id)
+        return client_ids, manager_ids
+
+    async def _upsert_manager(self, conn: AsyncConnection, e: Event, p: ManagerUpserted) -> None:
+        values = {
+            "manager_id": p.manager_id,
+            "name": p.name,
+            "branch_id": p.branch_id,
+            "supervisor_id": p.supervisor_id,
+            "level": p.level,
+            "annual_profit_target": p.annual_profit_target,
+            "active": p.active,
+            "updated_at": e.occurred_at,
+        }
+        stmt = self._insert(ManagerRow).values(values)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["manager_id"],
+            set_={k: stmt.excluded[k] for k in values if k != "manager_id"},
+            # a late-arriving older upsert never overwrites a newer one
+            where=ManagerRow.updated_at <= stmt.excluded.updated_at,
+        )
+        await conn.execute(stmt)
+
+    async def _upsert_client(self, conn: AsyncConnection, e: Event, p: ClientUpserted) -> None:
+        assigned_at = p.assigned_at or e.occurred_at
+        hist = self._insert(AssignmentRow).values(
+            client_id=p.client_id, assigned_at=assigned_at, manager_id=p.manager_id,
+            event_id=e.event_id,
+        )
+        hist = hist.on_conflict_do_update(
+            index_elements=["client_id", "assigned_at"],
+            set_={"manager_id": hist.excluded.manager_id, "event_id": hist.excluded.event_id},
+        )
+        await conn.execute(hist)
+        values = {
+            "client_id": p.client_id,
+            "name": p.name,
+            "segment": p.segment,
+            "tier": p.tier,
+            "manager_id": p.manager_id,
+            "branch_id": p.branch_id,
+            "credit_client": p.credit_client,
+            "claim_ratio": p.claim_ratio,
+            "visit_interval_days": p.visit_interval_days,
+            "assigned_at": assigned_at,
+            "updated_at": e.occurred_at,
+        }
+        stmt = self._insert(ClientRow).values(values)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["client_id"],
+            set_={k: stmt.excluded[k] for k in values if k != "client_id"},
+            where=ClientRow.updated_at <= stmt.excluded.updated_at,
+        )
+        await conn.execute(stmt)
+
+    # --- held events ---------------------------------------------------------------------
+    async def _load_held(
+        self, conn: AsyncConnection, client_ids: set[str], manager_ids: set[str]
+    ) -> list[_Fact]:
+        if not client_ids and not manager_ids:
+            return []
+        conds = []
+        if client_ids:
+            conds.append(RejectedRow.waiting_client_id.in_(sorted(client_ids)))
+        if manager_ids:
+            conds.append(RejectedRow.waiting_manager_id.in_(sorted(manager_ids)))
+        rows = (
+            await conn.execute(
+                select(RejectedRow.id, RejectedRow.value_b64)
+                .where(and_(RejectedRow.status == "held", or_(*conds)))
+                .order_by(RejectedRow.id)
+            )
+        ).all()
+        out = []
+        for held_id, b64 in rows:
+            ev = decode_event(base64.b64decode(b64), self.policy)
+            out.append(_Fact(event=ev, msg=None, held_id=held_id))
+        return out
+
+    # --- facts ---------------------------------------------------------------------------
+    async def _resolve(self, conn: AsyncConnection, facts: list[_Fact]) -> None:
+        """Find each fact's client and credited manager; note what is missing."""
+        client_ids = sorted({f.event.payload.client_id for f in facts})  # type: ignore[union-attr]
+        clients = {
+            c.client_id: c
+            for c in (
+                await conn.execute(select(ClientRow).where(ClientRow.client_id.in_(client_ids)))
+            ).all()
+        }
+        history: dict[str, list[tuple[datetime, str]]] = defaultdict(list)
+        if clients:
+            for cid, at, mid in (
+                await conn.execute(
+                    select(
+                        AssignmentRow.client_id, AssignmentRow.assigned_at, AssignmentRow.manager_id
+                    )
+                    .where(AssignmentRow.client_id.in_(sorted(clients)))
+                    .order_by(AssignmentRow.client_id, AssignmentRow.assigned_at)
+                )
+            ).all():
+                history[cid].append((at, mid))
+        wanted: dict[int, str | None] = {}
+        for i, f in enumerate(facts):
+            p = f.event.payload
+            client = clients.get(p.client_id)  # type: ignore[union-attr]
+            f.client = client  # type: ignore[assignment]
+            override = getattr(p, "manager_id", None)
+            if client is None:
+                f.problem = f"client {p.client_id} is not known yet"  # type: ignore[union-attr]
+                f.wait_client = p.client_id  # type: ignore[union-attr]
+                wanted[i] = override
+                continue
+            mid = override or attributed_manager(history.get(client.client_id, []),
+                                                 f.event.occurred_at) or client.manager_id
+            wanted[i] = mid
+        manager_ids = sorted({m for m in wanted.values() if m})
+        managers = {
+            m.manager_id: m
+            for m in (
+                await conn.execute(select(ManagerRow).where(ManagerRow.manager_id.in_(manager_ids)))
+            ).all()
+        } if manager_ids else {}
+        for i, f in enumerate(facts):
+            mid = wanted.get(i)
+            if mid is None:
+                continue
+            mgr = managers.get(mid)
+            if mgr is None:
+                f.wait_manager = mid
+                what = f"manager {mid} is not known yet"
+                f.problem = f"{f.problem}; {what}" if f.problem else what
+            else:
+                f.manager = mgr  # type: ignore[assignment]
+
+    async def _apply_facts(
+        self,
+        conn: AsyncConnection,
+        batch: list[tuple[Incoming, Event]],
+        released: list[_Fact],
+        now: datetime,
+        result: BatchResult,
+    ) -> None:
+        new_facts = [_Fact(event=e, msg=m) for m, e in batch]
+        everything = new_facts + released
+        await self._resolve(conn, everything)
+
+        # dedupe: claim the batch's ids with the attribution they get now
+        rows = []
+        for f in new_facts:
+            assert f.msg is not None
+            rows.append(
+                self._event_row(
+                    f.msg,
+                    f.event,
+                    now,
+                    status="held" if f.problem else "applied",
+                    manager_id=f.manager.manager_id if f.manager else None,
+                    branch_id=f.manager.branch_id if f.manager else None,
+                )
+            )
+        new_ids = await self._claim(conn, rows)
+        result.duplicates += len(new_facts) - len(new_ids)
+        fresh = [f for f in new_facts if f.event.event_id in new_ids]
+
+        to_apply = [f for f in fresh + released if f.problem is None]
+        to_hold = [f for f in fresh if f.problem is not None]
+        still_held = [f for f in released if f.problem is not None]
+
+        if to_hold:
+            await self._hold(conn, to_hold, now)
+            result.held += len(to_hold)
+        for f in still_held:  # it now waits for something else
+            await conn.execute(
+                update(RejectedRow)
+                .where(RejectedRow.id == f.held_id)
+                .values(reason=f"held: {f.problem}", waiting_client_id=f.wait_client,
+                        waiting_manager_id=f.wait_manager)
+            )
+        done_held = [f for f in released if f.problem is None]
+        if done_held:
+            await conn.execute(
+                update(RejectedRow)
+                .where(RejectedRow.id.in_([f.held_id for f in done_held]))
+                .values(status="released", released_at=now)
+            )
+            await conn.execute(
+                update(EventRow)
+                .where(EventRow.event_id == bindparam("eid"))
+                .values(status="applied", manager_id=bindparam("mid"), branch_id=bindparam("bid")),
+                [
+                    {"eid": f.event.event_id, "mid": f.manager.manager_id,
+                     "bid": f.manager.branch_id}
+                    for f in done_held
+                    if f.manager is not None
+                ],
+            )
+            result.released += len(done_held)
+        if to_apply:
+            await self._add_to_buckets(conn, to_apply)
+            await self._record_visits(conn, to_apply)
+            for f in to_apply:
+                result.applied[f.event.event_type] += 1
+                result.latest_occurred.append(f.event.occurred_at)
+                assert f.manager is not None
+                result.changed_managers.add(f.manager.manager_id)
+
+    async def _hold(self, conn: AsyncConnection, facts: list[_Fact], now: datetime) -> None:
+        rows = []
+        for f in facts:
+            m = f.msg
+            assert m is not None
+            rows.append(
+                {
+                    "topic": m.topic,
+                    "partition": m.partition,
+                    "offset": m.offset,
+                    "key": _raw_text(m.key) if m.key is not None else None,
+                    "value_b64": base64.b64encode(m.value or b"").decode(),
+                    "status": "held",
+                    "reason": f"held: {f.problem}",
+                    "event_id": f.event.event_id,
+                    "event_type": f.event.event_type,
+                    "waiting_client_id": f.wait_client,
+                    "waiting_manager_id": f.wait_manager,
+                    "received_at": now,
+                    "released_at": None,
+                }
+            )
+        await conn.execute(self._insert(RejectedRow).on_conflict_do_nothing(), rows)
+
+    async def _add_to_buckets(self, conn: AsyncConnection, facts: list[_Fact]) -> None:
+        per_manager: dict[tuple[str, date], dict[str, Any]] = {}
+        per_branch: dict[tuple[str, date], dict[str, Any]] = {}
+        for f in facts:
+            assert f.manager is not None
+            delta = fact_delta(f.event, f.client, self.policy)
+            day = bank_day(f.event.occurred_at, self.tz)
+            for acc, key in (
+                (per_manager, (f.manager.manager_id, day)),
+                (per_branch, (f.manager.branch_id, day)),
+            ):
+                row = acc.get(key)
+                if row is None:
+                    row = acc[key] = _zero()
+                for col, v in delta.items():
+                    row[col] += v
+        await self._upsert_buckets(conn, ManagerDayRow, "manager_id", per_manager)
+        await self._upsert_buckets(conn, BranchDayRow, "branch_id", per_branch)
+
+    async def _upsert_buckets(
+        self,
+        conn: AsyncConnection,
+        model: type[ManagerDayRow] | type[BranchDayRow],
+        key_col: str,
+        deltas: dict[tuple[str, date], dict[str, Any]],
+    ) -> None:
+        if not deltas:
+            return
+        keys = sorted(deltas)  # one lock order for every worker: no deadlocks
+        cols = (*MONEY_COLUMNS, *COUNT_COLUMNS)
+        table = model.__table__
+        if self.dialect == "postgresql":
+            rows = [{key_col: k[0], "day": k[1], **deltas[k]} for k in keys]
+            for chunk in _chunks(rows):
+                stmt = postgresql.insert(model).values(chunk)
+                stmt = stmt.on_conflict_do_update(
+                    index_elements=[key_col, "day"],
+                    set_={c: table.c[c] + stmt.excluded[c] for c in cols},
+                )
+                await conn.execute(stmt)
+            return
+        # SQLite keeps decimals as text, so add in Python under the write lock it holds
+        existing: dict[tuple[str, date], Any] = {}
+        key_attr = table.c[key_col]
+        for chunk_start in range(0, len(keys), 400):
+            chunk = keys[chunk_start:chunk_start + 400]
+            res = await conn.execute(
+                select(table).where(tuple_(key_attr, table.c.day).in_(chunk))
+            )
+            for r in res.mappings():
+                existing[(r[key_col], r["day"])] = r
+        rows = []
+        for k in keys:
+            row = {key_col: k[0], "day": k[1]}
+            old = existing.get(k)
+            for c in cols:
+                row[c] = deltas[k][c] + (old[c] if old is not None else 0)
+            rows.append(row)
+        stmt = sqlite.insert(model)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[key_col, "day"], set_={c: stmt.excluded[c] for c in cols}
+        )
+        await conn.execute(stmt, rows)
+
+    async def _record_visits(self, conn: AsyncConnection, facts: list[_Fact]) -> None:
+        last: dict[str, datetime] = {}
+        last_check: dict[str, datetime] = {}
+        for f in facts:
+            p = f.event.payload
+            if not isinstance(p, VisitLogged):
+                continue
+            at = f.event.occurred_at
+            if p.client_id not in last or at > last[p.client_id]:
+                last[p.client_id] = at
+            if p.method == "on_site" and p.kind in ("post_loan_check", "surprise") and (
+                p.client_id not in last_check or at > last_check[p.client_id]
+            ):
+                last_check[p.client_id] = at
+        for cid in sorted(last):
+            await conn.execute(
+                update(ClientRow)
+                .where(ClientRow.client_id == cid)
+                .where(or_(ClientRow.last_visit_at.is_(None), ClientRow.last_visit_at < last[cid]))
+                .values(last_visit_at=last[cid])
+            )
+        for cid in sorted(last_check):
+            await conn.execute(
+                update(ClientRow)
+                .where(ClientRow.client_id == cid)
+                .where(or_(ClientRow.last_post_loan_at.is_(None),
+                           ClientRow.last_post_loan_at < last_check[cid]))
+                .values(last_post_loan_at=last_check[cid])
+            )
+

@@ -1,0 +1,308 @@
+"""The faust app: one agent per input topic, each applying batches through ``Pipeline``.
+
+Agents are thin: they turn faust events into ``Incoming`` messages and hand the batch to the
+pipeline, which never raises. faust acks (and later commits) a batch only after the agent's
+loop body returns, i.e. after the database transaction committed: a crash before that means
+redelivery, which the idempotent apply makes harmless.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import logging
+import os
+import socket
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import faust
+from aiokafka.helpers import create_ssl_context
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+
+from crmtracker.settings import Settings
+from models.db import make_engine, upgrade
+from models.tables import WorkerPositionRow
+from streams.apply import Applier, BatchResult, Incoming
+
+log = logging.getLogger("crmtracker.worker")
+
+# SQLSTATE classes that mean "the database, not the data": wait and retry, never skip.
+_TRANSIENT_SQLSTATE_PREFIXES = ("08", "40", "53", "57", "58", "25006", "55P03", "XX")
+
+
+def is_transient(exc: BaseException) -> bool:
+    """True when retrying the same batch later can succeed (connection, lock, disk, ...)."""
+    if isinstance(exc, OperationalError | InterfaceError | OSError | TimeoutError):
+        return True
+    if isinstance(exc, DBAPIError):
+        if exc.connection_invalidated:
+            return True
+        code = getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None)
+        if code and str(code).startswith(_TRANSIENT_SQLSTATE_PREFIXES):
+            return True
+        if "read-only" in str(exc).lower() or "readonly" in str(exc).lower():
+            return True
+    return False
+
+
+DeadLetter = Callable[[Incoming, str], Awaitable[None]]
+
+
+class Pipeline:
+    """Applies a batch exactly once in effect, whatever goes wrong. Never raises.
+
+    - Database unavailable (connection, lock, disk full, read-only): wait and retry the same
+      batch with backoff, forever; nothing is acked meanwhile.
+    - Any other error: split the batch to find the message that causes it; that one message
+      is rejected (dead-letter topic and rejected list, with the error as the reason) and the
+      rest are applied. No good message is skipped, no bad one stops the worker.
+    """
+
+    def __init__(
+        self,
+        applier: Applier,
+        deadletter: DeadLetter,
+        *,
+        max_backoff: float = 30.0,
+        on_result: Callable[[BatchResult, float], None] | None = None,
+    ) -> None:
+        self.applier = applier
+        self.deadletter = deadletter
+        self.max_backoff = max_backoff
+        self.on_result = on_result
+        self.healthy = True
+        self.last_error: str | None = None
+
+    async def handle(self, msgs: Sequence[Incoming]) -> None:
+        if not msgs:
+            return
+        try:
+            await self._apply_isolating(list(msgs))
+        except asyncio.CancelledError:
+            raise
+        except BaseException:  # pragma: no cover - the last line of defence
+            log.exception("unexpected failure applying a batch; stopping the worker unacked")
+            os._exit(70)
+
+    async def _apply_with_retry(self, msgs: list[Incoming]) -> BatchResult:
+        delay = 0.2
+        while True:
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            try:
+                result = await self.applier.apply(msgs)
+            except Exception as exc:
+                if not is_transient(exc):
+                    raise
+                self.healthy = False
+                self.last_error = f"{type(exc).__name__}: {exc}"[:500]
+                log.warning(
+                    "database unavailable (%s); retrying %d messages from %s in %.1fs",
+                    type(exc).__name__, len(msgs), msgs[0].position, delay,
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self.max_backoff)
+                continue
+            self.healthy = True
+            self.last_error = None
+            if self.on_result is not None:
+                self.on_result(result, loop.time() - started)
+            return result
+
+    async def _apply_isolating(self, msgs: list[Incoming]) -> None:
+        try:
+            result = await self._apply_with_retry(msgs)
+        except Exception as exc:
+            if len(msgs) > 1:
+                mid = len(msgs) // 2
+                log.warning("batch from %s failed (%s); splitting it", msgs[0].position, exc)
+                await self._apply_isolating(msgs[:mid])
+                await self._apply_isolating(msgs[mid:])
+                return
+            reason = f"could not be applied: {type(exc).__name__}: {exc}"[:2000]
+            log.error("%s %s", msgs[0].position, reason)
+            await self._reject_unappliable(msgs[0], reason)
+            return
+        for msg, reason in result.rejected:
+            await self._send_deadletter(msg, reason)
+
+    async def _reject_unappliable(self, msg: Incoming, reason: str) -> None:
+        # Record it like any rejected message, so it stays visible and can be re-driven.
+        from models.events import InvalidEvent
+
+        delay = 0.2
+        while True:
+            try:
+                await self.applier.record_rejected([(msg, InvalidEvent(reason))])
+                break
+            except Exception as exc:  # the database may be the problem: wait for it
+                log.warning("cannot record rejected %s yet: %s", msg.position, exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self.max_backoff)
+        await self._send_deadletter(msg, f"{msg.position}: {reason}")
+
+    async def _send_deadletter(self, msg: Incoming, reason: str) -> None:
+        delay = 0.2
+        while True:
+            try:
+                await self.deadletter(msg, reason)
+                return
+            except Exception as exc:
+                log.warning("dead-letter publish failed (%s); retrying", exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self.max_backoff)
+
+
+def deadletter_value(msg: Incoming, reason: str) -> bytes:
+    """The dead-letter record: the original bytes (base64), where they came from, and why."""
+    return json.dumps(
+        {
+            "topic": msg.topic,
+            "partition": msg.partition,
+            "offset": msg.offset,
+            "reason": reason,
+            "time": datetime.now(UTC).isoformat(timespec="milliseconds"),
+            "key": msg.key.decode("utf-8", "replace") if msg.key is not None else None,
+            "value_base64": base64.b64encode(msg.value).decode() if msg.value else None,
+        },
+        ensure_ascii=False,
+    ).encode()
+
+
+def broker_credentials(settings: Settings) -> Any:
+    proto = settings.kafka_security_protocol
+    ssl_context = None
+    if proto in ("SSL", "SASL_SSL"):
+        ssl_context = create_ssl_context(
+            cafile=settings.kafka_ssl_cafile,
+            certfile=settings.kafka_ssl_certfile,
+            keyfile=settings.kafka_ssl_keyfile,
+        )
+    if proto in ("SASL_PLAINTEXT", "SASL_SSL"):
+        password = settings.kafka_sasl_password
+        return faust.SASLCredentials(
+            username=settings.kafka_sasl_username,
+            password=password.get_secret_value() if password else None,
+            ssl_context=ssl_context,
+            mechanism=settings.kafka_sasl_mechanism,
+        )
+    if proto == "SSL":
+        return faust.SSLCredentials(ssl_context)
+    return None
+
+
+def create_app(settings: Settings) -> faust.App:
+    """Build the faust app with its agents; nothing connects until it starts."""
+    app = faust.App(
+        settings.group_id,
+        broker=[f"kafka://{h.strip()}" for h in settings.bootstrap.split(",")],
+        broker_credentials=broker_credentials(settings),
+        store="memory://",
+        autodiscover=False,
+        web_enabled=False,
+        value_serializer="raw",
+        key_serializer="raw",
+        topic_partitions=settings.topic_partitions,
+        topic_replication_factor=settings.topic_replication,
+        consumer_auto_offset_reset="earliest",
+        broker_session_timeout=settings.session_timeout,
+        broker_heartbeat_interval=settings.heartbeat_interval,
+        broker_commit_interval=1.0,
+        stream_wait_empty=False,
+        producer_acks=-1,
+    )
+    engine = make_engine(settings.db_url, writer=True)
+    applier = Applier(engine, settings.policy)
+    dlt = app.topic(
+        settings.topics.deadletter, key_serializer="raw", value_serializer="raw",
+        partitions=settings.topic_partitions,
+    )
+
+    async def send_deadletter(msg: Incoming, reason: str) -> None:
+        await app.producer.send_and_wait(
+            dlt.get_topic_name(), msg.key, deadletter_value(msg, reason),
+            partition=None, timestamp=None, headers=None,
+        )
+
+    pipeline = Pipeline(applier, send_deadletter, max_backoff=settings.db_retry_max_backoff)
+    app.pipeline = pipeline  # type: ignore[attr-defined]
+
+    for name in settings.topics.inputs:
+        topic = app.topic(
+            name, key_serializer="raw", value_serializer="raw",
+            partitions=settings.topic_partitions, acks=True,
+        )
+        app.agent(topic, name=f"apply.{name}", concurrency=1)(
+            _make_agent(pipeline, settings.batch_size, settings.batch_within)
+        )
+
+    worker_name = f"{socket.gethostname()}:{os.getpid()}"
+
+    @app.timer(interval=2.0)
+    async def record_positions() -> None:
+        await _record_positions(app, engine, settings.group_id, worker_name)
+
+    return app
+
+
+def _make_agent(pipeline: Pipeline, size: int, within: float) -> Callable[[Any], Any]:
+    async def apply_batches(stream: faust.StreamT) -> None:
+        async for events in stream.take_events(size, within=within):
+            await pipeline.handle(
+                [
+                    Incoming(
+                        e.message.topic, e.message.partition, e.message.offset,
+                        e.message.key, e.message.value,
+                    )
+                    for e in events
+                ]
+            )
+
+    return apply_batches
+
+
+async def _record_positions(app: faust.App, engine: Any, group: str, worker: str) -> None:
+    """Save what this worker knows of its partitions (for /readyz and the lag view)."""
+    from models.db import upsert_positions
+
+    consumer = app.consumer
+    rows = []
+    now = datetime.now(UTC)
+    for tp in sorted(consumer.assignment()):
+        try:
+            end = consumer.highwater(tp)
+        except Exception:
+            end = None
+        committed = consumer._committed_offset.get(tp)
+        rows.append(
+            {
+                "group_id": group,
+                "topic": tp.topic,
+                "partition": tp.partition,
+                # faust keeps Kafka's committed offset: the next offset to read
+                "committed_offset": committed,
+                "end_offset": end,
+                "worker": worker,
+                "updated_at": now,
+            }
+        )
+    if rows:
+        try:
+            await upsert_positions(engine, rows)
+        except Exception as exc:
+            log.debug("could not record positions: %s", exc)
+
+
+def run_worker(settings: Settings) -> None:
+    """``crm-tracker worker``: migrate, then run the faust worker until signalled."""
+    upgrade(settings.db_url)
+    app = create_app(settings)
+    worker = faust.Worker(app, loglevel="WARNING", quiet=True, redirect_stdouts=False)
+    worker.spinner = None  # its terminal escape codes would mangle the output of `up`
+    worker.execute_from_commandline()
+
+
+__all__ = ["Pipeline", "WorkerPositionRow", "create_app", "is_transient", "run_worker"]
