@@ -98,6 +98,8 @@ class EventRow(Base):
     branch_id: Mapped[str | None] = mapped_column(String(128))
     day: Mapped[date | None] = mapped_column(Date)
     """The bank-time-zone day the event counts in."""
+    weighted_profit: Mapped[Decimal | None] = mapped_column(ExactDecimal())
+    """The exact weighted profit credited (transactions), so a move can take back the same."""
     value: Mapped[str] = mapped_column(Text)
 
     __table_args__ = (

@@ -127,15 +127,6 @@ def attributed_manager(history: Sequence[tuple[datetime, str]], at: datetime) ->
     return history[max(i - 1, 0)][1]
 
 
-def _chunks(rows: list[dict[str, Any]]) -> Iterable[list[dict[str, Any]]]:
-    """Split a multi-row statement under the drivers' bind-parameter limits (32767)."""
-    if not rows:
-        return
-    size = max(1, 30000 // max(1, len(rows[0])))
-    for i in range(0, len(rows), size):
-        yield rows[i : i + size]
-
-
 def _raw_text(value: bytes | None) -> str:
     return "" if value is None else value.decode("utf-8", errors="replace")
 
@@ -150,6 +141,45 @@ class Applier:
         self.dialect = engine.dialect.name
         # SQLite has one writer: queue this process's transactions instead of busy-waiting
         self._lock = asyncio.Lock() if self.dialect == "sqlite" else None
+        # Statements are built once and run with parameter lists: SQLAlchemy caches their
+        # compiled form and batches the rows (insertmanyvalues).
+        self._claim_stmt = (
+            self._insert(EventRow)
+            .on_conflict_do_nothing(index_elements=["event_id"])
+            .returning(EventRow.event_id)
+        )
+        self._manager_stmt = self._upsert_newer(ManagerRow, "manager_id")
+        self._client_stmt = self._upsert_newer(ClientRow, "client_id")
+        hist = self._insert(AssignmentRow)
+        self._history_stmt = hist.on_conflict_do_update(
+            index_elements=["client_id", "assigned_at"],
+            set_={"manager_id": hist.excluded.manager_id, "event_id": hist.excluded.event_id},
+        )
+        self._bucket_stmts = {
+            model: self._bucket_stmt(model, key)
+            for model, key in ((ManagerDayRow, "manager_id"), (BranchDayRow, "branch_id"))
+        }
+
+    def _upsert_newer(self, model: Any, key: str) -> Any:
+        """Upsert where a late-arriving older record never overwrites a newer one."""
+        stmt = self._insert(model)
+        cols = [c.key for c in model.__table__.c if c.key != key and c.key not in
+                ("last_visit_at", "last_post_loan_at")]
+        return stmt.on_conflict_do_update(
+            index_elements=[key],
+            set_={c: stmt.excluded[c] for c in cols},
+            where=model.updated_at <= stmt.excluded.updated_at,
+        )
+
+    def _bucket_stmt(self, model: Any, key_col: str) -> Any:
+        cols = (*MONEY_COLUMNS, *COUNT_COLUMNS)
+        table = model.__table__
+        stmt = self._insert(model)
+        if self.dialect == "postgresql":
+            set_ = {c: table.c[c] + stmt.excluded[c] for c in cols}
+        else:  # the new totals were computed in Python (decimals are text on SQLite)
+            set_ = {c: stmt.excluded[c] for c in cols}
+        return stmt.on_conflict_do_update(index_elements=[key_col, "day"], set_=set_)
 
     # --- entry point ---------------------------------------------------------------------
     async def apply(self, messages: Sequence[Incoming]) -> BatchResult:
@@ -283,16 +313,8 @@ class Applier:
         if not rows:
             return set()
         rows.sort(key=lambda r: r["event_id"])  # same lock order in every worker
-        new: set[str] = set()
-        for chunk in _chunks(rows):
-            stmt = (
-                self._insert(EventRow)
-                .values(chunk)
-                .on_conflict_do_nothing(index_elements=["event_id"])
-                .returning(EventRow.event_id)
-            )
-            new.update(r[0] for r in await conn.execute(stmt))
-        return new
+        res = await conn.execute(self._claim_stmt, rows)
+        return {r[0] for r in res}
 
     def _event_row(
         self, m: Incoming, e: Event, now: datetime, **extra: Any
@@ -327,69 +349,58 @@ class Applier:
     async def _apply_reference(
         self, conn: AsyncConnection, fresh: list[tuple[Incoming, Event]]
     ) -> tuple[set[str], set[str]]:
-        client_ids: set[str] = set()
-        manager_ids: set[str] = set()
+        managers: dict[str, dict[str, Any]] = {}
+        clients: dict[str, dict[str, Any]] = {}
+        history: dict[tuple[str, datetime], dict[str, Any]] = {}
+        # fresh is in occurred_at order: per key, the newest record wins
         for _m, e in fresh:
             p = e.payload
             if isinstance(p, ManagerUpserted):
-                await self._upsert_manager(conn, e, p)
-                manager_ids.add(p.manager_id)
+                managers[p.manager_id] = {
+                    "manager_id": p.manager_id, "name": p.name, "branch_id": p.branch_id,
+                    "supervisor_id": p.supervisor_id, "level": p.level,
+                    "annual_profit_target": p.annual_profit_target, "active": p.active,
+                    "updated_at": e.occurred_at,
+                }
             elif isinstance(p, ClientUpserted):
-                await self._upsert_client(conn, e, p)
-                client_ids.add(p.client_id)
-        return client_ids, manager_ids
-
-    async def _upsert_manager(self, conn: AsyncConnection, e: Event, p: ManagerUpserted) -> None:
-        values = {
-            "manager_id": p.manager_id,
-            "name": p.name,
-            "branch_id": p.branch_id,
-            "supervisor_id": p.supervisor_id,
-            "level": p.level,
-            "annual_profit_target": p.annual_profit_target,
-            "active": p.active,
-            "updated_at": e.occurred_at,
-        }
-        stmt = self._insert(ManagerRow).values(values)
-        stmt = stmt.on_conflict_do_update(
-            index_elements=["manager_id"],
-            set_={k: stmt.excluded[k] for k in values if k != "manager_id"},
-            # a late-arriving older upsert never overwrites a newer one
-            where=ManagerRow.updated_at <= stmt.excluded.updated_at,
-        )
-        await conn.execute(stmt)
-
-    async def _upsert_client(self, conn: AsyncConnection, e: Event, p: ClientUpserted) -> None:
-        assigned_at = p.assigned_at or e.occurred_at
-        hist = self._insert(AssignmentRow).values(
-            client_id=p.client_id, assigned_at=assigned_at, manager_id=p.manager_id,
-            event_id=e.event_id,
-        )
-        hist = hist.on_conflict_do_update(
-            index_elements=["client_id", "assigned_at"],
-            set_={"manager_id": hist.excluded.manager_id, "event_id": hist.excluded.event_id},
-        )
-        await conn.execute(hist)
-        values = {
-            "client_id": p.client_id,
-            "name": p.name,
-            "segment": p.segment,
-            "tier": p.tier,
-            "manager_id": p.manager_id,
-            "branch_id": p.branch_id,
-            "credit_client": p.credit_client,
-            "claim_ratio": p.claim_ratio,
-            "visit_interval_days": p.visit_interval_days,
-            "assigned_at": assigned_at,
-            "updated_at": e.occurred_at,
-        }
-        stmt = self._insert(ClientRow).values(values)
-        stmt = stmt.on_conflict_do_update(
-            index_elements=["client_id"],
-            set_={k: stmt.excluded[k] for k in values if k != "client_id"},
-            where=ClientRow.updated_at <= stmt.excluded.updated_at,
-        )
-        await conn.execute(stmt)
+                assigned_at = p.assigned_at or e.occurred_at
+                history[(p.client_id, assigned_at)] = {
+                    "client_id": p.client_id, "assigned_at": assigned_at,
+                    "manager_id": p.manager_id, "event_id": e.event_id,
+                }
+                clients[p.client_id] = {
+                    "client_id": p.client_id, "name": p.name, "segment": p.segment,
+                    "tier": p.tier, "manager_id": p.manager_id, "branch_id": p.branch_id,
+                    "credit_client": p.credit_client, "claim_ratio": p.claim_ratio,
+                    "visit_interval_days": p.visit_interval_days, "assigned_at": assigned_at,
+                    "updated_at": e.occurred_at,
+                }
+        if managers:
+            await conn.execute(self._manager_stmt, [managers[k] for k in sorted(managers)])
+        changed: set[str] = set()
+        if history:
+            existing: dict[str, list[tuple[datetime, str]]] = defaultdict(list)
+            for cid, at, mid in (
+                await conn.execute(
+                    select(AssignmentRow.client_id, AssignmentRow.assigned_at,
+                           AssignmentRow.manager_id)
+                    .where(AssignmentRow.client_id.in_(sorted({k[0] for k in history})))
+                    .order_by(AssignmentRow.client_id, AssignmentRow.assigned_at)
+                )
+            ).all():
+                existing[cid].append((at, mid))
+            # a row that names the manager already in force changes no attribution
+            rows = [
+                history[k] for k in sorted(history)
+                if attributed_manager(existing.get(k[0], []), k[1]) != history[k]["manager_id"]
+            ]
+            if rows:
+                await conn.execute(self._history_stmt, rows)
+                changed = {r["client_id"] for r in rows if existing.get(r["client_id"])}
+        if clients:
+            await conn.execute(self._client_stmt, [clients[k] for k in sorted(clients)])
+        await self._reattribute(conn, changed)
+        return set(clients), set(managers)
 
     # --- held events ---------------------------------------------------------------------
     async def _load_held(
@@ -494,6 +505,7 @@ class Applier:
                     status="held" if f.problem else "applied",
                     manager_id=f.manager.manager_id if f.manager else None,
                     branch_id=f.manager.branch_id if f.manager else None,
+                    weighted_profit=self._weighted(f) if not f.problem else None,
                 )
             )
         new_ids = await self._claim(conn, rows)
@@ -524,10 +536,11 @@ class Applier:
             await conn.execute(
                 update(EventRow)
                 .where(EventRow.event_id == bindparam("eid"))
-                .values(status="applied", manager_id=bindparam("mid"), branch_id=bindparam("bid")),
+                .values(status="applied", manager_id=bindparam("mid"), branch_id=bindparam("bid"),
+                        weighted_profit=bindparam("wp")),
                 [
                     {"eid": f.event.event_id, "mid": f.manager.manager_id,
-                     "bid": f.manager.branch_id}
+                     "bid": f.manager.branch_id, "wp": self._weighted(f)}
                     for f in done_held
                     if f.manager is not None
                 ],
@@ -541,6 +554,11 @@ class Applier:
                 result.latest_occurred.append(f.event.occurred_at)
                 assert f.manager is not None
                 result.changed_managers.add(f.manager.manager_id)
+
+    def _weighted(self, f: _Fact) -> Decimal | None:
+        if not isinstance(f.event.payload, TransactionPosted):
+            return None
+        return fact_delta(f.event, f.client, self.policy)["weighted_profit"]  # type: ignore[no-any-return]
 
     async def _hold(self, conn: AsyncConnection, facts: list[_Fact], now: datetime) -> None:
         rows = []
@@ -567,16 +585,22 @@ class Applier:
         await conn.execute(self._insert(RejectedRow).on_conflict_do_nothing(), rows)
 
     async def _add_to_buckets(self, conn: AsyncConnection, facts: list[_Fact]) -> None:
-        per_manager: dict[tuple[str, date], dict[str, Any]] = {}
-        per_branch: dict[tuple[str, date], dict[str, Any]] = {}
+        entries = []
         for f in facts:
             assert f.manager is not None
-            delta = fact_delta(f.event, f.client, self.policy)
-            day = bank_day(f.event.occurred_at, self.tz)
-            for acc, key in (
-                (per_manager, (f.manager.manager_id, day)),
-                (per_branch, (f.manager.branch_id, day)),
-            ):
+            entries.append((f.manager.manager_id, f.manager.branch_id,
+                            bank_day(f.event.occurred_at, self.tz),
+                            fact_delta(f.event, f.client, self.policy)))
+        await self._add_entries(conn, entries)
+
+    async def _add_entries(
+        self, conn: AsyncConnection, entries: list[tuple[str, str, date, dict[str, Any]]]
+    ) -> None:
+        """Add (manager, branch, day, delta) entries to the daily buckets, aggregated first."""
+        per_manager: dict[tuple[str, date], dict[str, Any]] = {}
+        per_branch: dict[tuple[str, date], dict[str, Any]] = {}
+        for manager_id, branch_id, day, delta in entries:
+            for acc, key in ((per_manager, (manager_id, day)), (per_branch, (branch_id, day))):
                 row = acc.get(key)
                 if row is None:
                     row = acc[key] = _zero()
@@ -584,6 +608,76 @@ class Applier:
                     row[col] += v
         await self._upsert_buckets(conn, ManagerDayRow, "manager_id", per_manager)
         await self._upsert_buckets(conn, BranchDayRow, "branch_id", per_branch)
+
+    async def _reattribute(self, conn: AsyncConnection, client_ids: set[str]) -> int:
+        """Move already-applied facts whose credited manager changed with the history.
+
+        Topics are not ordered against each other: a transfer can be applied after facts
+        dated past its ``assigned_at``. Those facts were credited to the previous manager;
+        here they move to the new one (both days' buckets and both branches), exactly: the
+        weighted profit taken back is the one stored when the fact was applied.
+        """
+        if not client_ids:
+            return 0
+        ids = sorted(client_ids)
+        history: dict[str, list[tuple[datetime, str]]] = defaultdict(list)
+        for cid, at, mid in (
+            await conn.execute(
+                select(AssignmentRow.client_id, AssignmentRow.assigned_at, AssignmentRow.manager_id)
+                .where(AssignmentRow.client_id.in_(ids))
+                .order_by(AssignmentRow.client_id, AssignmentRow.assigned_at)
+            )
+        ).all():
+            history[cid].append((at, mid))
+        rows = (
+            await conn.execute(
+                select(EventRow.event_id, EventRow.client_id, EventRow.occurred_at,
+                       EventRow.manager_id, EventRow.branch_id, EventRow.day,
+                       EventRow.weighted_profit, EventRow.value)
+                .where(EventRow.client_id.in_(ids), EventRow.status == "applied",
+                       EventRow.event_type.in_(("transaction.posted", "account.opened")))
+            )
+        ).all()
+        candidates = []
+        for r in rows:
+            target = attributed_manager(history.get(r.client_id, []), r.occurred_at)
+            if target is None or target == r.manager_id:
+                continue
+            ev = decode_event(r.value.encode(), self.policy)
+            if getattr(ev.payload, "manager_id", None):  # an explicit override never moves
+                continue
+            candidates.append((r, ev, target))
+        if not candidates:
+            return 0
+        targets = sorted({t for _r, _e, t in candidates})
+        managers = {
+            m.manager_id: m
+            for m in (
+                await conn.execute(select(ManagerRow).where(ManagerRow.manager_id.in_(targets)))
+            ).all()
+        }
+        entries = []
+        moved = []
+        for r, ev, target in candidates:
+            mgr = managers.get(target)
+            if mgr is None:
+                # the new manager is not known yet: keep the credit where it is for now
+                continue
+            delta = fact_delta(ev, None, self.policy)
+            if r.weighted_profit is not None:
+                delta["weighted_profit"] = r.weighted_profit
+            entries.append((r.manager_id, r.branch_id, r.day, {k: -v for k, v in delta.items()}))
+            entries.append((mgr.manager_id, mgr.branch_id, r.day, delta))
+            moved.append({"eid": r.event_id, "mid": mgr.manager_id, "bid": mgr.branch_id})
+        if moved:
+            await self._add_entries(conn, entries)
+            await conn.execute(
+                update(EventRow)
+                .where(EventRow.event_id == bindparam("eid"))
+                .values(manager_id=bindparam("mid"), branch_id=bindparam("bid")),
+                moved,
+            )
+        return len(moved)
 
     async def _upsert_buckets(
         self,
@@ -596,18 +690,12 @@ class Applier:
             return
         keys = sorted(deltas)  # one lock order for every worker: no deadlocks
         cols = (*MONEY_COLUMNS, *COUNT_COLUMNS)
-        table = model.__table__
+        stmt = self._bucket_stmts[model]
         if self.dialect == "postgresql":
-            rows = [{key_col: k[0], "day": k[1], **deltas[k]} for k in keys]
-            for chunk in _chunks(rows):
-                stmt = postgresql.insert(model).values(chunk)
-                stmt = stmt.on_conflict_do_update(
-                    index_elements=[key_col, "day"],
-                    set_={c: table.c[c] + stmt.excluded[c] for c in cols},
-                )
-                await conn.execute(stmt)
+            await conn.execute(stmt, [{key_col: k[0], "day": k[1], **deltas[k]} for k in keys])
             return
         # SQLite keeps decimals as text, so add in Python under the write lock it holds
+        table = model.__table__
         existing: dict[tuple[str, date], Any] = {}
         key_attr = table.c[key_col]
         for chunk_start in range(0, len(keys), 400):
@@ -624,10 +712,6 @@ class Applier:
             for c in cols:
                 row[c] = deltas[k][c] + (old[c] if old is not None else 0)
             rows.append(row)
-        stmt = sqlite.insert(model)
-        stmt = stmt.on_conflict_do_update(
-            index_elements=[key_col, "day"], set_={c: stmt.excluded[c] for c in cols}
-        )
         await conn.execute(stmt, rows)
 
     async def _record_visits(self, conn: AsyncConnection, facts: list[_Fact]) -> None:

@@ -1,0 +1,631 @@
+"""Throughput benchmark: the faust worker against a bare aiokafka consumer.
+
+    python bench/throughput.py [--events N] [--partitions P] [--db sqlite,postgresql]
+                               [--json out.json]
+
+For each database, on one embedded (Tansu) broker:
+
+1. fresh topics (``bench<uuid>.`` prefix, P partitions) get the demo's reference messages and
+   then N activity messages (DemoGenerator, seeded), produced with aiokafka (acks=all);
+2. a bare aiokafka consumer (fresh group) reads them all and ``json.loads`` each value: the
+   ceiling for "read from Kafka in Python";
+3. the real worker (``python -m crmtracker worker``) applies them to a fresh database; the
+   database is polled every 0.5 s for ``count(events) + count(rejected_events where
+   status='rejected')`` until it reaches the expected figure (distinct valid event ids plus
+   invalid messages, computed with the product's own ``decode_event``). Held events have a
+   row in both tables, hence the status filter.
+
+Reported: produce time, bare msg/s, worker startup (process start to first applied event),
+apply rate (events / (last applied - first applied)), overall rate including startup, the
+ratio apply/bare, the worker's peak RSS (VmHWM) and CPU time. The worker log is kept in the
+temp directory and scanned for warnings and errors.
+
+Everything (broker, worker, temp files, the PostgreSQL database) is cleaned up in ``finally``;
+``--keep`` keeps the temp directory (logs, SQLite file) and the PostgreSQL database.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import re
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, Any
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from crmtracker.broker import EmbeddedBroker, ensure_topics, free_port, kafka_client_args  # noqa: E402
+from crmtracker.demo import DemoGenerator, DemoMessage  # noqa: E402
+from crmtracker.settings import Settings  # noqa: E402
+
+DEFAULT_PG = "postgresql://postgres@127.0.0.1:5432/test"
+POLL_INTERVAL = 0.5
+FIRST_APPLY_TIMEOUT = 120.0
+SETTLE_S = 10.0
+
+
+class BenchError(RuntimeError):
+    pass
+
+
+# --- results ---------------------------------------------------------------------------------
+@dataclass
+class Result:
+    db: str
+    events: int  # messages produced (reference + activity)
+    partitions: int
+    expected: int = 0  # distinct valid event ids + invalid messages
+    applied: int = 0  # count(events) + count(rejected) at the end
+    complete: bool = False
+    produce_s: float | None = None
+    produce_msg_s: float | None = None
+    bare_msg_s: float | None = None  # first record -> last record
+    bare_total_s: float | None = None  # consumer start (incl. group join) -> last record
+    worker_startup_s: float | None = None  # process start -> first applied event seen
+    apply_s: float | None = None  # first applied event seen -> last applied event seen
+    pipeline_events_s: float | None = None
+    overall_events_s: float | None = None  # including startup
+    ratio_pipeline_bare: float | None = None
+    db_span_s: float | None = None  # max(received_at) - min(received_at), worker's clock
+    worker_peak_rss_mib: float | None = None
+    worker_cpu_s: float | None = None  # user+sys of the worker up to the last applied event
+    broker_cpu_s: float | None = None  # user+sys of the broker over the same interval
+    held_at_end: int | None = None  # rejected_events status='held' when the count was reached
+    held_left: int | None = None  # ... still held after up to SETTLE_S more seconds
+    held_stuck: int | None = None  # ... of those, ones whose client and manager are known
+    rejected: int | None = None
+    worker_exit: int | None = None
+    log_warnings: dict[str, int] = field(default_factory=dict)
+    error: str | None = None
+
+
+# --- the workload ----------------------------------------------------------------------------
+@dataclass
+class Workload:
+    messages: list[DemoMessage]
+    reference: int
+    activity: int
+    valid_distinct: int
+    invalid: int
+    duplicates: int
+
+    @property
+    def expected(self) -> int:
+        return self.valid_distinct + self.invalid
+
+
+def build_workload(n: int, clients: int, seed: int, settings: Settings) -> Workload:
+    from models.events import InvalidEvent, decode_event
+
+    # A fixed clock: the same bytes on every run with the same seed.
+    start = datetime(2025, 6, 2, 10, 0, tzinfo=settings.tz)
+    gen = DemoGenerator(seed=seed, clients=clients, tz=settings.timezone, now=lambda: start)
+    reference = gen.reference_messages()
+    activity: list[DemoMessage] = []
+    while len(activity) < n:
+        activity.extend(gen.next_messages(min(10_000, n - len(activity))))
+    messages = reference + activity
+    policy = settings.policy
+    ids: set[str] = set()
+    invalid = dups = 0
+    for m in messages:
+        try:
+            ev = decode_event(m.value, policy)
+        except InvalidEvent:
+            invalid += 1
+            continue
+        if ev.event_id in ids:
+            dups += 1
+        ids.add(ev.event_id)
+    return Workload(messages, len(reference), len(activity), len(ids), invalid, dups)
+
+
+# --- helpers (blocking; kept out of coroutines) ----------------------------------------------
+def cpu_seconds(pid: int) -> float | None:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def peak_rss_mib(pid: int) -> float | None:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        return None
+    return None
+
+
+def tail(path: Path, lines: int = 40) -> str:
+    try:
+        text = path.read_text(errors="replace")
+    except OSError as exc:
+        return f"(cannot read {path}: {exc})"
+    return "\n".join(text.splitlines()[-lines:])
+
+
+_LEVEL = re.compile(r"\b(WARNING|ERROR|CRITICAL)\b\s+(\S+?):?\s+(.*)")
+
+
+def scan_log(path: Path) -> dict[str, int]:
+    """Warning/error lines of the worker log, grouped by a normalised message."""
+    out: Counter[str] = Counter()
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return {}
+    for line in text.splitlines():
+        m = _LEVEL.search(line)
+        if m:
+            msg = re.sub(r"\d+", "N", m.group(3))[:160]
+            out[f"{m.group(1)} {m.group(2)}: {msg}"] += 1
+        elif line.startswith("Traceback"):
+            out["Traceback"] += 1
+    return dict(out.most_common(20))
+
+
+class WorkerProcess:
+    def __init__(self, settings: Settings, log_path: Path, cwd: Path) -> None:
+        self.settings = settings
+        self.log_path = log_path
+        self.cwd = cwd
+        self.proc: subprocess.Popen[bytes] | None = None
+        self._log: IO[bytes] | None = None
+        self.started_mono = 0.0
+        self.started_wall = 0.0
+
+    def start(self) -> None:
+        env = dict(os.environ)
+        env.update(self.settings.child_env())
+        env["PYTHONPATH"] = os.pathsep.join(
+            p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p
+        )
+        env["PYTHONUNBUFFERED"] = "1"
+        self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
+        self.started_wall = time.time()
+        self.started_mono = time.monotonic()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "crmtracker", "worker"],
+            cwd=self.cwd,  # not the repo: no stray .env
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc else None
+
+    def poll(self) -> int | None:
+        return self.proc.poll() if self.proc else None
+
+    def stop(self, timeout: float = 20.0) -> int | None:
+        code = None
+        if self.proc is not None:
+            if self.proc.poll() is None:
+                self.proc.send_signal(signal.SIGTERM)
+                try:
+                    self.proc.wait(timeout)
+                except subprocess.TimeoutExpired:
+                    print(f"  worker did not stop in {timeout:.0f}s after SIGTERM: killing it",
+                          file=sys.stderr)
+                    self.proc.kill()
+                    self.proc.wait()
+            code = self.proc.returncode
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+        return code
+
+
+# --- PostgreSQL scratch database -------------------------------------------------------------
+async def create_pg_database(admin_url: str) -> tuple[str, str]:
+    import asyncpg
+    from sqlalchemy.engine import make_url
+
+    name = f"crm_bench_{secrets.token_hex(4)}"
+    conn = await asyncpg.connect(admin_url)
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    url = make_url(admin_url).set(database=name).render_as_string(hide_password=False)
+    return name, url
+
+
+async def drop_pg_database(admin_url: str, name: str) -> None:
+    import asyncpg
+
+    conn = await asyncpg.connect(admin_url)
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await conn.close()
+
+
+# --- the phases ------------------------------------------------------------------------------
+async def produce(settings: Settings, messages: list[DemoMessage]) -> float:
+    from aiokafka import AIOKafkaProducer
+
+    topics = settings.topics
+    producer = AIOKafkaProducer(
+        bootstrap_servers=settings.bootstrap,
+        acks="all",
+        linger_ms=20,
+        max_batch_size=256 * 1024,
+        **kafka_client_args(settings),
+    )
+    await producer.start()
+    try:
+        started = time.monotonic()
+        futures = []
+        for m in messages:
+            topic = getattr(topics, m.topic_role)
+            futures.append(await producer.send(topic, m.value, key=m.key))
+        await producer.flush()
+        await asyncio.gather(*futures)
+        return time.monotonic() - started
+    finally:
+        await producer.stop()
+
+
+async def bare_consume(settings: Settings, total: int, timeout: float) -> tuple[float, float]:
+    """Read ``total`` messages; return (msg/s first->last record, seconds start->last)."""
+    from aiokafka import AIOKafkaConsumer
+
+    consumer = AIOKafkaConsumer(
+        *settings.topics.inputs,
+        bootstrap_servers=settings.bootstrap,
+        group_id=f"bench-bare-{uuid.uuid4().hex[:12]}",
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        session_timeout_ms=int(settings.session_timeout * 1000),
+        heartbeat_interval_ms=int(settings.heartbeat_interval * 1000),
+        **kafka_client_args(settings),
+    )
+    started = time.monotonic()
+    await consumer.start()
+    try:
+        seen = bad = first_n = 0
+        first = last = None
+        deadline = started + timeout
+        while seen < total:
+            if time.monotonic() > deadline:
+                raise BenchError(f"bare consumer read only {seen}/{total} messages in {timeout:.0f}s")
+            batches = await consumer.getmany(timeout_ms=1000, max_records=5000)
+            for records in batches.values():
+                for rec in records:
+                    try:
+                        json.loads(rec.value)
+                    except ValueError:
+                        bad += 1
+                seen += len(records)
+            if batches:
+                now = time.monotonic()
+                if first is None:
+                    first, first_n = now, seen
+                last = now
+        assert first is not None and last is not None
+        # records of the first fetch arrived before ``first``: they are not in the span
+        span = last - first
+        rate = (seen - first_n) / span if span > 0.05 else seen / (last - started)
+        return rate, last - started
+    finally:
+        await consumer.stop()
+
+
+_COUNT_SQL = (
+    "SELECT (SELECT count(*) FROM events),"
+    " (SELECT count(*) FROM rejected_events WHERE status = 'rejected'),"
+    " (SELECT count(*) FROM rejected_events WHERE status = 'held')"
+)
+_STUCK_SQL = (
+    "SELECT count(*) FROM rejected_events r WHERE r.status = 'held'"
+    " AND (r.waiting_client_id IS NULL"
+    "      OR EXISTS (SELECT 1 FROM clients c WHERE c.client_id = r.waiting_client_id))"
+    " AND (r.waiting_manager_id IS NULL"
+    "      OR EXISTS (SELECT 1 FROM managers m WHERE m.manager_id = r.waiting_manager_id))"
+)
+_SPAN_SQL = (
+    "SELECT min(t), max(t) FROM (SELECT received_at AS t FROM events"
+    " UNION ALL SELECT received_at FROM rejected_events) s"
+)
+
+
+def _as_utc(v: Any) -> datetime | None:
+    if v is None:
+        return None
+    if isinstance(v, str):
+        v = datetime.fromisoformat(v)
+    return v.replace(tzinfo=UTC) if v.tzinfo is None else v
+
+
+async def run_pipeline(
+    settings: Settings, res: Result, workdir: Path, stall_timeout: float, broker_pid: int | None
+) -> None:
+    from sqlalchemy import text
+
+    from models.db import make_engine, upgrade
+
+    await asyncio.to_thread(upgrade, settings.db_url)
+    engine = make_engine(settings.db_url)
+    log_path = workdir / f"worker-{res.db}.log"
+    worker = WorkerProcess(settings, log_path, workdir)
+
+    async def counts() -> tuple[int, int, int]:
+        async with engine.connect() as conn:
+            row = (await conn.execute(text(_COUNT_SQL))).one()
+        return int(row[0]), int(row[1]), int(row[2])
+
+    try:
+        broker_cpu0 = cpu_seconds(broker_pid) if broker_pid else None
+        worker.start()
+        t_first = t_last = None
+        n_first = n_last = 0
+        last_growth = None
+        done = False
+        while True:
+            await asyncio.sleep(POLL_INTERVAL)
+            now = time.monotonic()
+            code = worker.poll()
+            if code is not None:
+                raise BenchError(
+                    f"worker exited with code {code}; tail of {log_path}:\n{tail(log_path)}"
+                )
+            events, rejected, held = await counts()
+            n = events + rejected
+            if n > n_last or (t_first is None and n > 0):
+                if t_first is None:
+                    t_first, n_first = now, n
+                t_last, n_last, last_growth = now, n, now
+                wcpu = cpu_seconds(worker.pid) if worker.pid else None
+                bcpu = cpu_seconds(broker_pid) if broker_pid else None
+            if n >= res.expected:
+                done = True
+                break
+            if t_first is None and now - worker.started_mono > FIRST_APPLY_TIMEOUT:
+                raise BenchError(
+                    f"nothing applied within {FIRST_APPLY_TIMEOUT:.0f}s of the worker start; "
+                    f"tail of {log_path}:\n{tail(log_path)}"
+                )
+            if last_growth is not None and now - last_growth > stall_timeout:
+                print(
+                    f"  [{res.db}] count stuck at {n} of {res.expected} expected for "
+                    f"{stall_timeout:.0f}s: stopping the wait",
+                    file=sys.stderr,
+                )
+                break
+        res.complete = done
+        res.applied, res.rejected, res.held_at_end = n_last, rejected, held
+        res.worker_peak_rss_mib = peak_rss_mib(worker.pid) if worker.pid else None
+        # held events are released when their client/manager arrives: give stragglers time
+        settle_until = time.monotonic() + SETTLE_S
+        while held and time.monotonic() < settle_until and worker.poll() is None:
+            await asyncio.sleep(POLL_INTERVAL)
+            held = (await counts())[2]
+        res.held_left = held
+        async with engine.connect() as conn:
+            res.held_stuck = int((await conn.execute(text(_STUCK_SQL))).scalar_one())
+        assert t_first is not None and t_last is not None
+        res.worker_startup_s = t_first - worker.started_mono
+        res.apply_s = t_last - t_first
+        if res.apply_s > 0:
+            res.pipeline_events_s = (n_last - n_first) / res.apply_s
+        res.overall_events_s = n_last / (t_last - worker.started_mono)
+        res.worker_cpu_s = wcpu
+        if broker_cpu0 is not None and bcpu is not None:
+            res.broker_cpu_s = bcpu - broker_cpu0
+        async with engine.connect() as conn:
+            lo, hi = (await conn.execute(text(_SPAN_SQL))).one()
+        lo, hi = _as_utc(lo), _as_utc(hi)
+        if lo and hi:
+            res.db_span_s = (hi - lo).total_seconds()
+    finally:
+        res.worker_exit = worker.stop()
+        await engine.dispose()
+        res.log_warnings = scan_log(log_path)
+
+
+async def bench_db(
+    db: str, args: argparse.Namespace, bootstrap: str, workload: Workload, workdir: Path,
+    broker_pid: int | None,
+) -> Result:
+    res = Result(db=db, events=len(workload.messages), partitions=args.partitions,
+                 expected=workload.expected)
+    pg_name = None
+    try:
+        if db == "sqlite":
+            url = f"sqlite:///{workdir / 'bench.sqlite3'}"
+        else:
+            pg_name, url = await create_pg_database(args.pg_url)
+        settings = Settings(
+            kafka_bootstrap=bootstrap,
+            kafka_session_timeout=2.0,
+            kafka_heartbeat_interval=0.5,
+            database_url=url,
+            data_dir=workdir / f"data-{db}",
+            topic_prefix=f"bench{uuid.uuid4().hex[:12]}.",
+            group_id=f"bench-{db}-{uuid.uuid4().hex[:8]}",
+            topic_partitions=args.partitions,
+        )
+        await ensure_topics(settings)
+
+        print(f"[{db}] producing {res.events} messages ...", file=sys.stderr, flush=True)
+        res.produce_s = await produce(settings, workload.messages)
+        res.produce_msg_s = res.events / res.produce_s
+
+        print(f"[{db}] bare aiokafka consumer ...", file=sys.stderr, flush=True)
+        res.bare_msg_s, res.bare_total_s = await bare_consume(
+            settings, res.events, timeout=FIRST_APPLY_TIMEOUT + res.events / 500
+        )
+
+        print(f"[{db}] worker (expecting {res.expected} rows) ...", file=sys.stderr, flush=True)
+        await run_pipeline(settings, res, workdir, args.stall_timeout, broker_pid)
+        if res.pipeline_events_s and res.bare_msg_s:
+            res.ratio_pipeline_bare = res.pipeline_events_s / res.bare_msg_s
+    except Exception as exc:
+        res.error = f"{type(exc).__name__}: {exc}"
+        print(f"[{db}] FAILED: {res.error}", file=sys.stderr, flush=True)
+    finally:
+        if pg_name is not None and args.keep:
+            print(f"[{db}] database kept: {pg_name}", file=sys.stderr)
+        elif pg_name is not None:
+            try:
+                await drop_pg_database(args.pg_url, pg_name)
+            except Exception as exc:
+                print(f"[{db}] could not drop database {pg_name}: {exc}", file=sys.stderr)
+    return res
+
+
+# --- output ----------------------------------------------------------------------------------
+def _fmt(v: float | None, spec: str) -> str:
+    return "-" if v is None else format(v, spec)
+
+
+def table(results: list[Result]) -> str:
+    head = ("db", "events", "produce s", "bare msg/s", "startup s", "pipeline ev/s",
+            "overall ev/s", "pipe/bare", "peak RSS MiB", "complete")
+    rows = [
+        (
+            r.db,
+            str(r.events),
+            _fmt(r.produce_s, ".2f"),
+            _fmt(r.bare_msg_s, ",.0f"),
+            _fmt(r.worker_startup_s, ".2f"),
+            _fmt(r.pipeline_events_s, ",.0f"),
+            _fmt(r.overall_events_s, ",.0f"),
+            _fmt(r.ratio_pipeline_bare, ".3f"),
+            _fmt(r.worker_peak_rss_mib, ".0f"),
+            ("yes" if r.complete else f"no ({r.applied}/{r.expected})") if not r.error else
+            "ERROR",
+        )
+        for r in results
+    ]
+    widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(head)]
+    line = lambda cells: "  ".join(  # noqa: E731
+        c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths))
+    )
+    out = [line(head), line(["-" * w for w in widths])]
+    out += [line(r) for r in rows]
+    return "\n".join(out)
+
+
+async def run(args: argparse.Namespace, bootstrap: str, workload: Workload, workdir: Path,
+              broker_pid: int | None) -> list[Result]:
+    results = []
+    for db in args.db:
+        results.append(await bench_db(db, args, bootstrap, workload, workdir, broker_pid))
+    return results
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--events", type=int, default=100_000, help="activity messages (N)")
+    p.add_argument("--partitions", type=int, default=8, help="partitions per topic (P)")
+    p.add_argument("--db", default="sqlite,postgresql", help="comma-separated: sqlite,postgresql")
+    p.add_argument("--json", type=Path, help="also write the results here")
+    p.add_argument("--clients", type=int, default=5000, help="demo roster size")
+    p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--pg-url", default=DEFAULT_PG,
+                   help="PostgreSQL server (a scratch database is created on it)")
+    p.add_argument("--stall-timeout", type=float, default=15.0,
+                   help="stop waiting when the count has not grown for this many seconds")
+    p.add_argument("--keep", action="store_true", help="keep the temp dir (logs, SQLite file) and the PostgreSQL database")
+    args = p.parse_args(argv)
+    args.db = [d.strip() for d in args.db.split(",") if d.strip()]
+    for d in args.db:
+        if d not in ("sqlite", "postgresql"):
+            p.error(f"unknown --db {d!r}")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    workdir = Path(tempfile.mkdtemp(prefix="crm-bench-"))
+    base = Settings(data_dir=workdir)
+    t0 = time.monotonic()
+    workload = build_workload(args.events, args.clients, args.seed, base)
+    print(
+        f"workload: {workload.reference} reference + {workload.activity} activity messages; "
+        f"{workload.valid_distinct} distinct valid, {workload.invalid} invalid, "
+        f"{workload.duplicates} resends (generated in {time.monotonic() - t0:.1f}s)",
+        file=sys.stderr, flush=True,
+    )
+    broker = EmbeddedBroker(free_port(), log_path=workdir / "broker.log")
+    results: list[Result] = []
+    try:
+        broker.start()
+        broker_pid = broker.proc.pid if broker.proc else None
+        results = asyncio.run(run(args, broker.bootstrap, workload, workdir, broker_pid))
+    finally:
+        broker.stop()
+        failed = not results or any(r.error or not r.complete for r in results)
+        if args.keep or failed:
+            print(f"temp dir kept: {workdir}", file=sys.stderr)
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+    print()
+    print(table(results))
+    for r in results:
+        extra = (
+            f"[{r.db}] rows {r.applied}/{r.expected} (rejected {r.rejected}; held when reached "
+            f"{r.held_at_end}, {SETTLE_S:.0f}s later {r.held_left}, of which {r.held_stuck} "
+            f"wait for a known client/manager); bare read incl. group join {_fmt(r.bare_total_s, '.2f')}s; "
+            f"apply span {_fmt(r.apply_s, '.2f')}s (db received_at span "
+            f"{_fmt(r.db_span_s, '.2f')}s); worker CPU {_fmt(r.worker_cpu_s, '.1f')}s, "
+            f"broker CPU {_fmt(r.broker_cpu_s, '.1f')}s; worker exit {r.worker_exit}"
+        )
+        print(extra)
+        for k, v in r.log_warnings.items():
+            print(f"    log x{v}: {k}")
+        if r.error:
+            print(f"    error: {r.error}")
+    doc = {
+        "events": args.events,
+        "partitions": args.partitions,
+        "clients": args.clients,
+        "seed": args.seed,
+        "workload": {
+            "messages": len(workload.messages),
+            "reference": workload.reference,
+            "activity": workload.activity,
+            "valid_distinct": workload.valid_distinct,
+            "invalid": workload.invalid,
+            "resends": workload.duplicates,
+        },
+        "cpus": os.cpu_count(),
+        "results": [asdict(r) for r in results],
+    }
+    text = json.dumps(doc, indent=2)
+    print(text)
+    if args.json:
+        args.json.write_text(text + "\n")
+    return 1 if any(r.error or not r.complete for r in results) else 0
+
+
+if __name__ == "__main__":
+    with contextlib.suppress(KeyboardInterrupt):
+        sys.exit(main())
+    sys.exit(130)
