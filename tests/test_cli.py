@@ -1,0 +1,85 @@
+"""The command line: tokens for scripts, and `up` starting and stopping cleanly."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from api.auth import decode_token
+from crmtracker.broker import free_port
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run(*args: str, data_dir: Path, env: dict[str, str] | None = None
+        ) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "crmtracker", *args, "--data-dir", str(data_dir)],
+        capture_output=True, text=True, cwd=data_dir, timeout=60,
+        env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})},
+    )
+
+
+def test_token_prints_the_token_alone_and_up_accepts_it(tmp_path: Path) -> None:
+    r = run("token", "--role", "supervisor", "--branch", "b01", "--branch", "b02",
+            "--ttl", "30m", data_dir=tmp_path)
+    assert r.returncode == 0, r.stderr
+    token = r.stdout.strip()
+    assert r.stdout == token + "\n"
+    secret = (tmp_path / "signing-secret").read_text().strip()
+    p = decode_token(secret, token)
+    assert p.role == "supervisor" and p.branches == {"b01", "b02"}
+
+
+def test_token_refuses_bad_arguments(tmp_path: Path) -> None:
+    r = run("token", "--role", "manager", data_dir=tmp_path)
+    assert r.returncode == 2 and r.stdout == "" and "--manager" in r.stderr
+
+
+@pytest.mark.kafka
+def test_up_starts_answers_and_stops_cleanly(tmp_path: Path) -> None:
+    api_port, kafka_port = free_port(), free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "crmtracker", "up", "--port", str(api_port),
+         "--kafka-port", str(kafka_port), "--data-dir", str(tmp_path / "data")],
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    try:
+        deadline = time.monotonic() + 60
+        ok = False
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                ok = httpx.get(f"http://127.0.0.1:{api_port}/healthz", timeout=1).status_code == 200
+            except httpx.HTTPError:
+                ok = False
+            if ok:
+                break
+            time.sleep(0.3)
+        assert ok, proc.stderr.read() if proc.poll() is not None else "no answer"
+        # ready once the worker has joined and reported
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if httpx.get(f"http://127.0.0.1:{api_port}/readyz", timeout=2).status_code == 200:
+                break
+            time.sleep(0.5)
+        else:
+            raise AssertionError("never ready")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=40)
+    assert proc.returncode == 0, err
+    assert f"http://127.0.0.1:{api_port}" in out
+    assert f"127.0.0.1:{kafka_port}" in out
+    assert "admin token" in out
+    assert "stopped" in err
+    # the broker child is gone with it
+    with pytest.raises(httpx.HTTPError):
+        httpx.get(f"http://127.0.0.1:{api_port}/healthz", timeout=1)
