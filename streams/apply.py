@@ -235,6 +235,7 @@ class Applier:
                 client_ids, manager_ids = await self._apply_reference(conn, fresh)
                 for _m, e in fresh:
                     result.applied[e.event_type] += 1
+                await self._hold_release_lock(conn)
                 released = await self._load_held(conn, client_ids, manager_ids)
             if facts or released:
                 await self._apply_facts(conn, facts, released, now, result)
@@ -304,6 +305,17 @@ class Applier:
             ),
             {"keys": sorted(keys)},
         )
+
+    async def _hold_release_lock(self, conn: AsyncConnection) -> None:
+        """Serialise 'hold an event' against 'release held events' across workers.
+
+        A batch that is about to hold re-checks its references under this lock; a batch that
+        brought reference data looks for held events under it. Either the holder sees the
+        reference data committed, or the releaser sees the held row committed: no event can
+        wait for data that has already arrived. (SQLite has one writer: nothing to do.)
+        """
+        if self.dialect == "postgresql":
+            await conn.execute(text("SELECT pg_advisory_xact_lock(7235002)"))
 
     # --- reference data ------------------------------------------------------------------
     async def _claim(
@@ -450,6 +462,8 @@ class Applier:
                 history[cid].append((at, mid))
         wanted: dict[int, str | None] = {}
         for i, f in enumerate(facts):
+            f.problem = f.wait_client = f.wait_manager = None
+            f.client = f.manager = None
             p = f.event.payload
             client = clients.get(p.client_id)  # type: ignore[union-attr]
             f.client = client  # type: ignore[assignment]
@@ -492,6 +506,10 @@ class Applier:
         new_facts = [_Fact(event=e, msg=m) for m, e in batch]
         everything = new_facts + released
         await self._resolve(conn, everything)
+        unresolved = [f for f in new_facts if f.problem is not None]
+        if unresolved and self.dialect == "postgresql":
+            await self._hold_release_lock(conn)
+            await self._resolve(conn, unresolved)  # sees what committed while we waited
 
         # dedupe: claim the batch's ids with the attribution they get now
         rows = []
