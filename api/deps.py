@@ -34,14 +34,16 @@ def current_user(
 ) -> Principal:
     if creds is None or creds.scheme.lower() != "bearer":
         raise HTTPException(
-            status.HTTP_401_UNAUTHORIZED, "missing bearer token",
+            status.HTTP_401_UNAUTHORIZED,
+            "missing bearer token",
             headers={"WWW-Authenticate": "Bearer"},
         )
     try:
         return decode_token(request.app.state.secret, creds.credentials)
     except TokenError as exc:
         raise HTTPException(
-            status.HTTP_401_UNAUTHORIZED, f"invalid token: {exc}",
+            status.HTTP_401_UNAUTHORIZED,
+            f"invalid token: {exc}",
             headers={"WWW-Authenticate": "Bearer"},
         ) from None
 

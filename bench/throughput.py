@@ -200,7 +200,7 @@ class WorkerProcess:
             p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p
         )
         env["PYTHONUNBUFFERED"] = "1"
-        self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
+        self._log = open(self.log_path, "ab")
         self.started_wall = time.time()
         self.started_mono = time.monotonic()
         self.proc = subprocess.Popen(
@@ -228,8 +228,10 @@ class WorkerProcess:
                 try:
                     self.proc.wait(timeout)
                 except subprocess.TimeoutExpired:
-                    print(f"  worker did not stop in {timeout:.0f}s after SIGTERM: killing it",
-                          file=sys.stderr)
+                    print(
+                        f"  worker did not stop in {timeout:.0f}s after SIGTERM: killing it",
+                        file=sys.stderr,
+                    )
                     self.proc.kill()
                     self.proc.wait()
             code = self.proc.returncode
@@ -312,7 +314,9 @@ async def bare_consume(settings: Settings, total: int, timeout: float) -> tuple[
         deadline = started + timeout
         while seen < total:
             if time.monotonic() > deadline:
-                raise BenchError(f"bare consumer read only {seen}/{total} messages in {timeout:.0f}s")
+                raise BenchError(
+                    f"bare consumer read only {seen}/{total} messages in {timeout:.0f}s"
+                )
             batches = await consumer.getmany(timeout_ms=1000, max_records=5000)
             for records in batches.values():
                 for rec in records:
@@ -448,11 +452,16 @@ async def run_pipeline(
 
 
 async def bench_db(
-    db: str, args: argparse.Namespace, bootstrap: str, workload: Workload, workdir: Path,
+    db: str,
+    args: argparse.Namespace,
+    bootstrap: str,
+    workload: Workload,
+    workdir: Path,
     broker_pid: int | None,
 ) -> Result:
-    res = Result(db=db, events=len(workload.messages), partitions=args.partitions,
-                 expected=workload.expected)
+    res = Result(
+        db=db, events=len(workload.messages), partitions=args.partitions, expected=workload.expected
+    )
     pg_name = None
     try:
         if db == "sqlite":
@@ -504,8 +513,18 @@ def _fmt(v: float | None, spec: str) -> str:
 
 
 def table(results: list[Result]) -> str:
-    head = ("db", "events", "produce s", "bare msg/s", "startup s", "pipeline ev/s",
-            "overall ev/s", "pipe/bare", "peak RSS MiB", "complete")
+    head = (
+        "db",
+        "events",
+        "produce s",
+        "bare msg/s",
+        "startup s",
+        "pipeline ev/s",
+        "overall ev/s",
+        "pipe/bare",
+        "peak RSS MiB",
+        "complete",
+    )
     rows = [
         (
             r.db,
@@ -517,22 +536,27 @@ def table(results: list[Result]) -> str:
             _fmt(r.overall_events_s, ",.0f"),
             _fmt(r.ratio_pipeline_bare, ".3f"),
             _fmt(r.worker_peak_rss_mib, ".0f"),
-            ("yes" if r.complete else f"no ({r.applied}/{r.expected})") if not r.error else
-            "ERROR",
+            ("yes" if r.complete else f"no ({r.applied}/{r.expected})") if not r.error else "ERROR",
         )
         for r in results
     ]
     widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(head)]
     line = lambda cells: "  ".join(  # noqa: E731
-        c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths))
+        c.ljust(w) if i == 0 else c.rjust(w)
+        for i, (c, w) in enumerate(zip(cells, widths, strict=False))
     )
     out = [line(head), line(["-" * w for w in widths])]
     out += [line(r) for r in rows]
     return "\n".join(out)
 
 
-async def run(args: argparse.Namespace, bootstrap: str, workload: Workload, workdir: Path,
-              broker_pid: int | None) -> list[Result]:
+async def run(
+    args: argparse.Namespace,
+    bootstrap: str,
+    workload: Workload,
+    workdir: Path,
+    broker_pid: int | None,
+) -> list[Result]:
     results = []
     for db in args.db:
         results.append(await bench_db(db, args, bootstrap, workload, workdir, broker_pid))
@@ -547,11 +571,22 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--json", type=Path, help="also write the results here")
     p.add_argument("--clients", type=int, default=5000, help="demo roster size")
     p.add_argument("--seed", type=int, default=7)
-    p.add_argument("--pg-url", default=DEFAULT_PG,
-                   help="PostgreSQL server (a scratch database is created on it)")
-    p.add_argument("--stall-timeout", type=float, default=15.0,
-                   help="stop waiting when the count has not grown for this many seconds")
-    p.add_argument("--keep", action="store_true", help="keep the temp dir (logs, SQLite file) and the PostgreSQL database")
+    p.add_argument(
+        "--pg-url",
+        default=DEFAULT_PG,
+        help="PostgreSQL server (a scratch database is created on it)",
+    )
+    p.add_argument(
+        "--stall-timeout",
+        type=float,
+        default=15.0,
+        help="stop waiting when the count has not grown for this many seconds",
+    )
+    p.add_argument(
+        "--keep",
+        action="store_true",
+        help="keep the temp dir (logs, SQLite file) and the PostgreSQL database",
+    )
     args = p.parse_args(argv)
     args.db = [d.strip() for d in args.db.split(",") if d.strip()]
     for d in args.db:
@@ -570,7 +605,8 @@ def main(argv: list[str] | None = None) -> int:
         f"workload: {workload.reference} reference + {workload.activity} activity messages; "
         f"{workload.valid_distinct} distinct valid, {workload.invalid} invalid, "
         f"{workload.duplicates} resends (generated in {time.monotonic() - t0:.1f}s)",
-        file=sys.stderr, flush=True,
+        file=sys.stderr,
+        flush=True,
     )
     broker = EmbeddedBroker(free_port(), log_path=workdir / "broker.log")
     results: list[Result] = []

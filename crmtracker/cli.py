@@ -84,8 +84,9 @@ def cmd_api(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     upgrade(settings.db_url)
-    uvicorn.run(create_app(settings), host=settings.api_host, port=settings.api_port,
-                log_level="warning")
+    uvicorn.run(
+        create_app(settings), host=settings.api_host, port=settings.api_port, log_level="warning"
+    )
     return 0
 
 
@@ -125,8 +126,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     def data_dir(sp: argparse.ArgumentParser) -> None:
-        sp.add_argument("--data-dir", help="SQLite file and signing secret (default ./.crm-data,"
-                        " env CRM_DATA_DIR)")
+        sp.add_argument(
+            "--data-dir",
+            help="SQLite file and signing secret (default ./.crm-data, env CRM_DATA_DIR)",
+        )
 
     up = sub.add_parser("up", help="everything on one machine (embedded broker + SQLite)")
     up.add_argument("--demo", action="store_true", help="also play core banking and the CRM app")

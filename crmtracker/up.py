@@ -35,7 +35,11 @@ async def _supervise_worker(settings: Settings, stop: asyncio.Event) -> None:
     env = {**os.environ, **settings.child_env()}
     while not stop.is_set():
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "crmtracker", "worker", env=env,
+            sys.executable,
+            "-m",
+            "crmtracker",
+            "worker",
+            env=env,
             stdin=asyncio.subprocess.DEVNULL,
         )
         waiter = asyncio.ensure_future(proc.wait())
@@ -62,16 +66,22 @@ async def _demo(settings: Settings, stop: asyncio.Event, rate: float) -> None:
     from crmtracker.demo import run_demo
 
     producer = AIOKafkaProducer(
-        bootstrap_servers=settings.bootstrap, acks="all", linger_ms=20,
+        bootstrap_servers=settings.bootstrap,
+        acks="all",
+        linger_ms=20,
         **kafka_client_args(settings),
     )
     await producer.start()
     try:
+
         async def send(topic: str, key: bytes, value: bytes) -> None:
             await producer.send(topic, key=key, value=value)
 
         sent = await run_demo(
-            send, lambda role: getattr(settings.topics, role), stop=stop, rate=rate,
+            send,
+            lambda role: getattr(settings.topics, role),
+            stop=stop,
+            rate=rate,
             log=lambda msg: log.warning("demo: %s", msg),
         )
         log.info("demo sent %d messages", sent)
@@ -88,15 +98,16 @@ def _banner(settings: Settings, token: str, demo: bool) -> str:
         f"  API            {api}   (OpenAPI: {api}/docs)",
         f"  Kafka          {settings.bootstrap}"
         + ("   (embedded broker, memory only)" if settings.embedded_broker else ""),
-        f"  database       {'SQLite ' + str(settings.sqlite_path) if not settings.database_url else 'configured'}",  # noqa: E501
+        f"  database       {'SQLite ' + str(settings.sqlite_path) if not settings.database_url else 'configured'}",
         f"  admin token    {token}",
         "",
         "  try:",
         f'    curl -s -H "Authorization: Bearer $TOKEN" {api}/v1/managers/m-b01-01/tally'
-        if demo else
-        f'    curl -s -H "Authorization: Bearer $TOKEN" {api}/v1/events/rejected',
+        if demo
+        else f'    curl -s -H "Authorization: Bearer $TOKEN" {api}/v1/events/rejected',
         f'    curl -s -H "Authorization: Bearer $TOKEN" {api}/v1/branches/b01/tally?period=month'
-        if demo else "",
+        if demo
+        else "",
         "  (TOKEN is the admin token above; Ctrl-C stops everything)",
         "",
     ]
@@ -114,8 +125,13 @@ async def run_up(settings: Settings, *, demo: bool, demo_rate: float = 25.0) -> 
 
     await ensure_topics(settings)
     server = _Server(
-        uvicorn.Config(create_app(settings), host=settings.api_host, port=settings.api_port,
-                       log_level="warning", lifespan="on")
+        uvicorn.Config(
+            create_app(settings),
+            host=settings.api_host,
+            port=settings.api_port,
+            log_level="warning",
+            lifespan="on",
+        )
     )
     tasks = [
         asyncio.create_task(_supervise_worker(settings, stop), name="worker"),
@@ -127,8 +143,10 @@ async def run_up(settings: Settings, *, demo: bool, demo_rate: float = 25.0) -> 
         if tasks[1].done():  # e.g. the port is taken
             stop.set()
             await asyncio.gather(*tasks, return_exceptions=True)
-            print(f"crm-tracker up: the API could not start on port {settings.api_port}",
-                  file=sys.stderr)
+            print(
+                f"crm-tracker up: the API could not start on port {settings.api_port}",
+                file=sys.stderr,
+            )
             return 1
         await asyncio.sleep(0.05)
     token = mint_token(settings.signing_secret(), "admin", ttl=parse_ttl(settings.token_ttl))

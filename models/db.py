@@ -44,9 +44,7 @@ def make_engine(url: str, *, writer: bool = False, pool_size: int = 5) -> AsyncE
             conn.exec_driver_sql("BEGIN IMMEDIATE" if writer else "BEGIN")
 
         return engine
-    return create_async_engine(
-        url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True
-    )
+    return create_async_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
 
 
 def upgrade(url: str, revision: str = "head") -> None:
@@ -70,8 +68,9 @@ async def upsert_positions(engine: AsyncEngine, rows: list[dict[str, Any]]) -> N
     stmt = mod.insert(WorkerPositionRow)
     stmt = stmt.on_conflict_do_update(
         index_elements=["group_id", "topic", "partition"],
-        set_={c: stmt.excluded[c] for c in ("committed_offset", "end_offset", "worker",
-                                             "updated_at")},
+        set_={
+            c: stmt.excluded[c] for c in ("committed_offset", "end_offset", "worker", "updated_at")
+        },
     )
     async with engine.begin() as conn:
         await conn.execute(stmt, rows)

@@ -46,8 +46,9 @@ MAX_MONEY = Decimal("1e18")
 class InvalidEvent(ValueError):
     """A message that cannot be applied; ``reason`` says why."""
 
-    def __init__(self, reason: str, event_id: str | None = None,
-                 event_type: str | None = None) -> None:
+    def __init__(
+        self, reason: str, event_id: str | None = None, event_type: str | None = None
+    ) -> None:
         super().__init__(reason)
         self.reason = reason
         self.event_id = event_id
@@ -56,8 +57,9 @@ class InvalidEvent(ValueError):
 
 def _rfc3339(v: Any) -> datetime:
     if not isinstance(v, str) or not _RFC3339.match(v):
-        raise ValueError("must be an RFC 3339 timestamp with a UTC offset, e.g. "
-                         "2026-11-20T09:15:00+08:00")
+        raise ValueError(
+            "must be an RFC 3339 timestamp with a UTC offset, e.g. 2026-11-20T09:15:00+08:00"
+        )
     # fromisoformat (3.11) takes 'Z' and up to 6 fractional digits
     text = v.replace("z", "Z").replace("t", "T")
     m = re.match(r"^(.*\.\d{6})\d+(.*)$", text)
@@ -218,7 +220,7 @@ def _explain(exc: ValidationError, prefix: str) -> str:
         if err["type"] == "missing":
             msg = "required field is missing"
         elif msg.startswith("Value error, "):
-            msg = msg[len("Value error, "):]
+            msg = msg[len("Value error, ") :]
         parts.append(f"{where}: {msg}")
     more = len(exc.errors()) - 5
     if more > 0:

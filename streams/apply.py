@@ -163,8 +163,11 @@ class Applier:
     def _upsert_newer(self, model: Any, key: str) -> Any:
         """Upsert where a late-arriving older record never overwrites a newer one."""
         stmt = self._insert(model)
-        cols = [c.key for c in model.__table__.c if c.key != key and c.key not in
-                ("last_visit_at", "last_post_loan_at")]
+        cols = [
+            c.key
+            for c in model.__table__.c
+            if c.key != key and c.key not in ("last_visit_at", "last_post_loan_at")
+        ]
         return stmt.on_conflict_do_update(
             index_elements=[key],
             set_={c: stmt.excluded[c] for c in cols},
@@ -247,7 +250,9 @@ class Applier:
 
     # --- rejected ------------------------------------------------------------------------
     async def _record_rejected(
-        self, conn: AsyncConnection, rejected: list[tuple[Incoming, InvalidEvent]],
+        self,
+        conn: AsyncConnection,
+        rejected: list[tuple[Incoming, InvalidEvent]],
         now: datetime,
     ) -> None:
         rows = [
@@ -276,7 +281,9 @@ class Applier:
 
     # --- locking (PostgreSQL: several workers) -------------------------------------------
     async def _lock_entities(
-        self, conn: AsyncConnection, refs: Iterable[tuple[Incoming, Event]],
+        self,
+        conn: AsyncConnection,
+        refs: Iterable[tuple[Incoming, Event]],
         facts: Iterable[tuple[Incoming, Event]],
     ) -> None:
         """Serialise 'is the client known? else hold' against 'client arrives, release held'.
@@ -318,9 +325,7 @@ class Applier:
             await conn.execute(text("SELECT pg_advisory_xact_lock(7235002)"))
 
     # --- reference data ------------------------------------------------------------------
-    async def _claim(
-        self, conn: AsyncConnection, rows: list[dict[str, Any]]
-    ) -> set[str]:
+    async def _claim(self, conn: AsyncConnection, rows: list[dict[str, Any]]) -> set[str]:
         """Insert event rows; return the ids that were new (the dedupe step)."""
         if not rows:
             return set()
@@ -328,9 +333,7 @@ class Applier:
         res = await conn.execute(self._claim_stmt, rows)
         return {r[0] for r in res}
 
-    def _event_row(
-        self, m: Incoming, e: Event, now: datetime, **extra: Any
-    ) -> dict[str, Any]:
+    def _event_row(self, m: Incoming, e: Event, now: datetime, **extra: Any) -> dict[str, Any]:
         row = {
             "event_id": e.event_id,
             "event_type": e.event_type,
@@ -369,22 +372,34 @@ class Applier:
             p = e.payload
             if isinstance(p, ManagerUpserted):
                 managers[p.manager_id] = {
-                    "manager_id": p.manager_id, "name": p.name, "branch_id": p.branch_id,
-                    "supervisor_id": p.supervisor_id, "level": p.level,
-                    "annual_profit_target": p.annual_profit_target, "active": p.active,
+                    "manager_id": p.manager_id,
+                    "name": p.name,
+                    "branch_id": p.branch_id,
+                    "supervisor_id": p.supervisor_id,
+                    "level": p.level,
+                    "annual_profit_target": p.annual_profit_target,
+                    "active": p.active,
                     "updated_at": e.occurred_at,
                 }
             elif isinstance(p, ClientUpserted):
                 assigned_at = p.assigned_at or e.occurred_at
                 history[(p.client_id, assigned_at)] = {
-                    "client_id": p.client_id, "assigned_at": assigned_at,
-                    "manager_id": p.manager_id, "event_id": e.event_id,
+                    "client_id": p.client_id,
+                    "assigned_at": assigned_at,
+                    "manager_id": p.manager_id,
+                    "event_id": e.event_id,
                 }
                 clients[p.client_id] = {
-                    "client_id": p.client_id, "name": p.name, "segment": p.segment,
-                    "tier": p.tier, "manager_id": p.manager_id, "branch_id": p.branch_id,
-                    "credit_client": p.credit_client, "claim_ratio": p.claim_ratio,
-                    "visit_interval_days": p.visit_interval_days, "assigned_at": assigned_at,
+                    "client_id": p.client_id,
+                    "name": p.name,
+                    "segment": p.segment,
+                    "tier": p.tier,
+                    "manager_id": p.manager_id,
+                    "branch_id": p.branch_id,
+                    "credit_client": p.credit_client,
+                    "claim_ratio": p.claim_ratio,
+                    "visit_interval_days": p.visit_interval_days,
+                    "assigned_at": assigned_at,
                     "updated_at": e.occurred_at,
                 }
         if managers:
@@ -394,8 +409,9 @@ class Applier:
             existing: dict[str, list[tuple[datetime, str]]] = defaultdict(list)
             for cid, at, mid in (
                 await conn.execute(
-                    select(AssignmentRow.client_id, AssignmentRow.assigned_at,
-                           AssignmentRow.manager_id)
+                    select(
+                        AssignmentRow.client_id, AssignmentRow.assigned_at, AssignmentRow.manager_id
+                    )
                     .where(AssignmentRow.client_id.in_(sorted({k[0] for k in history})))
                     .order_by(AssignmentRow.client_id, AssignmentRow.assigned_at)
                 )
@@ -403,7 +419,8 @@ class Applier:
                 existing[cid].append((at, mid))
             # a row that names the manager already in force changes no attribution
             rows = [
-                history[k] for k in sorted(history)
+                history[k]
+                for k in sorted(history)
                 if attributed_manager(existing.get(k[0], []), k[1]) != history[k]["manager_id"]
             ]
             if rows:
@@ -473,16 +490,25 @@ class Applier:
                 f.wait_client = p.client_id  # type: ignore[union-attr]
                 wanted[i] = override
                 continue
-            mid = override or attributed_manager(history.get(client.client_id, []),
-                                                 f.event.occurred_at) or client.manager_id
+            mid = (
+                override
+                or attributed_manager(history.get(client.client_id, []), f.event.occurred_at)
+                or client.manager_id
+            )
             wanted[i] = mid
         manager_ids = sorted({m for m in wanted.values() if m})
-        managers = {
-            m.manager_id: m
-            for m in (
-                await conn.execute(select(ManagerRow).where(ManagerRow.manager_id.in_(manager_ids)))
-            ).all()
-        } if manager_ids else {}
+        managers = (
+            {
+                m.manager_id: m
+                for m in (
+                    await conn.execute(
+                        select(ManagerRow).where(ManagerRow.manager_id.in_(manager_ids))
+                    )
+                ).all()
+            }
+            if manager_ids
+            else {}
+        )
         for i, f in enumerate(facts):
             mid = wanted.get(i)
             if mid is None:
@@ -541,8 +567,11 @@ class Applier:
             await conn.execute(
                 update(RejectedRow)
                 .where(RejectedRow.id == f.held_id)
-                .values(reason=f"held: {f.problem}", waiting_client_id=f.wait_client,
-                        waiting_manager_id=f.wait_manager)
+                .values(
+                    reason=f"held: {f.problem}",
+                    waiting_client_id=f.wait_client,
+                    waiting_manager_id=f.wait_manager,
+                )
             )
         done_held = [f for f in released if f.problem is None]
         if done_held:
@@ -554,11 +583,19 @@ class Applier:
             await conn.execute(
                 update(EventRow)
                 .where(EventRow.event_id == bindparam("eid"))
-                .values(status="applied", manager_id=bindparam("mid"), branch_id=bindparam("bid"),
-                        weighted_profit=bindparam("wp")),
+                .values(
+                    status="applied",
+                    manager_id=bindparam("mid"),
+                    branch_id=bindparam("bid"),
+                    weighted_profit=bindparam("wp"),
+                ),
                 [
-                    {"eid": f.event.event_id, "mid": f.manager.manager_id,
-                     "bid": f.manager.branch_id, "wp": self._weighted(f)}
+                    {
+                        "eid": f.event.event_id,
+                        "mid": f.manager.manager_id,
+                        "bid": f.manager.branch_id,
+                        "wp": self._weighted(f),
+                    }
                     for f in done_held
                     if f.manager is not None
                 ],
@@ -606,9 +643,14 @@ class Applier:
         entries = []
         for f in facts:
             assert f.manager is not None
-            entries.append((f.manager.manager_id, f.manager.branch_id,
-                            bank_day(f.event.occurred_at, self.tz),
-                            fact_delta(f.event, f.client, self.policy)))
+            entries.append(
+                (
+                    f.manager.manager_id,
+                    f.manager.branch_id,
+                    bank_day(f.event.occurred_at, self.tz),
+                    fact_delta(f.event, f.client, self.policy),
+                )
+            )
         await self._add_entries(conn, entries)
 
     async def _add_entries(
@@ -649,11 +691,20 @@ class Applier:
             history[cid].append((at, mid))
         rows = (
             await conn.execute(
-                select(EventRow.event_id, EventRow.client_id, EventRow.occurred_at,
-                       EventRow.manager_id, EventRow.branch_id, EventRow.day,
-                       EventRow.weighted_profit, EventRow.value)
-                .where(EventRow.client_id.in_(ids), EventRow.status == "applied",
-                       EventRow.event_type.in_(("transaction.posted", "account.opened")))
+                select(
+                    EventRow.event_id,
+                    EventRow.client_id,
+                    EventRow.occurred_at,
+                    EventRow.manager_id,
+                    EventRow.branch_id,
+                    EventRow.day,
+                    EventRow.weighted_profit,
+                    EventRow.value,
+                ).where(
+                    EventRow.client_id.in_(ids),
+                    EventRow.status == "applied",
+                    EventRow.event_type.in_(("transaction.posted", "account.opened")),
+                )
             )
         ).all()
         candidates = []
@@ -717,10 +768,8 @@ class Applier:
         existing: dict[tuple[str, date], Any] = {}
         key_attr = table.c[key_col]
         for chunk_start in range(0, len(keys), 400):
-            chunk = keys[chunk_start:chunk_start + 400]
-            res = await conn.execute(
-                select(table).where(tuple_(key_attr, table.c.day).in_(chunk))
-            )
+            chunk = keys[chunk_start : chunk_start + 400]
+            res = await conn.execute(select(table).where(tuple_(key_attr, table.c.day).in_(chunk)))
             for r in res.mappings():
                 existing[(r[key_col], r["day"])] = r
         rows = []
@@ -742,8 +791,10 @@ class Applier:
             at = f.event.occurred_at
             if p.client_id not in last or at > last[p.client_id]:
                 last[p.client_id] = at
-            if p.method == "on_site" and p.kind in ("post_loan_check", "surprise") and (
-                p.client_id not in last_check or at > last_check[p.client_id]
+            if (
+                p.method == "on_site"
+                and p.kind in ("post_loan_check", "surprise")
+                and (p.client_id not in last_check or at > last_check[p.client_id])
             ):
                 last_check[p.client_id] = at
         for cid in sorted(last):
@@ -757,8 +808,11 @@ class Applier:
             await conn.execute(
                 update(ClientRow)
                 .where(ClientRow.client_id == cid)
-                .where(or_(ClientRow.last_post_loan_at.is_(None),
-                           ClientRow.last_post_loan_at < last_check[cid]))
+                .where(
+                    or_(
+                        ClientRow.last_post_loan_at.is_(None),
+                        ClientRow.last_post_loan_at < last_check[cid],
+                    )
+                )
                 .values(last_post_loan_at=last_check[cid])
             )
-

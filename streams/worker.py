@@ -101,7 +101,10 @@ class Pipeline:
                 self.last_error = f"{type(exc).__name__}: {exc}"[:500]
                 log.warning(
                     "database unavailable (%s); retrying %d messages from %s in %.1fs",
-                    type(exc).__name__, len(msgs), msgs[0].position, delay,
+                    type(exc).__name__,
+                    len(msgs),
+                    msgs[0].position,
+                    delay,
                 )
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self.max_backoff)
@@ -217,14 +220,20 @@ def create_app(settings: Settings) -> faust.App:
     engine = make_engine(settings.db_url, writer=True)
     applier = Applier(engine, settings.policy)
     dlt = app.topic(
-        settings.topics.deadletter, key_serializer="raw", value_serializer="raw",
+        settings.topics.deadletter,
+        key_serializer="raw",
+        value_serializer="raw",
         partitions=settings.topic_partitions,
     )
 
     async def send_deadletter(msg: Incoming, reason: str) -> None:
         await app.producer.send_and_wait(
-            dlt.get_topic_name(), msg.key, deadletter_value(msg, reason),
-            partition=None, timestamp=None, headers=None,
+            dlt.get_topic_name(),
+            msg.key,
+            deadletter_value(msg, reason),
+            partition=None,
+            timestamp=None,
+            headers=None,
         )
 
     pipeline = Pipeline(applier, send_deadletter, max_backoff=settings.db_retry_max_backoff)
@@ -232,8 +241,11 @@ def create_app(settings: Settings) -> faust.App:
 
     for name in settings.topics.inputs:
         topic = app.topic(
-            name, key_serializer="raw", value_serializer="raw",
-            partitions=settings.topic_partitions, acks=True,
+            name,
+            key_serializer="raw",
+            value_serializer="raw",
+            partitions=settings.topic_partitions,
+            acks=True,
         )
         app.agent(topic, name=f"apply.{name}", concurrency=1)(
             _make_agent(pipeline, settings.batch_size, settings.batch_within)
@@ -254,8 +266,11 @@ def _make_agent(pipeline: Pipeline, size: int, within: float) -> Callable[[Any],
             await pipeline.handle(
                 [
                     Incoming(
-                        e.message.topic, e.message.partition, e.message.offset,
-                        e.message.key, e.message.value,
+                        e.message.topic,
+                        e.message.partition,
+                        e.message.offset,
+                        e.message.key,
+                        e.message.value,
                     )
                     for e in events
                 ]

@@ -38,7 +38,7 @@ import re
 import uuid
 from collections import defaultdict
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
@@ -152,9 +152,7 @@ class GeneratedLog:
 
 # --------------------------------------------------------------------------- validation
 
-_RFC3339 = re.compile(
-    r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$"
-)
+_RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$")
 _DECIMAL_TEXT = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)$")
 
 
@@ -527,7 +525,7 @@ class _Gen:
         """RFC 3339: ~25% UTC ("Z" or "+00:00"), a few other offsets, the rest bank time."""
         r = self.rng.random()
         if r < 0.25:
-            s = dt.astimezone(timezone.utc).isoformat()
+            s = dt.astimezone(UTC).isoformat()
             return s.replace("+00:00", "Z") if r < 0.125 else s
         if r < 0.28:
             off = timezone(timedelta(hours=self.rng.choice((9, -5, 5.5))))
@@ -572,8 +570,12 @@ def _unmark(g: _Gen, env: dict) -> dict:
     nums = g._nums
     if not any(isinstance(v, str) and v in nums for v in p.values()):
         return env
-    return {**env, "payload": {k: Decimal(nums[v]) if isinstance(v, str) and v in nums else v
-                               for k, v in p.items()}}
+    return {
+        **env,
+        "payload": {
+            k: Decimal(nums[v]) if isinstance(v, str) and v in nums else v for k, v in p.items()
+        },
+    }
 
 
 def generate_log(
@@ -645,7 +647,7 @@ def generate_log(
     client_payload: dict[str, dict] = {}
     late_msgs: list[tuple[Msg, dict]] = []
     # two clients with known ratios carry the rounding-tie corrections (see _ties)
-    tie_clients = dict(zip(cids[:2], ("0.5", "0.6"))) if clients >= 2 else {}
+    tie_clients = dict(zip(cids[:2], ("0.5", "0.6"), strict=False)) if clients >= 2 else {}
     for c in cids:
         m = rng.choice(mids)
         r = rng.random()
@@ -694,9 +696,7 @@ def generate_log(
         other = [m for m in mids if manager_branch[m] != manager_branch[old]]
         pool = (other or same) if k % 2 == 0 else (same or other)
         new = rng.choice(pool)
-        at = datetime(2026, 10, 10, 9, tzinfo=g.zone) + timedelta(
-            seconds=rng.randrange(10 * 86400)
-        )
+        at = datetime(2026, 10, 10, 9, tzinfo=g.zone) + timedelta(seconds=rng.randrange(10 * 86400))
         transfer_at[c] = at
         assign[c].append((at, new))
         p = dict(client_payload[c])
@@ -799,8 +799,9 @@ def generate_log(
         for env in _ties(g, targets, by_manager, by_branch, manager_branch, tie_clients):
             i = rng.randrange(len(fact_envs) + 1)
             fact_envs.insert(i, env)
-            fact_msgs.insert(i, Msg("transactions", env["payload"]["client_id"].encode(),
-                                    g.encode(env)))
+            fact_msgs.insert(
+                i, Msg("transactions", env["payload"]["client_id"].encode(), g.encode(env))
+            )
 
     # ---- malformed
     n_bad = round(events * malformed_rate)
@@ -844,9 +845,7 @@ def _tie_targets(mids: list[str], manager_branch: dict[str, str]) -> list[tuple[
         if b in seen or len(seen) == 3:
             continue
         month = MONTHS[(len(seen) + 1) % 3]
-        pick = next(
-            (x for x in mids if manager_branch[x] == b and (x, month) not in taken), None
-        )
+        pick = next((x for x in mids if manager_branch[x] == b and (x, month) not in taken), None)
         if pick is not None:
             seen.append(b)
             out.append(("branch", pick, month))

@@ -30,9 +30,14 @@ def isolated_settings(bootstrap: str, db_url: str, data_dir: Path, **extra: Any)
     """Settings with a topic prefix and consumer group of their own."""
     tag = uuid.uuid4().hex[:10]
     return Settings(
-        kafka_bootstrap=bootstrap, database_url=db_url, data_dir=data_dir,
-        topic_prefix=f"t{tag}.", group_id=f"crm-test-{tag}",
-        kafka_session_timeout=2.0, kafka_heartbeat_interval=0.5, **extra,
+        kafka_bootstrap=bootstrap,
+        database_url=db_url,
+        data_dir=data_dir,
+        topic_prefix=f"t{tag}.",
+        group_id=f"crm-test-{tag}",
+        kafka_session_timeout=2.0,
+        kafka_heartbeat_interval=0.5,
+        **extra,
     )
 
 
@@ -46,10 +51,14 @@ class WorkerProcess:
 
     def start(self) -> None:
         env = {**os.environ, **self.settings.child_env(), "PYTHONPATH": str(ROOT)}
-        log = open(self.log_path, "ab")  # noqa: SIM115 - closed with the process
+        log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "crmtracker", "worker"], env=env, cwd=self.log_path.parent,
-            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            [sys.executable, "-m", "crmtracker", "worker"],
+            env=env,
+            cwd=self.log_path.parent,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
         )
         log.close()
 
@@ -77,11 +86,13 @@ class WorkerProcess:
             return ""
 
 
-async def produce(settings: Settings, messages: Iterable[tuple[str, bytes | None, bytes | None]]
-                  ) -> int:
+async def produce(
+    settings: Settings, messages: Iterable[tuple[str, bytes | None, bytes | None]]
+) -> int:
     """Send (topic, key, value) in order with a real client; returns how many."""
-    producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap, acks="all", linger_ms=10,
-                                max_batch_size=256 * 1024)
+    producer = AIOKafkaProducer(
+        bootstrap_servers=settings.bootstrap, acks="all", linger_ms=10, max_batch_size=256 * 1024
+    )
     await producer.start()
     n = 0
     try:
@@ -100,16 +111,28 @@ async def produce(settings: Settings, messages: Iterable[tuple[str, bytes | None
 async def counts(engine: AsyncEngine) -> tuple[int, int, int]:
     """(applied events, rejected messages, held messages)."""
     async with engine.connect() as conn:
-        applied = (await conn.execute(
-            select(func.count()).select_from(EventRow).where(EventRow.status == "applied"))
+        applied = (
+            await conn.execute(
+                select(func.count()).select_from(EventRow).where(EventRow.status == "applied")
+            )
         ).scalar_one()
-        by_status = dict((await conn.execute(
-            select(RejectedRow.status, func.count()).group_by(RejectedRow.status))).all())
+        by_status = dict(
+            (
+                await conn.execute(
+                    select(RejectedRow.status, func.count()).group_by(RejectedRow.status)
+                )
+            ).all()
+        )
     return applied, by_status.get("rejected", 0), by_status.get("held", 0)
 
 
-async def wait_for_counts(engine: AsyncEngine, applied: int, rejected: int, timeout: float,
-                          worker: WorkerProcess | None = None) -> None:
+async def wait_for_counts(
+    engine: AsyncEngine,
+    applied: int,
+    rejected: int,
+    timeout: float,
+    worker: WorkerProcess | None = None,
+) -> None:
     deadline = time.monotonic() + timeout
     seen: tuple[int, int, int] = (0, 0, 0)
     while time.monotonic() < deadline:
@@ -131,8 +154,9 @@ async def month_doc(engine: AsyncEngine, key: str, branch: bool = False) -> dict
     return tally_document(("id", owner), start, end, totals, Policy().tz)
 
 
-async def assert_tallies(engine: AsyncEngine, tallies: dict[str, dict[str, Any]],
-                         branches: dict[str, dict[str, Any]]) -> None:
+async def assert_tallies(
+    engine: AsyncEngine, tallies: dict[str, dict[str, Any]], branches: dict[str, dict[str, Any]]
+) -> None:
     wrong = []
     for key, figures in tallies.items():
         doc = await month_doc(engine, key)
@@ -149,9 +173,12 @@ async def assert_tallies(engine: AsyncEngine, tallies: dict[str, dict[str, Any]]
 
 async def read_topic(settings: Settings, topic: str, want: int, timeout: float = 30) -> list[Any]:
     consumer = AIOKafkaConsumer(
-        settings.topic_prefix + topic, bootstrap_servers=settings.bootstrap,
-        group_id=f"reader-{uuid.uuid4().hex[:8]}", auto_offset_reset="earliest",
-        session_timeout_ms=6000, heartbeat_interval_ms=1000,
+        settings.topic_prefix + topic,
+        bootstrap_servers=settings.bootstrap,
+        group_id=f"reader-{uuid.uuid4().hex[:8]}",
+        auto_offset_reset="earliest",
+        session_timeout_ms=6000,
+        heartbeat_interval_ms=1000,
     )
     await consumer.start()
     out: list[Any] = []

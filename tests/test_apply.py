@@ -26,10 +26,15 @@ if not VECTORS.exists():  # a checkout beside shared/
 
 
 def env(event_id: str, event_type: str, occurred_at: str, **payload: Any) -> bytes:
-    return json.dumps({
-        "event_id": event_id, "event_type": event_type, "schema_version": 1,
-        "occurred_at": occurred_at, "payload": payload,
-    }).encode()
+    return json.dumps(
+        {
+            "event_id": event_id,
+            "event_type": event_type,
+            "schema_version": 1,
+            "occurred_at": occurred_at,
+            "payload": payload,
+        }
+    ).encode()
 
 
 class Feed:
@@ -78,8 +83,13 @@ async def assert_vectors(engine: Any) -> None:
         doc = await month_figures(engine, key, branch=True)
         assert {k: doc[k] for k in figures} == figures, key
     async with engine.connect() as conn:
-        counts = dict((await conn.execute(
-            select(RejectedRow.status, func.count()).group_by(RejectedRow.status))).all())
+        counts = dict(
+            (
+                await conn.execute(
+                    select(RejectedRow.status, func.count()).group_by(RejectedRow.status)
+                )
+            ).all()
+        )
     assert counts.get("rejected") == expected["bad"]
     assert counts.get("held", 0) == 0
 
@@ -111,23 +121,54 @@ async def test_event_for_unknown_client_is_held_then_applied(db_url: str) -> Non
     engine = make_engine(db_url, writer=True)
     applier = Applier(engine, Policy())
     feed = Feed()
-    tx = env("t1", "transaction.posted", "2026-11-02T10:00:00+08:00", client_id="c9",
-             account_id="a", business_line="intermediary", amount="100", simulated_profit="10")
+    tx = env(
+        "t1",
+        "transaction.posted",
+        "2026-11-02T10:00:00+08:00",
+        client_id="c9",
+        account_id="a",
+        business_line="intermediary",
+        amount="100",
+        simulated_profit="10",
+    )
     r = await applier.apply([feed.msg("bank.transactions", tx)])
     assert r.held == 1
     async with engine.connect() as conn:
         held = (await conn.execute(select(RejectedRow))).one()
     assert held.status == "held" and "client c9 is not known yet" in held.reason
     # the client arrives, but its manager does not exist yet: still held, for the manager
-    await applier.apply([feed.msg("crm.clients", env(
-        "c9-1", "client.upserted", "2026-08-01T00:00:00+08:00", client_id="c9",
-        manager_id="m9", claim_ratio="0.5"))])
+    await applier.apply(
+        [
+            feed.msg(
+                "crm.clients",
+                env(
+                    "c9-1",
+                    "client.upserted",
+                    "2026-08-01T00:00:00+08:00",
+                    client_id="c9",
+                    manager_id="m9",
+                    claim_ratio="0.5",
+                ),
+            )
+        ]
+    )
     async with engine.connect() as conn:
         held = (await conn.execute(select(RejectedRow))).one()
     assert held.status == "held" and "manager m9" in held.reason
-    r = await applier.apply([feed.msg("crm.managers", env(
-        "m9-1", "manager.upserted", "2026-08-01T00:00:00+08:00", manager_id="m9",
-        branch_id="b9"))])
+    r = await applier.apply(
+        [
+            feed.msg(
+                "crm.managers",
+                env(
+                    "m9-1",
+                    "manager.upserted",
+                    "2026-08-01T00:00:00+08:00",
+                    manager_id="m9",
+                    branch_id="b9",
+                ),
+            )
+        ]
+    )
     assert r.released == 1
     doc = await month_figures(engine, "m9|2026-11")
     assert doc["transactions"] == 1
@@ -143,23 +184,61 @@ async def test_transfer_splits_the_month_including_a_late_event(db_url: str) -> 
     engine = make_engine(db_url, writer=True)
     applier = Applier(engine, Policy())
     feed = Feed()
-    await applier.apply([
-        feed.msg("crm.managers", env(f"{m}-up", "manager.upserted", "2026-08-01T00:00:00+08:00",
-                                     manager_id=m, branch_id=b))
-        for m, b in (("old", "b1"), ("new", "b2"))
-    ])
-    await applier.apply([
-        feed.msg("crm.clients", env("c-1", "client.upserted", "2026-08-01T00:00:00+08:00",
-                                    client_id="c", manager_id="old")),
-        feed.msg("crm.clients", env("c-2", "client.upserted", "2026-11-15T09:00:00+08:00",
-                                    client_id="c", manager_id="new",
-                                    assigned_at="2026-11-15T09:00:00+08:00")),
-    ])
+    await applier.apply(
+        [
+            feed.msg(
+                "crm.managers",
+                env(
+                    f"{m}-up",
+                    "manager.upserted",
+                    "2026-08-01T00:00:00+08:00",
+                    manager_id=m,
+                    branch_id=b,
+                ),
+            )
+            for m, b in (("old", "b1"), ("new", "b2"))
+        ]
+    )
+    await applier.apply(
+        [
+            feed.msg(
+                "crm.clients",
+                env(
+                    "c-1",
+                    "client.upserted",
+                    "2026-08-01T00:00:00+08:00",
+                    client_id="c",
+                    manager_id="old",
+                ),
+            ),
+            feed.msg(
+                "crm.clients",
+                env(
+                    "c-2",
+                    "client.upserted",
+                    "2026-11-15T09:00:00+08:00",
+                    client_id="c",
+                    manager_id="new",
+                    assigned_at="2026-11-15T09:00:00+08:00",
+                ),
+            ),
+        ]
+    )
 
     def tx(i: int, at: str) -> Incoming:
-        return feed.msg("bank.transactions", env(
-            f"t{i}", "transaction.posted", at, client_id="c", account_id="a",
-            business_line="liability", amount="1000", simulated_profit="1.00"))
+        return feed.msg(
+            "bank.transactions",
+            env(
+                f"t{i}",
+                "transaction.posted",
+                at,
+                client_id="c",
+                account_id="a",
+                business_line="liability",
+                amount="1000",
+                simulated_profit="1.00",
+            ),
+        )
 
     await applier.apply([tx(1, "2026-11-10T10:00:00+08:00"), tx(2, "2026-11-20T10:00:00+08:00")])
     # arrives last, happened before the transfer: stays with the old manager
@@ -175,8 +254,10 @@ async def test_transfer_splits_the_month_including_a_late_event(db_url: str) -> 
 def test_attribution_before_first_assignment_goes_to_the_first_manager() -> None:
     from datetime import datetime
 
-    hist = [(datetime.fromisoformat("2026-08-01T00:00:00+08:00"), "a"),
-            (datetime.fromisoformat("2026-10-01T00:00:00+08:00"), "b")]
+    hist = [
+        (datetime.fromisoformat("2026-08-01T00:00:00+08:00"), "a"),
+        (datetime.fromisoformat("2026-10-01T00:00:00+08:00"), "b"),
+    ]
     at = datetime.fromisoformat
     assert attributed_manager(hist, at("2026-01-01T00:00:00+08:00")) == "a"
     assert attributed_manager(hist, at("2026-09-30T23:59:59+08:00")) == "a"
@@ -225,8 +306,20 @@ async def test_pipeline_waits_out_database_outages_and_skips_nothing(sqlite_url:
 
     pipeline = Pipeline(applier, deadletter, max_backoff=0.05)
     feed = Feed()
-    await pipeline.handle([feed.msg("crm.managers", env(
-        "m", "manager.upserted", "2026-08-01T00:00:00+08:00", manager_id="m", branch_id="b"))])
+    await pipeline.handle(
+        [
+            feed.msg(
+                "crm.managers",
+                env(
+                    "m",
+                    "manager.upserted",
+                    "2026-08-01T00:00:00+08:00",
+                    manager_id="m",
+                    branch_id="b",
+                ),
+            )
+        ]
+    )
     assert applier.failures == 0 and pipeline.healthy
     async with engine.connect() as conn:
         assert (await conn.execute(select(func.count()).select_from(EventRow))).scalar() == 1
@@ -245,9 +338,17 @@ async def test_pipeline_isolates_a_message_that_breaks_the_apply(sqlite_url: str
     pipeline = Pipeline(applier, deadletter, max_backoff=0.05)
     feed = Feed()
     batch = [
-        feed.msg("crm.managers", env(f"m{i}", "manager.upserted", "2026-08-01T00:00:00+08:00",
-                                     manager_id=f"m{i}", branch_id="b",
-                                     name="POISON" if i == 5 else f"n{i}"))
+        feed.msg(
+            "crm.managers",
+            env(
+                f"m{i}",
+                "manager.upserted",
+                "2026-08-01T00:00:00+08:00",
+                manager_id=f"m{i}",
+                branch_id="b",
+                name="POISON" if i == 5 else f"n{i}",
+            ),
+        )
         for i in range(8)
     ]
     await pipeline.handle(batch)
@@ -280,30 +381,74 @@ async def test_a_transfer_applied_after_the_facts_moves_their_credit(db_url: str
     engine = make_engine(db_url, writer=True)
     applier = Applier(engine, Policy())
     feed = Feed()
-    await applier.apply([
-        feed.msg("crm.managers", env(f"{m}-up", "manager.upserted", "2026-08-01T00:00:00+08:00",
-                                     manager_id=m, branch_id=b))
-        for m, b in (("old", "b1"), ("new", "b2"))
-    ])
-    await applier.apply([feed.msg("crm.clients", env(
-        "c-1", "client.upserted", "2026-08-01T00:00:00+08:00", client_id="c",
-        manager_id="old", claim_ratio="0.6"))])
+    await applier.apply(
+        [
+            feed.msg(
+                "crm.managers",
+                env(
+                    f"{m}-up",
+                    "manager.upserted",
+                    "2026-08-01T00:00:00+08:00",
+                    manager_id=m,
+                    branch_id=b,
+                ),
+            )
+            for m, b in (("old", "b1"), ("new", "b2"))
+        ]
+    )
+    await applier.apply(
+        [
+            feed.msg(
+                "crm.clients",
+                env(
+                    "c-1",
+                    "client.upserted",
+                    "2026-08-01T00:00:00+08:00",
+                    client_id="c",
+                    manager_id="old",
+                    claim_ratio="0.6",
+                ),
+            )
+        ]
+    )
     facts = [
-        feed.msg("bank.transactions", env(
-            f"t{i}", "transaction.posted", at, client_id="c", account_id="a",
-            business_line="off_balance", amount="10", simulated_profit="3.33", **extra))
-        for i, (at, extra) in enumerate([
-            ("2026-11-10T10:00:00+08:00", {}),
-            ("2026-11-20T10:00:00+08:00", {}),
-            ("2026-11-21T10:00:00+08:00", {"manager_id": "old"}),  # override: never moves
-        ])
+        feed.msg(
+            "bank.transactions",
+            env(
+                f"t{i}",
+                "transaction.posted",
+                at,
+                client_id="c",
+                account_id="a",
+                business_line="off_balance",
+                amount="10",
+                simulated_profit="3.33",
+                **extra,
+            ),
+        )
+        for i, (at, extra) in enumerate(
+            [
+                ("2026-11-10T10:00:00+08:00", {}),
+                ("2026-11-20T10:00:00+08:00", {}),
+                ("2026-11-21T10:00:00+08:00", {"manager_id": "old"}),  # override: never moves
+            ]
+        )
     ]
     await applier.apply(facts)
     assert (await month_figures(engine, "old|2026-11"))["transactions"] == 3
     # the transfer arrives last; so does a resend of it (nothing moves twice)
-    transfer = feed.msg("crm.clients", env(
-        "c-2", "client.upserted", "2026-11-16T09:00:00+08:00", client_id="c",
-        manager_id="new", claim_ratio="0.6", assigned_at="2026-11-15T00:00:00+08:00"))
+    transfer = feed.msg(
+        "crm.clients",
+        env(
+            "c-2",
+            "client.upserted",
+            "2026-11-16T09:00:00+08:00",
+            client_id="c",
+            manager_id="new",
+            claim_ratio="0.6",
+            assigned_at="2026-11-15T00:00:00+08:00",
+        ),
+    )
     await applier.apply([transfer])
     await applier.apply([transfer])
     old = await month_figures(engine, "old|2026-11")
@@ -314,8 +459,20 @@ async def test_a_transfer_applied_after_the_facts_moves_their_credit(db_url: str
     assert (await month_figures(engine, "b2|2026-11", branch=True))["weighted_profit"] == "3.00"
     assert (await month_figures(engine, "b1|2026-11", branch=True))["weighted_profit"] == "5.99"
     # a re-upsert naming the manager already in force changes nothing
-    await applier.apply([feed.msg("crm.clients", env(
-        "c-3", "client.upserted", "2026-11-22T09:00:00+08:00", client_id="c",
-        manager_id="new", claim_ratio="0.6"))])
+    await applier.apply(
+        [
+            feed.msg(
+                "crm.clients",
+                env(
+                    "c-3",
+                    "client.upserted",
+                    "2026-11-22T09:00:00+08:00",
+                    client_id="c",
+                    manager_id="new",
+                    claim_ratio="0.6",
+                ),
+            )
+        ]
+    )
     assert (await month_figures(engine, "new|2026-11"))["transactions"] == 1
     await engine.dispose()

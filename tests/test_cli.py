@@ -18,18 +18,32 @@ from crmtracker.broker import free_port
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def run(*args: str, data_dir: Path, env: dict[str, str] | None = None
-        ) -> subprocess.CompletedProcess[str]:
+def run(
+    *args: str, data_dir: Path, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "crmtracker", *args, "--data-dir", str(data_dir)],
-        capture_output=True, text=True, cwd=data_dir, timeout=60,
+        capture_output=True,
+        text=True,
+        cwd=data_dir,
+        timeout=60,
         env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})},
     )
 
 
 def test_token_prints_the_token_alone_and_up_accepts_it(tmp_path: Path) -> None:
-    r = run("token", "--role", "supervisor", "--branch", "b01", "--branch", "b02",
-            "--ttl", "30m", data_dir=tmp_path)
+    r = run(
+        "token",
+        "--role",
+        "supervisor",
+        "--branch",
+        "b01",
+        "--branch",
+        "b02",
+        "--ttl",
+        "30m",
+        data_dir=tmp_path,
+    )
     assert r.returncode == 0, r.stderr
     token = r.stdout.strip()
     assert r.stdout == token + "\n"
@@ -47,9 +61,22 @@ def test_token_refuses_bad_arguments(tmp_path: Path) -> None:
 def test_up_starts_answers_and_stops_cleanly(tmp_path: Path) -> None:
     api_port, kafka_port = free_port(), free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "crmtracker", "up", "--port", str(api_port),
-         "--kafka-port", str(kafka_port), "--data-dir", str(tmp_path / "data")],
-        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-m",
+            "crmtracker",
+            "up",
+            "--port",
+            str(api_port),
+            "--kafka-port",
+            str(kafka_port),
+            "--data-dir",
+            str(tmp_path / "data"),
+        ],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
     try:

@@ -22,18 +22,36 @@ from models.policy import Policy
 
 VALID: dict[str, dict[str, Any]] = {
     "transaction.posted": {
-        "client_id": "c1", "account_id": "a1", "business_line": "asset", "product": "loan",
-        "amount": "1250000.00", "simulated_profit": "-12.50", "currency": "CNY",
+        "client_id": "c1",
+        "account_id": "a1",
+        "business_line": "asset",
+        "product": "loan",
+        "amount": "1250000.00",
+        "simulated_profit": "-12.50",
+        "currency": "CNY",
     },
     "account.opened": {"client_id": "c1", "account_id": "a1", "account_type": "payroll"},
     "visit.logged": {
-        "client_id": "c1", "manager_id": "m1", "method": "on_site", "kind": "post_loan_check",
-        "duration_minutes": 45, "notes": "confidential",
+        "client_id": "c1",
+        "manager_id": "m1",
+        "method": "on_site",
+        "kind": "post_loan_check",
+        "duration_minutes": 45,
+        "notes": "confidential",
     },
-    "client.upserted": {"client_id": "c1", "manager_id": "m1", "tier": "gold",
-                        "claim_ratio": "0.8", "credit_client": True},
-    "manager.upserted": {"manager_id": "m1", "branch_id": "b1", "level": "senior",
-                         "annual_profit_target": "5000000"},
+    "client.upserted": {
+        "client_id": "c1",
+        "manager_id": "m1",
+        "tier": "gold",
+        "claim_ratio": "0.8",
+        "credit_client": True,
+    },
+    "manager.upserted": {
+        "manager_id": "m1",
+        "branch_id": "b1",
+        "level": "senior",
+        "annual_profit_target": "5000000",
+    },
 }
 
 
@@ -93,9 +111,13 @@ def test_defaults_apply() -> None:
     assert p.simulated_profit == 0 and p.currency == "CNY" and p.manager_id is None
     acc = decode_event(raw(envelope("account.opened"))).payload
     assert acc.origin == "marketed"
-    cl = decode_event(raw(envelope("client.upserted", payload={"client_id": "c", "manager_id": "m"})))
+    cl = decode_event(
+        raw(envelope("client.upserted", payload={"client_id": "c", "manager_id": "m"}))
+    )
     assert cl.payload.credit_client is False and cl.payload.claim_ratio is None
-    mg = decode_event(raw(envelope("manager.upserted", payload={"manager_id": "m", "branch_id": "b"})))
+    mg = decode_event(
+        raw(envelope("manager.upserted", payload={"manager_id": "m", "branch_id": "b"}))
+    )
     assert mg.payload.active is True
 
 
@@ -159,7 +181,9 @@ _DELETE = object()
         ("payload.currency", "USD", "payload.currency"),
     ],
 )
-def test_rule_breaks_are_rejected_with_the_field_named(path: str, value: Any, fragment: str) -> None:
+def test_rule_breaks_are_rejected_with_the_field_named(
+    path: str, value: Any, fragment: str
+) -> None:
     assert fragment in rejected(_mutate(path, value))
 
 
@@ -199,9 +223,12 @@ def test_payload_rules_of_every_type(event_type: str, field: str, value: Any) ->
         (b'"text"', "JSON object"),
         (b"", "not valid JSON"),
         (None, "tombstone"),
-        (b'{"event_id":"e","event_type":"transaction.posted","schema_version":1,'
-         b'"occurred_at":"2026-11-20T09:15:00+08:00","payload":{"client_id":"c","account_id":"a",'
-         b'"business_line":"asset","amount":Infinity}}', "not a number"),
+        (
+            b'{"event_id":"e","event_type":"transaction.posted","schema_version":1,'
+            b'"occurred_at":"2026-11-20T09:15:00+08:00","payload":{"client_id":"c","account_id":"a",'
+            b'"business_line":"asset","amount":Infinity}}',
+            "not a number",
+        ),
     ],
 )
 def test_undecodable_messages_are_rejected(value: bytes | None, fragment: str) -> None:

@@ -196,7 +196,7 @@ def test_transfers(log, parsed):
     assert len(moved) == 12
     zone = ZoneInfo(TZ)
     cross = 0
-    for c, (a, b) in moved.items():
+    for _c, (a, b) in moved.items():
         assert a["assigned_at"] == "2026-08-01T00:00:00+08:00"
         at = _at(b["assigned_at"]).astimezone(zone)
         assert (at.year, at.month) == (2026, 10) and 10 <= at.day <= 20
@@ -306,35 +306,104 @@ def test_compute_expected_by_hand():
     ev = [
         _e(1, "manager.upserted", "2026-08-01T00:00:00+08:00", manager_id="m1", branch_id="b1"),
         _e(2, "manager.upserted", "2026-08-01T00:00:00+08:00", manager_id="m2", branch_id="b2"),
-        _e(3, "client.upserted", "2026-08-01T00:00:00+08:00",
-           client_id="c1", manager_id="m1", claim_ratio="0.8"),
-        _e(4, "client.upserted", "2026-10-20T00:00:00+08:00", client_id="c1", manager_id="m2",
-           claim_ratio="0.8", assigned_at="2026-10-15T00:00:00+08:00"),
+        _e(
+            3,
+            "client.upserted",
+            "2026-08-01T00:00:00+08:00",
+            client_id="c1",
+            manager_id="m1",
+            claim_ratio="0.8",
+        ),
+        _e(
+            4,
+            "client.upserted",
+            "2026-10-20T00:00:00+08:00",
+            client_id="c1",
+            manager_id="m2",
+            claim_ratio="0.8",
+            assigned_at="2026-10-15T00:00:00+08:00",
+        ),
         # Sept 30 16:30 UTC = Oct 1 00:30 Shanghai; before transfer -> m1; 100 * 2.0 * 0.8
-        _e(5, "transaction.posted", "2026-09-30T16:30:00Z", client_id="c1", account_id="a",
-           business_line="intermediary", amount="10.00", simulated_profit="100.00"),
+        _e(
+            5,
+            "transaction.posted",
+            "2026-09-30T16:30:00Z",
+            client_id="c1",
+            account_id="a",
+            business_line="intermediary",
+            amount="10.00",
+            simulated_profit="100.00",
+        ),
         # exactly at the transfer instant -> m2; 0.01 * 0.9 * 0.8 = 0.0072
-        _e(6, "transaction.posted", "2026-10-14T16:00:00+00:00", client_id="c1", account_id="a",
-           business_line="asset", amount=Decimal("5.00"), simulated_profit="0.01"),
+        _e(
+            6,
+            "transaction.posted",
+            "2026-10-14T16:00:00+00:00",
+            client_id="c1",
+            account_id="a",
+            business_line="asset",
+            amount=Decimal("5.00"),
+            simulated_profit="0.01",
+        ),
         # override to m1 after the transfer, claim ratio still applies; no profit
-        _e(7, "transaction.posted", "2026-10-16T00:00:00+08:00", client_id="c1", account_id="a",
-           business_line="liability", amount="7", manager_id="m1"),
-        _e(8, "account.opened", "2026-10-01T00:00:00+08:00",
-           client_id="c1", account_id="b", account_type="payroll"),
-        _e(9, "visit.logged", "2026-10-31T23:59:59+08:00",
-           client_id="c1", manager_id="m1", method="phone", kind="routine"),
+        _e(
+            7,
+            "transaction.posted",
+            "2026-10-16T00:00:00+08:00",
+            client_id="c1",
+            account_id="a",
+            business_line="liability",
+            amount="7",
+            manager_id="m1",
+        ),
+        _e(
+            8,
+            "account.opened",
+            "2026-10-01T00:00:00+08:00",
+            client_id="c1",
+            account_id="b",
+            account_type="payroll",
+        ),
+        _e(
+            9,
+            "visit.logged",
+            "2026-10-31T23:59:59+08:00",
+            client_id="c1",
+            manager_id="m1",
+            method="phone",
+            kind="routine",
+        ),
         # unknown client: held forever, counts nowhere
-        _e(10, "transaction.posted", "2026-10-02T00:00:00+08:00", client_id="zz", account_id="a",
-           business_line="asset", amount="1.00", simulated_profit="1.00"),
+        _e(
+            10,
+            "transaction.posted",
+            "2026-10-02T00:00:00+08:00",
+            client_id="zz",
+            account_id="a",
+            business_line="asset",
+            amount="1.00",
+            simulated_profit="1.00",
+        ),
         # 0.625 * 1.0 * 0.8 = 0.5 -> second one on m2 brings 0.0072 + 0.5 + 0.5 = 1.0072
-        _e(11, "transaction.posted", "2026-11-01T00:00:00+08:00", client_id="c1", account_id="a",
-           business_line="liability", amount="1.00", simulated_profit="0.625"),
+        _e(
+            11,
+            "transaction.posted",
+            "2026-11-01T00:00:00+08:00",
+            client_id="c1",
+            account_id="a",
+            business_line="liability",
+            amount="1.00",
+            simulated_profit="0.625",
+        ),
     ]
     t, b = compute_expected(ev, TZ)
     m1, m2 = t["m1|2026-10"], t["m2|2026-10"]
     assert m1["transactions"] == 2
     assert m1["volume"] == {
-        "asset": "0.00", "liability": "7.00", "intermediary": "10.00", "off_balance": "0.00"
+        "asset": "0.00",
+        "liability": "7.00",
+        "intermediary": "10.00",
+        "off_balance": "0.00",
     }
     assert m1["weighted_profit"] == "160.00"
     assert m1["accounts_opened"] == {"payroll": 1}

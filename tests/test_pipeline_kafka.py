@@ -26,8 +26,15 @@ pytestmark = pytest.mark.kafka
 VECTORS = Path(__file__).resolve().parents[2] / "shared" / "vectors"
 
 
-async def _run_log(broker: EmbeddedBroker, db_url: str, tmp_path: Path, log, *,
-                   partitions: int = 4, timeout: float = 240) -> None:
+async def _run_log(
+    broker: EmbeddedBroker,
+    db_url: str,
+    tmp_path: Path,
+    log,
+    *,
+    partitions: int = 4,
+    timeout: float = 240,
+) -> None:
     settings = isolated_settings(broker.bootstrap, db_url, tmp_path, topic_partitions=partitions)
     await ensure_topics(settings)
     # events published before the first worker starts must be applied (earliest offset)
@@ -51,13 +58,15 @@ async def _run_log(broker: EmbeddedBroker, db_url: str, tmp_path: Path, log, *,
         await engine.dispose()
 
 
-async def test_vectors_through_the_broker(broker: EmbeddedBroker, db_url: str,
-                                          tmp_path: Path) -> None:
+async def test_vectors_through_the_broker(
+    broker: EmbeddedBroker, db_url: str, tmp_path: Path
+) -> None:
     await _run_log(broker, db_url, tmp_path, load_vectors(VECTORS))
 
 
-async def test_generated_log_of_20000_events(broker: EmbeddedBroker, db_url: str,
-                                             tmp_path: Path) -> None:
+async def test_generated_log_of_20000_events(
+    broker: EmbeddedBroker, db_url: str, tmp_path: Path
+) -> None:
     log = generate_log(seed=11, events=20_000)
     await _run_log(broker, db_url, tmp_path, log)
 

@@ -77,8 +77,12 @@ def test_weighted_profit_is_exact_and_rounded_once_when_shown() -> None:
 
 def test_configured_coefficients_and_default_ratio_are_used() -> None:
     policy = Policy(
-        coefficients={"asset": Decimal("1.1"), "liability": Decimal("1"),
-                      "intermediary": Decimal("3"), "off_balance": Decimal("1")},
+        coefficients={
+            "asset": Decimal("1.1"),
+            "liability": Decimal("1"),
+            "intermediary": Decimal("3"),
+            "off_balance": Decimal("1"),
+        },
         default_claim_ratio=Decimal("0.8"),
     )
     assert weighted_profit(Decimal("10"), "intermediary", None, policy) == Decimal("24.0")

@@ -66,9 +66,11 @@ async def rejected_events(
     cursor: Annotated[str | None, Query(max_length=200)] = None,
 ) -> dict[str, Any]:
     """Dead-lettered and held events with their reasons and raw messages (oldest first)."""
-    conds = [RejectedRow.status == status_] if status_ else [
-        RejectedRow.status.in_(("rejected", "held"))
-    ]
+    conds = (
+        [RejectedRow.status == status_]
+        if status_
+        else [RejectedRow.status.in_(("rejected", "held"))]
+    )
     if topic:
         conds.append(RejectedRow.topic == topic)
     total = (await conn.execute(select(func.count()).where(*conds))).scalar_one()

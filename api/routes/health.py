@@ -56,9 +56,7 @@ async def readyz(engine: EngineDep, settings: SettingsDep) -> JSONResponse:
     ready = ready and ok
     now = datetime.now(UTC)
     fresh = [r for r in rows if now - r.updated_at < STALE]
-    lag = sum(
-        max(0, (r.end_offset or 0) - (r.committed_offset or 0)) for r in fresh
-    )
+    lag = sum(max(0, (r.end_offset or 0) - (r.committed_offset or 0)) for r in fresh)
     if not fresh:
         ready = False
         checks["worker"] = "no recent report from a worker"

@@ -30,14 +30,14 @@ def resolve_range(
                 "give either period (with at) or from/to, not both",
             )
         if start is None or end is None:
-            raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT,
-                                "from and to go together")
+            raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "from and to go together")
         if start > end:
-            raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT,
-                                "from must not be after to")
+            raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "from must not be after to")
         if (end - start).days >= MAX_RANGE_DAYS:
-            raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT,
-                                f"a range spans at most {MAX_RANGE_DAYS} days")
+            raise HTTPException(
+                status.HTTP_422_UNPROCESSABLE_CONTENT,
+                f"a range spans at most {MAX_RANGE_DAYS} days",
+            )
         return start, end
     return period_range(period or "month", at or today)
 
@@ -50,8 +50,14 @@ ToQ = Annotated[date | None, Query(alias="to", description="range end (inclusive
 
 @router.get("/managers/{manager_id}/tally")
 async def manager_tally(
-    manager_id: str, user: Reader, conn: ConnDep, settings: SettingsDep,
-    period: PeriodQ = None, at: AtQ = None, from_: FromQ = None, to: ToQ = None,
+    manager_id: str,
+    user: Reader,
+    conn: ConnDep,
+    settings: SettingsDep,
+    period: PeriodQ = None,
+    at: AtQ = None,
+    from_: FromQ = None,
+    to: ToQ = None,
 ) -> dict[str, Any]:
     """A manager's tally for the period containing `at`, or for the range from/to."""
     if user.role == "manager" and user.manager_id != manager_id:
@@ -73,8 +79,14 @@ async def manager_tally(
 
 @router.get("/branches/{branch_id}/tally")
 async def branch_tally(
-    branch_id: str, user: Reader, conn: ConnDep, settings: SettingsDep,
-    period: PeriodQ = None, at: AtQ = None, from_: FromQ = None, to: ToQ = None,
+    branch_id: str,
+    user: Reader,
+    conn: ConnDep,
+    settings: SettingsDep,
+    period: PeriodQ = None,
+    at: AtQ = None,
+    from_: FromQ = None,
+    to: ToQ = None,
 ) -> dict[str, Any]:
     """A branch's tally: exact sums over the events credited to its managers."""
     if not user.can_see_branch(branch_id):
