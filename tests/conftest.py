@@ -17,6 +17,10 @@ from models.db import upgrade
 
 PG_URL = os.environ.get("CRM_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+# the contract vectors live in shared/, beside the checkout
+VECTORS = Path(
+    os.environ.get("CRM_VECTORS_DIR", Path(__file__).resolve().parents[2] / "shared" / "vectors")
+)
 
 
 @pytest.fixture(scope="session")

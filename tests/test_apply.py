@@ -6,7 +6,6 @@ import json
 from collections import defaultdict
 from datetime import date
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,10 +18,7 @@ from models.tables import EventRow, RejectedRow
 from models.tally import branch_totals, manager_totals, tally_document
 from streams.apply import Applier, Incoming, attributed_manager
 from streams.worker import Pipeline
-
-VECTORS = Path(__file__).resolve().parents[2] / "shared" / "vectors"
-if not VECTORS.exists():  # a checkout beside shared/
-    VECTORS = Path(__file__).resolve().parents[1].parent / "shared" / "vectors"
+from tests.conftest import VECTORS
 
 
 def env(event_id: str, event_type: str, occurred_at: str, **payload: Any) -> bytes:

@@ -11,6 +11,7 @@ import pytest
 
 from crmtracker.broker import EmbeddedBroker, ensure_topics
 from models.db import make_engine
+from tests.conftest import VECTORS
 from tests.factories import generate_log, load_vectors, valid_events
 from tests.kafka_helpers import (
     WorkerProcess,
@@ -23,7 +24,6 @@ from tests.kafka_helpers import (
 )
 
 pytestmark = pytest.mark.kafka
-VECTORS = Path(__file__).resolve().parents[2] / "shared" / "vectors"
 
 
 async def _run_log(
