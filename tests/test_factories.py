@@ -10,11 +10,11 @@ import time
 from collections import Counter
 from datetime import datetime
 from decimal import Decimal
-from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
 
+from tests.conftest import VECTORS
 from tests.factories import (
     EVENT_TYPES,
     MALFORMED_KINDS,
@@ -28,7 +28,6 @@ from tests.factories import (
     valid_events,
 )
 
-VECTORS = Path("/work/shared/vectors")
 TZ = "Asia/Shanghai"
 SMALL = {"events": 3000, "managers": 10, "branches": 3, "clients": 120}
 FACT_TYPES = ("transaction.posted", "account.opened", "visit.logged")
@@ -421,7 +420,6 @@ def test_compute_expected_by_hand():
 # ----------------------------------------------------------------------------- contract vectors
 
 
-@pytest.mark.skipif(not VECTORS.exists(), reason="shared vectors not present")
 def test_vectors_reproduced_exactly():
     v = load_vectors(VECTORS)
     expected = json.loads((VECTORS / "expected.json").read_text())
@@ -441,7 +439,6 @@ def test_vectors_reproduced_exactly():
     assert managers == v.manager_branch
 
 
-@pytest.mark.skipif(not VECTORS.exists(), reason="shared vectors not present")
 def test_vectors_rejects_are_the_known_kinds():
     v = load_vectors(VECTORS)
     kinds = Counter()
