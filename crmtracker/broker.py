@@ -116,7 +116,9 @@ async def ensure_topics(settings: Settings, *, attempts: int = 40) -> None:
     ]
     last: Exception | None = None
     for _ in range(attempts):
-        admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap, **_security(settings))
+        admin = AIOKafkaAdminClient(
+            bootstrap_servers=settings.bootstrap, **kafka_client_args(settings)
+        )
         try:
             await admin.start()
             existing = set(await admin.list_topics())
@@ -138,7 +140,7 @@ async def ensure_topics(settings: Settings, *, attempts: int = 40) -> None:
     raise BrokerError(f"could not create topics on {settings.bootstrap}: {last}")
 
 
-def _security(settings: Settings) -> dict[str, object]:
+def kafka_client_args(settings: Settings) -> dict[str, object]:
     """aiokafka client arguments for the configured security protocol."""
     from aiokafka.helpers import create_ssl_context
 
@@ -155,6 +157,3 @@ def _security(settings: Settings) -> dict[str, object]:
         out["sasl_plain_username"] = settings.kafka_sasl_username
         out["sasl_plain_password"] = pw.get_secret_value() if pw else None
     return out
-
-
-kafka_client_args = _security

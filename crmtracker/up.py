@@ -82,7 +82,7 @@ async def _demo(settings: Settings, stop: asyncio.Event, rate: float) -> None:
             lambda role: getattr(settings.topics, role),
             stop=stop,
             rate=rate,
-            log=lambda msg: log.warning("demo: %s", msg),
+            log=log.info,
         )
         log.info("demo sent %d messages", sent)
     finally:
@@ -92,26 +92,27 @@ async def _demo(settings: Settings, stop: asyncio.Event, rate: float) -> None:
 
 def _banner(settings: Settings, token: str, demo: bool) -> str:
     api = f"http://{settings.api_host}:{settings.api_port}"
+    database = f"SQLite {settings.sqlite_path}" if not settings.database_url else "configured"
+    broker = "   (embedded broker, memory only)" if settings.embedded_broker else ""
+    paths = (
+        ["/v1/managers/m-b01-01/tally", "/v1/branches/b01/tally?period=week"]
+        if demo
+        else ["/v1/events/rejected"]
+    )
     lines = [
         "",
         "crm-tracker is up" + (" with the demo running" if demo else " (waiting for events)"),
         f"  API            {api}   (OpenAPI: {api}/docs)",
-        f"  Kafka          {settings.bootstrap}"
-        + ("   (embedded broker, memory only)" if settings.embedded_broker else ""),
-        f"  database       {'SQLite ' + str(settings.sqlite_path) if not settings.database_url else 'configured'}",
+        f"  Kafka          {settings.bootstrap}{broker}",
+        f"  database       {database}",
         f"  admin token    {token}",
         "",
-        "  try:",
-        f'    curl -s -H "Authorization: Bearer $TOKEN" {api}/v1/managers/m-b01-01/tally'
-        if demo
-        else f'    curl -s -H "Authorization: Bearer $TOKEN" {api}/v1/events/rejected',
-        f'    curl -s -H "Authorization: Bearer $TOKEN" {api}/v1/branches/b01/tally?period=month'
-        if demo
-        else "",
-        "  (TOKEN is the admin token above; Ctrl-C stops everything)",
+        "  try (Ctrl-C stops everything):",
+        f"    export TOKEN={token}",
+        *(f'    curl -s -H "Authorization: Bearer $TOKEN" "{api}{path}"' for path in paths),
         "",
     ]
-    return "\n".join(line for line in lines if line is not None)
+    return "\n".join(lines)
 
 
 async def run_up(settings: Settings, *, demo: bool, demo_rate: float = 25.0) -> int:

@@ -88,6 +88,7 @@ class _Fact:
     problem: str | None = None
     wait_client: str | None = None
     wait_manager: str | None = None
+    delta: dict[str, Any] | None = None  # what it adds to its day bucket, once resolved
 
 
 def _zero() -> dict[str, Any]:
@@ -125,6 +126,35 @@ def attributed_manager(history: Sequence[tuple[datetime, str]], at: datetime) ->
         return None
     i = bisect.bisect_right([h[0] for h in history], at)
     return history[max(i - 1, 0)][1]
+
+
+def _problem_row(
+    m: Incoming,
+    status: str,
+    reason: str,
+    event_id: str | None,
+    event_type: str | None,
+    now: datetime,
+    *,
+    wait_client: str | None = None,
+    wait_manager: str | None = None,
+) -> dict[str, Any]:
+    """A ``rejected_events`` row: the raw message, where it came from, and why."""
+    return {
+        "topic": m.topic,
+        "partition": m.partition,
+        "offset": m.offset,
+        "key": _raw_text(m.key) if m.key is not None else None,
+        "value_b64": base64.b64encode(m.value).decode() if m.value is not None else None,
+        "status": status,
+        "reason": reason,
+        "event_id": event_id,
+        "event_type": event_type,
+        "waiting_client_id": wait_client,
+        "waiting_manager_id": wait_manager,
+        "received_at": now,
+        "released_at": None,
+    }
 
 
 def _raw_text(value: bytes | None) -> str:
@@ -256,21 +286,7 @@ class Applier:
         now: datetime,
     ) -> None:
         rows = [
-            {
-                "topic": m.topic,
-                "partition": m.partition,
-                "offset": m.offset,
-                "key": _raw_text(m.key) if m.key is not None else None,
-                "value_b64": base64.b64encode(m.value).decode() if m.value is not None else None,
-                "status": "rejected",
-                "reason": f"{m.position}: {e.reason}",
-                "event_id": e.event_id,
-                "event_type": e.event_type,
-                "waiting_client_id": None,
-                "waiting_manager_id": None,
-                "received_at": now,
-                "released_at": None,
-            }
+            _problem_row(m, "rejected", f"{m.position}: {e.reason}", e.event_id, e.event_type, now)
             for m, e in rejected
         ]
         await conn.execute(self._insert(RejectedRow).on_conflict_do_nothing(), rows)
@@ -480,7 +496,7 @@ class Applier:
         wanted: dict[int, str | None] = {}
         for i, f in enumerate(facts):
             f.problem = f.wait_client = f.wait_manager = None
-            f.client = f.manager = None
+            f.client = f.manager = f.delta = None
             p = f.event.payload
             client = clients.get(p.client_id)  # type: ignore[union-attr]
             f.client = client  # type: ignore[assignment]
@@ -520,6 +536,9 @@ class Applier:
                 f.problem = f"{f.problem}; {what}" if f.problem else what
             else:
                 f.manager = mgr  # type: ignore[assignment]
+        for f in facts:
+            if f.problem is None:
+                f.delta = fact_delta(f.event, f.client, self.policy)
 
     async def _apply_facts(
         self,
@@ -549,7 +568,7 @@ class Applier:
                     status="held" if f.problem else "applied",
                     manager_id=f.manager.manager_id if f.manager else None,
                     branch_id=f.manager.branch_id if f.manager else None,
-                    weighted_profit=self._weighted(f) if not f.problem else None,
+                    weighted_profit=self._weighted(f),
                 )
             )
         new_ids = await self._claim(conn, rows)
@@ -610,32 +629,25 @@ class Applier:
                 assert f.manager is not None
                 result.changed_managers.add(f.manager.manager_id)
 
-    def _weighted(self, f: _Fact) -> Decimal | None:
-        if not isinstance(f.event.payload, TransactionPosted):
-            return None
-        return fact_delta(f.event, f.client, self.policy)["weighted_profit"]  # type: ignore[no-any-return]
+    @staticmethod
+    def _weighted(f: _Fact) -> Decimal | None:
+        return f.delta.get("weighted_profit") if f.delta is not None else None
 
     async def _hold(self, conn: AsyncConnection, facts: list[_Fact], now: datetime) -> None:
         rows = []
         for f in facts:
-            m = f.msg
-            assert m is not None
+            assert f.msg is not None
             rows.append(
-                {
-                    "topic": m.topic,
-                    "partition": m.partition,
-                    "offset": m.offset,
-                    "key": _raw_text(m.key) if m.key is not None else None,
-                    "value_b64": base64.b64encode(m.value or b"").decode(),
-                    "status": "held",
-                    "reason": f"held: {f.problem}",
-                    "event_id": f.event.event_id,
-                    "event_type": f.event.event_type,
-                    "waiting_client_id": f.wait_client,
-                    "waiting_manager_id": f.wait_manager,
-                    "received_at": now,
-                    "released_at": None,
-                }
+                _problem_row(
+                    f.msg,
+                    "held",
+                    f"held: {f.problem}",
+                    f.event.event_id,
+                    f.event.event_type,
+                    now,
+                    wait_client=f.wait_client,
+                    wait_manager=f.wait_manager,
+                )
             )
         await conn.execute(self._insert(RejectedRow).on_conflict_do_nothing(), rows)
 
@@ -643,12 +655,13 @@ class Applier:
         entries = []
         for f in facts:
             assert f.manager is not None
+            assert f.delta is not None
             entries.append(
                 (
                     f.manager.manager_id,
                     f.manager.branch_id,
                     bank_day(f.event.occurred_at, self.tz),
-                    fact_delta(f.event, f.client, self.policy),
+                    f.delta,
                 )
             )
         await self._add_entries(conn, entries)

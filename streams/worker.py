@@ -19,12 +19,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 import faust
-from aiokafka.helpers import create_ssl_context
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
+from crmtracker.broker import kafka_client_args
 from crmtracker.settings import Settings
-from models.db import make_engine, upgrade
-from models.tables import WorkerPositionRow
+from models.db import make_engine, upgrade, upsert_positions
+from models.events import InvalidEvent
 from streams.apply import Applier, BatchResult, Incoming
 
 log = logging.getLogger("crmtracker.worker")
@@ -134,8 +134,6 @@ class Pipeline:
 
     async def _reject_unappliable(self, msg: Incoming, reason: str) -> None:
         # Record it like any rejected message, so it stays visible and can be re-driven.
-        from models.events import InvalidEvent
-
         delay = 0.2
         while True:
             try:
@@ -176,23 +174,17 @@ def deadletter_value(msg: Incoming, reason: str) -> bytes:
 
 
 def broker_credentials(settings: Settings) -> Any:
-    proto = settings.kafka_security_protocol
-    ssl_context = None
-    if proto in ("SSL", "SASL_SSL"):
-        ssl_context = create_ssl_context(
-            cafile=settings.kafka_ssl_cafile,
-            certfile=settings.kafka_ssl_certfile,
-            keyfile=settings.kafka_ssl_keyfile,
-        )
-    if proto in ("SASL_PLAINTEXT", "SASL_SSL"):
-        password = settings.kafka_sasl_password
+    """faust's form of the security settings (same TLS context as every other client)."""
+    args = kafka_client_args(settings)
+    ssl_context = args.get("ssl_context")
+    if settings.kafka_security_protocol in ("SASL_PLAINTEXT", "SASL_SSL"):
         return faust.SASLCredentials(
-            username=settings.kafka_sasl_username,
-            password=password.get_secret_value() if password else None,
+            username=args["sasl_plain_username"],
+            password=args["sasl_plain_password"],
             ssl_context=ssl_context,
             mechanism=settings.kafka_sasl_mechanism,
         )
-    if proto == "SSL":
+    if settings.kafka_security_protocol == "SSL":
         return faust.SSLCredentials(ssl_context)
     return None
 
@@ -281,8 +273,6 @@ def _make_agent(pipeline: Pipeline, size: int, within: float) -> Callable[[Any],
 
 async def _record_positions(app: faust.App, engine: Any, group: str, worker: str) -> None:
     """Save what this worker knows of its partitions (for /readyz and the lag view)."""
-    from models.db import upsert_positions
-
     consumer = app.consumer
     rows = []
     now = datetime.now(UTC)
@@ -320,4 +310,4 @@ def run_worker(settings: Settings) -> None:
     worker.execute_from_commandline()
 
 
-__all__ = ["Pipeline", "WorkerPositionRow", "create_app", "is_transient", "run_worker"]
+__all__ = ["Pipeline", "create_app", "is_transient", "run_worker"]

@@ -10,18 +10,14 @@ import sys
 import time
 import uuid
 from collections.abc import Iterable
-from datetime import date
 from pathlib import Path
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from crmtracker.settings import Settings
-from models.policy import Policy, period_range
-from models.tables import EventRow, RejectedRow
-from models.tally import branch_totals, manager_totals, tally_document
+from tests.checks import counts
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -108,24 +104,6 @@ async def produce(
     return n
 
 
-async def counts(engine: AsyncEngine) -> tuple[int, int, int]:
-    """(applied events, rejected messages, held messages)."""
-    async with engine.connect() as conn:
-        applied = (
-            await conn.execute(
-                select(func.count()).select_from(EventRow).where(EventRow.status == "applied")
-            )
-        ).scalar_one()
-        by_status = dict(
-            (
-                await conn.execute(
-                    select(RejectedRow.status, func.count()).group_by(RejectedRow.status)
-                )
-            ).all()
-        )
-    return applied, by_status.get("rejected", 0), by_status.get("held", 0)
-
-
 async def wait_for_counts(
     engine: AsyncEngine,
     applied: int,
@@ -144,31 +122,6 @@ async def wait_for_counts(
     raise AssertionError(
         f"timed out: (applied, rejected, held) = {seen}, want ({applied}, {rejected}, 0)\n{tail}"
     )
-
-
-async def month_doc(engine: AsyncEngine, key: str, branch: bool = False) -> dict[str, Any]:
-    owner, ym = key.split("|")
-    start, end = period_range("month", date(int(ym[:4]), int(ym[5:]), 1))
-    async with engine.connect() as conn:
-        totals = await (branch_totals if branch else manager_totals)(conn, owner, start, end)
-    return tally_document(("id", owner), start, end, totals, Policy().tz)
-
-
-async def assert_tallies(
-    engine: AsyncEngine, tallies: dict[str, dict[str, Any]], branches: dict[str, dict[str, Any]]
-) -> None:
-    wrong = []
-    for key, figures in tallies.items():
-        doc = await month_doc(engine, key)
-        got = {k: doc[k] for k in figures}
-        if got != figures:
-            wrong.append((key, figures, got))
-    for key, figures in branches.items():
-        doc = await month_doc(engine, key, branch=True)
-        got = {k: doc[k] for k in figures}
-        if got != figures:
-            wrong.append((key, figures, got))
-    assert not wrong, f"{len(wrong)} figures differ, first: {wrong[:2]}"
 
 
 async def read_topic(settings: Settings, topic: str, want: int, timeout: float = 30) -> list[Any]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
-from datetime import date
 from decimal import Decimal
 from typing import Any
 
@@ -13,11 +12,11 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import OperationalError
 
 from models.db import make_engine
-from models.policy import Policy, period_range
+from models.policy import Policy
 from models.tables import EventRow, RejectedRow
-from models.tally import branch_totals, manager_totals, tally_document
 from streams.apply import Applier, Incoming, attributed_manager
 from streams.worker import Pipeline
+from tests.checks import assert_tallies, counts, month_doc
 from tests.conftest import VECTORS
 
 
@@ -62,32 +61,11 @@ def vector_batches(size: int = 500) -> list[list[Incoming]]:
     return batches
 
 
-async def month_figures(engine: Any, key: str, branch: bool = False) -> dict[str, Any]:
-    owner, ym = key.split("|")
-    start, end = period_range("month", date(int(ym[:4]), int(ym[5:]), 1))
-    async with engine.connect() as conn:
-        totals = await (branch_totals if branch else manager_totals)(conn, owner, start, end)
-    return tally_document(("id", owner), start, end, totals, Policy().tz)
-
-
 async def assert_vectors(engine: Any) -> None:
     expected = json.loads((VECTORS / "expected.json").read_text())
-    for key, figures in expected["tallies"].items():
-        doc = await month_figures(engine, key)
-        assert {k: doc[k] for k in figures} == figures, key
-    for key, figures in expected["branches"].items():
-        doc = await month_figures(engine, key, branch=True)
-        assert {k: doc[k] for k in figures} == figures, key
-    async with engine.connect() as conn:
-        counts = dict(
-            (
-                await conn.execute(
-                    select(RejectedRow.status, func.count()).group_by(RejectedRow.status)
-                )
-            ).all()
-        )
-    assert counts.get("rejected") == expected["bad"]
-    assert counts.get("held", 0) == 0
+    await assert_tallies(engine, expected["tallies"], expected["branches"])
+    _applied, rejected, held = await counts(engine)
+    assert (rejected, held) == (expected["bad"], 0)
 
 
 async def test_vectors_give_the_expected_tallies(db_url: str) -> None:
@@ -166,20 +144,18 @@ async def test_event_for_unknown_client_is_held_then_applied(db_url: str) -> Non
         ]
     )
     assert r.released == 1
-    doc = await month_figures(engine, "m9|2026-11")
+    doc = await month_doc(engine, "m9|2026-11")
     assert doc["transactions"] == 1
     assert doc["weighted_profit"] == "10.00"  # 10 × 2.0 × 0.5
     # a resend of the held event after its release is a duplicate
     r = await applier.apply([feed.msg("bank.transactions", tx)])
     assert sum(r.applied.values()) == 0 and r.duplicates == 1
-    assert (await month_figures(engine, "m9|2026-11"))["transactions"] == 1
+    assert (await month_doc(engine, "m9|2026-11"))["transactions"] == 1
     await engine.dispose()
 
 
-async def test_transfer_splits_the_month_including_a_late_event(db_url: str) -> None:
-    engine = make_engine(db_url, writer=True)
-    applier = Applier(engine, Policy())
-    feed = Feed()
+async def add_old_and_new_managers(applier: Applier, feed: Feed) -> None:
+    """Manager 'old' in branch b1 and 'new' in branch b2: the two sides of a transfer."""
     await applier.apply(
         [
             feed.msg(
@@ -195,6 +171,13 @@ async def test_transfer_splits_the_month_including_a_late_event(db_url: str) -> 
             for m, b in (("old", "b1"), ("new", "b2"))
         ]
     )
+
+
+async def test_transfer_splits_the_month_including_a_late_event(db_url: str) -> None:
+    engine = make_engine(db_url, writer=True)
+    applier = Applier(engine, Policy())
+    feed = Feed()
+    await add_old_and_new_managers(applier, feed)
     await applier.apply(
         [
             feed.msg(
@@ -239,11 +222,11 @@ async def test_transfer_splits_the_month_including_a_late_event(db_url: str) -> 
     await applier.apply([tx(1, "2026-11-10T10:00:00+08:00"), tx(2, "2026-11-20T10:00:00+08:00")])
     # arrives last, happened before the transfer: stays with the old manager
     await applier.apply([tx(3, "2026-11-15T08:59:59+08:00"), tx(4, "2026-11-15T01:00:00Z")])
-    old = await month_figures(engine, "old|2026-11")
-    new = await month_figures(engine, "new|2026-11")
+    old = await month_doc(engine, "old|2026-11")
+    new = await month_doc(engine, "new|2026-11")
     assert (old["transactions"], new["transactions"]) == (2, 2)
-    assert (await month_figures(engine, "b1|2026-11", branch=True))["transactions"] == 2
-    assert (await month_figures(engine, "b2|2026-11", branch=True))["transactions"] == 2
+    assert (await month_doc(engine, "b1|2026-11", branch=True))["transactions"] == 2
+    assert (await month_doc(engine, "b2|2026-11", branch=True))["transactions"] == 2
     await engine.dispose()
 
 
@@ -377,21 +360,7 @@ async def test_a_transfer_applied_after_the_facts_moves_their_credit(db_url: str
     engine = make_engine(db_url, writer=True)
     applier = Applier(engine, Policy())
     feed = Feed()
-    await applier.apply(
-        [
-            feed.msg(
-                "crm.managers",
-                env(
-                    f"{m}-up",
-                    "manager.upserted",
-                    "2026-08-01T00:00:00+08:00",
-                    manager_id=m,
-                    branch_id=b,
-                ),
-            )
-            for m, b in (("old", "b1"), ("new", "b2"))
-        ]
-    )
+    await add_old_and_new_managers(applier, feed)
     await applier.apply(
         [
             feed.msg(
@@ -431,7 +400,7 @@ async def test_a_transfer_applied_after_the_facts_moves_their_credit(db_url: str
         )
     ]
     await applier.apply(facts)
-    assert (await month_figures(engine, "old|2026-11"))["transactions"] == 3
+    assert (await month_doc(engine, "old|2026-11"))["transactions"] == 3
     # the transfer arrives last; so does a resend of it (nothing moves twice)
     transfer = feed.msg(
         "crm.clients",
@@ -447,13 +416,13 @@ async def test_a_transfer_applied_after_the_facts_moves_their_credit(db_url: str
     )
     await applier.apply([transfer])
     await applier.apply([transfer])
-    old = await month_figures(engine, "old|2026-11")
-    new = await month_figures(engine, "new|2026-11")
+    old = await month_doc(engine, "old|2026-11")
+    new = await month_doc(engine, "new|2026-11")
     assert (old["transactions"], new["transactions"]) == (2, 1)
     # 3.33 × 1.5 × 0.6 = 2.997 each: exact sums, rounded once
     assert (old["weighted_profit"], new["weighted_profit"]) == ("5.99", "3.00")
-    assert (await month_figures(engine, "b2|2026-11", branch=True))["weighted_profit"] == "3.00"
-    assert (await month_figures(engine, "b1|2026-11", branch=True))["weighted_profit"] == "5.99"
+    assert (await month_doc(engine, "b2|2026-11", branch=True))["weighted_profit"] == "3.00"
+    assert (await month_doc(engine, "b1|2026-11", branch=True))["weighted_profit"] == "5.99"
     # a re-upsert naming the manager already in force changes nothing
     await applier.apply(
         [
@@ -470,5 +439,5 @@ async def test_a_transfer_applied_after_the_facts_moves_their_credit(db_url: str
             )
         ]
     )
-    assert (await month_figures(engine, "new|2026-11"))["transactions"] == 1
+    assert (await month_doc(engine, "new|2026-11"))["transactions"] == 1
     await engine.dispose()

@@ -11,12 +11,11 @@ import pytest
 
 from crmtracker.broker import EmbeddedBroker, ensure_topics
 from models.db import make_engine
+from tests.checks import assert_tallies, counts
 from tests.conftest import VECTORS
 from tests.factories import generate_log, load_vectors, valid_events
 from tests.kafka_helpers import (
     WorkerProcess,
-    assert_tallies,
-    counts,
     isolated_settings,
     produce,
     read_topic,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, HTTPException, Query, status
+from fastapi import APIRouter, Depends, HTTPException, Query, status
 from sqlalchemy import select
 
 from api.deps import ConnDep, Reader, SettingsDep
@@ -48,16 +48,27 @@ FromQ = Annotated[date | None, Query(alias="from", description="range start (inc
 ToQ = Annotated[date | None, Query(alias="to", description="range end (inclusive)")]
 
 
+def date_range(
+    settings: SettingsDep,
+    period: PeriodQ = None,
+    at: AtQ = None,
+    from_: FromQ = None,
+    to: ToQ = None,
+) -> tuple[date, date]:
+    """The query's inclusive dates, "today" being today in the bank's time zone."""
+    return resolve_range(period, at, from_, to, datetime.now(settings.tz).date())
+
+
+DateRange = Annotated[tuple[date, date], Depends(date_range)]
+
+
 @router.get("/managers/{manager_id}/tally")
 async def manager_tally(
     manager_id: str,
     user: Reader,
     conn: ConnDep,
     settings: SettingsDep,
-    period: PeriodQ = None,
-    at: AtQ = None,
-    from_: FromQ = None,
-    to: ToQ = None,
+    dates: DateRange,
 ) -> dict[str, Any]:
     """A manager's tally for the period containing `at`, or for the range from/to."""
     if user.role == "manager" and user.manager_id != manager_id:
@@ -69,10 +80,9 @@ async def manager_tally(
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"manager {manager_id} not found")
     if not user.can_see_manager(manager_id, row.branch_id):
         raise HTTPException(status.HTTP_403_FORBIDDEN, "manager is outside your branches")
-    tz = settings.tz
-    start, end = resolve_range(period, at, from_, to, datetime.now(tz).date())
+    start, end = dates
     totals = await manager_totals(conn, manager_id, start, end)
-    doc = tally_document(("manager_id", manager_id), start, end, totals, tz)
+    doc = tally_document(("manager_id", manager_id), start, end, totals, settings.tz)
     doc["branch_id"] = row.branch_id
     return doc
 
@@ -83,10 +93,7 @@ async def branch_tally(
     user: Reader,
     conn: ConnDep,
     settings: SettingsDep,
-    period: PeriodQ = None,
-    at: AtQ = None,
-    from_: FromQ = None,
-    to: ToQ = None,
+    dates: DateRange,
 ) -> dict[str, Any]:
     """A branch's tally: exact sums over the events credited to its managers."""
     if not user.can_see_branch(branch_id):
@@ -96,7 +103,6 @@ async def branch_tally(
     ).first()
     if known is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"branch {branch_id} not found")
-    tz = settings.tz
-    start, end = resolve_range(period, at, from_, to, datetime.now(tz).date())
+    start, end = dates
     totals = await branch_totals(conn, branch_id, start, end)
-    return tally_document(("branch_id", branch_id), start, end, totals, tz)
+    return tally_document(("branch_id", branch_id), start, end, totals, settings.tz)
