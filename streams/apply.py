@@ -329,6 +329,10 @@ class Applier:
             {"keys": sorted(keys)},
         )
 
+    async def _managers(self, conn: AsyncConnection, ids: list[str]) -> dict[str, Any]:
+        rows = await conn.execute(select(ManagerRow).where(ManagerRow.manager_id.in_(ids)))
+        return {m.manager_id: m for m in rows.all()}
+
     async def _hold_release_lock(self, conn: AsyncConnection) -> None:
         """Serialise 'hold an event' against 'release held events' across workers.
 
@@ -713,6 +717,10 @@ class Applier:
                     EventRow.day,
                     EventRow.weighted_profit,
                     EventRow.value,
+                    EventRow.topic,
+                    EventRow.partition,
+                    EventRow.offset,
+                    EventRow.event_type,
                 ).where(
                     EventRow.client_id.in_(ids),
                     EventRow.status == "applied",
@@ -732,34 +740,67 @@ class Applier:
         if not candidates:
             return 0
         targets = sorted({t for _r, _e, t in candidates})
-        managers = {
-            m.manager_id: m
-            for m in (
-                await conn.execute(select(ManagerRow).where(ManagerRow.manager_id.in_(targets)))
-            ).all()
-        }
+        managers = await self._managers(conn, targets)
+        if len(managers) < len(targets) and self.dialect == "postgresql":
+            # about to hold: decide under the hold/release lock, on what has committed
+            await self._hold_release_lock(conn)
+            managers = await self._managers(conn, targets)
         entries = []
         moved = []
+        rehold = []
+        now = datetime.now(UTC)
         for r, ev, target in candidates:
-            mgr = managers.get(target)
-            if mgr is None:
-                # the new manager is not known yet: keep the credit where it is for now
-                continue
             delta = fact_delta(ev, None, self.policy)
             if r.weighted_profit is not None:
                 delta["weighted_profit"] = r.weighted_profit
             entries.append((r.manager_id, r.branch_id, r.day, {k: -v for k, v in delta.items()}))
+            mgr = managers.get(target)
+            if mgr is None:
+                # the new manager is not known yet: the fact leaves the previous manager now
+                # and waits, held, for the new one (released like any held event)
+                msg = Incoming(r.topic, r.partition, r.offset, None, r.value.encode())
+                reason = f"held: manager {target} is not known yet (client transferred)"
+                rehold.append(
+                    _problem_row(
+                        msg, "held", reason, r.event_id, r.event_type, now, wait_manager=target
+                    )
+                )
+                continue
             entries.append((mgr.manager_id, mgr.branch_id, r.day, delta))
             moved.append({"eid": r.event_id, "mid": mgr.manager_id, "bid": mgr.branch_id})
+        await self._add_entries(conn, entries)
         if moved:
-            await self._add_entries(conn, entries)
             await conn.execute(
                 update(EventRow)
                 .where(EventRow.event_id == bindparam("eid"))
                 .values(manager_id=bindparam("mid"), branch_id=bindparam("bid")),
                 moved,
             )
-        return len(moved)
+        if rehold:
+            await conn.execute(
+                update(EventRow)
+                .where(EventRow.event_id == bindparam("eid"))
+                .values(status="held", manager_id=None, branch_id=None, weighted_profit=None),
+                [{"eid": row["event_id"]} for row in rehold],
+            )
+            # it may have been held (and released) before: same position, same row
+            stmt = self._insert(RejectedRow)
+            stmt = stmt.on_conflict_do_update(
+                index_elements=["topic", "partition", "offset"],
+                set_={
+                    c: stmt.excluded[c]
+                    for c in (
+                        "status",
+                        "reason",
+                        "waiting_client_id",
+                        "waiting_manager_id",
+                        "released_at",
+                        "value_b64",
+                    )
+                },
+            )
+            await conn.execute(stmt, rehold)
+        return len(moved) + len(rehold)
 
     async def _upsert_buckets(
         self,

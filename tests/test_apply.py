@@ -441,3 +441,97 @@ async def test_a_transfer_applied_after_the_facts_moves_their_credit(db_url: str
     )
     assert (await month_doc(engine, "new|2026-11"))["transactions"] == 1
     await engine.dispose()
+
+
+async def test_a_transfer_to_a_manager_not_known_yet_holds_the_moved_facts(db_url: str) -> None:
+    """Agents run concurrently: a transfer can be applied before its new manager's record."""
+    engine = make_engine(db_url, writer=True)
+    applier = Applier(engine, Policy())
+    feed = Feed()
+    await applier.apply(
+        [
+            feed.msg(
+                "crm.managers",
+                env(
+                    "old-up",
+                    "manager.upserted",
+                    "2026-08-01T00:00:00+08:00",
+                    manager_id="old",
+                    branch_id="b1",
+                ),
+            )
+        ]
+    )
+    await applier.apply(
+        [
+            feed.msg(
+                "crm.clients",
+                env(
+                    "c-1",
+                    "client.upserted",
+                    "2026-08-01T00:00:00+08:00",
+                    client_id="c",
+                    manager_id="old",
+                ),
+            )
+        ]
+    )
+    await applier.apply(
+        [
+            feed.msg(
+                "bank.transactions",
+                env(
+                    f"t{i}",
+                    "transaction.posted",
+                    at,
+                    client_id="c",
+                    account_id="a",
+                    business_line="asset",
+                    amount="100",
+                    simulated_profit="10",
+                ),
+            )
+            for i, at in enumerate(["2026-11-01T10:00:00+08:00", "2026-11-20T10:00:00+08:00"])
+        ]
+    )
+    await applier.apply(
+        [
+            feed.msg(
+                "crm.clients",
+                env(
+                    "c-2",
+                    "client.upserted",
+                    "2026-11-16T00:00:00+08:00",
+                    client_id="c",
+                    manager_id="late",
+                    assigned_at="2026-11-15T00:00:00+08:00",
+                ),
+            )
+        ]
+    )
+    # the moved fact has left 'old' and waits, listed as held, for 'late'
+    assert (await month_doc(engine, "old|2026-11"))["transactions"] == 1
+    assert (await month_doc(engine, "b1|2026-11", branch=True))["weighted_profit"] == "9.00"
+    async with engine.connect() as conn:
+        held = (await conn.execute(select(RejectedRow).where(RejectedRow.status == "held"))).one()
+    assert "manager late is not known yet" in held.reason
+    r = await applier.apply(
+        [
+            feed.msg(
+                "crm.managers",
+                env(
+                    "late-up",
+                    "manager.upserted",
+                    "2026-08-01T00:00:00+08:00",
+                    manager_id="late",
+                    branch_id="b2",
+                ),
+            )
+        ]
+    )
+    assert r.released == 1
+    assert (await month_doc(engine, "late|2026-11"))["transactions"] == 1
+    assert (await month_doc(engine, "b2|2026-11", branch=True))["weighted_profit"] == "9.00"
+    assert (await month_doc(engine, "old|2026-11"))["transactions"] == 1
+    assert await counts(engine) == (6, 0, 0)  # 2 managers, 2 client records, 2 transactions
+    await engine.dispose()
