@@ -44,6 +44,28 @@ class Policy:
     )
     default_claim_ratio: Decimal = Decimal("1.0")
     fx_rates: dict[str, Decimal] = field(default_factory=dict)
+    # --- visits (DOMAIN.md "Visits") ---
+    visit_interval_days: dict[str, int] = field(
+        default_factory=lambda: {
+            "diamond": 30,
+            "platinum": 45,
+            "gold": 60,
+            "silver": 90,
+            "bronze": 180,
+        }
+    )
+    """Ordinary visit interval by tier; a client's own ``visit_interval_days`` overrides it."""
+    default_visit_interval_days: int = 90
+    """Interval for a client whose tier is not given."""
+    post_loan_interval_days: int = 90
+    """Credit clients: an on-site post-loan check (or surprise visit) at least this often."""
+    escalation_grace_days: int = 7
+    """A reminder still open this long after its due instant is escalated to the supervisor."""
+    max_snooze_days: int = 14
+    """A snooze may push a reminder at most this far past now."""
+    heads_up_enabled: bool = False
+    heads_up_days: int = 3
+    """Optional "due in N days" reminders (off by default)."""
 
     @property
     def tz(self) -> ZoneInfo:
