@@ -115,7 +115,7 @@ def build_workload(n: int, clients: int, seed: int, settings: Settings) -> Workl
 
     # A fixed clock: the same bytes on every run with the same seed.
     start = datetime(2025, 6, 2, 10, 0, tzinfo=settings.tz)
-    gen = DemoGenerator(seed=seed, clients=clients, tz=settings.timezone, now=lambda: start)
+    gen = DemoGenerator(seed=seed, clients=clients, tz=settings.policy.timezone, now=lambda: start)
     reference = gen.reference_messages()
     activity: list[DemoMessage] = []
     while len(activity) < n:

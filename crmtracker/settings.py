@@ -6,17 +6,19 @@ engine, the API and the scheduler. No other module reads ``os.environ``.
 
 from __future__ import annotations
 
+import json
 import secrets
 from decimal import Decimal
 from functools import cached_property
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from models.policy import Policy
+from models.policy_file import load_policy, merge_layers
 
 
 class TopicNames:
@@ -102,20 +104,26 @@ class Settings(BaseSettings):
     # --- scheduler -----------------------------------------------------------------------
     reminder_scan_seconds: int = Field(60, ge=1)
 
-    # --- policy (DOMAIN.md defaults) -----------------------------------------------------
-    timezone: str = "Asia/Shanghai"
-    coefficient_asset: Decimal = Decimal("0.9")
-    coefficient_liability: Decimal = Decimal("1.0")
-    coefficient_intermediary: Decimal = Decimal("2.0")
-    coefficient_off_balance: Decimal = Decimal("1.5")
-    default_claim_ratio: Decimal = Decimal("1.0")
-    fx_rates: dict[str, Decimal] = Field(default_factory=dict)
+    # --- policy (DOMAIN.md defaults live in models/policy.toml) -------------------------
+    policy_file: Path | None = None
+    """The bank's policy file (TOML); keys it leaves out keep the defaults."""
+    policy_overrides: dict[str, Any] = Field(default_factory=dict)
+    """A JSON object shaped like the policy file, applied last (CRM_POLICY_OVERRIDES)."""
+    timezone: str | None = None
+    """Overrides the policy's time zone (CRM_TIMEZONE)."""
+    coefficient_asset: Decimal | None = None
+    coefficient_liability: Decimal | None = None
+    coefficient_intermediary: Decimal | None = None
+    coefficient_off_balance: Decimal | None = None
+    default_claim_ratio: Decimal | None = None
+    fx_rates: dict[str, Decimal] | None = None
     """CNY per unit of a foreign currency, e.g. ``{"USD": "7.10"}``; empty: CNY only."""
 
     @field_validator("timezone")
     @classmethod
-    def _known_zone(cls, v: str) -> str:
-        ZoneInfo(v)  # raises for an unknown zone
+    def _known_zone(cls, v: str | None) -> str | None:
+        if v is not None:
+            ZoneInfo(v)  # raises for an unknown zone
         return v
 
     # --- derived -------------------------------------------------------------------------
@@ -145,7 +153,7 @@ class Settings(BaseSettings):
 
     @property
     def tz(self) -> ZoneInfo:
-        return ZoneInfo(self.timezone)
+        return self.policy.tz
 
     @property
     def sqlite_path(self) -> Path:
@@ -157,19 +165,33 @@ class Settings(BaseSettings):
         url = self.database_url or f"sqlite:///{self.sqlite_path.resolve()}"
         return async_db_url(url)
 
-    @property
+    def _policy_layers(self) -> dict[str, Any]:
+        """The single CRM_ policy variables, as an override layer (then CRM_POLICY_OVERRIDES)."""
+        layer: dict[str, Any] = {}
+        if self.timezone is not None:
+            layer["timezone"] = self.timezone
+        coefficients = {
+            line: str(v)
+            for line, v in (
+                ("asset", self.coefficient_asset),
+                ("liability", self.coefficient_liability),
+                ("intermediary", self.coefficient_intermediary),
+                ("off_balance", self.coefficient_off_balance),
+            )
+            if v is not None
+        }
+        if coefficients:
+            layer["coefficients"] = coefficients
+        if self.default_claim_ratio is not None:
+            layer["claim_ratio"] = {"default": str(self.default_claim_ratio)}
+        if self.fx_rates is not None:
+            layer["fx_rates"] = {k: str(v) for k, v in self.fx_rates.items()}
+        return merge_layers(layer, self.policy_overrides)
+
+    @cached_property
     def policy(self) -> Policy:
-        return Policy(
-            timezone=self.timezone,
-            coefficients={
-                "asset": self.coefficient_asset,
-                "liability": self.coefficient_liability,
-                "intermediary": self.coefficient_intermediary,
-                "off_balance": self.coefficient_off_balance,
-            },
-            default_claim_ratio=self.default_claim_ratio,
-            fx_rates=dict(self.fx_rates),
-        )
+        """The bank's rules: models/policy.toml, the policy file, then environment overrides."""
+        return load_policy(self.policy_file, self._policy_layers())
 
     def signing_secret(self) -> str:
         """The token secret: configured, or generated once in the data directory."""
@@ -192,13 +214,15 @@ class Settings(BaseSettings):
             "CRM_KAFKA_HEARTBEAT_INTERVAL": str(self.heartbeat_interval),
             "CRM_DATABASE_URL": self.db_url,
             "CRM_DATA_DIR": str(self.data_dir.resolve()),
-            "CRM_TIMEZONE": self.timezone,
+            "CRM_POLICY_OVERRIDES": json.dumps(self._policy_layers()),
             "CRM_TOPIC_PREFIX": self.topic_prefix,
             "CRM_TOPIC_PARTITIONS": str(self.topic_partitions),
             "CRM_GROUP_ID": self.group_id,
             "CRM_BATCH_SIZE": str(self.batch_size),
             "CRM_BATCH_WITHIN": str(self.batch_within),
         }
+        if self.policy_file is not None:
+            env["CRM_POLICY_FILE"] = str(self.policy_file.resolve())
         return env
 
 

@@ -150,6 +150,8 @@ class ClientUpserted(_Payload):
     claim_ratio: Annotated[Money, Field(ge=0, le=1)] | None = None
     visit_interval_days: Annotated[StrictInt, Field(ge=1, le=3660)] | None = None
     assigned_at: Timestamp | None = None
+    origin: Literal["marketed", "natural", "handed_over"] | None = None
+    """Extension: how the client came (picks the policy's default claim ratio)."""
 
 
 class ManagerUpserted(_Payload):

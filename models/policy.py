@@ -10,6 +10,7 @@ import calendar
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
+from typing import Any
 from zoneinfo import ZoneInfo
 
 BUSINESS_LINES = ("asset", "liability", "intermediary", "off_balance")
@@ -66,6 +67,38 @@ class Policy:
     heads_up_enabled: bool = False
     heads_up_days: int = 3
     """Optional "due in N days" reminders (off by default)."""
+    # --- claim ratios (绩效认领比例) ---
+    origin_claim_defaults: bool = False
+    """When a client's claim_ratio is unset: False → ``default_claim_ratio`` (1.0);
+    True → the minimums below by the client's origin and whether it was handed over."""
+    claim_marketed: Decimal = Decimal("0.8")
+    claim_natural: Decimal = Decimal("0.5")
+    claim_handed_over_deposits: Decimal = Decimal("0.6")
+    claim_handed_over_other: Decimal = Decimal("0.8")
+    # --- branch new-account targets ---
+    branch_weekly_corporate_settlement: int = 1
+    branch_monthly_corporate_settlement: int = 4
+    branch_monthly_basic_settlement: int = 2
+    corporate_settlement_types: tuple[str, ...] = (
+        "basic_settlement",
+        "general_settlement",
+        "special",
+        "temporary",
+        "usd_settlement",
+    )
+    # --- assessment (考核) ---
+    performance_points: Decimal = Decimal("70")
+    evaluation_points: Decimal = Decimal("30")
+    completion_cap: Decimal = Decimal("1.2")
+    warn_below: Decimal = Decimal("0.6")
+    demotion_low_below: Decimal = Decimal("0.6")
+    demotion_low_years: int = 2
+    demotion_mid_below: Decimal = Decimal("1.0")
+    demotion_mid_years: int = 3
+    grade_min_credit_clients: dict[str, int] = field(
+        default_factory=lambda: {"A": 41, "B": 31, "C": 21, "D": 11, "E": 0}
+    )
+    """Grade by credit clients held: the best grade whose minimum is reached."""
 
     @property
     def tz(self) -> ZoneInfo:
@@ -117,3 +150,160 @@ def period_range(period: str, at: date) -> tuple[date, date]:
     if period == "year":
         return date(at.year, 1, 1), date(at.year, 12, 31)
     raise ValueError(f"unknown period {period!r}; expected one of {', '.join(PERIODS)}")
+
+
+# --- claim ratios ----------------------------------------------------------------------------
+def claim_ratio(
+    client_ratio: Decimal | None,
+    origin: str | None,
+    handed_over: bool,
+    line: str | None,
+    policy: Policy,
+) -> Decimal:
+    """The share of a client's business credited to its manager (DOMAIN.md "Claim ratio").
+
+    A ratio set on the client always wins. Unset: ``default_claim_ratio`` (1.0), unless the
+    policy turns on the defaults by origin: a client handed over by a colleague 0.6 for
+    deposits (the liability line) and 0.8 for other business; otherwise natural growth 0.5,
+    self-marketed 0.8.
+    """
+    if client_ratio is not None:
+        return client_ratio
+    if not policy.origin_claim_defaults:
+        return policy.default_claim_ratio
+    if handed_over or origin == "handed_over":
+        if line == "liability":
+            return policy.claim_handed_over_deposits
+        return policy.claim_handed_over_other
+    if origin == "natural":
+        return policy.claim_natural
+    return policy.claim_marketed
+
+
+# --- targets ---------------------------------------------------------------------------------
+def _days_in_year(year: int) -> int:
+    return 366 if calendar.isleap(year) else 365
+
+
+def prorated_annual_target(annual: Decimal, start: date, end: date) -> Decimal:
+    """An annual target pro-rated by days to [start, end] (each year by its own length).
+
+    A whole year gets the annual target; November 2026 gets 30/365 of it. Exact (no rounding).
+    """
+    total = Decimal(0)
+    y = start.year
+    while y <= end.year:
+        lo = max(start, date(y, 1, 1))
+        hi = min(end, date(y, 12, 31))
+        total += annual * Decimal((hi - lo).days + 1) / Decimal(_days_in_year(y))
+        y += 1
+    return total
+
+
+def _months_fraction(start: date, end: date) -> Decimal:
+    """How many months [start, end] covers, partial months by days (Jan 1-31 → 1)."""
+    total = Decimal(0)
+    cur = start.replace(day=1)
+    while cur <= end:
+        last = calendar.monthrange(cur.year, cur.month)[1]
+        lo = max(start, cur)
+        hi = min(end, cur.replace(day=last))
+        total += Decimal((hi - lo).days + 1) / Decimal(last)
+        cur = date(cur.year + (cur.month == 12), cur.month % 12 + 1, 1)
+    return total
+
+
+@dataclass(frozen=True)
+class AccountTarget:
+    name: str
+    """``corporate_settlement`` or ``basic_settlement``."""
+    cadence: str
+    """``weekly`` or ``monthly``: the policy rule it comes from."""
+    target: Decimal
+    actual: int
+
+    @property
+    def ratio(self) -> Decimal | None:
+        return None if self.target == 0 else Decimal(self.actual) / self.target
+
+    @property
+    def met(self) -> bool:
+        return self.actual >= self.target
+
+
+def branch_account_targets(
+    period: str | None, start: date, end: date, accounts: dict[str, int], policy: Policy
+) -> list[AccountTarget]:
+    """The branch new-account targets that apply to a period, with the actual counts.
+
+    A week is held to the weekly corporate-settlement target; a month, quarter or year to
+    the monthly targets times its months; a day or a free date range to both, pro-rated by
+    days (weekly × days/7, monthly × the share of each month covered).
+    """
+    corporate = sum(accounts.get(t, 0) for t in policy.corporate_settlement_types)
+    basic = accounts.get("basic_settlement", 0)
+    weekly = Decimal(policy.branch_weekly_corporate_settlement)
+    monthly_corp = Decimal(policy.branch_monthly_corporate_settlement)
+    monthly_basic = Decimal(policy.branch_monthly_basic_settlement)
+    out: list[AccountTarget] = []
+    if period in (None, "day", "week"):
+        days = Decimal((end - start).days + 1)
+        out.append(AccountTarget("corporate_settlement", "weekly", weekly * days / 7, corporate))
+    if period != "week":
+        months = _months_fraction(start, end)
+        out.append(
+            AccountTarget("corporate_settlement", "monthly", monthly_corp * months, corporate)
+        )
+        out.append(AccountTarget("basic_settlement", "monthly", monthly_basic * months, basic))
+    return out
+
+
+# --- assessment ------------------------------------------------------------------------------
+def completion_ratio(actual: Decimal, target: Decimal | None) -> Decimal | None:
+    """Actual weighted profit ÷ target; None when there is no (positive) target."""
+    if target is None or target <= 0:
+        return None
+    return actual / target
+
+
+def performance_points(ratio: Decimal | None, policy: Policy) -> Decimal:
+    """70 × min(ratio, cap); never below 0 (a loss scores nothing, not negative points)."""
+    if ratio is None:
+        return Decimal(0)
+    return policy.performance_points * max(Decimal(0), min(ratio, policy.completion_cap))
+
+
+def grade(credit_clients: int, policy: Policy) -> str:
+    """普惠金融 grading by credit clients held: A > 40, B 31-40, C 21-30, D 11-20, E ≤ 10."""
+    best = sorted(policy.grade_min_credit_clients.items(), key=lambda kv: -kv[1])
+    for name, minimum in best:
+        if credit_clients >= minimum:
+            return name
+    return best[-1][0]
+
+
+def assessment_flags(
+    ratio: Decimal | None, yearly: list[Decimal | None], policy: Policy
+) -> list[str]:
+    """``warn`` below 60 % for the period; ``demotion_review`` from the annual completions.
+
+    ``yearly`` holds the annual completion ratios, the assessed year last, earlier years
+    before it (None: no target that year). Demotion review: below 60 % two years running, or
+    60-99 % three years running. The product flags; people decide.
+    """
+    flags: list[str] = []
+    if ratio is not None and ratio < policy.warn_below:
+        flags.append("warn")
+
+    def run(pred: Any, years: int) -> bool:
+        tail = yearly[-years:]
+        return len(tail) == years and all(r is not None and pred(r) for r in tail)
+
+    low = run(lambda r: r < policy.demotion_low_below, policy.demotion_low_years)
+    mid = run(
+        lambda r: policy.demotion_low_below <= r < policy.demotion_mid_below,
+        policy.demotion_mid_years,
+    )
+    if low or mid:
+        flags.append("demotion_review")
+    return flags

@@ -161,6 +161,8 @@ class ClientRow(Base):
     branch_id: Mapped[str | None] = mapped_column(String(128))
     credit_client: Mapped[bool] = mapped_column(default=False)
     claim_ratio: Mapped[Decimal | None] = mapped_column(ExactDecimal())
+    origin: Mapped[str | None] = mapped_column(String(16))
+    """marketed | natural | handed_over: picks the default claim ratio when none is set."""
     visit_interval_days: Mapped[int | None] = mapped_column(Integer)
     assigned_at: Mapped[datetime] = mapped_column(UTCDateTime())
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
@@ -177,6 +179,58 @@ class AssignmentRow(Base):
     assigned_at: Mapped[datetime] = mapped_column(UTCDateTime(), primary_key=True)
     manager_id: Mapped[str] = mapped_column(String(128))
     event_id: Mapped[str] = mapped_column(String(128))
+
+
+class ManagerTargetRow(Base):
+    """Every annual profit target a manager was given, from when (years are assessed
+    against the target in force at their end, so a new target never rewrites old years)."""
+
+    __tablename__ = "manager_targets"
+
+    manager_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    effective_at: Mapped[datetime] = mapped_column(UTCDateTime(), primary_key=True)
+    annual_profit_target: Mapped[Decimal] = mapped_column(ExactDecimal())
+    event_id: Mapped[str] = mapped_column(String(128))
+
+
+class EvaluationRow(Base):
+    """Comprehensive evaluation points (综合评价) a supervisor entered; every change is a
+    new version, so what a manager was scored on can always be shown."""
+
+    __tablename__ = "evaluations"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    manager_id: Mapped[str] = mapped_column(String(128))
+    period: Mapped[str] = mapped_column(String(16))
+    """The period label: ``2026``, ``2026-Q4`` or ``2026-11``."""
+    version: Mapped[int] = mapped_column(Integer)
+    points: Mapped[Decimal] = mapped_column(ExactDecimal())
+    parts: Mapped[str | None] = mapped_column(Text)
+    """Optional breakdown as JSON (work log, post-loan discipline, professional quality)."""
+    reasons: Mapped[str] = mapped_column(Text)
+    entered_by: Mapped[str] = mapped_column(String(255))
+    entered_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+    __table_args__ = (
+        UniqueConstraint("manager_id", "period", "version", name="uq_evaluation_version"),
+    )
+
+
+class AuditRow(Base):
+    """Who did what, when, from where: actions people take through the API or the CLI."""
+
+    __tablename__ = "audit_log"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime())
+    actor: Mapped[str] = mapped_column(String(255))
+    role: Mapped[str] = mapped_column(String(16))
+    action: Mapped[str] = mapped_column(String(64))
+    subject: Mapped[str | None] = mapped_column(String(255))
+    detail: Mapped[str | None] = mapped_column(Text)
+    remote_addr: Mapped[str | None] = mapped_column(String(64))
+
+    __table_args__ = (Index("ix_audit_at", "at"),)
 
 
 MONEY_COLUMNS: tuple[str, ...] = (

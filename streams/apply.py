@@ -36,7 +36,7 @@ from models.events import (
     VisitLogged,
     decode_event,
 )
-from models.policy import Policy, bank_day, to_cny, weighted_profit
+from models.policy import Policy, bank_day, claim_ratio, to_cny, weighted_profit
 from models.tables import (
     COUNT_COLUMNS,
     MONEY_COLUMNS,
@@ -46,6 +46,7 @@ from models.tables import (
     EventRow,
     ManagerDayRow,
     ManagerRow,
+    ManagerTargetRow,
     RejectedRow,
 )
 
@@ -97,15 +98,27 @@ def _zero() -> dict[str, Any]:
     return row
 
 
-def fact_delta(event: Event, client: ClientRow | None, policy: Policy) -> dict[str, Any]:
-    """The columns one fact adds to its day bucket (pure; used by apply and replay)."""
+def fact_delta(
+    event: Event, client: Any | None, policy: Policy, *, handed_over: bool = False
+) -> dict[str, Any]:
+    """The columns one fact adds to its day bucket (pure; used by apply and replay).
+
+    ``client`` is the client row (its claim ratio and origin); ``handed_over`` says the
+    fact falls in a later assignment than the client's first (a transferred client).
+    """
     d: dict[str, Any] = {}
     p = event.payload
     if isinstance(p, TransactionPosted):
         line = p.business_line
         amount = to_cny(p.amount, p.currency, policy)
         profit = to_cny(p.simulated_profit, p.currency, policy)
-        ratio = client.claim_ratio if client is not None else None
+        ratio = claim_ratio(
+            client.claim_ratio if client is not None else None,
+            client.origin if client is not None else None,
+            handed_over,
+            line,
+            policy,
+        )
         d["transactions"] = 1
         d[f"volume_{line}"] = amount
         d[f"profit_{line}"] = profit
@@ -120,12 +133,18 @@ def fact_delta(event: Event, client: ClientRow | None, policy: Policy) -> dict[s
     return d
 
 
+def attribution(history: Sequence[tuple[datetime, str]], at: datetime) -> tuple[str | None, int]:
+    """Who held the client at ``at`` (the last assignment at or before it, else the first),
+    and which assignment that is (0: the first; later ones are hand-overs)."""
+    if not history:
+        return None, 0
+    i = max(bisect.bisect_right([h[0] for h in history], at) - 1, 0)
+    return history[i][1], i
+
+
 def attributed_manager(history: Sequence[tuple[datetime, str]], at: datetime) -> str | None:
     """Who held the client at ``at``: the last assignment at or before it, else the first."""
-    if not history:
-        return None
-    i = bisect.bisect_right([h[0] for h in history], at)
-    return history[max(i - 1, 0)][1]
+    return attribution(history, at)[0]
 
 
 def _problem_row(
@@ -387,6 +406,7 @@ class Applier:
         managers: dict[str, dict[str, Any]] = {}
         clients: dict[str, dict[str, Any]] = {}
         history: dict[tuple[str, datetime], dict[str, Any]] = {}
+        targets: dict[tuple[str, datetime], dict[str, Any]] = {}
         # fresh is in occurred_at order: per key, the newest record wins
         for _m, e in fresh:
             p = e.payload
@@ -401,6 +421,13 @@ class Applier:
                     "active": p.active,
                     "updated_at": e.occurred_at,
                 }
+                if p.annual_profit_target is not None:
+                    targets[(p.manager_id, e.occurred_at)] = {
+                        "manager_id": p.manager_id,
+                        "effective_at": e.occurred_at,
+                        "annual_profit_target": p.annual_profit_target,
+                        "event_id": e.event_id,
+                    }
             elif isinstance(p, ClientUpserted):
                 assigned_at = p.assigned_at or e.occurred_at
                 history[(p.client_id, assigned_at)] = {
@@ -419,11 +446,18 @@ class Applier:
                     "credit_client": p.credit_client,
                     "claim_ratio": p.claim_ratio,
                     "visit_interval_days": p.visit_interval_days,
+                    "origin": p.origin,
                     "assigned_at": assigned_at,
                     "updated_at": e.occurred_at,
                 }
         if managers:
             await conn.execute(self._manager_stmt, [managers[k] for k in sorted(managers)])
+        if targets:
+            # the history keeps every target, late ones too (years are judged by their own)
+            await conn.execute(
+                self._insert(ManagerTargetRow).on_conflict_do_nothing(),
+                [targets[k] for k in sorted(targets)],
+            )
         changed: set[str] = set()
         if history:
             existing: dict[str, list[tuple[datetime, str]]] = defaultdict(list)
@@ -498,6 +532,7 @@ class Applier:
             ).all():
                 history[cid].append((at, mid))
         wanted: dict[int, str | None] = {}
+        handed_over: dict[int, bool] = {}
         for i, f in enumerate(facts):
             f.problem = f.wait_client = f.wait_manager = None
             f.client = f.manager = f.delta = None
@@ -510,12 +545,9 @@ class Applier:
                 f.wait_client = p.client_id  # type: ignore[union-attr]
                 wanted[i] = override
                 continue
-            mid = (
-                override
-                or attributed_manager(history.get(client.client_id, []), f.event.occurred_at)
-                or client.manager_id
-            )
-            wanted[i] = mid
+            holder, index = attribution(history.get(client.client_id, []), f.event.occurred_at)
+            handed_over[i] = index > 0
+            wanted[i] = override or holder or client.manager_id
         manager_ids = sorted({m for m in wanted.values() if m})
         managers = (
             {
@@ -540,9 +572,11 @@ class Applier:
                 f.problem = f"{f.problem}; {what}" if f.problem else what
             else:
                 f.manager = mgr  # type: ignore[assignment]
-        for f in facts:
+        for i, f in enumerate(facts):
             if f.problem is None:
-                f.delta = fact_delta(f.event, f.client, self.policy)
+                f.delta = fact_delta(
+                    f.event, f.client, self.policy, handed_over=handed_over.get(i, False)
+                )
 
     async def _apply_facts(
         self,
@@ -730,17 +764,23 @@ class Applier:
         ).all()
         candidates = []
         for r in rows:
-            target = attributed_manager(history.get(r.client_id, []), r.occurred_at)
+            target, index = attribution(history.get(r.client_id, []), r.occurred_at)
             if target is None or target == r.manager_id:
                 continue
             ev = decode_event(r.value.encode(), self.policy)
             if getattr(ev.payload, "manager_id", None):  # an explicit override never moves
                 continue
-            candidates.append((r, ev, target))
+            candidates.append((r, ev, target, index > 0))
         if not candidates:
             return 0
-        targets = sorted({t for _r, _e, t in candidates})
+        targets = sorted({c[2] for c in candidates})
         managers = await self._managers(conn, targets)
+        clients = {
+            c.client_id: c
+            for c in (
+                await conn.execute(select(ClientRow).where(ClientRow.client_id.in_(ids)))
+            ).all()
+        }
         if len(managers) < len(targets) and self.dialect == "postgresql":
             # about to hold: decide under the hold/release lock, on what has committed
             await self._hold_release_lock(conn)
@@ -749,11 +789,14 @@ class Applier:
         moved = []
         rehold = []
         now = datetime.now(UTC)
-        for r, ev, target in candidates:
-            delta = fact_delta(ev, None, self.policy)
+        for r, ev, target, handed_over in candidates:
+            # take back exactly what was credited; credit the new holder by today's rules
+            # (its claim ratio may differ: a handed-over client's defaults)
+            taken = fact_delta(ev, None, self.policy)
             if r.weighted_profit is not None:
-                delta["weighted_profit"] = r.weighted_profit
-            entries.append((r.manager_id, r.branch_id, r.day, {k: -v for k, v in delta.items()}))
+                taken["weighted_profit"] = r.weighted_profit
+            entries.append((r.manager_id, r.branch_id, r.day, {k: -v for k, v in taken.items()}))
+            delta = fact_delta(ev, clients.get(r.client_id), self.policy, handed_over=handed_over)
             mgr = managers.get(target)
             if mgr is None:
                 # the new manager is not known yet: the fact leaves the previous manager now
@@ -767,13 +810,24 @@ class Applier:
                 )
                 continue
             entries.append((mgr.manager_id, mgr.branch_id, r.day, delta))
-            moved.append({"eid": r.event_id, "mid": mgr.manager_id, "bid": mgr.branch_id})
+            moved.append(
+                {
+                    "eid": r.event_id,
+                    "mid": mgr.manager_id,
+                    "bid": mgr.branch_id,
+                    "wp": delta.get("weighted_profit"),
+                }
+            )
         await self._add_entries(conn, entries)
         if moved:
             await conn.execute(
                 update(EventRow)
                 .where(EventRow.event_id == bindparam("eid"))
-                .values(manager_id=bindparam("mid"), branch_id=bindparam("bid")),
+                .values(
+                    manager_id=bindparam("mid"),
+                    branch_id=bindparam("bid"),
+                    weighted_profit=bindparam("wp"),
+                ),
                 moved,
             )
         if rehold:

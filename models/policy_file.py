@@ -1,0 +1,205 @@
+"""The policy file: the bank's rules as validated data (TOML), turned into a ``Policy``.
+
+Layers, each overriding the one before: the defaults shipped in ``models/policy.toml``
+(DOMAIN.md), the bank's own file, then overrides given by the caller (the settings object
+passes ``CRM_POLICY_OVERRIDES`` and the single ``CRM_`` policy variables). A bad value stops
+the program at start with a message naming the key; nothing here reads the environment.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from models.policy import ACCOUNT_TYPES, TIERS, Policy
+
+DEFAULTS = Path(__file__).with_name("policy.toml")
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Coefficients(_Section):
+    asset: Decimal = Field(ge=0)
+    liability: Decimal = Field(ge=0)
+    intermediary: Decimal = Field(ge=0)
+    off_balance: Decimal = Field(ge=0)
+
+
+class ClaimRatios(_Section):
+    default: Decimal = Field(ge=0, le=1)
+    origin_defaults: bool
+    marketed: Decimal = Field(ge=0, le=1)
+    natural: Decimal = Field(ge=0, le=1)
+    handed_over_deposits: Decimal = Field(ge=0, le=1)
+    handed_over_other: Decimal = Field(ge=0, le=1)
+
+
+class Visits(_Section):
+    interval_days: dict[Literal["diamond", "platinum", "gold", "silver", "bronze"], int]
+    default_interval_days: int = Field(ge=1, le=3660)
+    post_loan_interval_days: int = Field(ge=1, le=3660)
+    escalation_grace_days: int = Field(ge=0, le=366)
+    max_snooze_days: int = Field(ge=0, le=366)
+    heads_up_enabled: bool
+    heads_up_days: int = Field(ge=1, le=366)
+
+    @field_validator("interval_days")
+    @classmethod
+    def _every_tier(cls, v: dict[str, int]) -> dict[str, int]:
+        missing = [t for t in TIERS if t not in v]
+        if missing:
+            raise ValueError(f"missing tiers: {', '.join(missing)}")
+        bad = [t for t, days in v.items() if not 1 <= days <= 3660]
+        if bad:
+            raise ValueError(f"interval days must be 1-3660 (tiers {', '.join(bad)})")
+        return v
+
+
+class Targets(_Section):
+    weekly_corporate_settlement: int = Field(ge=0)
+    monthly_corporate_settlement: int = Field(ge=0)
+    monthly_basic_settlement: int = Field(ge=0)
+    corporate_settlement_types: list[str]
+
+    @field_validator("corporate_settlement_types")
+    @classmethod
+    def _known_types(cls, v: list[str]) -> list[str]:
+        unknown = [t for t in v if t not in ACCOUNT_TYPES]
+        if unknown:
+            raise ValueError(f"unknown account types: {', '.join(unknown)}")
+        return v
+
+
+class Assessment(_Section):
+    performance_points: Decimal = Field(ge=0, le=100)
+    evaluation_points: Decimal = Field(ge=0, le=100)
+    completion_cap: Decimal = Field(gt=0)
+    warn_below: Decimal = Field(ge=0)
+    demotion_low_below: Decimal = Field(ge=0)
+    demotion_low_years: int = Field(ge=1, le=20)
+    demotion_mid_below: Decimal = Field(ge=0)
+    demotion_mid_years: int = Field(ge=1, le=20)
+    grade_min_credit_clients: dict[str, int]
+
+
+class PolicyFile(_Section):
+    timezone: str
+    coefficients: Coefficients
+    claim_ratio: ClaimRatios
+    fx_rates: dict[str, Decimal] = {}
+    visits: Visits
+    targets: Targets
+    assessment: Assessment
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, v: str) -> str:
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown time zone {v!r}") from exc
+        return v
+
+    @field_validator("fx_rates")
+    @classmethod
+    def _rates(cls, v: dict[str, Decimal]) -> dict[str, Decimal]:
+        bad = [c for c, r in v.items() if r <= 0 or len(c) != 3 or not c.isupper()]
+        if bad:
+            raise ValueError(f"fx rates need ISO currency codes and positive rates: {bad}")
+        return v
+
+    def to_policy(self) -> Policy:
+        c, cr, v, t, a = (
+            self.coefficients,
+            self.claim_ratio,
+            self.visits,
+            self.targets,
+            self.assessment,
+        )
+        return Policy(
+            timezone=self.timezone,
+            coefficients=c.model_dump(),
+            default_claim_ratio=cr.default,
+            fx_rates=dict(self.fx_rates),
+            visit_interval_days=dict(v.interval_days),
+            default_visit_interval_days=v.default_interval_days,
+            post_loan_interval_days=v.post_loan_interval_days,
+            escalation_grace_days=v.escalation_grace_days,
+            max_snooze_days=v.max_snooze_days,
+            heads_up_enabled=v.heads_up_enabled,
+            heads_up_days=v.heads_up_days,
+            origin_claim_defaults=cr.origin_defaults,
+            claim_marketed=cr.marketed,
+            claim_natural=cr.natural,
+            claim_handed_over_deposits=cr.handed_over_deposits,
+            claim_handed_over_other=cr.handed_over_other,
+            branch_weekly_corporate_settlement=t.weekly_corporate_settlement,
+            branch_monthly_corporate_settlement=t.monthly_corporate_settlement,
+            branch_monthly_basic_settlement=t.monthly_basic_settlement,
+            corporate_settlement_types=tuple(t.corporate_settlement_types),
+            performance_points=a.performance_points,
+            evaluation_points=a.evaluation_points,
+            completion_cap=a.completion_cap,
+            warn_below=a.warn_below,
+            demotion_low_below=a.demotion_low_below,
+            demotion_low_years=a.demotion_low_years,
+            demotion_mid_below=a.demotion_mid_below,
+            demotion_mid_years=a.demotion_mid_years,
+            grade_min_credit_clients=dict(a.grade_min_credit_clients),
+        )
+
+
+class PolicyError(ValueError):
+    """The policy file or an override is not valid; the message names the key."""
+
+
+def merge_layers(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in top.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = merge_layers(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+def _read(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError as exc:
+        raise PolicyError(f"policy file {path} does not exist") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise PolicyError(f"policy file {path} is not valid TOML: {exc}") from exc
+
+
+def policy_data(
+    path: Path | None = None, overrides: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The merged (not yet validated) policy: defaults, then the file, then overrides."""
+    data = _read(DEFAULTS)
+    if path is not None:
+        data = merge_layers(data, _read(path))
+    if overrides:
+        data = merge_layers(data, overrides)
+    return data
+
+
+def load_policy(path: Path | None = None, overrides: dict[str, Any] | None = None) -> Policy:
+    """Validate the layered policy and build the ``Policy`` the rules use."""
+    data = policy_data(path, overrides)
+    try:
+        return PolicyFile.model_validate(data).to_policy()
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
+        )
+        where = f" ({path})" if path is not None else ""
+        raise PolicyError(f"invalid policy{where}: {problems}") from None
