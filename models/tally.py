@@ -7,15 +7,32 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from datetime import date, datetime
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from models.policy import ACCOUNT_TYPES, BUSINESS_LINES, VISIT_KINDS, VISIT_METHODS, money
-from models.tables import COUNT_COLUMNS, MONEY_COLUMNS, BranchDayRow, ManagerDayRow
+from models.policy import (
+    ACCOUNT_TYPES,
+    BUSINESS_LINES,
+    VISIT_KINDS,
+    VISIT_METHODS,
+    AccountTarget,
+    completion_ratio,
+    money,
+    prorated_annual_target,
+)
+from models.tables import (
+    COUNT_COLUMNS,
+    MONEY_COLUMNS,
+    BranchDayRow,
+    ManagerDayRow,
+    ManagerTargetRow,
+)
+
+RATIO_PLACES = Decimal("0.0001")
 
 
 def zero_totals() -> dict[str, Any]:
@@ -78,3 +95,168 @@ async def branch_totals(
         select(t).where(t.c.branch_id == branch_id, t.c.day >= start, t.c.day <= end)
     )
     return sum_rows(res.mappings())
+
+
+async def managers_totals(
+    conn: AsyncConnection, manager_ids: Iterable[str] | None, start: date, end: date
+) -> dict[str, dict[str, Any]]:
+    """Totals per manager over [start, end] (``None``: every manager), exact."""
+    t = ManagerDayRow.__table__
+    q = select(t).where(t.c.day >= start, t.c.day <= end)
+    if manager_ids is not None:
+        ids = sorted(set(manager_ids))
+        if not ids:
+            return {}
+        q = q.where(t.c.manager_id.in_(ids))
+    out: dict[str, dict[str, Any]] = {}
+    for r in (await conn.execute(q)).mappings():
+        totals = out.get(r["manager_id"])
+        if totals is None:
+            totals = out[r["manager_id"]] = zero_totals()
+        for c in MONEY_COLUMNS:
+            totals[c] += r[c]
+        for c in COUNT_COLUMNS:
+            totals[c] += r[c]
+    return out
+
+
+# --- leaderboard metrics ---------------------------------------------------------------------
+def _metric_table() -> dict[str, tuple[str, Any]]:
+    """metric name → (kind, totals → value); kind is ``money`` or ``count``."""
+    m: dict[str, tuple[str, Any]] = {
+        "weighted_profit": ("money", lambda t: t["weighted_profit"]),
+        "transactions": ("count", lambda t: t["transactions"]),
+        "volume": ("money", lambda t: sum((t[f"volume_{x}"] for x in BUSINESS_LINES), Decimal(0))),
+        "simulated_profit": (
+            "money",
+            lambda t: sum((t[f"profit_{x}"] for x in BUSINESS_LINES), Decimal(0)),
+        ),
+        "accounts_opened": ("count", lambda t: sum(t[f"accounts_{x}"] for x in ACCOUNT_TYPES)),
+        "new_basic_accounts": ("count", lambda t: t["accounts_basic_settlement"]),
+        "visits": ("count", lambda t: t["visits_total"]),
+    }
+    for line in BUSINESS_LINES:
+        m[f"volume.{line}"] = ("money", lambda t, c=f"volume_{line}": t[c])
+        m[f"simulated_profit.{line}"] = ("money", lambda t, c=f"profit_{line}": t[c])
+    for a in ACCOUNT_TYPES:
+        m[f"accounts_opened.{a}"] = ("count", lambda t, c=f"accounts_{a}": t[c])
+    for origin in ("natural", "marketed"):
+        m[f"accounts_opened.{origin}"] = ("count", lambda t, c=f"accounts_{origin}": t[c])
+    for k in (*VISIT_METHODS, *VISIT_KINDS):
+        m[f"visits.{k}"] = ("count", lambda t, c=f"visits_{k}": t[c])
+    return m
+
+
+METRICS = _metric_table()
+
+
+def metric_value(totals: Mapping[str, Any], metric: str) -> Decimal | int:
+    return METRICS[metric][1](totals)  # type: ignore[no-any-return]
+
+
+def show_metric(metric: str, value: Decimal | int) -> str | int:
+    """Money as a two-place string (half-up), counts as integers."""
+    return money(value) if METRICS[metric][0] == "money" else int(value)  # type: ignore[arg-type]
+
+
+def rank(values: Mapping[str, Decimal | int]) -> list[tuple[int, str, Decimal | int]]:
+    """Highest first on the exact value, ties by manager_id; ranks are positions 1..n."""
+    order = sorted(values.items(), key=lambda kv: (-kv[1], kv[0]))
+    return [(i + 1, mid, v) for i, (mid, v) in enumerate(order)]
+
+
+# --- targets ---------------------------------------------------------------------------------
+async def target_history(
+    conn: AsyncConnection, manager_ids: Iterable[str]
+) -> dict[str, list[tuple[datetime, Decimal]]]:
+    ids = sorted(set(manager_ids))
+    out: dict[str, list[tuple[datetime, Decimal]]] = {m: [] for m in ids}
+    if not ids:
+        return out
+    res = await conn.execute(
+        select(
+            ManagerTargetRow.manager_id,
+            ManagerTargetRow.effective_at,
+            ManagerTargetRow.annual_profit_target,
+        )
+        .where(ManagerTargetRow.manager_id.in_(ids))
+        .order_by(ManagerTargetRow.manager_id, ManagerTargetRow.effective_at)
+    )
+    for mid, at, target in res.all():
+        out[mid].append((at, target))
+    return out
+
+
+def target_for_year(
+    history: list[tuple[datetime, Decimal]], year: int, tz: ZoneInfo
+) -> Decimal | None:
+    """The annual target in force at the end of ``year`` (bank time): a target given during
+    the year covers the whole year; None for a year that ended before any target was given."""
+    year_end = datetime(year + 1, 1, 1, tzinfo=tz)
+    chosen = None
+    for at, target in history:
+        if at < year_end:
+            chosen = target
+    return chosen
+
+
+def period_target(
+    history: list[tuple[datetime, Decimal]], start: date, end: date, tz: ZoneInfo
+) -> Decimal | None:
+    """The profit target for [start, end]: each year's annual target pro-rated by days."""
+    total: Decimal | None = None
+    for year in range(start.year, end.year + 1):
+        annual = target_for_year(history, year, tz)
+        if annual is None:
+            continue
+        lo, hi = max(start, date(year, 1, 1)), min(end, date(year, 12, 31))
+        part = prorated_annual_target(annual, lo, hi)
+        total = part if total is None else total + part
+    return total
+
+
+def ratio_text(ratio: Decimal | None) -> str | None:
+    return None if ratio is None else str(ratio.quantize(RATIO_PLACES, rounding=ROUND_HALF_UP))
+
+
+def target_document(
+    target: Decimal | None, actual: Decimal, start: date, end: date, today: date
+) -> dict[str, Any]:
+    """Target, actual, ratio and met/behind for a profit target (exact; rounded when shown).
+
+    For a period still running, ``expected_to_date`` is the target pro-rated to today and
+    ``on_track`` compares against it: being below the whole month's target on the 3rd is
+    not falling behind.
+    """
+    if target is None:
+        return {"target": None, "actual": money(actual), "ratio": None, "status": "no_target"}
+    ratio = completion_ratio(actual, target)
+    doc: dict[str, Any] = {
+        "target": money(target),
+        "actual": money(actual),
+        "ratio": ratio_text(ratio),
+        "met": actual >= target,
+        "status": "met" if actual >= target else "behind",
+    }
+    if start <= today < end:
+        days = Decimal((end - start).days + 1)
+        elapsed = Decimal((today - start).days + 1)
+        expected = target * elapsed / days
+        doc["expected_to_date"] = money(expected)
+        doc["on_track"] = actual >= expected
+    return doc
+
+
+def account_targets_document(targets: list[AccountTarget]) -> list[dict[str, Any]]:
+    return [
+        {
+            "name": t.name,
+            "cadence": t.cadence,
+            "target": money(t.target),
+            "actual": t.actual,
+            "ratio": ratio_text(t.ratio),
+            "met": t.met,
+            "status": "met" if t.met else "behind",
+        }
+        for t in targets
+    ]

@@ -3,31 +3,16 @@
 from __future__ import annotations
 
 import base64
-import binascii
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, HTTPException, Query, status
+from fastapi import APIRouter, Query
 from sqlalchemy import func, select
 
 from api.deps import Admin, ConnDep
+from api.pagination import Cursor, Limit, decode_cursor, encode_cursor
 from models.tables import RejectedRow
 
 router = APIRouter(prefix="/v1", tags=["events"])
-
-
-def encode_cursor(last_id: int) -> str:
-    return base64.urlsafe_b64encode(f"id:{last_id}".encode()).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str) -> int:
-    try:
-        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        kind, _, value = text.partition(":")
-        if kind != "id":
-            raise ValueError
-        return int(value)
-    except (ValueError, binascii.Error, UnicodeDecodeError):
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "invalid cursor") from None
 
 
 def _item(r: Any) -> dict[str, Any]:
@@ -62,8 +47,8 @@ async def rejected_events(
         Query(alias="status", description="default: rejected and held"),
     ] = None,
     topic: Annotated[str | None, Query(max_length=255)] = None,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    cursor: Annotated[str | None, Query(max_length=200)] = None,
+    limit: Limit = 100,
+    cursor: Cursor = None,
 ) -> dict[str, Any]:
     """Dead-lettered and held events with their reasons and raw messages (oldest first)."""
     conds = (
@@ -75,7 +60,7 @@ async def rejected_events(
         conds.append(RejectedRow.topic == topic)
     total = (await conn.execute(select(func.count()).where(*conds))).scalar_one()
     if cursor:
-        conds.append(RejectedRow.id > decode_cursor(cursor))
+        conds.append(RejectedRow.id > decode_cursor(cursor, "id"))
     rows = (
         await conn.execute(
             select(RejectedRow.__table__).where(*conds).order_by(RejectedRow.id).limit(limit + 1)
@@ -85,6 +70,6 @@ async def rejected_events(
     rows = rows[:limit]
     return {
         "items": [_item(r) for r in rows],
-        "next_cursor": encode_cursor(rows[-1].id) if more and rows else None,
+        "next_cursor": encode_cursor("id", rows[-1].id) if more and rows else None,
         "total": total,
     }

@@ -2,16 +2,26 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import date, datetime
+from decimal import Decimal
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Query, status
 from sqlalchemy import select
 
 from api.deps import ConnDep, Reader, SettingsDep
-from models.policy import period_range
+from models.policy import ACCOUNT_TYPES, branch_account_targets, period_range
 from models.tables import ManagerRow
-from models.tally import branch_totals, manager_totals, tally_document
+from models.tally import (
+    account_targets_document,
+    branch_totals,
+    manager_totals,
+    period_target,
+    tally_document,
+    target_document,
+    target_history,
+)
 
 router = APIRouter(prefix="/v1", tags=["tallies"])
 
@@ -48,18 +58,61 @@ FromQ = Annotated[date | None, Query(alias="from", description="range start (inc
 ToQ = Annotated[date | None, Query(alias="to", description="range end (inclusive)")]
 
 
+@dataclass(frozen=True)
+class Span:
+    """What a query asks for: a named period (or None for a from/to range) and its dates."""
+
+    period: str | None
+    start: date
+    end: date
+    today: date
+
+
 def date_range(
     settings: SettingsDep,
     period: PeriodQ = None,
     at: AtQ = None,
     from_: FromQ = None,
     to: ToQ = None,
-) -> tuple[date, date]:
+) -> Span:
     """The query's inclusive dates, "today" being today in the bank's time zone."""
-    return resolve_range(period, at, from_, to, datetime.now(settings.tz).date())
+    today = datetime.now(settings.tz).date()
+    start, end = resolve_range(period, at, from_, to, today)
+    named = None if from_ is not None else (period or "month")
+    return Span(named, start, end, today)
 
 
-DateRange = Annotated[tuple[date, date], Depends(date_range)]
+DateRange = Annotated[Span, Depends(date_range)]
+
+
+async def manager_branch(conn: Any, user: Any, manager_id: str) -> str:
+    """The manager's branch, after checking the caller may see the manager (404 / 403)."""
+    if user.role == "manager" and user.manager_id != manager_id:
+        raise HTTPException(status.HTTP_403_FORBIDDEN, "managers see their own data only")
+    row = (
+        await conn.execute(select(ManagerRow.branch_id).where(ManagerRow.manager_id == manager_id))
+    ).first()
+    if row is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"manager {manager_id} not found")
+    if not user.can_see_manager(manager_id, row.branch_id):
+        raise HTTPException(status.HTTP_403_FORBIDDEN, "manager is outside your branches")
+    return row.branch_id  # type: ignore[no-any-return]
+
+
+async def branch_managers(conn: Any, user: Any, branch_id: str) -> list[Any]:
+    """The branch's managers, after checking the caller may see the branch (403 / 404)."""
+    if not user.can_see_branch(branch_id):
+        raise HTTPException(status.HTTP_403_FORBIDDEN, "branch is outside your scope")
+    rows = (
+        await conn.execute(
+            select(
+                ManagerRow.manager_id, ManagerRow.name, ManagerRow.branch_id, ManagerRow.active
+            ).where(ManagerRow.branch_id == branch_id)
+        )
+    ).all()
+    if not rows:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"branch {branch_id} not found")
+    return list(rows)
 
 
 @router.get("/managers/{manager_id}/tally")
@@ -68,22 +121,18 @@ async def manager_tally(
     user: Reader,
     conn: ConnDep,
     settings: SettingsDep,
-    dates: DateRange,
+    span: DateRange,
 ) -> dict[str, Any]:
-    """A manager's tally for the period containing `at`, or for the range from/to."""
-    if user.role == "manager" and user.manager_id != manager_id:
-        raise HTTPException(status.HTTP_403_FORBIDDEN, "managers see their own tally only")
-    row = (
-        await conn.execute(select(ManagerRow.branch_id).where(ManagerRow.manager_id == manager_id))
-    ).first()
-    if row is None:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, f"manager {manager_id} not found")
-    if not user.can_see_manager(manager_id, row.branch_id):
-        raise HTTPException(status.HTTP_403_FORBIDDEN, "manager is outside your branches")
-    start, end = dates
-    totals = await manager_totals(conn, manager_id, start, end)
-    doc = tally_document(("manager_id", manager_id), start, end, totals, settings.tz)
-    doc["branch_id"] = row.branch_id
+    """A manager's tally for the period containing `at` (or from/to), with the profit target."""
+    branch_id = await manager_branch(conn, user, manager_id)
+    totals = await manager_totals(conn, manager_id, span.start, span.end)
+    doc = tally_document(("manager_id", manager_id), span.start, span.end, totals, settings.tz)
+    doc["branch_id"] = branch_id
+    history = (await target_history(conn, [manager_id]))[manager_id]
+    target = period_target(history, span.start, span.end, settings.tz)
+    doc["target"] = target_document(
+        target, totals["weighted_profit"], span.start, span.end, span.today
+    )
     return doc
 
 
@@ -93,16 +142,26 @@ async def branch_tally(
     user: Reader,
     conn: ConnDep,
     settings: SettingsDep,
-    dates: DateRange,
+    span: DateRange,
 ) -> dict[str, Any]:
-    """A branch's tally: exact sums over the events credited to its managers."""
-    if not user.can_see_branch(branch_id):
-        raise HTTPException(status.HTTP_403_FORBIDDEN, "branch is outside your scope")
-    known = (
-        await conn.execute(select(ManagerRow.manager_id).where(ManagerRow.branch_id == branch_id))
-    ).first()
-    if known is None:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, f"branch {branch_id} not found")
-    start, end = dates
-    totals = await branch_totals(conn, branch_id, start, end)
-    return tally_document(("branch_id", branch_id), start, end, totals, settings.tz)
+    """A branch's tally (exact sums over its events), its account targets and profit target."""
+    managers = await branch_managers(conn, user, branch_id)
+    totals = await branch_totals(conn, branch_id, span.start, span.end)
+    doc = tally_document(("branch_id", branch_id), span.start, span.end, totals, settings.tz)
+    accounts = {t: totals[f"accounts_{t}"] for t in ACCOUNT_TYPES}
+    targets = branch_account_targets(span.period, span.start, span.end, accounts, settings.policy)
+    doc["account_targets"] = account_targets_document(targets)
+    doc["account_targets_met"] = all(t.met for t in targets)
+    # the branch's profit target: the sum of its managers' targets for the period
+    histories = await target_history(conn, [m.manager_id for m in managers])
+    parts = [period_target(h, span.start, span.end, settings.tz) for h in histories.values()]
+    known = [p for p in parts if p is not None]
+    doc["target"] = target_document(
+        sum(known, Decimal(0)) if known else None,
+        totals["weighted_profit"],
+        span.start,
+        span.end,
+        span.today,
+    )
+    doc["managers"] = len(managers)
+    return doc

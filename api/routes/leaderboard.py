@@ -1,0 +1,133 @@
+"""Leaderboards: a branch's managers ranked on a metric, and the whole bank for admins."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, HTTPException, Query, status
+from sqlalchemy import select
+
+from api.deps import Admin, ConnDep, Reader, SettingsDep
+from api.pagination import Cursor, Limit, decode_cursor, encode_cursor
+from api.routes.tally import DateRange, Span, branch_managers
+from models.tables import ManagerRow
+from models.tally import (
+    METRICS,
+    managers_totals,
+    metric_value,
+    rank,
+    show_metric,
+    tally_document,
+    zero_totals,
+)
+
+router = APIRouter(prefix="/v1", tags=["leaderboards"])
+
+MetricQ = Annotated[
+    str,
+    Query(
+        description="what to rank on: weighted_profit (default), transactions, volume, "
+        "volume.<line>, simulated_profit[.<line>], accounts_opened[.<type>], "
+        "new_basic_accounts, visits[.<method or kind>]",
+        max_length=64,
+    ),
+]
+
+
+def _check_metric(metric: str) -> None:
+    if metric not in METRICS:
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT,
+            f"unknown metric {metric!r}; one of: {', '.join(METRICS)}",
+        )
+
+
+async def _board(
+    conn: Any,
+    settings: Any,
+    managers: list[Any],
+    span: Span,
+    metric: str,
+    limit: int,
+    cursor: str | None,
+) -> dict[str, Any]:
+    start = decode_cursor(cursor, "rank") if cursor else 0
+    ids = [m.manager_id for m in managers]
+    totals = await managers_totals(conn, ids, span.start, span.end)
+    values: dict[str, Any] = {}
+    for m in managers:
+        t = totals.get(m.manager_id)
+        # every active manager is ranked; a departed one only if the period has their work
+        if t is None and not m.active:
+            continue
+        values[m.manager_id] = metric_value(t or zero_totals(), metric)
+    ranked = rank(values)
+    page = ranked[start : start + limit]
+    info = {m.manager_id: m for m in managers}
+    items = []
+    for position, manager_id, value in page:
+        doc = tally_document(
+            ("manager_id", manager_id),
+            span.start,
+            span.end,
+            totals.get(manager_id) or zero_totals(),
+            settings.tz,
+        )
+        items.append(
+            {
+                "rank": position,
+                "manager_id": manager_id,
+                "name": info[manager_id].name,
+                "branch_id": info[manager_id].branch_id,
+                "value": show_metric(metric, value),
+                "tally": doc,
+            }
+        )
+    end = start + len(page)
+    return {
+        "metric": metric,
+        "period": {"from": span.start.isoformat(), "to": span.end.isoformat()},
+        "items": items,
+        "next_cursor": encode_cursor("rank", end) if end < len(ranked) else None,
+        "total": len(ranked),
+    }
+
+
+@router.get("/branches/{branch_id}/leaderboard")
+async def branch_leaderboard(
+    branch_id: str,
+    user: Reader,
+    conn: ConnDep,
+    settings: SettingsDep,
+    span: DateRange,
+    metric: MetricQ = "weighted_profit",
+    limit: Limit = 100,
+    cursor: Cursor = None,
+) -> dict[str, Any]:
+    """Every manager of the branch ranked on a metric, highest first, ties by manager_id."""
+    _check_metric(metric)
+    if user.role == "manager":
+        raise HTTPException(status.HTTP_403_FORBIDDEN, "leaderboards are for supervisors")
+    managers = await branch_managers(conn, user, branch_id)
+    board = await _board(conn, settings, managers, span, metric, limit, cursor)
+    return {"branch_id": branch_id, **board}
+
+
+@router.get("/leaderboard")
+async def bank_leaderboard(
+    user: Admin,
+    conn: ConnDep,
+    settings: SettingsDep,
+    span: DateRange,
+    metric: MetricQ = "weighted_profit",
+    limit: Limit = 100,
+    cursor: Cursor = None,
+) -> dict[str, Any]:
+    """Every manager of the bank ranked on a metric (admins), highest first, ties by manager_id."""
+    _check_metric(metric)
+    managers = (
+        await conn.execute(
+            select(ManagerRow.manager_id, ManagerRow.name, ManagerRow.branch_id, ManagerRow.active)
+        )
+    ).all()
+    return await _board(conn, settings, list(managers), span, metric, limit, cursor)
