@@ -9,6 +9,7 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from crmtracker.settings import Settings
 
@@ -117,6 +118,52 @@ def cmd_up(args: argparse.Namespace) -> int:
             broker.stop()
 
 
+# --- replay --------------------------------------------------------------------------------
+def _progress_bar(done: int, total: int) -> None:
+    width = 40
+    filled = width if total == 0 else width * done // total
+    pct = 100 if total == 0 else 100 * done // total
+    end = "\n" if done >= total else ""
+    sys.stderr.write(
+        f"\rreplay [{'#' * filled}{'.' * (width - filled)}] {pct:3d}% {done}/{total}{end}"
+    )
+    sys.stderr.flush()
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    from datetime import date
+
+    from models.db import make_engine, upgrade
+    from streams.replay import replay
+
+    settings = _settings(args)
+    try:
+        since = date.fromisoformat(args.since) if args.since else None
+    except ValueError:
+        _err(f"crm-tracker replay: --from wants a date like 2026-11-01, not {args.since!r}")
+        return 2
+    upgrade(settings.db_url)
+
+    async def run() -> Any:
+        engine = make_engine(settings.db_url, writer=True)
+        try:
+            return await replay(
+                engine, settings.policy, since, None if args.quiet else _progress_bar
+            )
+        finally:
+            await engine.dispose()
+
+    result = asyncio.run(run())
+    _err(
+        f"replayed {result.events} events"
+        + (f" from {since.isoformat()}" if since else "")
+        + f": {result.corrected} re-credited, {result.manager_days} manager-days and "
+        f"{result.branch_days} branch-days rebuilt"
+        + (f", {result.skipped} left as they were (manager unknown)" if result.skipped else "")
+    )
+    return 0
+
+
 # --- parser --------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
@@ -157,6 +204,16 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--ttl", help="lifetime, e.g. 30m, 8h, 7d (default 8h)")
     data_dir(t)
     t.set_defaults(func=cmd_token)
+
+    r = sub.add_parser(
+        "replay",
+        help="rebuild tallies from the stored events (after a policy change); "
+        "the worker may keep running",
+    )
+    r.add_argument("--from", dest="since", help="rebuild days from this date on (default: all)")
+    r.add_argument("--quiet", action="store_true", help="no progress bar")
+    data_dir(r)
+    r.set_defaults(func=cmd_replay)
 
     d = sub.add_parser("db", help="database schema")
     dsub = d.add_subparsers(dest="db_command", required=True)
