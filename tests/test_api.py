@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
+from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 
 import httpx
@@ -183,3 +184,150 @@ async def test_health(client: httpx.AsyncClient) -> None:
     r = await client.get("/readyz")
     assert r.status_code == 503  # no worker has reported in this test
     assert r.json()["checks"]["database"] == "ok"
+
+
+# --- targets, leaderboards, assessment ------------------------------------------------------
+async def test_manager_tally_carries_the_prorated_target(client: httpx.AsyncClient) -> None:
+    r = await client.get(
+        "/v1/managers/m036/tally", params={"period": "month", "at": "2026-09-15"}, headers=auth()
+    )
+    doc = r.json()
+    year = await client.get(
+        "/v1/managers/m036/tally", params={"period": "year", "at": "2026-09-15"}, headers=auth()
+    )
+    annual = Decimal(year.json()["target"]["target"])
+    assert annual > 0
+    target = doc["target"]
+    # September: 30 of 365 days of the annual target, exact until shown
+    assert target["target"] == str((annual * 30 / 365).quantize(Decimal("0.01"), ROUND_HALF_UP))
+    assert target["actual"] == doc["weighted_profit"]
+    ratio = Decimal(doc["weighted_profit"]) / (annual * 30 / 365)
+    assert Decimal(target["ratio"]) == ratio.quantize(Decimal("0.0001"), ROUND_HALF_UP)
+    assert target["status"] == ("met" if ratio >= 1 else "behind")
+
+
+async def test_branch_tally_has_account_targets(client: httpx.AsyncClient) -> None:
+    month = (
+        await client.get(
+            "/v1/branches/b01/tally", params={"period": "month", "at": "2026-09-15"}, headers=auth()
+        )
+    ).json()
+    names = {(t["name"], t["cadence"]) for t in month["account_targets"]}
+    assert names == {("corporate_settlement", "monthly"), ("basic_settlement", "monthly")}
+    basic = next(t for t in month["account_targets"] if t["name"] == "basic_settlement")
+    assert basic["target"] == "2.00"
+    assert basic["actual"] == month["accounts_opened"].get("basic_settlement", 0)
+    assert basic["met"] is (basic["actual"] >= 2)
+    assert month["account_targets_met"] is all(t["met"] for t in month["account_targets"])
+    week = (
+        await client.get(
+            "/v1/branches/b01/tally", params={"period": "week", "at": "2026-09-15"}, headers=auth()
+        )
+    ).json()
+    assert [(t["name"], t["cadence"], t["target"]) for t in week["account_targets"]] == [
+        ("corporate_settlement", "weekly", "1.00")
+    ]
+
+
+async def test_leaderboard_ranks_every_manager_of_the_branch(client: httpx.AsyncClient) -> None:
+    params = {"period": "month", "at": "2026-09-15"}
+    r = await client.get("/v1/branches/b01/leaderboard", params=params, headers=auth())
+    assert r.status_code == 200
+    board = r.json()
+    items = board["items"]
+    assert board["total"] == len(items) and board["next_cursor"] is None
+    assert [i["rank"] for i in items] == list(range(1, len(items) + 1))
+    keys = [(-Decimal(i["value"]), i["manager_id"]) for i in items]
+    assert keys == sorted(keys)
+    for i in items:
+        assert i["value"] == i["tally"]["weighted_profit"]
+        one = await client.get(
+            f"/v1/managers/{i['manager_id']}/tally", params=params, headers=auth()
+        )
+        assert one.json()["weighted_profit"] == i["value"]
+    # pages of two walk the same order
+    seen, cursor = [], None
+    while True:
+        page = await client.get(
+            "/v1/branches/b01/leaderboard",
+            params={**params, "limit": 2, **({"cursor": cursor} if cursor else {})},
+            headers=auth(),
+        )
+        seen += [i["manager_id"] for i in page.json()["items"]]
+        cursor = page.json()["next_cursor"]
+        if cursor is None:
+            break
+    assert seen == [i["manager_id"] for i in items]
+
+
+async def test_leaderboard_metrics_ties_and_errors(client: httpx.AsyncClient) -> None:
+    params = {"period": "month", "at": "2026-09-15"}
+    r = await client.get(
+        "/v1/branches/b01/leaderboard", params={**params, "metric": "visits"}, headers=auth()
+    )
+    items = r.json()["items"]
+    assert all(isinstance(i["value"], int) for i in items)
+    assert [(-i["value"], i["manager_id"]) for i in items] == sorted(
+        (-i["value"], i["manager_id"]) for i in items
+    )
+    for metric in ("transactions", "volume.asset", "accounts_opened", "new_basic_accounts"):
+        r = await client.get(
+            "/v1/branches/b01/leaderboard", params={**params, "metric": metric}, headers=auth()
+        )
+        assert r.status_code == 200, metric
+    bad = await client.get(
+        "/v1/branches/b01/leaderboard", params={**params, "metric": "nope"}, headers=auth()
+    )
+    assert bad.status_code == 422 and "weighted_profit" in bad.json()["detail"]
+    assert (
+        await client.get("/v1/branches/b01/leaderboard", params={"cursor": "zzz"}, headers=auth())
+    ).status_code == 422
+    sup = auth("supervisor", branches=["b02"])
+    assert (await client.get("/v1/branches/b01/leaderboard", headers=sup)).status_code == 403
+    mgr = auth("manager", manager_id="m006")
+    assert (await client.get("/v1/branches/b01/leaderboard", headers=mgr)).status_code == 403
+    assert (await client.get("/v1/branches/zz/leaderboard", headers=auth())).status_code == 404
+    bank = await client.get("/v1/leaderboard", params=params, headers=auth())
+    assert bank.status_code == 200 and bank.json()["total"] == 40
+    assert (await client.get("/v1/leaderboard", headers=sup)).status_code == 403
+
+
+async def test_evaluation_is_versioned_audited_and_scoped(client: httpx.AsyncClient) -> None:
+    body = {"period": "year", "at": "2026-09-15", "points": "24.00", "reasons": "first"}
+    # m036 is in branch b05
+    other = auth("supervisor", branches=["b01"])
+    assert (
+        await client.put("/v1/managers/m036/evaluation", json=body, headers=other)
+    ).status_code == 403
+    own = auth("manager", manager_id="m036")
+    assert (
+        await client.put("/v1/managers/m036/evaluation", json=body, headers=own)
+    ).status_code == 403
+    sup = auth("supervisor", branches=["b05"])
+    for bad in ({**body, "points": "31"}, {**body, "points": "-1"}, {**body, "reasons": ""}):
+        r = await client.put("/v1/managers/m036/evaluation", json=bad, headers=sup)
+        assert r.status_code == 422, bad
+    first = await client.put("/v1/managers/m036/evaluation", json=body, headers=sup)
+    second = await client.put(
+        "/v1/managers/m036/evaluation",
+        json={**body, "points": "26.50", "reasons": "corrected"},
+        headers=sup,
+    )
+    assert first.status_code == second.status_code == 200
+    v1, v2 = first.json()["version"], second.json()["version"]
+    assert v2 == v1 + 1
+    hist = await client.get(
+        "/v1/managers/m036/evaluation", params={"period": "year", "at": "2026-01-01"}, headers=sup
+    )
+    assert [i["version"] for i in hist.json()["items"]][:2] == [v2, v1]
+    a = await client.get(
+        "/v1/managers/m036/assessment", params={"period": "year", "at": "2026-09-15"}, headers=sup
+    )
+    doc = a.json()
+    assert doc["evaluation"]["source"] == "supervisor"
+    assert doc["evaluation_points"] == "26.50"
+    assert Decimal(doc["total_score"]) == Decimal(doc["performance_points"]) + Decimal("26.50")
+    assert (
+        await client.get("/v1/managers/m036/assessment", params={"period": "week"}, headers=sup)
+    ).status_code == 422
+    assert (await client.get("/v1/managers/nobody/assessment", headers=auth())).status_code == 404

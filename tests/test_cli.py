@@ -110,3 +110,50 @@ def test_up_starts_answers_and_stops_cleanly(tmp_path: Path) -> None:
     # the broker child is gone with it
     with pytest.raises(httpx.HTTPError):
         httpx.get(f"http://127.0.0.1:{api_port}/healthz", timeout=1)
+
+
+def test_replay_after_a_policy_change_equals_a_fresh_computation(tmp_path: Path) -> None:
+    """Raise the intermediary coefficient, replay, and compare with the vectors applied from
+    scratch under the new policy; a second replay changes nothing."""
+    import asyncio
+    from decimal import Decimal
+
+    from models.db import make_engine, upgrade
+    from models.policy import Policy
+    from streams.apply import Applier
+    from tests.test_apply import vector_batches
+    from tests.test_tallies import buckets
+
+    new_policy = Policy(coefficients={**Policy().coefficients, "intermediary": Decimal("3.0")})
+
+    async def fill(url: str, policy: Policy) -> None:
+        engine = make_engine(url, writer=True)
+        applier = Applier(engine, policy)
+        for batch in vector_batches():
+            await applier.apply(batch)
+        await engine.dispose()
+
+    async def figures(url: str) -> object:
+        engine = make_engine(url)
+        try:
+            return await buckets(engine)
+        finally:
+            await engine.dispose()
+
+    live, fresh = tmp_path / "live.sqlite3", tmp_path / "fresh.sqlite3"
+    for path, policy in ((live, Policy()), (fresh, new_policy)):
+        upgrade(f"sqlite+aiosqlite:///{path}")
+        asyncio.run(fill(f"sqlite+aiosqlite:///{path}", policy))
+    env = {"CRM_DATABASE_URL": f"sqlite:///{live}", "CRM_COEFFICIENT_INTERMEDIARY": "3.0"}
+    before = asyncio.run(figures(f"sqlite+aiosqlite:///{live}"))
+    r = run("replay", data_dir=tmp_path, env=env)
+    assert r.returncode == 0, r.stderr
+    assert "100%" in r.stderr and "re-credited" in r.stderr
+    after = asyncio.run(figures(f"sqlite+aiosqlite:///{live}"))
+    assert after != before
+    assert after == asyncio.run(figures(f"sqlite+aiosqlite:///{fresh}"))
+    again = run("replay", "--from", "2026-10-01", "--quiet", data_dir=tmp_path, env=env)
+    assert again.returncode == 0 and " 0 re-credited" in again.stderr
+    assert asyncio.run(figures(f"sqlite+aiosqlite:///{live}")) == after
+    bad = run("replay", "--from", "yesterday", data_dir=tmp_path, env=env)
+    assert bad.returncode == 2 and "--from" in bad.stderr

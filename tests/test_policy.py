@@ -1,7 +1,9 @@
 """Bank rules: time-zone bucketing, periods, weighted profit, rounding."""
 
+import re
 from datetime import date, datetime
 from decimal import Decimal
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -86,3 +88,115 @@ def test_configured_coefficients_and_default_ratio_are_used() -> None:
         default_claim_ratio=Decimal("0.8"),
     )
     assert weighted_profit(Decimal("10"), "intermediary", None, policy) == Decimal("24.0")
+
+
+# --- the policy file ------------------------------------------------------------------------
+def test_shipped_policy_file_holds_the_domain_defaults() -> None:
+    from models.policy_file import load_policy
+
+    assert load_policy() == Policy()
+
+
+def test_bank_file_and_overrides_layer_over_the_defaults(tmp_path: Path) -> None:
+    from models.policy_file import load_policy
+
+    f = tmp_path / "bank.toml"
+    f.write_text(
+        'timezone = "Asia/Hong_Kong"\n[coefficients]\nintermediary = "2.5"\n'
+        "[visits.interval_days]\ndiamond = 20\n"
+    )
+    p = load_policy(f, {"visits": {"escalation_grace_days": 3}})
+    assert p.timezone == "Asia/Hong_Kong"
+    assert p.coefficients["intermediary"] == Decimal("2.5")
+    assert p.coefficients["asset"] == Decimal("0.9")  # untouched keys keep the defaults
+    assert p.visit_interval_days["diamond"] == 20 and p.visit_interval_days["gold"] == 60
+    assert p.escalation_grace_days == 3
+
+
+@pytest.mark.parametrize(
+    ("text", "names"),
+    [
+        ('timezone = "Mars/Base"', "timezone"),
+        ('[coefficients]\nasset = "-1"', "coefficients.asset"),
+        ('[claim_ratio]\nnatural = "1.5"', "claim_ratio.natural"),
+        ("[visits.interval_days]\ndiamond = 0", "visits.interval_days"),
+        ('[targets]\ncorporate_settlement_types = ["vault"]', "targets.corporate_settlement_types"),
+        ("[visits]\ntypo_days = 3", "visits.typo_days"),
+        ("not toml at all [", "not valid TOML"),
+    ],
+)
+def test_a_bad_policy_file_is_refused_naming_the_key(tmp_path: Path, text: str, names: str) -> None:
+    from models.policy_file import PolicyError, load_policy
+
+    f = tmp_path / "bad.toml"
+    f.write_text(text)
+    with pytest.raises(PolicyError, match=re.escape(names)):
+        load_policy(f)
+
+
+def test_settings_pass_the_policy_to_child_processes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from crmtracker.settings import Settings
+
+    f = tmp_path / "bank.toml"
+    f.write_text('[assessment]\ncompletion_cap = "1.5"\n')
+    s = Settings(policy_file=f, coefficient_asset=Decimal("0.7"), data_dir=tmp_path)
+    for k, v in s.child_env().items():
+        monkeypatch.setenv(k, v)
+    child = Settings()
+    assert child.policy == s.policy
+    assert child.policy.completion_cap == Decimal("1.5")
+    assert child.policy.coefficients["asset"] == Decimal("0.7")
+
+
+def test_claim_ratio_defaults_by_origin_and_hand_over() -> None:
+    from models.policy import claim_ratio
+
+    off = Policy()
+    on = Policy(origin_claim_defaults=True)
+    assert claim_ratio(None, "natural", False, "asset", off) == Decimal("1.0")
+    assert claim_ratio(Decimal("0.3"), "natural", True, "asset", on) == Decimal("0.3")
+    assert claim_ratio(None, None, False, "asset", on) == Decimal("0.8")
+    assert claim_ratio(None, "natural", False, "asset", on) == Decimal("0.5")
+    assert claim_ratio(None, "natural", True, "liability", on) == Decimal("0.6")
+    assert claim_ratio(None, "marketed", True, "intermediary", on) == Decimal("0.8")
+    assert claim_ratio(None, "handed_over", False, "liability", on) == Decimal("0.6")
+
+
+def test_targets_prorate_by_days() -> None:
+    from datetime import date
+
+    from models.policy import branch_account_targets, prorated_annual_target
+
+    assert prorated_annual_target(Decimal("365"), date(2026, 11, 1), date(2026, 11, 30)) == 30
+    assert prorated_annual_target(Decimal("1000"), date(2026, 1, 1), date(2026, 12, 31)) == 1000
+    # a range over two years takes each year's share by its own length (2028 is leap)
+    both = prorated_annual_target(Decimal("366"), date(2027, 12, 31), date(2028, 1, 1))
+    assert both == Decimal("366") / 365 + 1
+    p = Policy()
+    q = branch_account_targets("quarter", date(2026, 10, 1), date(2026, 12, 31), {}, p)
+    assert [(t.name, t.target) for t in q] == [
+        ("corporate_settlement", 12),
+        ("basic_settlement", 6),
+    ]
+    day = branch_account_targets("day", date(2026, 11, 3), date(2026, 11, 3), {"special": 1}, p)
+    assert [(t.cadence, t.actual, t.met) for t in day] == [
+        ("weekly", 1, True),
+        ("monthly", 1, True),
+        ("monthly", 0, False),
+    ]
+
+
+def test_grades_and_flags() -> None:
+    from models.policy import assessment_flags, grade, performance_points
+
+    p = Policy()
+    assert [grade(n, p) for n in (41, 40, 31, 30, 21, 20, 11, 10, 0)] == list("ABBCCDDEE")
+    assert performance_points(Decimal("2"), p) == Decimal("84.0")
+    assert performance_points(Decimal("-0.5"), p) == 0
+    d = Decimal
+    assert assessment_flags(d("0.59"), [None, None, d("0.59")], p) == ["warn"]
+    assert assessment_flags(d("0.7"), [None, d("0.5"), d("0.59")], p) == ["demotion_review"]
+    assert assessment_flags(d("0.7"), [d("0.6"), d("0.99"), d("0.8")], p) == ["demotion_review"]
+    assert assessment_flags(d("0.7"), [d("0.6"), d("1.0"), d("0.8")], p) == []
