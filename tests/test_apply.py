@@ -535,3 +535,57 @@ async def test_a_transfer_to_a_manager_not_known_yet_holds_the_moved_facts(db_ur
     assert (await month_doc(engine, "old|2026-11"))["transactions"] == 1
     assert await counts(engine) == (6, 0, 0)  # 2 managers, 2 client records, 2 transactions
     await engine.dispose()
+
+
+async def test_origin_claim_defaults_follow_the_hand_over(db_url: str) -> None:
+    """With the policy's origin defaults on: a natural-growth client's business is credited
+    at 0.5; after a hand-over, deposits at 0.6 and the rest at 0.8, also when the transfer
+    arrives after the business it covers; a replay computes the same."""
+    from streams.replay import replay
+    from tests.test_tallies import buckets
+
+    policy = Policy(origin_claim_defaults=True)
+    engine = make_engine(db_url, writer=True)
+    applier = Applier(engine, policy)
+    feed = Feed()
+    await add_old_and_new_managers(applier, feed)
+
+    def client(eid: str, at: str, manager: str) -> Incoming:
+        return feed.msg(
+            "crm.clients",
+            env(eid, "client.upserted", at, client_id="c", manager_id=manager, origin="natural"),
+        )
+
+    def tx(i: int, at: str, line: str) -> Incoming:
+        return feed.msg(
+            "bank.transactions",
+            env(
+                f"t{i}",
+                "transaction.posted",
+                at,
+                client_id="c",
+                account_id="a",
+                business_line=line,
+                amount="1000",
+                simulated_profit="100.00",
+            ),
+        )
+
+    await applier.apply([client("c-1", "2026-11-01T09:00:00+08:00", "old")])
+    await applier.apply(
+        [
+            tx(1, "2026-11-05T10:00:00+08:00", "liability"),  # old: 100 × 1.0 × 0.5
+            tx(2, "2026-11-20T10:00:00+08:00", "liability"),  # after the hand-over: × 0.6
+            tx(3, "2026-11-21T10:00:00+08:00", "intermediary"),  # 100 × 2.0 × 0.8
+        ]
+    )
+    # the transfer arrives after the business it covers
+    await applier.apply([client("c-2", "2026-11-15T09:00:00+08:00", "new")])
+    old = await month_doc(engine, "old|2026-11")
+    new = await month_doc(engine, "new|2026-11")
+    assert old["weighted_profit"] == "50.00"
+    assert new["weighted_profit"] == "220.00"  # 60 + 160
+    live = await buckets(engine)
+    await replay(engine, policy)
+    assert await buckets(engine) == live
+    await engine.dispose()
