@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from api.routes import events, health, tally
+from api.routes import clients, events, health, reminders, tally
 from crmtracker.settings import Settings
 from models.db import make_engine
 
@@ -42,4 +42,6 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(health.router)
     app.include_router(tally.router)
     app.include_router(events.router)
+    app.include_router(clients.router)
+    app.include_router(reminders.router)
     return app
