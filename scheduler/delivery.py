@@ -60,16 +60,22 @@ class KafkaTarget:
         self.topic = topic
         self.client_args = client_args
         self._producer: Any = None
+        self._lock = asyncio.Lock()  # concurrent sends share one producer
 
     async def _started(self) -> Any:
-        if self._producer is None:
-            from aiokafka import AIOKafkaProducer
+        async with self._lock:
+            if self._producer is None:
+                from aiokafka import AIOKafkaProducer
 
-            producer = AIOKafkaProducer(
-                bootstrap_servers=self.bootstrap, acks="all", linger_ms=5, **self.client_args
-            )
-            await producer.start()
-            self._producer = producer
+                producer = AIOKafkaProducer(
+                    bootstrap_servers=self.bootstrap, acks="all", linger_ms=5, **self.client_args
+                )
+                try:
+                    await producer.start()
+                except BaseException:
+                    await producer.stop()
+                    raise
+                self._producer = producer
         return self._producer
 
     async def send(self, key: str, body: bytes, headers: dict[str, str]) -> None:
