@@ -221,11 +221,21 @@ async def _recompute_chunk(
         elif r.manager_id != manager_id:
             moved.append((r, manager_id))
     if resolve:
-        await conn.execute(
-            update(ReminderRow)
-            .where(ReminderRow.id.in_([r.id for r in resolve]))
-            .values(status="resolved", resolved_at=now, snoozed_until=None, updated_at=now)
+        # only those still unresolved: a concurrent worker may have resolved some already
+        changed = set(
+            (
+                await conn.execute(
+                    update(ReminderRow)
+                    .where(
+                        ReminderRow.id.in_([r.id for r in resolve]),
+                        ReminderRow.status != "resolved",
+                    )
+                    .values(status="resolved", resolved_at=now, snoozed_until=None, updated_at=now)
+                    .returning(ReminderRow.id)
+                )
+            ).scalars()
         )
+        resolve = [r for r in resolve if r.id in changed]
         done = [{**r._asdict(), "status": "resolved"} for r in resolve]
         await write_outbox(conn, "reminder.resolved", done, now, policy.tz, source)
         out.resolved += len(resolve)
@@ -324,22 +334,28 @@ async def fire_due(
     ]
     if after is not None:
         conds.append(or_(col > after[0], and_(col == after[0], ClientRow.client_id > after[1])))
-    due = (
-        await conn.execute(
-            select(
-                ClientRow.client_id,
-                col.label("due_at"),
-                ClientRow.manager_id,
-                ManagerRow.supervisor_id,
-                ManagerRow.branch_id,
-            )
-            .select_from(ClientRow)
-            .outerjoin(ManagerRow, ManagerRow.manager_id == ClientRow.manager_id)
-            .where(*conds)
-            .order_by(col, ClientRow.client_id)
-            .limit(limit)
+    query = (
+        select(
+            ClientRow.client_id,
+            col.label("due_at"),
+            ClientRow.manager_id,
+            ManagerRow.supervisor_id,
+            ManagerRow.branch_id,
         )
-    ).all()
+        .select_from(ClientRow)
+        .outerjoin(ManagerRow, ManagerRow.manager_id == ClientRow.manager_id)
+        .where(*conds)
+        .order_by(col, ClientRow.client_id)
+        .limit(limit)
+    )
+    if conn.dialect.name == "postgresql":
+        # Lock the clients until the reminders commit: a worker moving a due date at the same
+        # moment either waits for us (and then resolves the reminder we fired) or has
+        # committed first (and PostgreSQL re-checks the due condition on the new row version).
+        # A client a worker holds is skipped; the next scan fires it if it is still due.
+        # (SQLite: writers take the database lock in turn; nothing to do.)
+        query = query.with_for_update(of=ClientRow, skip_locked=True)
+    due = (await conn.execute(query)).all()
     if not due:
         return [], None
     rows = [

@@ -412,3 +412,35 @@ async def test_reminders_due_while_the_scheduler_was_down_fire_when_it_returns(
     [rem] = await w.reminders()
     assert rem.due_at == day(30) and rem.status == "escalated"
     assert [e["event_type"] for e in await w.outbox()] == ["reminder.fired", "reminder.escalated"]
+
+
+async def test_a_scan_racing_a_visit_never_leaves_a_stale_reminder(
+    db_url: str,
+    world: World,
+    tmp_path: Path,
+) -> None:
+    """PostgreSQL: a scan while a worker's transaction moves the due date (uncommitted)."""
+    if not db_url.startswith("postgresql"):
+        pytest.skip("SQLite has one writer at a time: the scan waits for the worker")
+    from sqlalchemy import update
+
+    from models.reminders import recompute_due
+
+    w = world
+    await w.client("c1", day(-31))  # due day -1
+    other = make_engine(db_url, writer=True)
+    try:
+        scan = ReminderScheduler(
+            Settings(database_url=db_url, data_dir=tmp_path), other, now=w.clock, targets=[]
+        )
+        async with w.engine.begin() as conn:  # a worker applying a visit of day 0
+            await conn.execute(
+                update(ClientRow).where(ClientRow.client_id == "c1").values(last_visit_at=day(0))
+            )
+            await recompute_due(conn, ["c1"], Policy(), day(0), source="test")
+            assert (await scan.scan_once()).total_fired == 0
+        assert (await scan.scan_once()).total_fired == 0
+    finally:
+        await other.dispose()
+    assert await w.reminders() == []
+    assert (await w.due("c1"))[0] == day(30)
