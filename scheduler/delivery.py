@@ -160,7 +160,12 @@ class Deliverer:
                 return out
 
     async def dispatch(self) -> int:
-        """One delivery row per (new outbox event, target); returns events dispatched."""
+        """One delivery row per (new outbox event, target); returns events dispatched.
+
+        Without targets nothing is dispatched: the events wait for a scheduler that has some
+        (every instance should be configured with the same targets)."""
+        if not self.targets:
+            return 0
         now = self.now()
         async with self.engine.begin() as conn:
             ids = (
@@ -177,26 +182,25 @@ class Deliverer:
             )
             if not ids:
                 return 0
-            if self.targets:
-                rows = [
-                    {
-                        "outbox_id": i,
-                        "target": t,
-                        "status": "pending",
-                        "attempts": 0,
-                        "next_attempt_at": now,
-                        "created_at": now,
-                        "updated_at": now,
-                    }
-                    for i in ids
-                    for t in sorted(self.targets)
-                ]
-                await conn.execute(
-                    self._insert(DeliveryRow).on_conflict_do_nothing(
-                        index_elements=["outbox_id", "target"]
-                    ),
-                    rows,
-                )
+            rows = [
+                {
+                    "outbox_id": i,
+                    "target": t,
+                    "status": "pending",
+                    "attempts": 0,
+                    "next_attempt_at": now,
+                    "created_at": now,
+                    "updated_at": now,
+                }
+                for i in ids
+                for t in sorted(self.targets)
+            ]
+            await conn.execute(
+                self._insert(DeliveryRow).on_conflict_do_nothing(
+                    index_elements=["outbox_id", "target"]
+                ),
+                rows,
+            )
             await conn.execute(
                 update(OutboxRow).where(OutboxRow.id.in_(ids)).values(dispatched=True)
             )

@@ -3,6 +3,8 @@ visible) and the real broker's ``crm.reminders`` topic."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -215,3 +217,57 @@ async def test_reminders_reach_the_topic(
         "reminder.fired",
         "reminder.resolved",
     ]
+
+
+class _Hangs:
+    """A target that takes the events and never answers (the process dies meanwhile)."""
+
+    name = "kafka"
+
+    def __init__(self) -> None:
+        self.started = asyncio.Event()
+
+    async def send(self, key: str, body: bytes, headers: dict[str, str]) -> None:
+        self.started.set()
+        await asyncio.Event().wait()
+
+    async def close(self) -> None:
+        pass
+
+
+class _Records:
+    name = "kafka"
+
+    def __init__(self) -> None:
+        self.bodies: list[bytes] = []
+
+    async def send(self, key: str, body: bytes, headers: dict[str, str]) -> None:
+        self.bodies.append(body)
+
+    async def close(self) -> None:
+        pass
+
+
+async def test_a_scheduler_dying_mid_delivery_loses_nothing(
+    world: World,  # noqa: F811
+    db_url: str,
+    tmp_path: Path,
+) -> None:
+    w = world
+    await _overdue_world(w, 3)
+    settings = Settings(database_url=db_url, data_dir=tmp_path)
+    hangs = _Hangs()
+    dying = ReminderScheduler(settings, w.engine, now=w.clock, targets=[hangs])
+    task = asyncio.create_task(dying.deliver_once())
+    await asyncio.wait_for(hangs.started.wait(), 10)
+    task.cancel()  # the process is gone: its rows stay claimed until the lease runs out
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    records = _Records()
+    other = ReminderScheduler(settings, w.engine, now=w.clock, targets=[records])
+    assert (await other.deliver_once()).delivered == 0  # leased to the dead one
+    w.clock.t += timedelta(seconds=61)
+    assert (await other.deliver_once()).delivered == 3
+    assert sorted(json.loads(b)["event_id"] for b in records.bodies) == sorted(
+        e["event_id"] for e in await w.outbox()
+    )
