@@ -22,7 +22,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from models.policy import Policy
-from models.tables import ClientRow, ManagerRow, OutboxRow, ReminderRow
+from models.tables import ClientRow, HeadsUpRow, ManagerRow, OutboxRow, ReminderRow
 from models.visits import ACTIVE_STATUSES, ClientClock, due_dates, overdue_days
 
 SCHEMA_VERSION = 1
@@ -382,6 +382,81 @@ async def fire_due(
     await write_outbox(conn, "reminder.fired", created, now, policy.tz, source)
     last = due[-1]
     return created, (last.due_at, last.client_id)
+
+
+async def heads_up_due(
+    conn: AsyncConnection,
+    kind: str,
+    now: datetime,
+    policy: Policy,
+    *,
+    after: tuple[datetime, str] | None,
+    limit: int,
+    source: str,
+) -> tuple[list[dict[str, Any]], tuple[datetime, str] | None]:
+    """ "Due in N days" notices (``reminder.heads_up``, policy ``heads_up_enabled``): one per
+    (client, kind, due instant) coming due within ``heads_up_days``; same paging as
+    :func:`fire_due`. The payload has no reminder yet (``reminder_id`` null, status
+    ``upcoming``, negative ``overdue_days``)."""
+    col = DUE_COLUMN[kind]
+    conds = [
+        col.is_not(None),
+        col > now,
+        col <= now + timedelta(days=policy.heads_up_days),
+        ~exists().where(
+            HeadsUpRow.client_id == ClientRow.client_id,
+            HeadsUpRow.kind == kind,
+            HeadsUpRow.due_at == col,
+        ),
+    ]
+    if after is not None:
+        conds.append(or_(col > after[0], and_(col == after[0], ClientRow.client_id > after[1])))
+    due = (
+        await conn.execute(
+            select(
+                ClientRow.client_id,
+                col.label("due_at"),
+                ClientRow.manager_id,
+                ManagerRow.supervisor_id,
+            )
+            .select_from(ClientRow)
+            .outerjoin(ManagerRow, ManagerRow.manager_id == ClientRow.manager_id)
+            .where(*conds)
+            .order_by(col, ClientRow.client_id)
+            .limit(limit)
+        )
+    ).all()
+    if not due:
+        return [], None
+    rows = [
+        {
+            "client_id": d.client_id,
+            "kind": kind,
+            "due_at": d.due_at,
+            "manager_id": d.manager_id,
+            "sent_at": now,
+        }
+        for d in due
+    ]
+    supervisors = {d.client_id: d.supervisor_id for d in due}
+    stmt = (
+        _insert(conn, HeadsUpRow)
+        .on_conflict_do_nothing(index_elements=["client_id", "kind", "due_at"])
+        .returning(HeadsUpRow.client_id, HeadsUpRow.kind, HeadsUpRow.due_at, HeadsUpRow.manager_id)
+    )
+    sent = [
+        {
+            **r._asdict(),
+            "id": None,
+            "status": "upcoming",
+            "supervisor_id": supervisors.get(r.client_id),
+        }
+        for r in (await conn.execute(stmt, rows)).all()
+    ]
+    sent.sort(key=lambda r: (r["due_at"], r["client_id"]))
+    await write_outbox(conn, "reminder.heads_up", sent, now, policy.tz, source)
+    last = due[-1]
+    return sent, (last.due_at, last.client_id)
 
 
 def _supervisor_now() -> Any:

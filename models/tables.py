@@ -310,6 +310,23 @@ class ReminderRow(Base):
     )
 
 
+class HeadsUpRow(Base):
+    """A "due in N days" notice sent (policy ``heads_up_enabled``): one per due instant."""
+
+    __tablename__ = "reminder_heads_ups"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    client_id: Mapped[str] = mapped_column(String(128))
+    kind: Mapped[str] = mapped_column(String(16))
+    due_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    manager_id: Mapped[str] = mapped_column(String(128))
+    sent_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+    __table_args__ = (
+        UniqueConstraint("client_id", "kind", "due_at", name="uq_heads_up_client_kind_due"),
+    )
+
+
 class OutboxRow(Base):
     """A reminder event to deliver, written in the transaction that changed the reminder."""
 
@@ -318,7 +335,8 @@ class OutboxRow(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     event_id: Mapped[str] = mapped_column(String(64), unique=True)
     event_type: Mapped[str] = mapped_column(String(32))
-    reminder_id: Mapped[int] = mapped_column(Integer, index=True)
+    reminder_id: Mapped[int | None] = mapped_column(Integer, index=True)
+    """None for a heads-up (no reminder exists before the due instant)."""
     key: Mapped[str] = mapped_column(String(128))
     """The Kafka message key: the manager id."""
     body: Mapped[str] = mapped_column(Text)

@@ -23,6 +23,7 @@ from models.reminders import (
     RecomputeResult,
     escalate_due,
     fire_due,
+    heads_up_due,
     recompute_all,
     unsnooze_due,
 )
@@ -40,6 +41,7 @@ class ScanResult:
     fired: dict[str, int] = field(default_factory=lambda: dict.fromkeys(REMINDER_KINDS, 0))
     escalated: int = 0
     woken: int = 0
+    heads_up: int = 0
 
     @property
     def total_fired(self) -> int:
@@ -109,6 +111,23 @@ class ReminderScheduler:
                     REMINDERS_FIRED.labels(kind).inc(len(created))
                 if after is None:
                     break
+        if self.policy.heads_up_enabled:
+            for kind in REMINDER_KINDS:
+                after = None
+                while True:
+                    async with self.engine.begin() as conn:
+                        sent, after = await heads_up_due(
+                            conn,
+                            kind,
+                            now,
+                            self.policy,
+                            after=after,
+                            limit=self.chunk,
+                            source=SOURCE,
+                        )
+                    out.heads_up += len(sent)
+                    if after is None:
+                        break
         while True:
             async with self.engine.begin() as conn:
                 escalated = await escalate_due(
@@ -133,9 +152,13 @@ class ReminderScheduler:
     async def _scan_job(self) -> None:
         try:
             r = await self.scan_once()
-            if r.total_fired or r.escalated or r.woken:
+            if r.total_fired or r.escalated or r.woken or r.heads_up:
                 log.info(
-                    "scan: fired %s, escalated %d, un-snoozed %d", r.fired, r.escalated, r.woken
+                    "scan: fired %s, escalated %d, un-snoozed %d, heads-up %d",
+                    r.fired,
+                    r.escalated,
+                    r.woken,
+                    r.heads_up,
                 )
             await self._deliver_job()
         except Exception:  # a failed scan is retried by the next one; never kill the loop

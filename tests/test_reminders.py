@@ -444,3 +444,33 @@ async def test_a_scan_racing_a_visit_never_leaves_a_stale_reminder(
         await other.dispose()
     assert await w.reminders() == []
     assert (await w.due("c1"))[0] == day(30)
+
+
+async def test_heads_up_when_the_policy_asks_for_it(world: World) -> None:
+    w = world
+    await w.client("c1", day(-100), tier="diamond")
+    await w.client("c2", day(-80), tier="gold", credit_client=True)  # post-loan due day 10
+    await w.visit("c1", day(0))
+    await w.visit("c2", day(0))
+    w.scheduler.policy = Policy(heads_up_enabled=True, heads_up_days=3)
+    w.clock.t = day(7) - timedelta(seconds=1)
+    assert (await w.scheduler.scan_once()).heads_up == 0
+    w.clock.t = day(7)  # c2's post-loan check is due on day 10
+    assert (await w.scheduler.scan_once()).heads_up == 1
+    w.clock.t = day(8)
+    assert (await w.scheduler.scan_once()).heads_up == 0
+    w.clock.t = day(27)  # c1's visit is due on day 30
+    r = await w.scheduler.scan_once()
+    assert r.heads_up == 1 and r.fired == {"visit": 0, "post_loan_check": 1}
+    w.clock.t = day(30)
+    r = await w.scheduler.scan_once()
+    assert r.heads_up == 0 and r.fired == {"visit": 1, "post_loan_check": 0}
+    heads = [e for e in await w.outbox() if e["event_type"] == "reminder.heads_up"]
+    assert [(e["payload"]["client_id"], e["payload"]["kind"]) for e in heads] == [
+        ("c2", "post_loan_check"),
+        ("c1", "visit"),
+    ]
+    p = heads[1]["payload"]
+    assert p["reminder_id"] is None and p["status"] == "upcoming" and p["overdue_days"] == -3
+    assert p["manager_id"] == "m1" and p["supervisor_id"] == "s1"
+    assert datetime.fromisoformat(p["due_at"]) == day(30)

@@ -1,4 +1,4 @@
-"""reminders: due dates on clients, reminders, their outbox and deliveries
+"""reminders: due dates on clients, reminders, heads-ups, their outbox and deliveries
 
 Revision ID: 0003
 Revises: 0001
@@ -55,11 +55,23 @@ def upgrade() -> None:
         batch_op.create_index("ix_reminders_branch", ["branch_id", "id"])
 
     op.create_table(
+        "reminder_heads_ups",
+        sa.Column("id", sa.Integer(), autoincrement=True, nullable=False),
+        sa.Column("client_id", sa.String(length=128), nullable=False),
+        sa.Column("kind", sa.String(length=16), nullable=False),
+        sa.Column("due_at", models.tables.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("manager_id", sa.String(length=128), nullable=False),
+        sa.Column("sent_at", models.tables.UTCDateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint("id"),
+        sa.UniqueConstraint("client_id", "kind", "due_at", name="uq_heads_up_client_kind_due"),
+    )
+
+    op.create_table(
         "reminder_outbox",
         sa.Column("id", sa.Integer(), autoincrement=True, nullable=False),
         sa.Column("event_id", sa.String(length=64), nullable=False),
         sa.Column("event_type", sa.String(length=32), nullable=False),
-        sa.Column("reminder_id", sa.Integer(), nullable=False),
+        sa.Column("reminder_id", sa.Integer(), nullable=True),
         sa.Column("key", sa.String(length=128), nullable=False),
         sa.Column("body", sa.Text(), nullable=False),
         sa.Column("created_at", models.tables.UTCDateTime(timezone=True), nullable=False),
@@ -94,6 +106,7 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_table("reminder_deliveries")
     op.drop_table("reminder_outbox")
+    op.drop_table("reminder_heads_ups")
     op.drop_table("reminders")
     with op.batch_alter_table("clients", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_clients_next_post_loan_due"))
