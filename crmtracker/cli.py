@@ -99,6 +99,13 @@ def cmd_scheduler(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     upgrade(settings.db_url)
+    # CRM_METRICS_PORT (worker and scheduler metrics endpoint) comes with the ops settings;
+    # until they are merged the attribute may be missing, and the endpoint stays off
+    port = int(getattr(settings, "metrics_port", 0) or 0)
+    if port:
+        from prometheus_client import start_http_server
+
+        start_http_server(port)
 
     async def main() -> None:
         stop = asyncio.Event()

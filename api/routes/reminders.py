@@ -9,8 +9,7 @@ from pydantic import AwareDatetime, BaseModel
 
 from api.auth import Principal
 from api.deps import ConnDep, Reader, SettingsDep, require_roles
-from api.routes.clients import NowDep, caller_scope, forbid_out_of_scope
-from api.routes.events import decode_cursor, encode_cursor
+from api.routes.clients import NowDep, caller_scope, decode_key, encode_key, forbid_out_of_scope
 from models import reminders
 from models.followup import delivery_page, reminder_item, reminder_page, reminder_scope_row
 from models.visits import snooze_bound
@@ -19,6 +18,19 @@ router = APIRouter(prefix="/v1", tags=["reminders"])
 
 OpsOrAdmin = Annotated[Principal, Depends(require_roles("ops", "admin"))]
 ReminderId = Annotated[int, Path(ge=1, le=2**31 - 1)]
+
+
+def encode_cursor(last_id: int) -> str:
+    return encode_key({"after": last_id})
+
+
+def decode_cursor(cursor: str) -> int:
+    """The id a cursor carries; 422 for anything else."""
+    key = decode_key(cursor)
+    after = key.get("after") if isinstance(key, dict) else None
+    if not isinstance(after, int) or isinstance(after, bool) or after < 0:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "invalid cursor")
+    return after
 
 
 class SnoozeIn(BaseModel):
