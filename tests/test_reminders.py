@@ -139,6 +139,12 @@ async def world(db_url: str, tmp_path: Path) -> AsyncIterator[World]:
     await engine.dispose()
 
 
+def _fired_metric(kind: str) -> float:
+    from prometheus_client import REGISTRY
+
+    return REGISTRY.get_sample_value("crm_reminders_fired_total", {"kind": kind}) or 0.0
+
+
 # --- pure rules ----------------------------------------------------------------------------
 def test_due_dates_rules() -> None:
     p = Policy()
@@ -173,7 +179,9 @@ async def test_diamond_reminded_on_day_30_escalated_37_resolved_38(world: World)
     assert r.total_fired == 0 and await w.reminders() == []
 
     w.clock.t = day(30)
+    before = _fired_metric("visit")
     assert (await w.scheduler.scan_once()).fired == {"visit": 1, "post_loan_check": 0}
+    assert _fired_metric("visit") - before == 1
     w.clock.t = day(31)
     assert (await w.scheduler.scan_once()).total_fired == 0
     [rem] = await w.reminders()

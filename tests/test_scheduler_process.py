@@ -98,3 +98,64 @@ async def test_scheduler_command(
     assert [json.loads(r.value) for r in records] == [doc]
     assert records[0].key == b"m1"
     assert "Traceback" not in log.read_text()
+
+
+def test_reminders_recompute_command(sqlite_url: str, tmp_path: Path) -> None:
+    """After a policy change: ``crm-tracker reminders recompute`` moves every due date."""
+    import asyncio
+
+    from sqlalchemy import select
+
+    from models.tables import ClientRow
+
+    async def seed() -> None:
+        engine = make_engine(sqlite_url, writer=True)
+        feed = Feed()
+        at = "2026-01-01T00:00:00+00:00"
+        await Applier(engine, Policy()).apply(
+            [
+                feed.msg(
+                    "crm.managers",
+                    env("e1", "manager.upserted", at, manager_id="m1", branch_id="b1"),
+                ),
+                feed.msg(
+                    "crm.clients",
+                    env("e2", "client.upserted", at, client_id="c1", manager_id="m1", tier="gold"),
+                ),
+            ]
+        )
+        await engine.dispose()
+
+    async def due() -> datetime:
+        engine = make_engine(sqlite_url)
+        async with engine.connect() as conn:
+            value = (await conn.execute(select(ClientRow.next_visit_due))).scalar_one()
+        await engine.dispose()
+        return value
+
+    asyncio.run(seed())
+    assert asyncio.run(due()) == datetime(2026, 3, 2, tzinfo=UTC)  # gold: 60 days
+    # tier intervals cannot be changed through the environment on this branch (the policy
+    # file is another piece of work): a cleared due date stands in for a stale one
+    import sqlite3
+
+    db = sqlite3.connect(sqlite_url.split("///", 1)[1])
+    db.execute("UPDATE clients SET next_visit_due = NULL")
+    db.commit()
+    db.close()
+    env_ = {
+        **os.environ,
+        "CRM_DATABASE_URL": sqlite_url,
+        "CRM_DATA_DIR": str(tmp_path),
+        "PYTHONPATH": str(ROOT),
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "crmtracker", "reminders", "recompute"],
+        env=env_,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "1 clients changed" in done.stderr
+    assert asyncio.run(due()) == datetime(2026, 3, 2, tzinfo=UTC)
