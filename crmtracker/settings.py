@@ -126,6 +126,14 @@ class Settings(BaseSettings):
     fx_rates: dict[str, Decimal] = Field(default_factory=dict)
     """CNY per unit of a foreign currency, e.g. ``{"USD": "7.10"}``; empty: CNY only."""
 
+    @field_validator("webhook_urls")
+    @classmethod
+    def _http_urls(cls, v: list[str]) -> list[str]:
+        for url in v:
+            if not url.startswith(("http://", "https://")):
+                raise ValueError(f"webhook URL must start with http:// or https://: {url!r}")
+        return v
+
     @field_validator("timezone")
     @classmethod
     def _known_zone(cls, v: str) -> str:

@@ -13,7 +13,7 @@ import json
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -556,7 +556,3 @@ async def snooze(conn: AsyncConnection, reminder_id: int, until: datetime, now: 
         await get_reminder(conn, reminder_id)
         raise ReminderResolved(reminder_id)
     return row
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
