@@ -10,7 +10,17 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from api.routes import assessment, audit, events, health, leaderboard, stream, tally
+from api.routes import (
+    assessment,
+    audit,
+    clients,
+    events,
+    health,
+    leaderboard,
+    reminders,
+    stream,
+    tally,
+)
 from crmtracker.settings import Settings
 from models.db import make_engine
 
@@ -50,4 +60,6 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(events.router)
     app.include_router(audit.router)
     app.include_router(stream.router)
+    app.include_router(clients.router)
+    app.include_router(reminders.router)
     return app
