@@ -8,11 +8,11 @@ import json
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, status
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
 
-from api.auth import Principal
 from api.deps import ConnDep, Reader, SettingsDep
-from models.followup import Scope, client_doc, client_row, overdue_page
+from api.scope import ClientInScope, caller_scope, forbid_out_of_scope
+from models.followup import client_doc, overdue_page
 from models.visits import REMINDER_KINDS
 
 router = APIRouter(prefix="/v1", tags=["visits"])
@@ -25,23 +25,6 @@ def request_now(request: Request) -> datetime:
 
 
 NowDep = Annotated[datetime, Depends(request_now)]
-
-
-def caller_scope(user: Principal) -> Scope:
-    """What the caller may see: a manager their own clients, a supervisor their branches."""
-    if user.role == "manager":
-        return Scope(manager_ids=frozenset({user.manager_id or ""}))
-    if user.role == "supervisor":
-        return Scope(branch_ids=user.branches)
-    return Scope()
-
-
-def forbid_out_of_scope(user: Principal, manager_id: str | None, branch_id: str | None) -> None:
-    """A filter naming someone the caller may not see is a 403, not an empty list."""
-    if manager_id is not None and user.role == "manager" and manager_id != user.manager_id:
-        raise HTTPException(status.HTTP_403_FORBIDDEN, "out of scope: another manager")
-    if branch_id is not None and user.role == "supervisor" and branch_id not in user.branches:
-        raise HTTPException(status.HTTP_403_FORBIDDEN, "out of scope: another branch")
 
 
 def encode_key(key: Any) -> str:
@@ -57,18 +40,12 @@ def decode_key(cursor: str) -> Any:
 
 @router.get("/clients/{client_id}")
 async def get_client(
-    client_id: Annotated[str, Path(min_length=1, max_length=128)],
-    user: Reader,
+    c: ClientInScope,
     conn: ConnDep,
     settings: SettingsDep,
     now: NowDep,
 ) -> dict[str, Any]:
     """The client, its manager, last visits, next due dates and open reminders."""
-    c = await client_row(conn, client_id)
-    if c is None:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, f"client {client_id} not found")
-    if not user.can_see_manager(c.manager_id, c.manager_branch_id):
-        raise HTTPException(status.HTTP_403_FORBIDDEN, "out of scope for this caller")
     return await client_doc(conn, c, settings.policy, now)
 
 

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, HTTPException, Path, Query, status
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, status
 from pydantic import AwareDatetime, BaseModel
 
 from api.auth import Principal
 from api.deps import ConnDep, Reader, SettingsDep, require_roles
-from api.routes.clients import NowDep, caller_scope, decode_key, encode_key, forbid_out_of_scope
+from api.routes.clients import NowDep, decode_key, encode_key
+from api.scope import ReminderInScope, caller_scope, forbid_out_of_scope
 from models import reminders
-from models.followup import delivery_page, reminder_item, reminder_page, reminder_scope_row
+from models.audit import record
+from models.followup import delivery_page, reminder_item, reminder_page
 from models.visits import snooze_bound
 
 router = APIRouter(prefix="/v1", tags=["reminders"])
@@ -121,20 +123,25 @@ async def list_reminders(
     }
 
 
-async def _owned(conn: ConnDep, user: Principal, reminder_id: int) -> None:
-    """404 for an unknown reminder, 403 unless the caller is its manager, their supervisor
-    (the manager's branch) or an admin. Ends the read so the write starts its own."""
-    r = await reminder_scope_row(conn, reminder_id)
-    await conn.rollback()
-    if r is None:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, f"reminder {reminder_id} not found")
-    if not user.can_see_manager(r.manager_id, r.manager_branch_id):
-        raise HTTPException(status.HTTP_403_FORBIDDEN, "out of scope for this caller")
+def audit(
+    user: Principal, action: str, reminder_id: int, request: Request, now: Any, **detail: Any
+) -> dict[str, Any]:
+    return {
+        "actor": user.subject,
+        "role": user.role,
+        "action": action,
+        "subject": f"reminder:{reminder_id}",
+        "detail": detail or None,
+        "remote_addr": request.client.host if request.client else None,
+        "at": now,
+    }
 
 
-async def _write(conn: ConnDep, action: Any) -> Any:
+async def _write(conn: ConnDep, action: Any, entry: dict[str, Any]) -> Any:
+    """Run the action and its audit entry in one transaction."""
     try:
         row = await action
+        await record(conn, **entry)
         await conn.commit()
         return row
     except reminders.ReminderNotFound as exc:
@@ -147,18 +154,27 @@ async def _write(conn: ConnDep, action: Any) -> Any:
 
 @router.post("/reminders/{reminder_id}/ack", response_model=ReminderOut)
 async def ack_reminder(
-    reminder_id: ReminderId, user: Reader, conn: ConnDep, settings: SettingsDep, now: NowDep
+    reminder_id: ReminderInScope,
+    user: Reader,
+    conn: ConnDep,
+    settings: SettingsDep,
+    now: NowDep,
+    request: Request,
 ) -> dict[str, Any]:
     """Acknowledge a reminder (its manager, their supervisor, or an admin); 409 if resolved."""
-    await _owned(conn, user, reminder_id)
-    row = await _write(conn, reminders.ack(conn, reminder_id, user.subject, now))
+    row = await _write(
+        conn,
+        reminders.ack(conn, reminder_id, user.subject, now),
+        audit(user, "reminder.acked", reminder_id, request, now),
+    )
     return reminder_item(row, settings.tz, now)
 
 
 @router.post("/reminders/{reminder_id}/snooze", response_model=ReminderOut)
 async def snooze_reminder(
-    reminder_id: ReminderId,
+    reminder_id: ReminderInScope,
     body: SnoozeIn,
+    request: Request,
     user: Reader,
     conn: ConnDep,
     settings: SettingsDep,
@@ -174,6 +190,9 @@ async def snooze_reminder(
             f"until must be at most {settings.policy.max_snooze_days} days ahead "
             f"({bound.astimezone(settings.tz).isoformat()})",
         )
-    await _owned(conn, user, reminder_id)
-    row = await _write(conn, reminders.snooze(conn, reminder_id, body.until, now))
+    row = await _write(
+        conn,
+        reminders.snooze(conn, reminder_id, body.until, now),
+        audit(user, "reminder.snoozed", reminder_id, request, now, until=body.until.isoformat()),
+    )
     return reminder_item(row, settings.tz, now)
