@@ -49,8 +49,46 @@ def cmd_token(args: argparse.Namespace) -> int:
     except ValueError as exc:
         _err(f"crm-tracker token: {exc}")
         return 2
+    _audit_token(settings, args)
     print(token)
     return 0
+
+
+def _audit_token(settings: Any, args: argparse.Namespace) -> None:
+    """Record the minting in the audit log (who ran it on which host); a database that cannot
+    be reached does not stop the token, but says so."""
+    import getpass
+    import socket
+
+    from models.audit import record
+    from models.db import make_engine, upgrade
+
+    async def write() -> None:
+        engine = make_engine(settings.db_url, writer=True)
+        try:
+            async with engine.begin() as conn:
+                await record(
+                    conn,
+                    actor=f"cli:{getpass.getuser()}",
+                    role="cli",
+                    action="token.minted",
+                    subject=f"role:{args.role}",
+                    detail={
+                        "role": args.role,
+                        "manager_id": args.manager,
+                        "branches": sorted(args.branch),
+                        "ttl": args.ttl or settings.token_ttl,
+                    },
+                    remote_addr=socket.gethostname(),
+                )
+        finally:
+            await engine.dispose()
+
+    try:
+        upgrade(settings.db_url)
+        asyncio.run(write())
+    except Exception as exc:  # the token is still useful; the operator is told
+        _err(f"crm-tracker token: not recorded in the audit log ({type(exc).__name__}: {exc})")
 
 
 # --- db ------------------------------------------------------------------------------------
