@@ -10,6 +10,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
+from api.deps import ERRORS
 from api.routes import (
     assessment,
     audit,
@@ -54,12 +55,12 @@ def create_app(settings: Settings) -> FastAPI:
         return JSONResponse({"detail": "internal error"}, status_code=500)
 
     app.include_router(health.router)
-    app.include_router(tally.router)
-    app.include_router(leaderboard.router)
-    app.include_router(assessment.router)
-    app.include_router(events.router)
-    app.include_router(audit.router)
-    app.include_router(stream.router)
-    app.include_router(clients.router)
-    app.include_router(reminders.router)
+    app.include_router(tally.router, responses=ERRORS)
+    app.include_router(leaderboard.router, responses=ERRORS)
+    app.include_router(assessment.router, responses=ERRORS)
+    app.include_router(events.router, responses=ERRORS)
+    app.include_router(audit.router, responses=ERRORS)
+    app.include_router(stream.router, responses=ERRORS)
+    app.include_router(clients.router, responses=ERRORS)
+    app.include_router(reminders.router, responses=ERRORS)
     return app
