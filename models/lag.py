@@ -27,6 +27,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
+from itertools import pairwise
 
 
 class LagStatus(StrEnum):
@@ -106,7 +107,7 @@ def evaluate(history: Sequence[Observation], now: float, window: float) -> LagSt
     obs = in_window(history, now, window)
     latest = obs[-1]
     committed = [o.committed for o in obs if o.committed is not None]
-    if any(b < a for a, b in zip(committed, committed[1:], strict=False)):
+    if any(b < a for a, b in pairwise(committed)):
         return LagStatus.REWIND
     if any(o.lag == 0 for o in obs):
         return LagStatus.OK
@@ -120,7 +121,7 @@ def evaluate(history: Sequence[Observation], now: float, window: float) -> LagSt
             return LagStatus.OK  # one sample of a live consumer: too early to judge
         return LagStatus.STALL
     lags = [o.lag for o in obs]
-    never_shrank = all(b >= a for a, b in zip(lags, lags[1:], strict=False))
+    never_shrank = all(b >= a for a, b in pairwise(lags))
     if never_shrank and lags[-1] > lags[0]:
         return LagStatus.WARN
     return LagStatus.OK

@@ -1,0 +1,106 @@
+"""Ops endpoints: consumer lag with its status, and Prometheus metrics."""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response, status
+from fastapi.security import HTTPAuthorizationCredentials
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Gauge, generate_latest
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from api.auth import Principal
+from api.deps import _bearer, current_user, require_roles
+from models.tables import EventRow, RejectedRow
+
+router = APIRouter(tags=["ops"])
+Ops = Annotated[Principal, Depends(require_roles("ops", "admin"))]
+
+# What the database knows, whichever worker applied it (the worker counters are per process
+# and start at 0 on restart; these are totals). Refreshed at most every STORED_TTL seconds
+# when /metrics is scraped: two GROUP BY counts, cheap at a scrape interval of 15 s or more.
+STORED_TTL = 30.0
+EVENTS_STORED = Gauge(
+    "crm_events_stored",
+    "Events in the database by type and status (applied | held), from the API",
+    ["event_type", "status"],
+)
+PROBLEMS_STORED = Gauge(
+    "crm_problem_messages_stored",
+    "Rejected and held messages in the database by status (rejected | held | released)",
+    ["status"],
+)
+
+
+@router.get("/v1/ops/lag")
+async def lag(
+    request: Request,
+    _user: Ops,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    cursor: Annotated[str | None, Query(pattern=r"^\d{1,9}$")] = None,
+    refresh: bool = False,
+) -> dict[str, Any]:
+    """Consumer lag per group, topic and partition, with a Burrow-style status."""
+    monitor = request.app.state.lag_monitor
+    if refresh or monitor.sampled_at is None:
+        try:
+            await monitor.sample()
+        except Exception as exc:
+            if monitor.sampled_at is None:
+                raise HTTPException(
+                    status.HTTP_503_SERVICE_UNAVAILABLE,
+                    f"cannot read offsets from the broker: {type(exc).__name__}: {exc}",
+                ) from None
+    answer = monitor.report()
+    start = int(cursor or 0)
+    items = answer["items"]
+    answer["items"] = items[start : start + limit]
+    answer["next_cursor"] = str(start + limit) if start + limit < len(items) else None
+    return answer
+
+
+def metrics_reader(
+    request: Request,
+    creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> None:
+    """Ops and admin tokens; anyone when CRM_METRICS_PUBLIC is set (network-restricted)."""
+    if request.app.state.settings.metrics_public:
+        return
+    user = current_user(request, creds)
+    if user.role not in ("ops", "admin"):
+        raise HTTPException(status.HTTP_403_FORBIDDEN, "out of scope for this role")
+
+
+async def refresh_stored_counts(engine: AsyncEngine) -> None:
+    async with engine.connect() as conn:
+        events = (
+            await conn.execute(
+                select(EventRow.event_type, EventRow.status, func.count()).group_by(
+                    EventRow.event_type, EventRow.status
+                )
+            )
+        ).all()
+        problems = (
+            await conn.execute(
+                select(RejectedRow.status, func.count()).group_by(RejectedRow.status)
+            )
+        ).all()
+    for event_type, st, n in events:
+        EVENTS_STORED.labels(event_type, st).set(n)
+    for st, n in problems:
+        PROBLEMS_STORED.labels(st).set(n)
+
+
+@router.get("/metrics", dependencies=[Depends(metrics_reader)])
+async def prometheus_metrics(request: Request) -> Response:
+    """Prometheus text format: this process's registry, lag gauges, stored counts."""
+    state = request.app.state
+    if time.monotonic() - getattr(state, "stored_counts_at", -STORED_TTL) >= STORED_TTL:
+        try:
+            await refresh_stored_counts(state.engine)
+            state.stored_counts_at = time.monotonic()
+        except Exception:  # the database being down must not hide the other metrics
+            pass
+    return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
