@@ -90,6 +90,21 @@ def cmd_api(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- lag -----------------------------------------------------------------------------------
+def cmd_lag(args: argparse.Namespace) -> int:
+    from crmtracker import lagview
+
+    return lagview.run(
+        _settings(args),
+        url=args.url,
+        token=args.token,
+        as_json=args.json,
+        use_direct=args.direct,
+        samples=args.samples,
+        interval=args.interval,
+    )
+
+
 # --- up ------------------------------------------------------------------------------------
 def cmd_up(args: argparse.Namespace) -> int:
     from crmtracker.broker import BrokerError, EmbeddedBroker
@@ -157,6 +172,21 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--ttl", help="lifetime, e.g. 30m, 8h, 7d (default 8h)")
     data_dir(t)
     t.set_defaults(func=cmd_token)
+
+    lg = sub.add_parser(
+        "lag",
+        help="consumer lag per partition with its status (exit 0 OK, 1 WARN, 2 worse)",
+    )
+    lg.add_argument("--json", action="store_true", help="the GET /v1/ops/lag answer as JSON")
+    lg.add_argument("--url", help="API base URL (default http://CRM_API_HOST:CRM_API_PORT)")
+    lg.add_argument("--token", help="ops/admin token (default: minted from the signing secret)")
+    lg.add_argument(
+        "--direct", action="store_true", help="sample the broker from here, not via the API"
+    )
+    lg.add_argument("--samples", type=int, default=3, help="direct: samples to judge over")
+    lg.add_argument("--interval", type=float, default=2.0, help="direct: seconds between them")
+    data_dir(lg)
+    lg.set_defaults(func=cmd_lag)
 
     d = sub.add_parser("db", help="database schema")
     dsub = d.add_subparsers(dest="db_command", required=True)
