@@ -1,0 +1,72 @@
+"""Liveness, API readiness and pipeline readiness, with and without a worker."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import httpx
+import pytest
+
+from api.main import create_app
+from crmtracker.broker import EmbeddedBroker, ensure_topics
+from crmtracker.settings import Settings
+from tests.kafka_helpers import WorkerProcess, isolated_settings, produce
+
+
+@asynccontextmanager
+async def api_client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+            yield c
+
+
+async def test_api_readiness_follows_its_database(tmp_path: Path) -> None:
+    down = Settings(
+        database_url="postgresql://postgres@127.0.0.1:5432/crm_no_such_database",
+        data_dir=tmp_path,
+        kafka_bootstrap="127.0.0.1:1",
+        lag_sample_seconds=0,
+    )
+    async with api_client(down) as c:
+        assert (await c.get("/healthz")).status_code == 200  # liveness ignores dependencies
+        r = await c.get("/readyz/api")
+        assert r.status_code == 503 and r.json()["checks"]["database"].startswith("unavailable")
+        r = await c.get("/readyz")
+        assert r.status_code == 503
+        assert r.json()["checks"]["broker"].startswith("unreachable")
+
+
+@pytest.mark.kafka
+async def test_pipeline_ready_only_with_a_live_worker_caught_up(
+    broker: EmbeddedBroker, sqlite_url: str, tmp_path: Path
+) -> None:
+    settings = isolated_settings(
+        broker.bootstrap, sqlite_url, tmp_path, lag_sample_seconds=0.5, ready_max_lag=5
+    )
+    await ensure_topics(settings)
+    await produce(settings, [("crm.visits", f"c{i}".encode(), b"not json") for i in range(20)])
+    worker = WorkerProcess(settings, tmp_path / "worker.log")
+    async with api_client(settings) as c:
+        r = await c.get("/readyz")
+        assert r.status_code == 503
+        assert r.json()["checks"]["worker"] == "no worker has reported in the last 30 s"
+        r = await c.get("/readyz/api")
+        assert r.status_code == 200  # the API serves reads while the pipeline is down
+        worker.start()
+        try:
+            deadline = time.monotonic() + 60
+            while True:
+                r = await c.get("/readyz")
+                if r.status_code == 200:
+                    break
+                assert time.monotonic() < deadline, (r.json(), worker.log_tail())
+                await asyncio.sleep(0.5)
+            assert r.json()["checks"]["worker"] == "caught up (lag 0, broker)"
+        finally:
+            assert worker.stop() == 0, worker.log_tail()
