@@ -143,6 +143,15 @@ async def worker_reports(engine: AsyncEngine, group: str, since: datetime) -> se
     return {(group, t, p) for t, p in rows}
 
 
+def _time_lag(latest: Observation, oldest_ts: float | None) -> float | None:
+    """Seconds the oldest unprocessed event has waited; 0 caught up, None unknown."""
+    if latest.lag == 0:
+        return 0.0
+    if oldest_ts is None:
+        return None  # the fetch did not bring the record back in time
+    return round(max(0.0, latest.at - oldest_ts), 3)
+
+
 class LagMonitor:
     """Samples the group's offsets and keeps a sliding window of observations per partition."""
 
@@ -205,9 +214,7 @@ class LagMonitor:
                     "committed_offset": latest.committed,
                     "end_offset": latest.end,
                     "lag": latest.lag,
-                    "time_lag_seconds": (
-                        round(max(0.0, latest.at - ts), 3) if ts is not None else 0.0
-                    ),
+                    "time_lag_seconds": _time_lag(latest, ts),
                     "rate_per_second": round(r, 3) if r is not None else None,
                     "consumer_alive": latest.alive,
                     "status": status.value,
@@ -250,7 +257,8 @@ class LagMonitor:
         for item in self.partitions(now):
             labels = (item["group"], item["topic"], str(item["partition"]))
             metrics.CONSUMER_LAG.labels(*labels).set(item["lag"])
-            metrics.CONSUMER_LAG_SECONDS.labels(*labels).set(item["time_lag_seconds"])
+            if item["time_lag_seconds"] is not None:
+                metrics.CONSUMER_LAG_SECONDS.labels(*labels).set(item["time_lag_seconds"])
             metrics.CONSUMER_STATUS.labels(*labels).set(LagStatus(item["status"]).severity)
         for g in self.report(now)["groups"]:
             metrics.GROUP_STATUS.labels(g["group"]).set(LagStatus(g["status"]).severity)

@@ -102,7 +102,11 @@ def serve(port: int, addr: str = "0.0.0.0") -> bool:
     """Start the worker's metrics endpoint (``CRM_METRICS_PORT``); 0 leaves it off."""
     if not port:
         return False
-    start_http_server(port, addr=addr)
+    try:
+        start_http_server(port, addr=addr)
+    except OSError as exc:  # e.g. the port is taken: keep applying events, say so loudly
+        log.error("cannot serve metrics on port %d: %s; the worker runs without them", port, exc)
+        return False
     log.info("metrics on :%d/metrics", port)
     return True
 

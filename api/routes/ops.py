@@ -44,7 +44,8 @@ async def lag(
 ) -> dict[str, Any]:
     """Consumer lag per group, topic and partition, with a Burrow-style status."""
     monitor = request.app.state.lag_monitor
-    if refresh or monitor.sampled_at is None:
+    # without the background sampler (CRM_LAG_SAMPLE_SECONDS=0) every request samples
+    if refresh or monitor.sampled_at is None or not request.app.state.settings.lag_sample_seconds:
         try:
             await monitor.sample()
         except Exception as exc:
