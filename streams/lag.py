@@ -68,7 +68,10 @@ async def read_offsets(
         group_id=None,  # a reader, not a member: it never joins or commits for the group
         enable_auto_commit=False,
         auto_offset_reset="earliest",
-        max_partition_fetch_bytes=64 * 1024,
+        # one record per partition is all a sample needs; brokers still return a whole first
+        # batch when it is larger than these limits (KIP-74)
+        max_partition_fetch_bytes=1024,
+        fetch_max_bytes=1024 * 1024,
         fetch_max_wait_ms=100,
         **client,  # type: ignore[arg-type]
     )

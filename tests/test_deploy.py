@@ -493,3 +493,17 @@ def test_kustomize_renders_the_manifests() -> None:
     kinds = {d["kind"] for d in docs}
     assert {"Deployment", "ConfigMap", "Service", "Job"} <= kinds
     assert all(d["metadata"].get("namespace") for d in docs if d["kind"] != "Namespace")
+
+
+def test_k8s_disruption_budgets_select_existing_workloads() -> None:
+    budgets = _by_kind("PodDisruptionBudget")
+    deployments = _by_kind("Deployment")
+    assert set(budgets) == {"crm-tracker-worker", "crm-tracker-api"}
+    for name, pdb in budgets.items():
+        selector = pdb["spec"]["selector"]["matchLabels"]
+        assert selector == deployments[name]["spec"]["selector"]["matchLabels"]
+    assert budgets["crm-tracker-worker"]["spec"]["maxUnavailable"] == 1
+    assert (
+        budgets["crm-tracker-api"]["spec"]["minAvailable"]
+        < deployments["crm-tracker-api"]["spec"]["replicas"]
+    )
