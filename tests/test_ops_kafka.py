@@ -4,6 +4,7 @@ worker's and the API's Prometheus metrics against the events sent."""
 from __future__ import annotations
 
 import asyncio
+import signal
 import time
 import urllib.request
 from collections import Counter
@@ -312,3 +313,62 @@ async def test_metrics_can_be_public(settings_api: Settings) -> None:
             assert r.status_code == 200
             assert "crm_events_stored" in r.text or "python_info" in r.text
             assert (await c.get("/v1/ops/lag")).status_code == 401
+
+
+async def test_warn_when_the_group_falls_behind(
+    broker: EmbeddedBroker, sqlite_url: str, tmp_path: Path
+) -> None:
+    """A worker throttled (stopped most of the time with SIGSTOP) while events pour in
+    faster than it can apply them: its offsets advance, but the lag only grows: WARN."""
+    settings = isolated_settings(
+        broker.bootstrap, sqlite_url, tmp_path, lag_window_seconds=6.0, topic_partitions=1
+    )
+    await ensure_topics(settings)
+    log = generate_log(seed=8, events=12_000, late_clients=0, transfers=0)
+    # the log, then the same again (resends: the idempotent apply skips them, slowly enough)
+    msgs = [(m.topic, m.key, m.value) for m in log.messages] * 2
+    engine = make_engine(sqlite_url)
+    monitor = LagMonitor(settings, engine)
+    worker = WorkerProcess(settings, tmp_path / "worker.log")
+    worker.start()
+    stop = asyncio.Event()
+
+    async def throttle() -> None:
+        assert worker.proc is not None
+        while not stop.is_set():
+            worker.proc.send_signal(signal.SIGSTOP)
+            await asyncio.sleep(0.5)
+            worker.proc.send_signal(signal.SIGCONT)
+            await asyncio.sleep(0.12)
+
+    async def pour() -> None:
+        for i in range(0, len(msgs), 300):
+            await produce_tracking(settings, msgs[i : i + 300])
+            await asyncio.sleep(0.1)
+
+    try:
+        await _until_caught_up(monitor, 30)  # joined, reported, nothing to do yet
+        throttler = asyncio.create_task(throttle())
+        pourer = asyncio.create_task(pour())
+        seen: list[tuple[str, int]] = []
+        warned: dict[str, Any] | None = None
+        # samples further apart than the workers' commit interval (1 s): each sees a commit
+        while warned is None and not pourer.done():
+            await monitor.sample()
+            items = monitor.report()["items"]
+            seen.append((monitor.report()["status"], sum(i["lag"] for i in items)))
+            warned = next((i for i in items if i["status"] == "WARN"), None)
+            await asyncio.sleep(1.0)
+        stop.set()
+        await throttler
+        await pourer
+        assert warned is not None, f"(status, lag) seen: {seen}\n{worker.log_tail()}"
+        assert warned["lag"] > 0
+        # unthrottled, it catches up: OK again
+        await until_status(monitor, "OK", 60, worker)
+    finally:
+        stop.set()
+        if worker.proc is not None and worker.proc.poll() is None:
+            worker.proc.send_signal(signal.SIGCONT)
+        worker.stop()
+        await engine.dispose()
