@@ -186,16 +186,19 @@ class LagMonitor:
                     self._add(key, obs, o.oldest_timestamp)
         except Exception as exc:
             self.last_error = f"{type(exc).__name__}: {exc}"[:300]
+            metrics.LAG_SAMPLE_FAILURES.inc()
             log.warning("lag sample failed: %s", self.last_error)
             raise
         self.last_error = None
         self.sampled_at = now
+        metrics.LAG_SAMPLED_AT.set(now)
         self._export(now)
 
     def _add(self, key: Key, obs: Observation, oldest_ts: float | None) -> None:
         hist = self.history.setdefault(key, deque())
         hist.append(obs)
-        # keep one observation older than the window: it tells when the offset last moved
+        # keep three windows: enough to tell when the offset last moved (models/lag.py judges
+        # STOP after two windows when liveness is unknown)
         while len(hist) > 2 and hist[1].at < obs.at - 3 * self.window:
             hist.popleft()
         self.oldest[key] = oldest_ts if obs.lag > 0 else None

@@ -60,6 +60,10 @@ CONSUMER_STATUS = Gauge(
     "Lag status as a number: 0 OK, 1 WARN, 2 REWIND, 3 STALL, 4 STOP",
     ["group", "topic", "partition"],
 )
+LAG_SAMPLED_AT = Gauge(
+    "crm_lag_last_sample_timestamp_seconds", "When the lag was last read from the broker"
+)
+LAG_SAMPLE_FAILURES = Counter("crm_lag_sample_failures", "Lag samples that could not be read")
 GROUP_STATUS = Gauge(
     "crm_consumer_group_status", "Worst partition status of the group (as above)", ["group"]
 )

@@ -70,3 +70,24 @@ async def test_pipeline_ready_only_with_a_live_worker_caught_up(
             assert r.json()["checks"]["worker"] == "caught up (lag 0, broker)"
         finally:
             assert worker.stop() == 0, worker.log_tail()
+
+
+async def test_lag_when_the_broker_cannot_be_read(tmp_path: Path, sqlite_url: str) -> None:
+    from prometheus_client import REGISTRY
+
+    from api.auth import mint_token
+
+    settings = Settings(
+        database_url=sqlite_url,
+        data_dir=tmp_path,
+        kafka_bootstrap="127.0.0.1:1",
+        lag_sample_seconds=0,
+        auth_secret="health-test-secret-" + "h" * 40,
+    )
+    failures = REGISTRY.get_sample_value("crm_lag_sample_failures_total") or 0.0
+    ops = {"Authorization": f"Bearer {mint_token(settings.signing_secret(), 'ops')}"}
+    async with api_client(settings) as c:
+        r = await c.get("/v1/ops/lag", headers=ops)
+        assert r.status_code == 503
+        assert r.json()["detail"].startswith("cannot read offsets from the broker")
+    assert REGISTRY.get_sample_value("crm_lag_sample_failures_total") == failures + 1
