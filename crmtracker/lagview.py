@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import sys
 from typing import Any
 
@@ -117,6 +118,7 @@ def run(
     samples: int,
     interval: float,
 ) -> int:
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # no request log lines in the table
     report: dict[str, Any] | None = None
     if not use_direct:
         if token is None:

@@ -30,6 +30,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
+from prometheus_client import Counter, Gauge
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -37,9 +38,32 @@ from crmtracker.broker import kafka_client_args
 from crmtracker.settings import Settings
 from models.lag import LagStatus, Observation, evaluate, rate, worst
 from models.tables import WorkerPositionRow
-from streams import metrics
 
 log = logging.getLogger("crmtracker.lag")
+
+# Exported by the process that samples (the API); labels as in deploy/prometheus/alerts.yml.
+CONSUMER_LAG = Gauge(
+    "crm_consumer_lag",
+    "End offset minus the group's committed offset",
+    ["group", "topic", "partition"],
+)
+CONSUMER_LAG_SECONDS = Gauge(
+    "crm_consumer_lag_seconds",
+    "Age of the oldest unprocessed message (its Kafka timestamp), 0 when caught up",
+    ["group", "topic", "partition"],
+)
+CONSUMER_STATUS = Gauge(
+    "crm_consumer_status",
+    "Lag status as a number: 0 OK, 1 WARN, 2 REWIND, 3 STALL, 4 STOP",
+    ["group", "topic", "partition"],
+)
+LAG_SAMPLED_AT = Gauge(
+    "crm_lag_last_sample_timestamp_seconds", "When the lag was last read from the broker"
+)
+LAG_SAMPLE_FAILURES = Counter("crm_lag_sample_failures", "Lag samples that could not be read")
+GROUP_STATUS = Gauge(
+    "crm_consumer_group_status", "Worst partition status of the group (as above)", ["group"]
+)
 
 Key = tuple[str, str, int]  # group, topic, partition
 
@@ -186,12 +210,12 @@ class LagMonitor:
                     self._add(key, obs, o.oldest_timestamp)
         except Exception as exc:
             self.last_error = f"{type(exc).__name__}: {exc}"[:300]
-            metrics.LAG_SAMPLE_FAILURES.inc()
+            LAG_SAMPLE_FAILURES.inc()
             log.warning("lag sample failed: %s", self.last_error)
             raise
         self.last_error = None
         self.sampled_at = now
-        metrics.LAG_SAMPLED_AT.set(now)
+        LAG_SAMPLED_AT.set(now)
         self._export(now)
 
     def _add(self, key: Key, obs: Observation, oldest_ts: float | None) -> None:
@@ -262,12 +286,12 @@ class LagMonitor:
     def _export(self, now: float) -> None:
         for item in self.partitions(now):
             labels = (item["group"], item["topic"], str(item["partition"]))
-            metrics.CONSUMER_LAG.labels(*labels).set(item["lag"])
+            CONSUMER_LAG.labels(*labels).set(item["lag"])
             if item["time_lag_seconds"] is not None:
-                metrics.CONSUMER_LAG_SECONDS.labels(*labels).set(item["time_lag_seconds"])
-            metrics.CONSUMER_STATUS.labels(*labels).set(LagStatus(item["status"]).severity)
+                CONSUMER_LAG_SECONDS.labels(*labels).set(item["time_lag_seconds"])
+            CONSUMER_STATUS.labels(*labels).set(LagStatus(item["status"]).severity)
         for g in self.report(now)["groups"]:
-            metrics.GROUP_STATUS.labels(g["group"]).set(LagStatus(g["status"]).severity)
+            GROUP_STATUS.labels(g["group"]).set(LagStatus(g["status"]).severity)
 
     async def run(self, interval: float, stop: asyncio.Event | None = None) -> None:
         """Sample every ``interval`` seconds until cancelled (the API lifespan task)."""

@@ -1,9 +1,9 @@
-"""Prometheus metrics of the pipeline (prometheus-client, default registry).
+"""Prometheus metrics of the worker (prometheus-client, default registry).
 
 The worker counts what it applies and serves these on ``CRM_METRICS_PORT``; counters are per
-process, so Prometheus sums them over the workers (``sum(rate(...))``). The API serves the
-same default registry on ``/metrics`` plus the consumer lag it samples (streams/lag.py), and
-the scheduler's counters when it runs in the same process (``crm-tracker up``).
+process, so Prometheus sums them over the workers (``sum(rate(...))``). The API does not
+import this module (its ``/metrics`` would show these at zero): it exports the consumer lag
+(streams/lag.py) and totals from the database (api/routes/ops.py).
 """
 
 from __future__ import annotations
@@ -43,30 +43,6 @@ END_TO_END = Histogram(
 REBALANCES = Counter("crm_worker_rebalances", "Partition assignments received by this worker")
 ASSIGNED_PARTITIONS = Gauge("crm_worker_assigned_partitions", "Partitions this worker holds")
 DB_HEALTHY = Gauge("crm_worker_database_healthy", "1 when the last batch reached the database")
-
-# Lag, as sampled by the API (streams/lag.py); labels as in deploy/prometheus/alerts.yml.
-CONSUMER_LAG = Gauge(
-    "crm_consumer_lag",
-    "End offset minus the group's committed offset",
-    ["group", "topic", "partition"],
-)
-CONSUMER_LAG_SECONDS = Gauge(
-    "crm_consumer_lag_seconds",
-    "Age of the oldest unprocessed message (its Kafka timestamp), 0 when caught up",
-    ["group", "topic", "partition"],
-)
-CONSUMER_STATUS = Gauge(
-    "crm_consumer_status",
-    "Lag status as a number: 0 OK, 1 WARN, 2 REWIND, 3 STALL, 4 STOP",
-    ["group", "topic", "partition"],
-)
-LAG_SAMPLED_AT = Gauge(
-    "crm_lag_last_sample_timestamp_seconds", "When the lag was last read from the broker"
-)
-LAG_SAMPLE_FAILURES = Counter("crm_lag_sample_failures", "Lag samples that could not be read")
-GROUP_STATUS = Gauge(
-    "crm_consumer_group_status", "Worst partition status of the group (as above)", ["group"]
-)
 
 
 def _event_type(msg: Incoming) -> str:

@@ -412,7 +412,8 @@ def _registered_metrics() -> set[str]:
 
     import api.routes.ops  # noqa: F401 - registers the API's gauges
     import scheduler
-    import streams.metrics  # noqa: F401 - registers the pipeline's metrics
+    import streams.lag
+    import streams.metrics  # noqa: F401 - registers the worker metrics
 
     for mod in pkgutil.iter_modules(scheduler.__path__):
         importlib.import_module(f"scheduler.{mod.name}")
