@@ -265,6 +265,9 @@ class LagMonitor:
                     "group": group,
                     "status": worst(LagStatus(i["status"]) for i in mine).value,
                     "lag": sum(i["lag"] for i in mine),
+                    "max_time_lag_seconds": max(
+                        (i["time_lag_seconds"] or 0.0 for i in mine), default=0.0
+                    ),
                     "partitions": len(mine),
                 }
             )

@@ -55,6 +55,10 @@ def _event_type(msg: Incoming) -> str:
     return kind if isinstance(kind, str) and len(kind) <= 64 else "unknown"
 
 
+def count_rejected(msg: Incoming) -> None:
+    EVENTS_REJECTED.labels(_event_type(msg)).inc()
+
+
 def observe_batch(result: BatchResult, seconds: float) -> None:
     """Count one applied batch (called by the worker's pipeline after the commit)."""
     BATCH_APPLY.observe(seconds)
@@ -62,7 +66,7 @@ def observe_batch(result: BatchResult, seconds: float) -> None:
     for event_type, n in result.applied.items():
         EVENTS_APPLIED.labels(event_type).inc(n)
     for msg, _reason in result.rejected:
-        EVENTS_REJECTED.labels(_event_type(msg)).inc()
+        count_rejected(msg)
     if result.held:
         EVENTS_HELD.inc(result.held)
     if result.released:

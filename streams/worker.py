@@ -140,6 +140,7 @@ class Pipeline:
         while True:
             try:
                 await self.applier.record_rejected([(msg, InvalidEvent(reason))])
+                metrics.count_rejected(msg)
                 break
             except Exception as exc:  # the database may be the problem: wait for it
                 log.warning("cannot record rejected %s yet: %s", msg.position, exc)

@@ -64,3 +64,46 @@ def test_metrics_port_taken_does_not_stop_the_worker() -> None:
         port = s.getsockname()[1]
         assert metrics.serve(port, addr="127.0.0.1") is False
     assert metrics.serve(0) is False
+
+
+async def test_pipeline_counts_an_unappliable_message_as_rejected(sqlite_url: str) -> None:
+    from models.db import make_engine
+    from models.policy import Policy
+    from streams.worker import Pipeline
+    from tests.test_apply import Feed, FlakyApplier, env
+
+    engine = make_engine(sqlite_url, writer=True)
+    applier = FlakyApplier(engine, Policy(), failures=2, poison="POISON")
+    healthy: list[float] = []
+
+    async def deadletter(m: Incoming, reason: str) -> None:
+        pass
+
+    def on_result(result: BatchResult, seconds: float) -> None:
+        healthy.append(value("crm_worker_database_healthy"))  # before this batch is counted
+        metrics.observe_batch(result, seconds)
+
+    pipeline = Pipeline(applier, deadletter, max_backoff=0.05, on_result=on_result)
+    feed = Feed()
+    batch = [
+        feed.msg(
+            "crm.managers",
+            env(
+                f"m{i}",
+                "manager.upserted",
+                "2026-08-01T00:00:00+08:00",
+                manager_id=f"m{i}",
+                branch_id="b",
+                name="POISON" if i == 2 else f"n{i}",
+            ),
+        )
+        for i in range(4)
+    ]
+    rejected = value("crm_events_rejected_total", event_type="manager.upserted")
+    applied = value("crm_events_applied_total", event_type="manager.upserted")
+    await pipeline.handle(batch)
+    assert value("crm_events_rejected_total", event_type="manager.upserted") == rejected + 1
+    assert value("crm_events_applied_total", event_type="manager.upserted") == applied + 3
+    assert healthy[0] == 0  # the outage before the first success was visible
+    assert value("crm_worker_database_healthy") == 1
+    await engine.dispose()
