@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -14,7 +12,6 @@ from fastapi.responses import JSONResponse
 from api.routes import events, health, ops, tally
 from crmtracker.settings import Settings
 from models.db import make_engine
-from streams.lag import LagMonitor
 
 log = logging.getLogger("crmtracker.api")
 
@@ -23,19 +20,9 @@ def create_app(settings: Settings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.engine = make_engine(settings.db_url)
-        app.state.lag_monitor = LagMonitor(settings, app.state.engine)
-        sampler = None
-        if settings.lag_sample_seconds > 0:
-            sampler = asyncio.create_task(
-                app.state.lag_monitor.run(settings.lag_sample_seconds), name="lag-sampler"
-            )
         try:
             yield
         finally:
-            if sampler is not None:
-                sampler.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await sampler
             await app.state.engine.dispose()
 
     app = FastAPI(
@@ -55,5 +42,5 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(health.router)
     app.include_router(tally.router)
     app.include_router(events.router)
-    app.include_router(ops.router)
+    app.include_router(ops.router)  # also starts the lag sampler (its router lifespan)
     return app

@@ -100,8 +100,8 @@ async def read_offsets(
         **client,  # type: ignore[arg-type]
     )
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap, **client)  # type: ignore[arg-type]
-    await consumer.start()
-    try:
+    try:  # a cancelled sample (API shutdown) must still close both clients
+        await consumer.start()
         await admin.start()
         await consumer.topics()  # metadata for every topic
         tps = [

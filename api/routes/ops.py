@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response, status
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request, Response, status
 from fastapi.security import HTTPAuthorizationCredentials
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Gauge, generate_latest
 from sqlalchemy import func, select
@@ -14,8 +17,27 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from api.auth import Principal
 from api.deps import _bearer, current_user, require_roles
 from models.tables import EventRow, RejectedRow
+from streams.lag import LagMonitor
 
-router = APIRouter(tags=["ops"])
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """The lag monitor and its sampler task (entered after the app's lifespan made the
+    engine, left before it disposes of it)."""
+    settings = app.state.settings
+    monitor = app.state.lag_monitor = LagMonitor(settings, app.state.engine)
+    sampler = None
+    if settings.lag_sample_seconds > 0:
+        sampler = asyncio.create_task(monitor.run(settings.lag_sample_seconds), name="lag")
+    try:
+        yield
+    finally:
+        if sampler is not None:
+            sampler.cancel()
+            await asyncio.gather(sampler, return_exceptions=True)
+
+
+router = APIRouter(tags=["ops"], lifespan=lifespan)
 Ops = Annotated[Principal, Depends(require_roles("ops", "admin"))]
 
 # What the database knows, whichever worker applied it (the worker counters are per process
@@ -34,7 +56,10 @@ PROBLEMS_STORED = Gauge(
 )
 
 
-@router.get("/v1/ops/lag")
+@router.get(
+    "/v1/ops/lag",
+    responses={503: {"description": "the broker's offsets could not be read (yet)"}},
+)
 async def lag(
     request: Request,
     _user: Ops,
