@@ -191,10 +191,16 @@ class LagMonitor:
         self.history: dict[Key, deque[Observation]] = {}
         self.oldest: dict[Key, float | None] = {}
         self.sampled_at: float | None = None
+        """When observations were last added (from the broker, or the workers' reports)."""
+        self.source: str | None = None
         self.last_error: str | None = None
 
     async def sample(self) -> None:
-        """One pass: read the broker (and liveness), append an observation per partition."""
+        """One pass: read the broker (and liveness), append an observation per partition.
+
+        When the broker cannot be read, the workers' own reports (``worker_positions``) stand
+        in, and ``error`` says why; with neither, it raises.
+        """
         now = time.time()
         try:
             for group in self.groups:
@@ -212,11 +218,38 @@ class LagMonitor:
             self.last_error = f"{type(exc).__name__}: {exc}"[:300]
             LAG_SAMPLE_FAILURES.inc()
             log.warning("lag sample failed: %s", self.last_error)
-            raise
-        self.last_error = None
+            if not await self._from_worker_reports(now):
+                raise
+            self.source = "worker reports"
+        else:
+            self.last_error = None
+            self.source = "broker"
+            LAG_SAMPLED_AT.set(now)
         self.sampled_at = now
-        LAG_SAMPLED_AT.set(now)
         self._export(now)
+
+    async def _from_worker_reports(self, now: float) -> bool:
+        """Observations from what the workers last reported; False when there is none."""
+        if self.engine is None:
+            return False
+        try:
+            async with self.engine.connect() as conn:
+                result = await conn.execute(
+                    select(WorkerPositionRow).where(
+                        WorkerPositionRow.group_id.in_(self.groups),
+                        WorkerPositionRow.topic.in_(self.topics),
+                    )
+                )
+                rows = result.all()
+        except Exception as exc:
+            log.debug("worker_positions unavailable: %s", exc)
+            return False
+        for r in rows:
+            alive = r.updated_at.timestamp() >= now - self.window
+            end = r.end_offset if r.end_offset is not None else (r.committed_offset or 0)
+            obs = Observation(now, r.committed_offset, end, alive)
+            self._add((r.group_id, r.topic, r.partition), obs, None)
+        return bool(rows)
 
     def _add(self, key: Key, obs: Observation, oldest_ts: float | None) -> None:
         hist = self.history.setdefault(key, deque())
@@ -280,6 +313,7 @@ class LagMonitor:
                 if self.sampled_at
                 else None
             ),
+            "source": self.source,
             "error": self.last_error,
             "items": items,
             "next_cursor": None,

@@ -91,3 +91,53 @@ async def test_lag_when_the_broker_cannot_be_read(tmp_path: Path, sqlite_url: st
         assert r.status_code == 503
         assert r.json()["detail"].startswith("cannot read offsets from the broker")
     assert REGISTRY.get_sample_value("crm_lag_sample_failures_total") == failures + 1
+
+
+async def test_lag_falls_back_to_the_workers_reports(tmp_path: Path, sqlite_url: str) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from api.auth import mint_token
+    from models.db import make_engine, upsert_positions
+
+    settings = Settings(
+        database_url=sqlite_url,
+        data_dir=tmp_path,
+        kafka_bootstrap="127.0.0.1:1",
+        lag_sample_seconds=0,
+        auth_secret="health-test-secret-" + "h" * 40,
+    )
+    now = datetime.now(UTC)
+    rows = [
+        (settings.topics.visits, 0, 40, 50, now),  # reported just now
+        (settings.topics.visits, 1, 7, 7, now - timedelta(minutes=10)),  # long ago
+        ("crm-tracker-__assignor-__leader", 0, None, 0, now),  # faust's own: not an input
+    ]
+    engine = make_engine(sqlite_url, writer=True)
+    await upsert_positions(
+        engine,
+        [
+            {
+                "group_id": settings.group_id,
+                "topic": t,
+                "partition": p,
+                "committed_offset": c,
+                "end_offset": e,
+                "worker": "w:1",
+                "updated_at": at,
+            }
+            for t, p, c, e, at in rows
+        ],
+    )
+    await engine.dispose()
+    ops = {"Authorization": f"Bearer {mint_token(settings.signing_secret(), 'ops')}"}
+    async with api_client(settings) as c:
+        r = await c.get("/v1/ops/lag", headers=ops)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["source"] == "worker reports"
+    assert body["error"] and "Error" in body["error"]
+    items = {i["partition"]: i for i in body["items"]}
+    assert set(items) == {0, 1}
+    assert (items[0]["committed_offset"], items[0]["end_offset"], items[0]["lag"]) == (40, 50, 10)
+    assert items[0]["consumer_alive"] is True and items[0]["time_lag_seconds"] is None
+    assert items[1]["lag"] == 0 and items[1]["consumer_alive"] is False
