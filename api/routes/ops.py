@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request, Response, status
+from fastapi.responses import PlainTextResponse
 from fastapi.security import HTTPAuthorizationCredentials
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Gauge, generate_latest
 from sqlalchemy import func, select
@@ -119,7 +120,7 @@ async def refresh_stored_counts(engine: AsyncEngine) -> None:
         PROBLEMS_STORED.labels(st).set(n)
 
 
-@router.get("/metrics", dependencies=[Depends(metrics_reader)])
+@router.get("/metrics", dependencies=[Depends(metrics_reader)], response_class=PlainTextResponse)
 async def prometheus_metrics(request: Request) -> Response:
     """Prometheus text format: this process's registry, lag gauges, stored counts."""
     state = request.app.state
