@@ -332,9 +332,13 @@ class LagMonitor:
 
     async def run(self, interval: float, stop: asyncio.Event | None = None) -> None:
         """Sample every ``interval`` seconds until cancelled (the API lifespan task)."""
+        task = asyncio.current_task()
         while stop is None or not stop.is_set():
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self.sample(), timeout=max(10.0, interval * 2))
+            if task is not None and task.cancelling():
+                # a client library turned our cancellation into its own error: stop anyway
+                raise asyncio.CancelledError
             await asyncio.sleep(interval)
 
 

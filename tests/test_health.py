@@ -141,3 +141,26 @@ async def test_lag_falls_back_to_the_workers_reports(tmp_path: Path, sqlite_url:
     assert (items[0]["committed_offset"], items[0]["end_offset"], items[0]["lag"]) == (40, 50, 10)
     assert items[0]["consumer_alive"] is True and items[0]["time_lag_seconds"] is None
     assert items[1]["lag"] == 0 and items[1]["consumer_alive"] is False
+
+
+async def test_sampler_stops_when_cancelled_as_a_sample_fails(tmp_path: Path) -> None:
+    """The cancellation arrives just as a sample fails: asyncio.wait_for then hands back the
+    sample's error instead of the cancellation, which the loop suppresses. The sampler must
+    stop anyway (an API shutdown hung on this)."""
+    import asyncio
+
+    from streams.lag import LagMonitor
+
+    runs = 0
+
+    class FailingAsCancelled(LagMonitor):
+        async def sample(self) -> None:
+            nonlocal runs
+            runs += 1
+            task.cancel()  # the shutdown's cancel lands in the same loop turn ...
+            raise RuntimeError("connection refused")  # ... as the sample fails
+
+    monitor = FailingAsCancelled(Settings(data_dir=tmp_path, kafka_bootstrap="127.0.0.1:1"))
+    task = asyncio.create_task(monitor.run(0.05))
+    done, _ = await asyncio.wait({task}, timeout=2)
+    assert done and task.cancelled() and runs == 1

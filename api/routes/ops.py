@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -20,6 +21,8 @@ from api.deps import _bearer, current_user, require_roles
 from models.tables import EventRow, RejectedRow
 from streams.lag import LagMonitor
 
+log = logging.getLogger("crmtracker.api")
+
 
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -28,14 +31,21 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings = app.state.settings
     monitor = app.state.lag_monitor = LagMonitor(settings, app.state.engine)
     sampler = None
+    stop = asyncio.Event()
     if settings.lag_sample_seconds > 0:
-        sampler = asyncio.create_task(monitor.run(settings.lag_sample_seconds), name="lag")
+        sampler = asyncio.create_task(
+            monitor.run(settings.lag_sample_seconds, stop), name="lag-sampler"
+        )
     try:
         yield
     finally:
         if sampler is not None:
+            stop.set()
             sampler.cancel()
-            await asyncio.gather(sampler, return_exceptions=True)
+            # never let a sample stuck in a client library hold up the shutdown
+            done, _ = await asyncio.wait({sampler}, timeout=10)
+            if not done:
+                log.warning("lag sampler did not stop in 10 s; leaving it")
 
 
 router = APIRouter(tags=["ops"], lifespan=lifespan)
