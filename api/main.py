@@ -18,6 +18,7 @@ from api.routes import (
     events,
     health,
     leaderboard,
+    ops,
     reminders,
     stream,
     tally,
@@ -63,4 +64,5 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(stream.router, responses=ERRORS)
     app.include_router(clients.router, responses=ERRORS)
     app.include_router(reminders.router, responses=ERRORS)
+    app.include_router(ops.router, responses=ERRORS)  # also starts the lag sampler
     return app
