@@ -55,6 +55,30 @@ from models.tables import (
 from models.visits import resets_post_loan_clock
 
 REFERENCE_ORDER = {"manager.upserted": 0, "client.upserted": 1}
+
+_CLAIM_COLUMNS = (
+    ("event_id", "varchar"),
+    ("event_type", "varchar"),
+    ("topic", "varchar"),
+    ("partition", "int"),
+    ("offset", "bigint"),
+    ("occurred_at", "timestamptz"),
+    ("received_at", "timestamptz"),
+    ("status", "varchar"),
+    ("client_id", "varchar"),
+    ("manager_id", "varchar"),
+    ("branch_id", "varchar"),
+    ("day", "date"),
+    ("weighted_profit", "numeric"),
+    ("value", "text"),
+)
+_PG_CLAIM = (
+    "INSERT INTO events ({cols}) SELECT * FROM unnest({arrays}) "
+    "ON CONFLICT (event_id) DO NOTHING RETURNING event_id"
+).format(
+    cols=", ".join(f'"{c}"' for c, _ in _CLAIM_COLUMNS),
+    arrays=", ".join(f"${i}::{t}[]" for i, (_, t) in enumerate(_CLAIM_COLUMNS, 1)),
+)
 REMINDER_SOURCE = "crm-tracker-worker"
 
 
@@ -418,6 +442,14 @@ class Applier:
         if not rows:
             return set()
         rows.sort(key=lambda r: r["event_id"])  # same lock order in every worker
+        if self.dialect == "postgresql":
+            # one statement over arrays: no per-row parameter building (the claim is the
+            # widest write of a batch)
+            raw = await conn.get_raw_connection()
+            found = await raw.driver_connection.fetch(  # type: ignore[union-attr]
+                _PG_CLAIM, *([r.get(c) for r in rows] for c, _ in _CLAIM_COLUMNS)
+            )
+            return {r[0] for r in found}
         res = await conn.execute(self._claim_stmt, rows)
         return {r[0] for r in res}
 
