@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from api.routes import assessment, audit, events, health, leaderboard, tally
+from api.routes import assessment, audit, dashboard, events, health, leaderboard, tally
 from crmtracker.settings import Settings
 from models.db import make_engine
 
@@ -45,4 +45,5 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(assessment.router)
     app.include_router(events.router)
     app.include_router(audit.router)
+    app.include_router(dashboard.router)
     return app
