@@ -68,3 +68,22 @@ def test_no_outside_links_and_no_html_injection() -> None:
         assert "https://" not in text
         assert "innerHTML" not in text and "insertAdjacentHTML" not in text
         assert "document.write" not in text and "eval(" not in text
+
+
+def test_up_banner_prints_dashboard_links(tmp_path: Path) -> None:
+    from api.auth import decode_token, mint_token
+    from crmtracker.up import _banner
+
+    settings = Settings(data_dir=tmp_path, auth_secret="s" * 40, api_port=8123)
+    secret = settings.signing_secret()
+    admin = mint_token(secret, "admin")
+    supervisor = mint_token(secret, "supervisor", branches=["b01"])
+    lines = _banner(settings, admin, True, supervisor).splitlines()
+    assert f"  admin token    {admin}" in lines  # the existing lines stay
+    assert f"  dashboard      http://127.0.0.1:8123/dashboard#token={admin}" in lines
+    (link,) = [line for line in lines if line.startswith("  b01 supervisor ")]
+    token = link.split("#token=", 1)[1]
+    assert decode_token(secret, token).branches == {"b01"}
+    # without the demo: the admin link only
+    quiet = _banner(settings, admin, False)
+    assert "/dashboard#token=" in quiet and "supervisor" not in quiet
