@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -9,7 +10,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from api.routes import assessment, audit, dashboard, events, health, leaderboard, tally
+from api.routes import assessment, audit, dashboard, events, health, leaderboard, stream, tally
 from crmtracker.settings import Settings
 from models.db import make_engine
 
@@ -20,9 +21,12 @@ def create_app(settings: Settings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.engine = make_engine(settings.db_url)
+        pruner = asyncio.create_task(stream.prune_forever(app.state.engine))
         try:
             yield
         finally:
+            pruner.cancel()
+            await asyncio.gather(pruner, return_exceptions=True)
             await app.state.engine.dispose()
 
     app = FastAPI(
@@ -45,5 +49,6 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(assessment.router)
     app.include_router(events.router)
     app.include_router(audit.router)
+    app.include_router(stream.router)
     app.include_router(dashboard.router)
     return app

@@ -84,6 +84,10 @@ def cmd_api(args: argparse.Namespace) -> int:
     from models.db import upgrade
 
     settings = _settings(args)
+    problem = settings.secret_problem()
+    if problem:
+        _err(f"crm-tracker api: refusing to start: {problem}")
+        return 2
     upgrade(settings.db_url)
     uvicorn.run(
         create_app(settings), host=settings.api_host, port=settings.api_port, log_level="warning"

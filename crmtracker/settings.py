@@ -47,6 +47,11 @@ class TopicNames:
         return {self.clients, self.managers}
 
 
+PLACEHOLDER_SECRETS = frozenset(
+    {"changeme", "change-me", "change_me", "secret", "default", "crm-tracker", "password"}
+)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="CRM_", env_file=".env", extra="ignore", frozen=False
@@ -192,6 +197,22 @@ class Settings(BaseSettings):
     def policy(self) -> Policy:
         """The bank's rules: models/policy.toml, the policy file, then environment overrides."""
         return load_policy(self.policy_file, self._policy_layers())
+
+    def secret_problem(self) -> str | None:
+        """Why the signing secret is not fit for production, or None.
+
+        Production means a real Kafka cluster (``CRM_KAFKA_BOOTSTRAP`` set): there the secret
+        must be configured, at least 32 characters and not a placeholder. The embedded
+        single-machine setup (demo, dev) may generate one in the data directory.
+        """
+        if self.embedded_broker:
+            return None
+        if self.auth_secret is None:
+            return "CRM_AUTH_SECRET is not set (required with a real Kafka cluster)"
+        value = self.auth_secret.get_secret_value()
+        if len(value) < 32 or value.lower().strip("-_ ") in PLACEHOLDER_SECRETS:
+            return "CRM_AUTH_SECRET is a placeholder or shorter than 32 characters"
+        return None
 
     def signing_secret(self) -> str:
         """The token secret: configured, or generated once in the data directory."""

@@ -233,6 +233,24 @@ class AuditRow(Base):
     __table_args__ = (Index("ix_audit_at", "at"),)
 
 
+class StreamEventRow(Base):
+    """Changes for live clients (``GET /v1/stream``), written in the transaction that makes
+    them; ids follow commit order (the writer serialises the insert up to its commit), so a
+    reader that resumes after an id misses nothing. Old rows are pruned."""
+
+    __tablename__ = "stream_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime())
+    kind: Mapped[str] = mapped_column(String(16))
+    """``tally`` or ``reminder``."""
+    manager_id: Mapped[str | None] = mapped_column(String(128))
+    branch_id: Mapped[str | None] = mapped_column(String(128))
+    data: Mapped[str] = mapped_column(Text)
+
+    __table_args__ = (Index("ix_stream_events_at", "at"),)
+
+
 MONEY_COLUMNS: tuple[str, ...] = (
     *(f"volume_{line}" for line in BUSINESS_LINES),
     *(f"profit_{line}" for line in BUSINESS_LINES),

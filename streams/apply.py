@@ -37,6 +37,7 @@ from models.events import (
     decode_event,
 )
 from models.policy import Policy, bank_day, claim_ratio, to_cny, weighted_profit
+from models.stream import publish, tally_changes
 from models.tables import (
     COUNT_COLUMNS,
     MONEY_COLUMNS,
@@ -268,6 +269,7 @@ class Applier:
     ) -> None:
         now = datetime.now(UTC)
         async with self.engine.begin() as conn:
+            conn.info["tally_entries"] = []
             if rejected:
                 await self._record_rejected(conn, rejected, now)
                 result.rejected = [(m, e.reason) for m, e in rejected]
@@ -291,6 +293,8 @@ class Applier:
                 released = await self._load_held(conn, client_ids, manager_ids)
             if facts or released:
                 await self._apply_facts(conn, facts, released, now, result)
+            # last, so the stream lock is held only from here to the commit
+            await publish(conn, tally_changes(conn.info.pop("tally_entries", []), now))
 
     async def record_rejected(self, rejected: list[tuple[Incoming, InvalidEvent]]) -> None:
         """Record messages rejected outside a batch (e.g. ones the apply step cannot take)."""
@@ -708,6 +712,7 @@ class Applier:
         self, conn: AsyncConnection, entries: list[tuple[str, str, date, dict[str, Any]]]
     ) -> None:
         """Add (manager, branch, day, delta) entries to the daily buckets, aggregated first."""
+        conn.info.setdefault("tally_entries", []).extend(entries)
         per_manager: dict[tuple[str, date], dict[str, Any]] = {}
         per_branch: dict[tuple[str, date], dict[str, Any]] = {}
         for manager_id, branch_id, day, delta in entries:

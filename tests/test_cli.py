@@ -157,3 +157,12 @@ def test_replay_after_a_policy_change_equals_a_fresh_computation(tmp_path: Path)
     assert asyncio.run(figures(f"sqlite+aiosqlite:///{live}")) == after
     bad = run("replay", "--from", "yesterday", data_dir=tmp_path, env=env)
     assert bad.returncode == 2 and "--from" in bad.stderr
+
+
+def test_api_refuses_a_missing_or_placeholder_secret_outside_the_demo(tmp_path: Path) -> None:
+    real = {"CRM_KAFKA_BOOTSTRAP": "kafka.bank.internal:9093"}
+    for secret in (None, "changeme", "short-secret"):
+        env = {**real, **({"CRM_AUTH_SECRET": secret} if secret else {})}
+        r = run("api", data_dir=tmp_path, env=env)
+        assert r.returncode == 2, (secret, r.stderr)
+        assert "CRM_AUTH_SECRET" in r.stderr

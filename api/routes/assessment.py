@@ -14,7 +14,7 @@ from sqlalchemy import func, insert, select
 from sqlalchemy.exc import IntegrityError
 
 from api.deps import ConnDep, EngineDep, Reader, SettingsDep
-from api.routes.tally import manager_branch
+from api.scope import ManagerInScope
 from models.assessment import assess, evaluation_document, period_label
 from models.audit import record
 from models.policy import period_range
@@ -56,15 +56,14 @@ class EvaluationIn(BaseModel):
 
 @router.get("/managers/{manager_id}/assessment")
 async def manager_assessment(
-    manager_id: str,
-    user: Reader,
+    manager: ManagerInScope,
     conn: ConnDep,
     settings: SettingsDep,
     period: PeriodQ = "year",
     at: AtQ = None,
 ) -> dict[str, Any]:
     """Completion ratio, performance and evaluation points, total score, grade and flags."""
-    branch_id = await manager_branch(conn, user, manager_id)
+    manager_id, branch_id = manager.manager_id, manager.branch_id
     now = datetime.now(UTC)
     start, end = period_range(period, at or now.astimezone(settings.tz).date())
     doc = await assess(conn, manager_id, period, start, end, settings.policy, now)
@@ -74,15 +73,14 @@ async def manager_assessment(
 
 @router.get("/managers/{manager_id}/evaluation")
 async def evaluation_history(
-    manager_id: str,
-    user: Reader,
+    manager: ManagerInScope,
     conn: ConnDep,
     settings: SettingsDep,
     period: PeriodQ = "year",
     at: AtQ = None,
 ) -> dict[str, Any]:
     """Every version of the evaluation entered for the period, newest first."""
-    await manager_branch(conn, user, manager_id)
+    manager_id = manager.manager_id
     start, _ = period_range(period, at or datetime.now(settings.tz).date())
     label = period_label(period, start)
     rows = (
@@ -98,7 +96,7 @@ async def evaluation_history(
 
 @router.put("/managers/{manager_id}/evaluation")
 async def enter_evaluation(
-    manager_id: str,
+    manager: ManagerInScope,
     user: Reader,
     engine: EngineDep,
     settings: SettingsDep,
@@ -106,6 +104,7 @@ async def enter_evaluation(
     body: Annotated[EvaluationIn, Body()],
 ) -> dict[str, Any]:
     """Enter (or correct, as a new version) a manager's comprehensive evaluation points."""
+    manager_id = manager.manager_id
     if user.role not in ("supervisor", "admin"):
         raise HTTPException(status.HTTP_403_FORBIDDEN, "evaluations are entered by supervisors")
     limit = settings.policy.evaluation_points
@@ -121,7 +120,6 @@ async def enter_evaluation(
     label = period_label(body.period, start)
     now = datetime.now(UTC)
     async with engine.begin() as conn:
-        await manager_branch(conn, user, manager_id)
         version = (
             await conn.execute(
                 select(func.coalesce(func.max(EvaluationRow.version), 0)).where(

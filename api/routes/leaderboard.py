@@ -9,7 +9,8 @@ from sqlalchemy import select
 
 from api.deps import Admin, ConnDep, Reader, SettingsDep
 from api.pagination import Cursor, Limit, decode_cursor, encode_cursor
-from api.routes.tally import DateRange, Span, branch_managers
+from api.routes.tally import DateRange, Span
+from api.scope import BranchId, BranchInScope
 from models.tables import ManagerRow
 from models.tally import (
     METRICS,
@@ -95,8 +96,9 @@ async def _board(
 
 @router.get("/branches/{branch_id}/leaderboard")
 async def branch_leaderboard(
-    branch_id: str,
+    branch_id: BranchId,
     user: Reader,
+    managers: BranchInScope,
     conn: ConnDep,
     settings: SettingsDep,
     span: DateRange,
@@ -108,7 +110,6 @@ async def branch_leaderboard(
     _check_metric(metric)
     if user.role == "manager":
         raise HTTPException(status.HTTP_403_FORBIDDEN, "leaderboards are for supervisors")
-    managers = await branch_managers(conn, user, branch_id)
     board = await _board(conn, settings, managers, span, metric, limit, cursor)
     return {"branch_id": branch_id, **board}
 

@@ -8,11 +8,10 @@ from decimal import Decimal
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Query, status
-from sqlalchemy import select
 
-from api.deps import ConnDep, Reader, SettingsDep
+from api.deps import ConnDep, SettingsDep
+from api.scope import BranchId, BranchInScope, ManagerInScope
 from models.policy import ACCOUNT_TYPES, branch_account_targets, period_range
-from models.tables import ManagerRow
 from models.tally import (
     account_targets_document,
     branch_totals,
@@ -85,46 +84,15 @@ def date_range(
 DateRange = Annotated[Span, Depends(date_range)]
 
 
-async def manager_branch(conn: Any, user: Any, manager_id: str) -> str:
-    """The manager's branch, after checking the caller may see the manager (404 / 403)."""
-    if user.role == "manager" and user.manager_id != manager_id:
-        raise HTTPException(status.HTTP_403_FORBIDDEN, "managers see their own data only")
-    row = (
-        await conn.execute(select(ManagerRow.branch_id).where(ManagerRow.manager_id == manager_id))
-    ).first()
-    if row is None:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, f"manager {manager_id} not found")
-    if not user.can_see_manager(manager_id, row.branch_id):
-        raise HTTPException(status.HTTP_403_FORBIDDEN, "manager is outside your branches")
-    return row.branch_id  # type: ignore[no-any-return]
-
-
-async def branch_managers(conn: Any, user: Any, branch_id: str) -> list[Any]:
-    """The branch's managers, after checking the caller may see the branch (403 / 404)."""
-    if not user.can_see_branch(branch_id):
-        raise HTTPException(status.HTTP_403_FORBIDDEN, "branch is outside your scope")
-    rows = (
-        await conn.execute(
-            select(
-                ManagerRow.manager_id, ManagerRow.name, ManagerRow.branch_id, ManagerRow.active
-            ).where(ManagerRow.branch_id == branch_id)
-        )
-    ).all()
-    if not rows:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, f"branch {branch_id} not found")
-    return list(rows)
-
-
 @router.get("/managers/{manager_id}/tally")
 async def manager_tally(
-    manager_id: str,
-    user: Reader,
+    manager: ManagerInScope,
     conn: ConnDep,
     settings: SettingsDep,
     span: DateRange,
 ) -> dict[str, Any]:
     """A manager's tally for the period containing `at` (or from/to), with the profit target."""
-    branch_id = await manager_branch(conn, user, manager_id)
+    manager_id, branch_id = manager.manager_id, manager.branch_id
     totals = await manager_totals(conn, manager_id, span.start, span.end)
     doc = tally_document(("manager_id", manager_id), span.start, span.end, totals, settings.tz)
     doc["branch_id"] = branch_id
@@ -138,14 +106,13 @@ async def manager_tally(
 
 @router.get("/branches/{branch_id}/tally")
 async def branch_tally(
-    branch_id: str,
-    user: Reader,
+    branch_id: BranchId,
+    managers: BranchInScope,
     conn: ConnDep,
     settings: SettingsDep,
     span: DateRange,
 ) -> dict[str, Any]:
     """A branch's tally (exact sums over its events), its account targets and profit target."""
-    managers = await branch_managers(conn, user, branch_id)
     totals = await branch_totals(conn, branch_id, span.start, span.end)
     doc = tally_document(("branch_id", branch_id), span.start, span.end, totals, settings.tz)
     accounts = {t: totals[f"accounts_{t}"] for t in ACCOUNT_TYPES}

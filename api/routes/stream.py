@@ -1,0 +1,130 @@
+"""Live push: Server-Sent Events of tally changes (and reminder events) in the caller's scope."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request, status
+from fastapi.responses import StreamingResponse
+from fastapi.security import HTTPAuthorizationCredentials
+
+from api.auth import Principal, TokenError, decode_token
+from api.deps import _bearer
+from models.stream import last_id, prune, read_after
+
+router = APIRouter(prefix="/v1", tags=["live"])
+
+POLL_SECONDS = 0.25
+KEEPALIVE_SECONDS = 15.0
+RETENTION = timedelta(hours=24)
+
+
+def stream_user(
+    request: Request,
+    creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    access_token: Annotated[
+        str | None,
+        Query(
+            max_length=4096,
+            description="the token, for clients that cannot set headers (EventSource)",
+        ),
+    ] = None,
+) -> Principal:
+    token = creds.credentials if creds is not None else access_token
+    if not token:
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED, "missing bearer token", {"WWW-Authenticate": "Bearer"}
+        )
+    try:
+        user = decode_token(request.app.state.secret, token)
+    except TokenError as exc:
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED, f"invalid token: {exc}", {"WWW-Authenticate": "Bearer"}
+        ) from None
+    if user.role == "ops":
+        raise HTTPException(status.HTTP_403_FORBIDDEN, "out of scope for this role")
+    return user
+
+
+def in_scope(user: Principal, manager_id: str | None, branch_id: str | None) -> bool:
+    if user.role == "admin":
+        return True
+    if user.role == "supervisor":
+        return branch_id is not None and branch_id in user.branches
+    if user.role == "manager":
+        return manager_id is not None and manager_id == user.manager_id
+    return False
+
+
+def _frame(event_id: int, kind: str, data: str) -> str:
+    return f"id: {event_id}\nevent: {kind}\ndata: {data}\n\n"
+
+
+@router.get(
+    "/stream",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"text/event-stream": {}}}},
+)
+async def stream(
+    request: Request,
+    user: Annotated[Principal, Depends(stream_user)],
+    last_event_id: Annotated[str | None, Header(max_length=32)] = None,
+) -> StreamingResponse:
+    """Server-Sent Events: `tally` when a manager's figures change, `reminder` for reminder
+    events, each in the caller's scope; resumes after `Last-Event-ID`; keep-alives every 15 s."""
+    engine = request.app.state.engine
+    try:
+        after = int(last_event_id) if last_event_id else None
+    except ValueError:
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT, "Last-Event-ID must be an integer"
+        ) from None
+    async with engine.connect() as conn:
+        newest = await last_id(conn)
+    cursor = newest if after is None else min(after, newest)
+
+    async def events() -> AsyncIterator[str]:
+        nonlocal cursor
+        scope = {
+            "role": user.role,
+            "manager_id": user.manager_id,
+            "branches": sorted(user.branches),
+        }
+        yield f"retry: 2000\nevent: ready\ndata: {json.dumps(scope)}\n\n"
+        quiet = 0.0
+        while not await request.is_disconnected():
+            async with engine.connect() as conn:
+                rows = await read_after(conn, cursor)
+            for r in rows:
+                cursor = r.id
+                if in_scope(user, r.manager_id, r.branch_id):
+                    yield _frame(r.id, r.kind, r.data)
+                    quiet = 0.0
+            if rows:
+                continue
+            await asyncio.sleep(POLL_SECONDS)
+            quiet += POLL_SECONDS
+            if quiet >= KEEPALIVE_SECONDS:
+                quiet = 0.0
+                yield ": keep-alive\n\n"
+
+    return StreamingResponse(
+        events(),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
+
+
+async def prune_forever(engine: Any, every: float = 600.0) -> None:
+    """Drop stream rows older than a day (a client away longer reloads instead)."""
+    while True:
+        try:
+            async with engine.begin() as conn:
+                await prune(conn, datetime.now(UTC) - RETENTION)
+        except Exception:
+            pass
+        await asyncio.sleep(every)
