@@ -101,9 +101,12 @@ class Stack:
     def token(self, role: str, **kw: Any) -> str:
         return mint_token(SECRET, role, **kw)
 
-    async def has_stream(self) -> bool:
+    async def has_route(self, path: str) -> bool:
         async with httpx.AsyncClient(base_url=self.api.base, timeout=10) as c:
-            return "/v1/stream" in (await c.get("/openapi.json")).json()["paths"]
+            return path in (await c.get("/openapi.json")).json()["paths"]
+
+    async def has_stream(self) -> bool:
+        return await self.has_route("/v1/stream")
 
     async def get(self, path: str, token: str, **params: Any) -> httpx.Response:
         async with httpx.AsyncClient(base_url=self.api.base, timeout=10) as c:
@@ -264,6 +267,75 @@ async def test_leaderboard_follows_new_events_without_a_reload(stack: Stack, bro
     ARTIFACTS.mkdir(exist_ok=True)
     shot = ARTIFACTS / "dashboard.png"
     await page.screenshot(path=str(shot), full_page=True)
+    assert page.errors == []  # type: ignore[attr-defined]
+    await page.context.close()
+
+
+async def _bump(stack: Stack, token: str, branch: str) -> tuple[str, str]:
+    """Send a large transaction for the branch's last manager; (manager, new value)."""
+    path = f"/v1/branches/{branch}/leaderboard"
+    before = {i["manager_id"]: i["value"] for i in (await stack.get(path, token)).json()["items"]}
+    target = min(before, key=lambda m: (float(before[m]), m))
+    await produce(stack.settings, [_transaction(stack.demo.client_ids[1], target, "99999.99")])
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        items = (await stack.get(path, token)).json()["items"]
+        after = next(i["value"] for i in items if i["manager_id"] == target)
+        if after != before[target]:
+            return target, after
+        await asyncio.sleep(0.3)
+    raise AssertionError(f"the event was not applied\n{stack.worker.log_tail()}")
+
+
+async def test_without_the_stream_the_page_polls_and_says_reconnecting(
+    stack: Stack, browser: Any
+) -> None:
+    token = stack.token("supervisor", branches=["b03"])
+    page = await _page(browser)
+    await page.route("**/v1/stream*", lambda route: route.abort())  # the stream is down
+    await page.goto(f"{stack.api.base}/dashboard#token={token}")
+    await page.locator("#leaderboard tbody tr").first.wait_for()
+    assert await page.locator("#live-text").text_content() == "重新连接中"
+    assert await page.get_attribute("body", "data-live") == "reconnecting"
+    target, after = await _bump(stack, token, "b03")
+    await page.wait_for_function(
+        "([sel, want]) => document.querySelector(sel)?.textContent === want",
+        arg=[f'#leaderboard tr[data-manager="{target}"] .value', _shown(after)],
+        timeout=15000,  # polled every 5 s
+    )
+    if await stack.has_stream():  # the stream comes back: the page says live again
+        await page.unroute("**/v1/stream*")
+        await page.locator("body[data-live=live]").wait_for(timeout=40000)
+    assert page.errors == []  # type: ignore[attr-defined]
+    await page.context.close()
+
+
+async def test_ops_sees_the_lag_panel_only(stack: Stack, browser: Any) -> None:
+    token = stack.token("ops")
+    page = await _page(browser)
+    await page.goto(f"{stack.api.base}/dashboard#token={token}")
+    await page.locator("#lag-panel").wait_for()
+    for panel in ("leaderboard", "card", "overdue", "reminders"):
+        assert await page.locator(f"#{panel}-panel").is_hidden()
+    if await stack.has_route("/v1/ops/lag"):
+        row = page.locator("#lag tbody tr").first
+        await row.wait_for(timeout=15000)
+        assert await row.locator(".badge").text_content() in {
+            "OK",
+            "WARN",
+            "REWIND",
+            "STALL",
+            "STOP",
+        }
+        # a sparkline drawn from repeated polls (every 5 s)
+        await page.locator("#lag svg.sparkline polyline").first.wait_for(timeout=15000)
+        assert await page.get_attribute("body", "data-live") == "live"
+    else:  # not on this server yet: a sentence, not a broken page
+        message = page.locator('#lag-panel [data-role="message"]')
+        await page.wait_for_function(
+            "() => document.querySelector('#lag-panel .message')?.textContent !== ''"
+        )
+        assert await message.text_content() == "该功能尚未启用。"
     assert page.errors == []  # type: ignore[attr-defined]
     await page.context.close()
 

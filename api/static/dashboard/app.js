@@ -538,6 +538,7 @@ function sparkline(points, width = 120, height = 28) {
 async function refreshLag() {
   if ($("lag-panel").hidden) return;
   const res = await state.api.get("/v1/ops/lag", { limit: 1000 });
+  if (role() === "ops") setLive(res.ok); // for ops the page lives on these polls
   const tbody = $("lag").querySelector("tbody");
   if (explain("lag-panel", res)) {
     tbody.replaceChildren();
@@ -659,6 +660,8 @@ async function start() {
   refreshAll();
   startTimers();
   state.stream?.stop();
+  state.stream = null;
+  if (role() === "ops") return; // the stream carries tallies, not lag: the lag panel polls
   state.stream = new LiveStream({
     url: "/v1/stream",
     token: state.token,
