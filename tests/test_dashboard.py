@@ -262,7 +262,10 @@ async def test_leaderboard_follows_new_events_without_a_reload(stack: Stack, bro
         "id => document.querySelector('#card-name')?.textContent.includes(id)", arg=target
     )
     await page.locator("#card-body .progress").wait_for(timeout=10000)
-    await asyncio.sleep(2.6)  # let the "changed" highlight fade before the picture
+    # let the "changed" highlight fade before the picture
+    await page.wait_for_function(
+        "() => !document.getAnimations().some(a => a.animationName === 'flash')", timeout=10000
+    )
 
     ARTIFACTS.mkdir(exist_ok=True)
     shot = ARTIFACTS / "dashboard.png"

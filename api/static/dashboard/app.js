@@ -324,6 +324,11 @@ async function refreshLeaderboard() {
       el("td", { class: "bar-col" }, bar),
     );
   });
+  for (const row of rows) {
+    if (row.classList.contains("changed")) {
+      row.addEventListener("animationend", () => row.classList.remove("changed"), { once: true });
+    }
+  }
   tbody.replaceChildren(...rows);
   if (!items.length) panelMessage("leaderboard-panel", t("none"), "muted");
   $("as-of").textContent = asOfLabel(items[0]?.tally?.as_of || "");
