@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from api.auth import Principal, TokenError, decode_token
@@ -63,3 +64,17 @@ ConnDep = Annotated[AsyncConnection, Depends(get_conn)]
 CurrentUser = Annotated[Principal, Depends(current_user)]
 Reader = Annotated[Principal, Depends(require_roles("manager", "supervisor", "admin"))]
 Admin = Annotated[Principal, Depends(require_roles("admin"))]
+
+
+class ErrorOut(BaseModel):
+    """Every error answer: ``{"detail": ...}`` (a message, or the list of invalid fields)."""
+
+    detail: str | list[dict[str, Any]]
+
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"model": ErrorOut, "description": "no token, or an invalid one (expired, bad signature)"},
+    403: {"model": ErrorOut, "description": "out of scope for the caller's role or branches"},
+    404: {"model": ErrorOut, "description": "unknown id"},
+    422: {"model": ErrorOut, "description": "bad input: the detail names what and why"},
+}

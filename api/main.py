@@ -10,7 +10,19 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from api.routes import assessment, audit, dashboard, events, health, leaderboard, stream, tally
+from api.deps import ERRORS
+from api.routes import (
+    assessment,
+    audit,
+    clients,
+    dashboard,
+    events,
+    health,
+    leaderboard,
+    reminders,
+    stream,
+    tally,
+)
 from crmtracker.settings import Settings
 from models.db import make_engine
 
@@ -44,11 +56,13 @@ def create_app(settings: Settings) -> FastAPI:
         return JSONResponse({"detail": "internal error"}, status_code=500)
 
     app.include_router(health.router)
-    app.include_router(tally.router)
-    app.include_router(leaderboard.router)
-    app.include_router(assessment.router)
-    app.include_router(events.router)
-    app.include_router(audit.router)
-    app.include_router(stream.router)
+    app.include_router(tally.router, responses=ERRORS)
+    app.include_router(leaderboard.router, responses=ERRORS)
+    app.include_router(assessment.router, responses=ERRORS)
+    app.include_router(events.router, responses=ERRORS)
+    app.include_router(audit.router, responses=ERRORS)
+    app.include_router(stream.router, responses=ERRORS)
+    app.include_router(clients.router, responses=ERRORS)
+    app.include_router(reminders.router, responses=ERRORS)
     app.include_router(dashboard.router)
     return app

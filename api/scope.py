@@ -13,16 +13,20 @@ manager asks for another manager), 404 for an unknown id, 403 for a known one ou
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, HTTPException, Path, status
 from sqlalchemy import select
 
+from api.auth import Principal
 from api.deps import ConnDep, Reader
+from models.followup import Scope, client_row, reminder_scope_row
 from models.tables import ManagerRow
 
 ManagerId = Annotated[str, Path(min_length=1, max_length=128, description="a manager id")]
 BranchId = Annotated[str, Path(min_length=1, max_length=128, description="a branch id")]
+ClientId = Annotated[str, Path(min_length=1, max_length=128, description="a client id")]
+ReminderId = Annotated[int, Path(ge=1, le=2**31 - 1, description="a reminder id")]
 
 
 @dataclass(frozen=True)
@@ -67,5 +71,46 @@ async def branch_in_scope(branch_id: BranchId, user: Reader, conn: ConnDep) -> l
     return [ManagerRef(r.manager_id, r.branch_id, r.name, r.active) for r in rows]
 
 
+async def client_in_scope(client_id: ClientId, user: Reader, conn: ConnDep) -> Any:
+    """The path's client (with its manager's branch), if the caller may see it."""
+    c = await client_row(conn, client_id)
+    if c is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"client {client_id} not found")
+    if not user.can_see_manager(c.manager_id, c.manager_branch_id):
+        raise HTTPException(status.HTTP_403_FORBIDDEN, "out of scope for this caller")
+    return c
+
+
+async def reminder_in_scope(reminder_id: ReminderId, user: Reader, conn: ConnDep) -> int:
+    """404 for an unknown reminder, 403 unless the caller is its manager, their supervisor
+    (the manager's branch) or an admin. Ends the read so a write starts its own."""
+    r = await reminder_scope_row(conn, reminder_id)
+    await conn.rollback()
+    if r is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"reminder {reminder_id} not found")
+    if not user.can_see_manager(r.manager_id, r.manager_branch_id):
+        raise HTTPException(status.HTTP_403_FORBIDDEN, "out of scope for this caller")
+    return reminder_id
+
+
+def caller_scope(user: Principal) -> Scope:
+    """What the caller may see: a manager their own clients, a supervisor their branches."""
+    if user.role == "manager":
+        return Scope(manager_ids=frozenset({user.manager_id or ""}))
+    if user.role == "supervisor":
+        return Scope(branch_ids=user.branches)
+    return Scope()
+
+
+def forbid_out_of_scope(user: Principal, manager_id: str | None, branch_id: str | None) -> None:
+    """A filter naming someone the caller may not see is a 403, not an empty list."""
+    if manager_id is not None and user.role == "manager" and manager_id != user.manager_id:
+        raise HTTPException(status.HTTP_403_FORBIDDEN, "out of scope: another manager")
+    if branch_id is not None and user.role == "supervisor" and branch_id not in user.branches:
+        raise HTTPException(status.HTTP_403_FORBIDDEN, "out of scope: another branch")
+
+
 ManagerInScope = Annotated[ManagerRef, Depends(manager_in_scope)]
+ClientInScope = Annotated[Any, Depends(client_in_scope)]
+ReminderInScope = Annotated[int, Depends(reminder_in_scope)]
 BranchInScope = Annotated[list[ManagerRef], Depends(branch_in_scope)]

@@ -49,8 +49,46 @@ def cmd_token(args: argparse.Namespace) -> int:
     except ValueError as exc:
         _err(f"crm-tracker token: {exc}")
         return 2
+    _audit_token(settings, args)
     print(token)
     return 0
+
+
+def _audit_token(settings: Any, args: argparse.Namespace) -> None:
+    """Record the minting in the audit log (who ran it on which host); a database that cannot
+    be reached does not stop the token, but says so."""
+    import getpass
+    import socket
+
+    from models.audit import record
+    from models.db import make_engine, upgrade
+
+    async def write() -> None:
+        engine = make_engine(settings.db_url, writer=True)
+        try:
+            async with engine.begin() as conn:
+                await record(
+                    conn,
+                    actor=f"cli:{getpass.getuser()}",
+                    role="cli",
+                    action="token.minted",
+                    subject=f"role:{args.role}",
+                    detail={
+                        "role": args.role,
+                        "manager_id": args.manager,
+                        "branches": sorted(args.branch),
+                        "ttl": args.ttl or settings.token_ttl,
+                    },
+                    remote_addr=socket.gethostname(),
+                )
+        finally:
+            await engine.dispose()
+
+    try:
+        upgrade(settings.db_url)
+        asyncio.run(write())
+    except Exception as exc:  # the token is still useful; the operator is told
+        _err(f"crm-tracker token: not recorded in the audit log ({type(exc).__name__}: {exc})")
 
 
 # --- db ------------------------------------------------------------------------------------
@@ -92,6 +130,57 @@ def cmd_api(args: argparse.Namespace) -> int:
     uvicorn.run(
         create_app(settings), host=settings.api_host, port=settings.api_port, log_level="warning"
     )
+    return 0
+
+
+# --- scheduler ---------------------------------------------------------------------------
+def cmd_scheduler(args: argparse.Namespace) -> int:
+    import signal
+
+    from models.db import upgrade
+    from scheduler.service import run_scheduler
+
+    settings = _settings(args)
+    upgrade(settings.db_url)
+    # CRM_METRICS_PORT (worker and scheduler metrics endpoint) comes with the ops settings;
+    # until they are merged the attribute may be missing, and the endpoint stays off
+    port = int(getattr(settings, "metrics_port", 0) or 0)
+    if port:
+        from prometheus_client import start_http_server
+
+        start_http_server(port)
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await run_scheduler(settings, stop)
+
+    asyncio.run(main())
+    return 0
+
+
+def cmd_reminders(args: argparse.Namespace) -> int:
+    from datetime import UTC, datetime
+
+    from models.db import make_engine, upgrade
+    from models.reminders import recompute_all
+
+    settings = _settings(args)
+    upgrade(settings.db_url)
+
+    async def main() -> None:
+        engine = make_engine(settings.db_url, writer=True)
+        try:
+            r = await recompute_all(
+                engine, settings.policy, datetime.now(UTC), source="crm-tracker-cli"
+            )
+        finally:
+            await engine.dispose()
+        _err(f"due dates recomputed: {r.changed} clients changed, {r.resolved} reminders resolved")
+
+    asyncio.run(main())
     return 0
 
 
@@ -201,6 +290,18 @@ def build_parser() -> argparse.ArgumentParser:
     data_dir(a)
     a.set_defaults(func=cmd_api)
 
+    s = sub.add_parser("scheduler", help="the reminder scheduler alone (production)")
+    data_dir(s)
+    s.set_defaults(func=cmd_scheduler)
+
+    r = sub.add_parser("reminders", help="visit reminders")
+    rsub = r.add_subparsers(dest="reminders_command", required=True)
+    rr = rsub.add_parser(
+        "recompute", help="recompute every client's due dates (after a policy change)"
+    )
+    data_dir(rr)
+    rr.set_defaults(func=cmd_reminders)
+
     t = sub.add_parser("token", help="mint a bearer token (printed alone on stdout)")
     t.add_argument("--role", required=True, choices=["manager", "supervisor", "ops", "admin"])
     t.add_argument("--manager", help="manager id (role manager)")
@@ -234,7 +335,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    for noisy in ("aiokafka", "faust", "mode", "alembic", "uvicorn.error"):
+    for noisy in ("aiokafka", "faust", "mode", "alembic", "uvicorn.error", "apscheduler"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     args = build_parser().parse_args(argv)
     return int(args.func(args) or 0)

@@ -108,6 +108,20 @@ class Settings(BaseSettings):
 
     # --- scheduler -----------------------------------------------------------------------
     reminder_scan_seconds: int = Field(60, ge=1)
+    reminder_deliver_seconds: float = Field(2.0, gt=0)
+    """How often the scheduler sends the reminder outbox (also right after each scan)."""
+    reminder_recompute_on_start: bool = True
+    """Recompute every client's due dates when the scheduler starts (policy changes)."""
+    webhook_urls: list[str] = Field(default_factory=list)
+    """Endpoints that receive every reminder event, as a JSON list:
+    ``CRM_WEBHOOK_URLS='["https://notify.example/crm"]'``."""
+    webhook_secret: SecretStr | None = None
+    """Signs webhook bodies: ``X-CRM-Signature: sha256=<hex HMAC-SHA256 of the body>``."""
+    webhook_timeout: float = Field(10.0, gt=0)
+    webhook_max_attempts: int = Field(12, ge=1)
+    """Attempts per delivery (Kafka or webhook) before it is marked failed (kept, listed)."""
+    webhook_backoff_seconds: float = Field(1.0, gt=0)
+    webhook_backoff_max_seconds: float = Field(300.0, gt=0)
 
     # --- policy (DOMAIN.md defaults live in models/policy.toml) -------------------------
     policy_file: Path | None = None
@@ -123,6 +137,14 @@ class Settings(BaseSettings):
     default_claim_ratio: Decimal | None = None
     fx_rates: dict[str, Decimal] | None = None
     """CNY per unit of a foreign currency, e.g. ``{"USD": "7.10"}``; empty: CNY only."""
+
+    @field_validator("webhook_urls")
+    @classmethod
+    def _http_urls(cls, v: list[str]) -> list[str]:
+        for url in v:
+            if not url.startswith(("http://", "https://")):
+                raise ValueError(f"webhook URL must start with http:// or https://: {url!r}")
+        return v
 
     @field_validator("timezone")
     @classmethod

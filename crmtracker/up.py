@@ -90,12 +90,22 @@ async def _demo(settings: Settings, stop: asyncio.Event, rate: float) -> None:
             await producer.stop()
 
 
+async def _scheduler(settings: Settings, stop: asyncio.Event) -> None:
+    """The reminder scheduler in this process (one more asyncio task next to the API)."""
+    from scheduler.service import run_scheduler
+
+    try:
+        await run_scheduler(settings, stop)
+    except Exception:  # the API and worker keep running; the error is in the log
+        log.exception("the reminder scheduler stopped")
+
+
 def _banner(settings: Settings, token: str, demo: bool, supervisor_token: str | None = None) -> str:
     api = f"http://{settings.api_host}:{settings.api_port}"
     database = f"SQLite {settings.sqlite_path}" if not settings.database_url else "configured"
     broker = "   (embedded broker, memory only)" if settings.embedded_broker else ""
     paths = (
-        ["/v1/managers/m-b01-01/tally", "/v1/branches/b01/tally?period=week"]
+        ["/v1/managers/m-b01-01/tally", "/v1/branches/b01/tally?period=week", "/v1/overdue"]
         if demo
         else ["/v1/events/rejected"]
     )
@@ -131,6 +141,9 @@ async def run_up(settings: Settings, *, demo: bool, demo_rate: float = 25.0) -> 
         loop.add_signal_handler(sig, stop.set)
 
     await ensure_topics(settings)
+    if demo and "reminder_scan_seconds" not in settings.model_fields_set:
+        # the demo's backdated clients should be reminded within seconds, not a minute
+        settings.reminder_scan_seconds = 10
     server = _Server(
         uvicorn.Config(
             create_app(settings),
@@ -144,6 +157,7 @@ async def run_up(settings: Settings, *, demo: bool, demo_rate: float = 25.0) -> 
         asyncio.create_task(_supervise_worker(settings, stop), name="worker"),
         asyncio.create_task(server.serve(), name="api"),
     ]
+    tasks.append(asyncio.create_task(_scheduler(settings, stop), name="scheduler"))
     if demo:
         tasks.append(asyncio.create_task(_demo(settings, stop, demo_rate), name="demo"))
     while not server.started:

@@ -168,6 +168,19 @@ class ClientRow(Base):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
     last_visit_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     last_post_loan_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    next_visit_due: Mapped[datetime | None] = mapped_column(UTCDateTime(), index=True)
+    """When the ordinary visit clock runs out (models/visits.py); the scheduler scans it."""
+    next_post_loan_due: Mapped[datetime | None] = mapped_column(UTCDateTime(), index=True)
+    """Credit clients only: when the post-loan check clock runs out."""
+
+
+DERIVED_CLIENT_COLUMNS = (
+    "last_visit_at",
+    "last_post_loan_at",
+    "next_visit_due",
+    "next_post_loan_due",
+)
+"""Client columns kept by the apply step and the scheduler, never by a client upsert."""
 
 
 class AssignmentRow(Base):
@@ -336,6 +349,99 @@ class WorkerPositionRow(Base):
     end_offset: Mapped[int | None] = mapped_column(BigInteger)
     worker: Mapped[str | None] = mapped_column(String(255))
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class ReminderRow(Base):
+    """One reminder per (client, kind, due instant): the unique key stops double-firing."""
+
+    __tablename__ = "reminders"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    client_id: Mapped[str] = mapped_column(String(128))
+    kind: Mapped[str] = mapped_column(String(16))  # visit | post_loan_check
+    due_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    status: Mapped[str] = mapped_column(String(16))
+    """open | acked | snoozed | escalated | resolved"""
+    manager_id: Mapped[str] = mapped_column(String(128))
+    supervisor_id: Mapped[str | None] = mapped_column(String(128))
+    branch_id: Mapped[str | None] = mapped_column(String(128))
+    """The manager's branch (supervisors see their branches' reminders)."""
+    fired_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    escalated_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    acked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    acked_by: Mapped[str | None] = mapped_column(String(128))
+    snoozed_until: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    resolved_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+    __table_args__ = (
+        UniqueConstraint("client_id", "kind", "due_at", name="uq_reminder_client_kind_due"),
+        Index("ix_reminders_status_due", "status", "due_at"),
+        Index("ix_reminders_manager", "manager_id", "id"),
+        Index("ix_reminders_branch", "branch_id", "id"),
+    )
+
+
+class HeadsUpRow(Base):
+    """A "due in N days" notice sent (policy ``heads_up_enabled``): one per due instant."""
+
+    __tablename__ = "reminder_heads_ups"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    client_id: Mapped[str] = mapped_column(String(128))
+    kind: Mapped[str] = mapped_column(String(16))
+    due_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    manager_id: Mapped[str] = mapped_column(String(128))
+    sent_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+    __table_args__ = (
+        UniqueConstraint("client_id", "kind", "due_at", name="uq_heads_up_client_kind_due"),
+    )
+
+
+class OutboxRow(Base):
+    """A reminder event to deliver, written in the transaction that changed the reminder."""
+
+    __tablename__ = "reminder_outbox"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    event_id: Mapped[str] = mapped_column(String(64), unique=True)
+    event_type: Mapped[str] = mapped_column(String(32))
+    reminder_id: Mapped[int | None] = mapped_column(Integer, index=True)
+    """None for a heads-up (no reminder exists before the due instant)."""
+    key: Mapped[str] = mapped_column(String(128))
+    """The Kafka message key: the manager id."""
+    body: Mapped[str] = mapped_column(Text)
+    """The envelope JSON, exactly the bytes sent to the topic and to webhooks."""
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    dispatched: Mapped[bool] = mapped_column(default=False)
+    """True once one delivery row per target exists."""
+
+    __table_args__ = (Index("ix_outbox_dispatched", "dispatched", "id"),)
+
+
+class DeliveryRow(Base):
+    """One outbox event to one target (``kafka`` or a webhook URL), retried until done."""
+
+    __tablename__ = "reminder_deliveries"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    outbox_id: Mapped[int] = mapped_column(Integer)
+    target: Mapped[str] = mapped_column(String(1024))
+    status: Mapped[str] = mapped_column(String(16))  # pending | delivered | failed
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    locked_until: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    """A delivering scheduler's lease, so two instances do not send the same row at once."""
+    delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+    __table_args__ = (
+        UniqueConstraint("outbox_id", "target", name="uq_delivery_outbox_target"),
+        Index("ix_deliveries_status_next", "status", "next_attempt_at"),
+    )
 
 
 assert set(MONEY_COLUMNS) | set(COUNT_COLUMNS) <= set(ManagerDayRow.__table__.c.keys())

@@ -16,7 +16,7 @@ import asyncio
 import base64
 import bisect
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from decimal import Decimal
@@ -37,9 +37,11 @@ from models.events import (
     decode_event,
 )
 from models.policy import Policy, bank_day, claim_ratio, to_cny, weighted_profit
+from models.reminders import recompute_due
 from models.stream import publish, tally_changes
 from models.tables import (
     COUNT_COLUMNS,
+    DERIVED_CLIENT_COLUMNS,
     MONEY_COLUMNS,
     AssignmentRow,
     BranchDayRow,
@@ -50,8 +52,10 @@ from models.tables import (
     ManagerTargetRow,
     RejectedRow,
 )
+from models.visits import resets_post_loan_clock
 
 REFERENCE_ORDER = {"manager.upserted": 0, "client.upserted": 1}
+REMINDER_SOURCE = "crm-tracker-worker"
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,9 +188,17 @@ def _raw_text(value: bytes | None) -> str:
 class Applier:
     """Applies batches to the database; safe to call again with the same messages."""
 
-    def __init__(self, engine: AsyncEngine, policy: Policy) -> None:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        policy: Policy,
+        *,
+        now: Callable[[], datetime] | None = None,
+    ) -> None:
         self.engine = engine
         self.policy = policy
+        self.now = now or (lambda: datetime.now(UTC))
+        """The clock (injected in tests): receive times, and when reminders are resolved."""
         self.tz = policy.tz
         self.dialect = engine.dialect.name
         # SQLite has one writer: queue this process's transactions instead of busy-waiting
@@ -214,9 +226,7 @@ class Applier:
         """Upsert where a late-arriving older record never overwrites a newer one."""
         stmt = self._insert(model)
         cols = [
-            c.key
-            for c in model.__table__.c
-            if c.key != key and c.key not in ("last_visit_at", "last_post_loan_at")
+            c.key for c in model.__table__.c if c.key != key and c.key not in DERIVED_CLIENT_COLUMNS
         ]
         return stmt.on_conflict_do_update(
             index_elements=[key],
@@ -267,7 +277,7 @@ class Applier:
         rejected: list[tuple[Incoming, InvalidEvent]],
         result: BatchResult,
     ) -> None:
-        now = datetime.now(UTC)
+        now = self.now()
         async with self.engine.begin() as conn:
             conn.info["tally_entries"] = []
             if rejected:
@@ -287,6 +297,8 @@ class Applier:
                 result.duplicates += len(refs) - len(new_ids)
                 fresh = [(m, e) for m, e in refs if e.event_id in new_ids]
                 client_ids, manager_ids = await self._apply_reference(conn, fresh)
+                # tier, credit status, override or manager may have changed: due dates follow
+                await recompute_due(conn, client_ids, self.policy, now, source=REMINDER_SOURCE)
                 for _m, e in fresh:
                     result.applied[e.event_type] += 1
                 await self._hold_release_lock(conn)
@@ -664,7 +676,9 @@ class Applier:
             result.released += len(done_held)
         if to_apply:
             await self._add_to_buckets(conn, to_apply)
-            await self._record_visits(conn, to_apply)
+            visited = await self._record_visits(conn, to_apply)
+            # a qualifying visit moves the due date on and resolves the open reminder
+            await recompute_due(conn, visited, self.policy, now, source=REMINDER_SOURCE)
             for f in to_apply:
                 result.applied[f.event.event_type] += 1
                 result.latest_occurred.append(f.event.occurred_at)
@@ -894,7 +908,9 @@ class Applier:
             rows.append(row)
         await conn.execute(stmt, rows)
 
-    async def _record_visits(self, conn: AsyncConnection, facts: list[_Fact]) -> None:
+    async def _record_visits(self, conn: AsyncConnection, facts: list[_Fact]) -> set[str]:
+        """Move the clients' last visit (and last post-loan check) forward; returns the
+        visited clients. A late visit older than the last one changes nothing."""
         last: dict[str, datetime] = {}
         last_check: dict[str, datetime] = {}
         for f in facts:
@@ -904,10 +920,8 @@ class Applier:
             at = f.event.occurred_at
             if p.client_id not in last or at > last[p.client_id]:
                 last[p.client_id] = at
-            if (
-                p.method == "on_site"
-                and p.kind in ("post_loan_check", "surprise")
-                and (p.client_id not in last_check or at > last_check[p.client_id])
+            if resets_post_loan_clock(p.method, p.kind) and (
+                p.client_id not in last_check or at > last_check[p.client_id]
             ):
                 last_check[p.client_id] = at
         for cid in sorted(last):
@@ -929,3 +943,4 @@ class Applier:
                 )
                 .values(last_post_loan_at=last_check[cid])
             )
+        return set(last)

@@ -166,3 +166,17 @@ def test_api_refuses_a_missing_or_placeholder_secret_outside_the_demo(tmp_path: 
         r = run("api", data_dir=tmp_path, env=env)
         assert r.returncode == 2, (secret, r.stderr)
         assert "CRM_AUTH_SECRET" in r.stderr
+
+
+def test_minting_a_token_is_audited(tmp_path: Path) -> None:
+    import sqlite3
+
+    r = run("token", "--role", "manager", "--manager", "m-7", "--ttl", "30m", data_dir=tmp_path)
+    assert r.returncode == 0, r.stderr
+    db = sqlite3.connect(tmp_path / "crm-tracker.sqlite3")
+    rows = db.execute("SELECT action, role, subject, detail FROM audit_log").fetchall()
+    assert len(rows) == 1
+    action, role, subject, detail = rows[0]
+    assert (action, role, subject) == ("token.minted", "cli", "role:manager")
+    assert '"manager_id": "m-7"' in detail and '"ttl": "30m"' in detail
+    assert r.stdout.strip().count(".") == 2  # still the token alone on stdout

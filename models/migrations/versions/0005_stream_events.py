@@ -1,7 +1,7 @@
 """stream events for live clients (GET /v1/stream)
 
 Revision ID: 0005
-Revises: 0002
+Revises: 0003
 Create Date: 2026-11-24 01:40:00
 """
 
@@ -13,7 +13,7 @@ from alembic import op
 import models.tables
 
 revision: str = "0005"
-down_revision: str | None = "0002"
+down_revision: str | None = "0003"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
