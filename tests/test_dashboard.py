@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -213,6 +216,67 @@ def _shown(value: str) -> str:
     whole, _, frac = value.partition(".")
     sign = "-" if whole.startswith("-") else ""
     return f"{sign}{int(whole.lstrip('-')):,}.{(frac + '00')[:2]}"
+
+
+class SchedulerProcess(WorkerProcess):
+    """``crm-tracker scheduler`` as a child process, scanning every second."""
+
+    def start(self) -> None:
+        env = {
+            **os.environ,
+            **self.settings.child_env(),
+            "CRM_REMINDER_SCAN_SECONDS": "1",
+            "PYTHONPATH": str(Path(__file__).resolve().parents[1]),
+        }
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "crmtracker", "scheduler"],
+                env=env,
+                cwd=self.log_path.parent,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+            )
+
+
+async def test_reminders_arrive_without_a_reload(
+    stack: Stack, browser: Any, tmp_path: Path
+) -> None:
+    """The scheduler fires (and escalates) reminders for the demo's overdue clients; the open
+    page lists them, told by the stream's reminder events (or by polling without a stream)."""
+    if not await stack.has_route("/v1/reminders"):
+        pytest.skip("no reminders on this server")
+    token = stack.token("supervisor", branches=["b02"])
+    page = await _page(browser)
+    await page.goto(f"{stack.api.base}/dashboard#token={token}")
+    await page.locator("#overdue tbody tr").first.wait_for(timeout=15000)
+    await page.wait_for_function(
+        "() => document.querySelector('#reminders-count')?.textContent === '0'"
+    )
+    if await stack.has_stream():
+        await page.locator("body[data-live=live]").wait_for(timeout=10000)
+    scheduler = SchedulerProcess(stack.settings, tmp_path / "scheduler.log")
+    scheduler.start()
+    try:
+        first = page.locator("#reminders tbody tr").first
+        await first.wait_for(timeout=30000)
+    finally:
+        assert scheduler.stop() is not None, scheduler.log_tail()
+    # what the page lists is what the API answers for this token
+    want = 0
+    for status in ("open", "escalated"):
+        answer = (await stack.get("/v1/reminders", token, status=status, limit=1000)).json()
+        assert all(i["branch_id"] == "b02" for i in answer["items"])
+        want += len(answer["items"])
+    await page.wait_for_function(
+        "want => document.querySelector('#reminders-count')?.textContent === want",
+        arg=f"{want:,}",
+        timeout=10000,
+    )
+    assert await first.locator(".badge").text_content() in {"待处理", "已升级"}
+    assert "m-b01" not in await page.locator("#reminders").inner_text()
+    assert page.errors == []  # type: ignore[attr-defined]
+    await page.context.close()
 
 
 async def test_leaderboard_follows_new_events_without_a_reload(stack: Stack, browser: Any) -> None:

@@ -95,6 +95,13 @@ function explain(panelId, res) {
   return true;
 }
 
+const LIST_ROWS = 20; // overdue and reminder lists show the worst ones; the count says the rest
+
+function moreLine(panelId, shown, total) {
+  const p = $(panelId).querySelector('[data-role="more"]');
+  p.textContent = total > shown ? t("more").replace("{n}", formatCount(total - shown)) : "";
+}
+
 function money(v) {
   return formatMoney(v, { wan: state.wan });
 }
@@ -451,6 +458,7 @@ async function refreshOverdue() {
   const res = await state.api.get("/v1/overdue", { ...scopeParams(), limit: 200 });
   const tbody = $("overdue").querySelector("tbody");
   if (explain("overdue-panel", res)) {
+    moreLine("overdue-panel", 0, 0);
     tbody.replaceChildren();
     $("overdue-count").textContent = "";
     return;
@@ -458,9 +466,11 @@ async function refreshOverdue() {
   const items = [...(res.data.items || [])].sort(
     (a, b) => (b.overdue_days ?? 0) - (a.overdue_days ?? 0) || String(a.client_id).localeCompare(b.client_id),
   );
-  $("overdue-count").textContent = formatCount(res.data.total ?? items.length);
+  const total = res.data.total ?? items.length;
+  $("overdue-count").textContent = formatCount(total);
+  moreLine("overdue-panel", Math.min(items.length, LIST_ROWS), total);
   tbody.replaceChildren(
-    ...items.map((i) =>
+    ...items.slice(0, LIST_ROWS).map((i) =>
       el(
         "tr",
         { dataset: { client: i.client_id }, class: (i.overdue_days ?? 0) >= 30 ? "severe" : "" },
@@ -475,13 +485,25 @@ async function refreshOverdue() {
   if (!items.length) panelMessage("overdue-panel", t("none"), "muted");
 }
 
+function statusLabel(status) {
+  const key = `status_${status}`;
+  return t(key) === key ? status || "" : t(key);
+}
+
 async function refreshReminders() {
   if ($("reminders-panel").hidden) return;
-  const params = { status: "open", limit: 200 };
+  // outstanding: open, and open past the grace period (escalated to the supervisor)
+  const params = { limit: 500 };
   if (role() === "manager") params.manager_id = state.claims.manager_id;
-  const res = await state.api.get("/v1/reminders", params);
+  const [open, escalated] = await Promise.all([
+    state.api.get("/v1/reminders", { ...params, status: "open" }),
+    state.api.get("/v1/reminders", { ...params, status: "escalated" }),
+  ]);
+  const res = open.ok ? escalated : open;
+  if (res.ok) res.data = { items: [...(open.data.items || []), ...(escalated.data.items || [])] };
   const tbody = $("reminders").querySelector("tbody");
   if (explain("reminders-panel", res)) {
+    moreLine("reminders-panel", 0, 0);
     tbody.replaceChildren();
     $("reminders-count").textContent = "";
     return;
@@ -494,10 +516,16 @@ async function refreshReminders() {
       return !b || b === state.branch;
     });
   }
-  items = [...items].sort((a, b) => (b.overdue_days ?? 0) - (a.overdue_days ?? 0));
+  items = [...items].sort(
+    (a, b) =>
+      (b.status === "escalated") - (a.status === "escalated") ||
+      (b.overdue_days ?? 0) - (a.overdue_days ?? 0) ||
+      String(a.client_id).localeCompare(b.client_id),
+  );
   $("reminders-count").textContent = formatCount(items.length);
+  moreLine("reminders-panel", Math.min(items.length, LIST_ROWS), items.length);
   tbody.replaceChildren(
-    ...items.map((i) =>
+    ...items.slice(0, LIST_ROWS).map((i) =>
       el(
         "tr",
         { dataset: { reminder: String(i.reminder_id) } },
@@ -506,7 +534,7 @@ async function refreshReminders() {
         el("td", {}, kindLabel(i.kind)),
         el("td", {}, i.due_at ? dateIn(tz, i.due_at) : "—"),
         el("td", { class: "num" }, formatCount(i.overdue_days ?? 0)),
-        el("td", {}, i.status || ""),
+        el("td", {}, el("span", { class: `badge reminder-${i.status}` }, statusLabel(i.status))),
       ),
     ),
   );
