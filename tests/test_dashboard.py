@@ -494,17 +494,21 @@ async def test_wall_mode_and_a_narrow_screen(stack: Stack, browser: Any) -> None
     page = await _page(browser, viewport={"width": 390, "height": 800})
     await page.goto(f"{stack.api.base}/dashboard#token={token}")
     await page.locator("#leaderboard tbody tr").first.wait_for()
+    await page.locator("#overdue tbody tr").first.wait_for()
     assert await page.locator("#branch option").all_text_contents() == ["b01", "b03"]
     overflow = await page.evaluate(
         "document.documentElement.scrollWidth - document.documentElement.clientWidth"
     )
     assert overflow <= 0
+    ARTIFACTS.mkdir(exist_ok=True)
+    await page.screenshot(path=str(ARTIFACTS / "dashboard-narrow.png"), full_page=True)
     await page.set_viewport_size({"width": 1920, "height": 1080})
     await page.click("#wall")
     assert await page.evaluate("document.body.classList.contains('wall')")
     assert await page.locator("#controls").is_hidden()
     size = await page.evaluate("parseFloat(getComputedStyle(document.body).fontSize)")
     assert size >= 20
+    await page.screenshot(path=str(ARTIFACTS / "dashboard-wall.png"))
     assert page.errors == []  # type: ignore[attr-defined]
     await page.context.close()
 

@@ -623,15 +623,16 @@ let flushing = Promise.resolve();
 function flush() {
   const views = [...state.pending];
   state.pending.clear();
-  flushing = flushing.then(() =>
-    Promise.all(
-      views.map((v) =>
-        VIEWS[v]().catch((err) => {
-          console.error(v, err);
-        }),
-      ),
-    ),
-  );
+  const run = (v) =>
+    VIEWS[v]().catch((err) => {
+      console.error(v, err);
+    });
+  // the leaderboard first: it tells the other lists the managers' names
+  const first = views.includes("leaderboard") ? ["leaderboard"] : [];
+  const rest = views.filter((v) => v !== "leaderboard");
+  flushing = flushing
+    .then(() => Promise.all(first.map(run)))
+    .then(() => Promise.all(rest.map(run)));
   return flushing;
 }
 
