@@ -102,12 +102,30 @@ def caller_scope(user: Principal) -> Scope:
     return Scope()
 
 
-def forbid_out_of_scope(user: Principal, manager_id: str | None, branch_id: str | None) -> None:
+async def forbid_out_of_scope(
+    conn: Any, user: Principal, manager_id: str | None, branch_id: str | None
+) -> None:
     """A filter naming someone the caller may not see is a 403, not an empty list."""
     if manager_id is not None and user.role == "manager" and manager_id != user.manager_id:
         raise HTTPException(status.HTTP_403_FORBIDDEN, "out of scope: another manager")
     if branch_id is not None and user.role == "supervisor" and branch_id not in user.branches:
         raise HTTPException(status.HTTP_403_FORBIDDEN, "out of scope: another branch")
+    if branch_id is not None and user.role == "manager":
+        home = (
+            await conn.execute(
+                select(ManagerRow.branch_id).where(ManagerRow.manager_id == user.manager_id)
+            )
+        ).scalar_one_or_none()
+        if home != branch_id:
+            raise HTTPException(status.HTTP_403_FORBIDDEN, "out of scope: another branch")
+    if manager_id is not None and user.role == "supervisor":
+        home = (
+            await conn.execute(
+                select(ManagerRow.branch_id).where(ManagerRow.manager_id == manager_id)
+            )
+        ).scalar_one_or_none()
+        if home is None or home not in user.branches:
+            raise HTTPException(status.HTTP_403_FORBIDDEN, "out of scope: another branch")
 
 
 ManagerInScope = Annotated[ManagerRef, Depends(manager_in_scope)]

@@ -329,14 +329,35 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+# libraries that log message contents or SQL parameters at DEBUG (visit notes, client names):
+# held at WARNING whatever CRM_LOG_LEVEL says
+QUIET_LOGGERS = (
+    "aiokafka",
+    "faust",
+    "mode",
+    "alembic",
+    "uvicorn.error",
+    "apscheduler",
+    "aiosqlite",
+    "asyncpg",
+    "sqlalchemy.engine",
+    "httpx",
+    "httpcore",
+)
+
+
+def configure_logging(level: str) -> None:
     logging.basicConfig(
-        level=os.environ.get("CRM_LOG_LEVEL", "INFO").upper(),
+        level=level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    for noisy in ("aiokafka", "faust", "mode", "alembic", "uvicorn.error", "apscheduler"):
+    for noisy in QUIET_LOGGERS:
         logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    configure_logging(os.environ.get("CRM_LOG_LEVEL", "INFO"))
     args = build_parser().parse_args(argv)
     return int(args.func(args) or 0)
 

@@ -19,6 +19,9 @@ def is_sqlite(url: str) -> bool:
 def make_engine(url: str, *, writer: bool = False, pool_size: int = 5) -> AsyncEngine:
     """An async engine; ``writer`` engines on SQLite take the write lock when they begin.
 
+    Statement parameters are never put in error messages (``hide_parameters``): they hold
+    raw events, whose visit notes and client names must not reach logs or reasons.
+
     SQLite allows one writer: BEGIN IMMEDIATE makes a second writer wait (busy_timeout)
     instead of failing half-way through a transaction it cannot upgrade.
     """
@@ -26,7 +29,7 @@ def make_engine(url: str, *, writer: bool = False, pool_size: int = 5) -> AsyncE
         db = make_url(url).database
         if db and db != ":memory:":
             Path(db).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_async_engine(url, connect_args={"timeout": 30})
+        engine = create_async_engine(url, connect_args={"timeout": 30}, hide_parameters=True)
         sync = engine.sync_engine
 
         @event.listens_for(sync, "connect")
@@ -44,7 +47,13 @@ def make_engine(url: str, *, writer: bool = False, pool_size: int = 5) -> AsyncE
             conn.exec_driver_sql("BEGIN IMMEDIATE" if writer else "BEGIN")
 
         return engine
-    return create_async_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
+    return create_async_engine(
+        url,
+        pool_size=pool_size,
+        max_overflow=pool_size,
+        pool_pre_ping=True,
+        hide_parameters=True,
+    )
 
 
 def upgrade(url: str, revision: str = "head") -> None:

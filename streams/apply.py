@@ -217,6 +217,19 @@ class Applier:
             index_elements=["client_id", "assigned_at"],
             set_={"manager_id": hist.excluded.manager_id, "event_id": hist.excluded.event_id},
         )
+        at = bindparam("at", type_=ClientRow.__table__.c.last_visit_at.type)
+        self._last_visit_stmt = (
+            update(ClientRow)
+            .where(ClientRow.client_id == bindparam("cid"))
+            .where(or_(ClientRow.last_visit_at.is_(None), ClientRow.last_visit_at < at))
+            .values(last_visit_at=at)
+        )
+        self._last_check_stmt = (
+            update(ClientRow)
+            .where(ClientRow.client_id == bindparam("cid"))
+            .where(or_(ClientRow.last_post_loan_at.is_(None), ClientRow.last_post_loan_at < at))
+            .values(last_post_loan_at=at)
+        )
         self._bucket_stmts = {
             model: self._bucket_stmt(model, key)
             for model, key in ((ManagerDayRow, "manager_id"), (BranchDayRow, "branch_id"))
@@ -924,23 +937,14 @@ class Applier:
                 p.client_id not in last_check or at > last_check[p.client_id]
             ):
                 last_check[p.client_id] = at
-        for cid in sorted(last):
+        # one statement each, run with a parameter list (one round trip, cached compile)
+        if last:
             await conn.execute(
-                update(ClientRow)
-                .where(ClientRow.client_id == cid)
-                .where(or_(ClientRow.last_visit_at.is_(None), ClientRow.last_visit_at < last[cid]))
-                .values(last_visit_at=last[cid])
+                self._last_visit_stmt, [{"cid": c, "at": last[c]} for c in sorted(last)]
             )
-        for cid in sorted(last_check):
+        if last_check:
             await conn.execute(
-                update(ClientRow)
-                .where(ClientRow.client_id == cid)
-                .where(
-                    or_(
-                        ClientRow.last_post_loan_at.is_(None),
-                        ClientRow.last_post_loan_at < last_check[cid],
-                    )
-                )
-                .values(last_post_loan_at=last_check[cid])
+                self._last_check_stmt,
+                [{"cid": c, "at": last_check[c]} for c in sorted(last_check)],
             )
         return set(last)

@@ -62,7 +62,7 @@ async def overdue(
     cursor: Annotated[str | None, Query(max_length=500)] = None,
 ) -> dict[str, Any]:
     """Clients overdue for a visit or post-loan check, most overdue first, then client id."""
-    forbid_out_of_scope(user, manager_id, branch_id)
+    await forbid_out_of_scope(conn, user, manager_id, branch_id)
     after = None
     if cursor:
         key = decode_key(cursor)

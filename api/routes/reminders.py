@@ -103,7 +103,7 @@ async def list_reminders(
     cursor: Annotated[str | None, Query(max_length=200)] = None,
 ) -> dict[str, Any]:
     """Reminders in the caller's scope, oldest first (stable: by reminder id)."""
-    forbid_out_of_scope(user, manager_id, None)
+    await forbid_out_of_scope(conn, user, manager_id, None)
     page = await reminder_page(
         conn,
         now,
