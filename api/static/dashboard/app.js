@@ -239,7 +239,7 @@ async function loadBranches() {
 function fillBranchSelect() {
   const select = $("branch");
   select.replaceChildren();
-  if (role() === "admin") select.append(el("option", { value: ALL_BRANCHES }, "全行 / all"));
+  if (role() === "admin") select.append(el("option", { value: ALL_BRANCHES }, t("all_branches")));
   for (const b of state.branches) select.append(el("option", { value: b }, b));
   // a branch named in the link is honoured even outside the token's scope: the API says no
   const wanted = state.wantedBranch;
