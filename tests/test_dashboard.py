@@ -288,6 +288,8 @@ async def test_leaderboard_follows_new_events_without_a_reload(stack: Stack, bro
     streaming = await stack.has_stream()
 
     page = await _page(browser)
+    urls: list[str] = []
+    page.on("request", lambda r: urls.append(r.url))
     await page.goto(f"{stack.api.base}/dashboard?branch=b01#token={admin}")
     row = page.locator(f'#leaderboard tr[data-manager="{target}"] .value')
     await row.wait_for(timeout=15000)
@@ -318,6 +320,12 @@ async def test_leaderboard_follows_new_events_without_a_reload(stack: Stack, bro
         timeout=5000 if streaming else 15000,
     )
     assert await page.evaluate("window.__marker") == 42
+    # the token never travelled in a URL (the fragment stays in the browser; the API calls and
+    # the stream carry it in the Authorization header)
+    assert any("/v1/branches/b01/leaderboard" in u for u in urls)
+    assert not [u for u in urls if admin in u.split("#")[0]]
+    if streaming:
+        assert any(u.endswith("/v1/stream") for u in urls)
     assert (
         await page.locator(f'#leaderboard tr[data-manager="{target}"] .rank').text_content() == "1"
     )
