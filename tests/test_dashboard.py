@@ -507,6 +507,14 @@ async def test_sign_in_box_language_wan_and_bank_today(stack: Stack, browser: An
     # English labels
     await page.click("#lang")
     assert await page.locator("#leaderboard-title").text_content() == "Branch leaderboard"
+    await page.wait_for_function(
+        "() => document.querySelector('#value-head')?.textContent === 'Weighted profit (×10k CNY)'"
+    )
+    await page.wait_for_function(
+        "() => document.querySelector('#card-body .sub')?.textContent.startsWith('This month')"
+    )
+    ARTIFACTS.mkdir(exist_ok=True)
+    await page.screenshot(path=str(ARTIFACTS / "dashboard-en.png"))
     assert await page.locator("#live-text").text_content() in ("live", "reconnecting")
     await page.click("#lang")
     assert await page.locator("#leaderboard-title").text_content() == "支行排行榜"

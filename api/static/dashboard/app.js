@@ -106,6 +106,11 @@ function money(v) {
   return formatMoney(v, { wan: state.wan });
 }
 
+/** "label（x）" in Chinese, "label (x)" in English. */
+function paren(label, x) {
+  return lang() === "zh" ? `${label}（${x}）` : `${label} (${x})`;
+}
+
 function unit() {
   return state.wan ? t("wan_unit") : t("yuan");
 }
@@ -120,7 +125,7 @@ function role() {
 
 function managerLabel(id) {
   const name = state.names.get(id);
-  return name ? `${name}（${id}）` : id;
+  return name ? paren(name, id) : id;
 }
 
 // --- preferences (not secret: localStorage) and the token (this tab only: sessionStorage) ---
@@ -295,7 +300,7 @@ async function refreshLeaderboard() {
   state.range = board.period;
   $("period-label").textContent = periodLabel(state.period, board.period, lang());
   const moneyMetric = isMoneyMetric(state.metric);
-  $("value-head").textContent = `${t(`metric.${state.metric}`)}${moneyMetric ? `（${unit()}）` : ""}`;
+  $("value-head").textContent = moneyMetric ? paren(t(`metric.${state.metric}`), unit()) : t(`metric.${state.metric}`);
   const items = board.items || [];
   const numbers = items.map((i) => Math.max(0, Number(i.value) || 0));
   const top = Math.max(1, ...numbers);
@@ -378,9 +383,9 @@ async function refreshCard() {
   const stats = el(
     "div",
     { class: "stats" },
-    stat(`${t("weighted_profit")}（${unit()}）`, money(d.weighted_profit)),
+    stat(paren(t("weighted_profit"), unit()), money(d.weighted_profit)),
     stat(t("transactions"), formatCount(d.transactions)),
-    stat(`${t("volume")}（${unit()}）`, money(sumMoney(Object.values(d.volume || {})))),
+    stat(paren(t("volume"), unit()), money(sumMoney(Object.values(d.volume || {})))),
     stat(t("accounts"), formatCount(accounts)),
     stat(t("visits"), formatCount(d.visits?.total ?? 0)),
   );
@@ -722,6 +727,7 @@ function wire() {
   $("signout").addEventListener("click", () => signOut());
   $("lang").addEventListener("click", () => {
     setLang(lang() === "zh" ? "en" : "zh");
+    tick();
     fillMetricSelect();
     setLive(state.live);
     savePrefs();
@@ -784,7 +790,7 @@ function applyWall() {
 }
 
 function tick() {
-  $("clock").textContent = `${clockIn(tz)} ${tz === "Asia/Shanghai" ? "北京时间" : tz}`;
+  $("clock").textContent = `${clockIn(tz)} ${tz === "Asia/Shanghai" ? t("beijing_time") : tz}`;
   // a date left at "today" follows the bank's calendar past midnight
   if (!state.at && $("at").value && $("at").value !== todayIn(tz)) {
     $("at").value = todayIn(tz);
