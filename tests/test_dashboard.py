@@ -519,9 +519,16 @@ async def test_sign_in_box_language_wan_and_bank_today(stack: Stack, browser: An
     await page.click("#lang")
     assert await page.locator("#leaderboard-title").text_content() == "支行排行榜"
     # signing out forgets the token
+    await page.select_option("#branch", "b03")  # remembered for the next visit ...
     await page.click("#signout")
     await page.locator("#signin").wait_for()
     assert await page.evaluate("sessionStorage.getItem('crm-dashboard-token')") is None
+    # ... but not imposed on a token without that branch
+    await page.fill("#token", stack.token("supervisor", branches=["b02"]))
+    await page.click("#signin-form button")
+    await page.locator('#leaderboard tr[data-manager="m-b02-01"]').wait_for()
+    assert await page.input_value("#branch") == "b02"
+    assert await page.locator("#leaderboard-panel .message.forbidden").count() == 0
     assert page.errors == []  # type: ignore[attr-defined]
     await page.context.close()
 

@@ -144,7 +144,8 @@ function loadPrefs() {
   state.metric = METRICS.includes(pick("metric")) ? pick("metric") : "weighted_profit";
   state.wan = String(pick("wan")) === "true" || pick("wan") === "1";
   state.wall = String(pick("wall")) === "true" || pick("wall") === "1";
-  state.wantedBranch = q.get("branch") || prefs.branch || null;
+  state.linkBranch = q.get("branch") || null; // named in the link: asked for as it is
+  state.savedBranch = prefs.branch || null; // remembered: used only if this token has it
   setLang(pick("lang") === "en" ? "en" : "zh");
 }
 
@@ -193,6 +194,9 @@ function signOut(message = "") {
   state.timers = {};
   state.token = null;
   state.claims = null;
+  state.selected = null;
+  state.range = null;
+  for (const m of [state.names, state.branchOf, state.previous, state.lag]) m.clear();
   setLive(false);
   showSignIn(message);
 }
@@ -246,9 +250,11 @@ function fillBranchSelect() {
   select.replaceChildren();
   if (role() === "admin") select.append(el("option", { value: ALL_BRANCHES }, t("all_branches")));
   for (const b of state.branches) select.append(el("option", { value: b }, b));
-  // a branch named in the link is honoured even outside the token's scope: the API says no
-  const wanted = state.wantedBranch;
-  if (wanted && ![...select.options].some((o) => o.value === wanted)) {
+  const offered = (b) => [...select.options].some((o) => o.value === b);
+  // a branch named in the link is asked for even outside the token's scope (the API says no,
+  // and the page says so); a remembered one only when this token offers it
+  const wanted = state.linkBranch || (offered(state.savedBranch) ? state.savedBranch : null);
+  if (wanted && !offered(wanted)) {
     select.append(el("option", { value: wanted }, wanted));
   }
   state.branch = wanted || state.branches[0] || (role() === "admin" ? ALL_BRANCHES : null);
