@@ -305,7 +305,7 @@ async def test_leaderboard_follows_new_events_without_a_reload(stack: Stack, bro
         assert await page.locator("#live-text").text_content() == "重新连接中"
 
     await page.evaluate("window.__marker = 42")  # gone if the page reloads
-    await produce(stack.settings, [_transaction(stack.demo.client_ids[0], target, "88888.88")])
+    await produce(stack.settings, [_transaction(stack.demo.client_ids[0], target, "888888.88")])
     deadline = time.monotonic() + 30
     after = before[target]
     while time.monotonic() < deadline and after == before[target]:
