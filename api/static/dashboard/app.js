@@ -396,7 +396,12 @@ async function refreshCard() {
     stat(t("visits"), formatCount(d.visits?.total ?? 0)),
   );
   const parts = [
-    el("p", { class: "sub" }, `${t("this_month")} · ${periodLabel("month", d.period, lang())}`),
+    el(
+      "p",
+      { class: "sub" },
+      // "this month" unless a past date is chosen: then that date's month
+      `${state.at ? "" : `${t("this_month")} · `}${periodLabel("month", d.period, lang())}`,
+    ),
     stats,
     targetView(d.target),
     scoreView(assessment),
