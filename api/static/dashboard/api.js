@@ -105,7 +105,7 @@ export class LiveStream {
       this.setState("reconnecting", { status });
       // a missing route (not deployed yet) or a refused token: try again, but rarely
       const wait = status === 404 || status === 401 || status === 403 ? 30000 : this.delay;
-      this.delay = Math.min(this.delay * 2, 15000);
+      this.delay = Math.min(this.delay * 2, 8000);
       await new Promise((resolve) => setTimeout(resolve, wait));
     }
   }
