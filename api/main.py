@@ -19,6 +19,7 @@ from api.routes import (
     events,
     health,
     leaderboard,
+    ops,
     reminders,
     stream,
     tally,
@@ -64,5 +65,6 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(stream.router, responses=ERRORS)
     app.include_router(clients.router, responses=ERRORS)
     app.include_router(reminders.router, responses=ERRORS)
+    app.include_router(ops.router, responses=ERRORS)  # also starts the lag sampler
     app.include_router(dashboard.router)
     return app

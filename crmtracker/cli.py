@@ -142,13 +142,10 @@ def cmd_scheduler(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     upgrade(settings.db_url)
-    # CRM_METRICS_PORT (worker and scheduler metrics endpoint) comes with the ops settings;
-    # until they are merged the attribute may be missing, and the endpoint stays off
-    port = int(getattr(settings, "metrics_port", 0) or 0)
-    if port:
-        from prometheus_client import start_http_server
+    if settings.metrics_port:
+        from streams.metrics import serve
 
-        start_http_server(port)
+        serve(settings.metrics_port)
 
     async def main() -> None:
         stop = asyncio.Event()
@@ -182,6 +179,21 @@ def cmd_reminders(args: argparse.Namespace) -> int:
 
     asyncio.run(main())
     return 0
+
+
+# --- lag -----------------------------------------------------------------------------------
+def cmd_lag(args: argparse.Namespace) -> int:
+    from crmtracker import lagview
+
+    return lagview.run(
+        _settings(args),
+        url=args.url,
+        token=args.token,
+        as_json=args.json,
+        use_direct=args.direct,
+        samples=args.samples,
+        interval=args.interval,
+    )
 
 
 # --- up ------------------------------------------------------------------------------------
@@ -319,6 +331,21 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--quiet", action="store_true", help="no progress bar")
     data_dir(r)
     r.set_defaults(func=cmd_replay)
+
+    lg = sub.add_parser(
+        "lag",
+        help="consumer lag per partition with its status (exit 0 OK, 1 WARN, 2 worse)",
+    )
+    lg.add_argument("--json", action="store_true", help="the GET /v1/ops/lag answer as JSON")
+    lg.add_argument("--url", help="API base URL (default http://CRM_API_HOST:CRM_API_PORT)")
+    lg.add_argument("--token", help="ops/admin token (default: minted from the signing secret)")
+    lg.add_argument(
+        "--direct", action="store_true", help="sample the broker from here, not via the API"
+    )
+    lg.add_argument("--samples", type=int, default=3, help="direct: samples to judge over")
+    lg.add_argument("--interval", type=float, default=2.0, help="direct: seconds between them")
+    data_dir(lg)
+    lg.set_defaults(func=cmd_lag)
 
     d = sub.add_parser("db", help="database schema")
     dsub = d.add_subparsers(dest="db_command", required=True)

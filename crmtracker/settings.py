@@ -106,6 +106,16 @@ class Settings(BaseSettings):
     ready_max_lag: int = Field(10_000, ge=0)
     """/readyz reports not ready while the worker lags by more events than this."""
 
+    # --- ops -----------------------------------------------------------------------------
+    metrics_port: int = Field(0, ge=0, le=65535)
+    """Worker (and scheduler) Prometheus endpoint port; 0: off."""
+    metrics_public: bool = False
+    """Serve the API's /metrics without a token (only where scrapes are network-restricted)."""
+    lag_window_seconds: float = Field(60.0, gt=0)
+    """Sliding window over which the lag status (OK/WARN/STALL/STOP/REWIND) is judged."""
+    lag_sample_seconds: float = Field(5.0, ge=0)
+    """How often the API samples committed and end offsets; 0: no background sampler."""
+
     # --- scheduler -----------------------------------------------------------------------
     reminder_scan_seconds: int = Field(60, ge=1)
     reminder_deliver_seconds: float = Field(2.0, gt=0)
@@ -263,6 +273,7 @@ class Settings(BaseSettings):
             "CRM_GROUP_ID": self.group_id,
             "CRM_BATCH_SIZE": str(self.batch_size),
             "CRM_BATCH_WITHIN": str(self.batch_within),
+            "CRM_METRICS_PORT": str(self.metrics_port),
         }
         if self.policy_file is not None:
             env["CRM_POLICY_FILE"] = str(self.policy_file.resolve())

@@ -25,6 +25,7 @@ from crmtracker.broker import kafka_client_args
 from crmtracker.settings import Settings
 from models.db import make_engine, upgrade, upsert_positions
 from models.events import InvalidEvent
+from streams import metrics
 from streams.apply import Applier, BatchResult, Incoming
 
 log = logging.getLogger("crmtracker.worker")
@@ -98,6 +99,7 @@ class Pipeline:
                 if not is_transient(exc):
                     raise
                 self.healthy = False
+                metrics.DB_HEALTHY.set(0)
                 self.last_error = f"{type(exc).__name__}: {exc}"[:500]
                 log.warning(
                     "database unavailable (%s); retrying %d messages from %s in %.1fs",
@@ -138,6 +140,7 @@ class Pipeline:
         while True:
             try:
                 await self.applier.record_rejected([(msg, InvalidEvent(reason))])
+                metrics.count_rejected(msg)
                 break
             except Exception as exc:  # the database may be the problem: wait for it
                 log.warning("cannot record rejected %s yet: %s", msg.position, exc)
@@ -228,7 +231,12 @@ def create_app(settings: Settings) -> faust.App:
             headers=None,
         )
 
-    pipeline = Pipeline(applier, send_deadletter, max_backoff=settings.db_retry_max_backoff)
+    pipeline = Pipeline(
+        applier,
+        send_deadletter,
+        max_backoff=settings.db_retry_max_backoff,
+        on_result=metrics.observe_batch,
+    )
     app.pipeline = pipeline  # type: ignore[attr-defined]
 
     for name in settings.topics.inputs:
@@ -244,6 +252,13 @@ def create_app(settings: Settings) -> faust.App:
         )
 
     worker_name = f"{socket.gethostname()}:{os.getpid()}"
+
+    @app.on_partitions_assigned.connect
+    async def count_rebalance(*args: Any, **kwargs: Any) -> None:
+        metrics.REBALANCES.inc()
+        assigned = next((a for a in args if isinstance(a, set | frozenset)), None)
+        if assigned is not None:
+            metrics.ASSIGNED_PARTITIONS.set(len(assigned))
 
     @app.timer(interval=2.0)
     async def record_positions() -> None:
@@ -304,6 +319,7 @@ async def _record_positions(app: faust.App, engine: Any, group: str, worker: str
 def run_worker(settings: Settings) -> None:
     """``crm-tracker worker``: migrate, then run the faust worker until signalled."""
     upgrade(settings.db_url)
+    metrics.serve(settings.metrics_port)
     app = create_app(settings)
     worker = faust.Worker(app, loglevel="WARNING", quiet=True, redirect_stdouts=False)
     worker.spinner = None  # its terminal escape codes would mangle the output of `up`

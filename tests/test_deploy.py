@@ -337,7 +337,8 @@ def test_k8s_api_probes_and_service() -> None:
     api = _by_kind("Deployment")["crm-tracker-api"]
     (container,) = _containers(api)
     assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
-    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    # the pod's own readiness, not the pipeline's (see api/routes/health.py)
+    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz/api"
     port_names = {p["name"]: p["containerPort"] for p in container["ports"]}
     assert port_names["http"] == 8000
     (svc,) = _by_kind("Service").values()
@@ -365,3 +366,141 @@ def test_k8s_config_and_secret() -> None:
     (secret,) = _by_kind("Secret").values()
     assert set(secret["stringData"]) == secret_keys
     assert all("REPLACE_ME" in v for v in secret["stringData"].values())
+
+
+# --- the pieces agree with the code --------------------------------------------------------
+# Read by the CLI before the settings exist (logging is configured first).
+ENV_OUTSIDE_SETTINGS = {"CRM_LOG_LEVEL"}
+
+
+def _settings_env() -> set[str]:
+    from crmtracker.settings import Settings
+
+    return {"CRM_" + name.upper() for name in Settings.model_fields}
+
+
+def _deploy_env() -> dict[str, set[str]]:
+    """CRM_* variable → the files that set it."""
+    found: dict[str, set[str]] = {}
+    for path in [DEPLOY / "compose.yaml", *sorted(K8S.glob("*.yaml"))]:
+        for name in re.findall(r"(?<!\{)\b(CRM_[A-Z0-9_]+)\s*[:=]", path.read_text()):
+            found.setdefault(name, set()).add(_rel(path))
+    return found
+
+
+def test_every_configured_variable_is_a_setting() -> None:
+    known = _settings_env() | ENV_OUTSIDE_SETTINGS
+    env = _deploy_env()
+    assert {"CRM_KAFKA_BOOTSTRAP", "CRM_METRICS_PORT", "CRM_READY_MAX_LAG"} <= set(env)
+    unknown = {k: sorted(v) for k, v in env.items() if k not in known}
+    assert not unknown, f"not in Settings: {unknown}"
+    # names the README tells an operator to set exist too
+    readme = (DEPLOY / "README.md").read_text()
+    unknown = set(re.findall(r"\b(CRM_[A-Z0-9_]+)\b", readme)) - known - {"CRM_TRACKER_IMAGE"}
+    assert not unknown, f"deploy/README.md names unknown settings: {sorted(unknown)}"
+
+
+def _registered_metrics() -> set[str]:
+    import importlib
+    import pkgutil
+
+    from prometheus_client import REGISTRY
+
+    import api.routes.ops  # noqa: F401 - registers the API's gauges
+    import scheduler
+    import streams.lag
+    import streams.metrics  # noqa: F401 - registers the worker metrics
+
+    for mod in pkgutil.iter_modules(scheduler.__path__):
+        importlib.import_module(f"scheduler.{mod.name}")
+    return {m.name for m in REGISTRY.collect()}
+
+
+def _referenced_metrics() -> set[str]:
+    texts = [
+        (DEPLOY / "prometheus" / "alerts.yml").read_text(),
+        (DEPLOY / "grafana" / "dashboards" / "crm-tracker.json").read_text(),
+    ]
+    names = set()
+    for text in texts:
+        for name in re.findall(r"\b(crm_[a-z0-9_]+)", text):
+            names.add(re.sub(r"_(bucket|sum|count|total|created)$", "", name))
+    return names
+
+
+def test_every_referenced_metric_exists_in_the_code() -> None:
+    referenced = _referenced_metrics()
+    assert {"crm_consumer_lag", "crm_events_applied", "crm_end_to_end_seconds"} <= referenced
+    missing = referenced - _registered_metrics()
+    assert not missing, f"alerts/dashboard use metrics no code exports: {sorted(missing)}"
+
+
+def test_every_command_exists_in_the_cli() -> None:
+    from crmtracker.cli import build_parser
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command")
+    commands = set(sub.choices)
+    used = [
+        _command(svc)
+        for name, svc in load_one(DEPLOY / "compose.yaml")["services"].items()
+        if "build" in svc
+    ]
+    used += [
+        _containers(d)[0]["args"] for _, d in _k8s_docs() if d["kind"] in ("Deployment", "Job")
+    ]
+    assert used
+    for cmd in used:
+        assert cmd[0] in commands, cmd
+    assert {"lag", "worker", "api", "db"} <= set(sub.choices)  # type: ignore[arg-type]
+
+
+# --- external validators, where installed ---------------------------------------------------
+def _tool(name: str) -> str:
+    import shutil
+
+    path = shutil.which(name)
+    if path is None:
+        pytest.skip(f"{name} is not installed (apt-get install prometheus / kubectl)")
+    return path
+
+
+def _run(*cmd: str) -> str:
+    import subprocess
+
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=60, cwd=DEPLOY)
+    assert r.returncode == 0, r.stdout + r.stderr
+    return r.stdout
+
+
+def test_promtool_checks_config_and_rules() -> None:
+    promtool = _tool("promtool")
+    _run(promtool, "check", "config", "prometheus/prometheus.yml")
+    _run(promtool, "check", "rules", "prometheus/alerts.yml")
+
+
+def test_promtool_unit_tests_of_the_alerts() -> None:
+    out = _run(_tool("promtool"), "test", "rules", "prometheus/alerts.test.yml")
+    assert "SUCCESS" in out
+
+
+def test_kustomize_renders_the_manifests() -> None:
+    out = _run(_tool("kubectl"), "kustomize", "k8s")
+    docs = [d for d in yaml.safe_load_all(out) if d]
+    kinds = {d["kind"] for d in docs}
+    assert {"Deployment", "ConfigMap", "Service", "Job"} <= kinds
+    assert all(d["metadata"].get("namespace") for d in docs if d["kind"] != "Namespace")
+
+
+def test_k8s_disruption_budgets_select_existing_workloads() -> None:
+    budgets = _by_kind("PodDisruptionBudget")
+    deployments = _by_kind("Deployment")
+    assert set(budgets) == {"crm-tracker-worker", "crm-tracker-api"}
+    for name, pdb in budgets.items():
+        selector = pdb["spec"]["selector"]["matchLabels"]
+        assert selector == deployments[name]["spec"]["selector"]["matchLabels"]
+    assert budgets["crm-tracker-worker"]["spec"]["maxUnavailable"] == 1
+    assert (
+        budgets["crm-tracker-api"]["spec"]["minAvailable"]
+        < deployments["crm-tracker-api"]["spec"]["replicas"]
+    )
