@@ -599,6 +599,9 @@ async function refreshLag() {
   $("lag-status").textContent = status;
   $("lag-status").className = `badge status-${status.toLowerCase()}`;
   const items = res.data.items || [];
+  // one consumer group (the usual case): named once in the heading, not on every row
+  const groups = [...new Set(items.map((i) => i.group))];
+  $("lag-group").textContent = groups.length === 1 ? groups[0] : "";
   const rows = items.map((i) => {
     const key = `${i.group}|${i.topic}|${i.partition}`;
     const hist = state.lag.get(key) || [];
@@ -609,7 +612,7 @@ async function refreshLag() {
     return el(
       "tr",
       { class: `status-${s.toLowerCase()}`, dataset: { partition: key } },
-      el("td", {}, `${i.topic} #${i.partition}`, el("small", {}, i.group)),
+      el("td", {}, `${i.topic} #${i.partition}`, groups.length > 1 ? el("small", {}, i.group) : null),
       el("td", { class: "num" }, formatCount(i.lag)),
       el("td", {}, el("span", { class: `badge status-${s.toLowerCase()}` }, s)),
       el("td", { class: "spark-col" }, sparkline(hist)),
