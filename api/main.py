@@ -10,6 +10,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
+from api import openapi_examples
 from api.deps import ERRORS
 from api.routes import (
     assessment,
@@ -67,4 +68,5 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(reminders.router, responses=ERRORS)
     app.include_router(ops.router, responses=ERRORS)  # also starts the lag sampler
     app.include_router(dashboard.router)
+    openapi_examples.install(app)
     return app

@@ -152,6 +152,26 @@ def attributed_manager(history: Sequence[tuple[datetime, str]], at: datetime) ->
     return attribution(history, at)[0]
 
 
+History = dict[str, list[tuple[datetime, str]]]
+
+
+async def load_history(conn: AsyncConnection, client_ids: Iterable[str]) -> History:
+    """Each client's assignments, oldest first: [(assigned_at, manager_id), ...]."""
+    history: History = defaultdict(list)
+    ids = sorted(set(client_ids))
+    if not ids:
+        return history
+    for cid, at, mid in (
+        await conn.execute(
+            select(AssignmentRow.client_id, AssignmentRow.assigned_at, AssignmentRow.manager_id)
+            .where(AssignmentRow.client_id.in_(ids))
+            .order_by(AssignmentRow.client_id, AssignmentRow.assigned_at)
+        )
+    ).all():
+        history[cid].append((at, mid))
+    return history
+
+
 def _problem_row(
     m: Incoming,
     status: str,
@@ -489,17 +509,7 @@ class Applier:
             )
         changed: set[str] = set()
         if history:
-            existing: dict[str, list[tuple[datetime, str]]] = defaultdict(list)
-            for cid, at, mid in (
-                await conn.execute(
-                    select(
-                        AssignmentRow.client_id, AssignmentRow.assigned_at, AssignmentRow.manager_id
-                    )
-                    .where(AssignmentRow.client_id.in_(sorted({k[0] for k in history})))
-                    .order_by(AssignmentRow.client_id, AssignmentRow.assigned_at)
-                )
-            ).all():
-                existing[cid].append((at, mid))
+            existing = await load_history(conn, {k[0] for k in history})
             # a row that names the manager already in force changes no attribution
             rows = [
                 history[k]
@@ -548,18 +558,7 @@ class Applier:
                 await conn.execute(select(ClientRow).where(ClientRow.client_id.in_(client_ids)))
             ).all()
         }
-        history: dict[str, list[tuple[datetime, str]]] = defaultdict(list)
-        if clients:
-            for cid, at, mid in (
-                await conn.execute(
-                    select(
-                        AssignmentRow.client_id, AssignmentRow.assigned_at, AssignmentRow.manager_id
-                    )
-                    .where(AssignmentRow.client_id.in_(sorted(clients)))
-                    .order_by(AssignmentRow.client_id, AssignmentRow.assigned_at)
-                )
-            ).all():
-                history[cid].append((at, mid))
+        history = await load_history(conn, clients)
         wanted: dict[int, str | None] = {}
         handed_over: dict[int, bool] = {}
         for i, f in enumerate(facts):
@@ -763,15 +762,7 @@ class Applier:
         if not client_ids:
             return 0
         ids = sorted(client_ids)
-        history: dict[str, list[tuple[datetime, str]]] = defaultdict(list)
-        for cid, at, mid in (
-            await conn.execute(
-                select(AssignmentRow.client_id, AssignmentRow.assigned_at, AssignmentRow.manager_id)
-                .where(AssignmentRow.client_id.in_(ids))
-                .order_by(AssignmentRow.client_id, AssignmentRow.assigned_at)
-            )
-        ).all():
-            history[cid].append((at, mid))
+        history = await load_history(conn, ids)
         rows = (
             await conn.execute(
                 select(

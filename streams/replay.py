@@ -30,14 +30,13 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from models.events import decode_event
 from models.policy import Policy, bank_day
 from models.tables import (
-    AssignmentRow,
     BranchDayRow,
     ClientRow,
     EventRow,
     ManagerDayRow,
     ManagerRow,
 )
-from streams.apply import _zero, attribution, fact_delta
+from streams.apply import _zero, attribution, fact_delta, load_history
 
 log = logging.getLogger("crmtracker.replay")
 
@@ -190,13 +189,4 @@ async def _clients(
         c.client_id: c
         for c in (await conn.execute(select(ClientRow).where(ClientRow.client_id.in_(wanted))))
     }
-    history: dict[str, list[tuple[datetime, str]]] = defaultdict(list)
-    for cid, at, mid in (
-        await conn.execute(
-            select(AssignmentRow.client_id, AssignmentRow.assigned_at, AssignmentRow.manager_id)
-            .where(AssignmentRow.client_id.in_(wanted))
-            .order_by(AssignmentRow.client_id, AssignmentRow.assigned_at)
-        )
-    ).all():
-        history[cid].append((at, mid))
-    return clients, history
+    return clients, await load_history(conn, wanted)

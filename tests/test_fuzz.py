@@ -6,8 +6,6 @@ status codes."""
 from __future__ import annotations
 
 import asyncio
-import threading
-import time
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -15,7 +13,6 @@ from typing import Any
 
 import pytest
 import schemathesis
-import uvicorn
 from hypothesis import HealthCheck, given, settings
 from schemathesis.checks import (
     content_type_conformance,
@@ -26,13 +23,13 @@ from schemathesis.checks import (
 
 from api.auth import mint_token
 from api.main import create_app
-from crmtracker.broker import free_port
 from crmtracker.settings import Settings
 from models.db import make_engine
 from models.policy import Policy
 from scheduler.service import ReminderScheduler
 from streams.apply import Applier
 from tests.conftest import _fresh_database
+from tests.serving import serve_in_thread
 from tests.test_apply import vector_batches
 
 SECRET = "fuzz-secret-" + "f" * 40
@@ -42,11 +39,6 @@ CHECKS = (
     content_type_conformance,
     response_schema_conformance,
 )
-
-
-class Server(uvicorn.Server):
-    def install_signal_handlers(self) -> None:
-        pass
 
 
 @pytest.fixture(scope="module")
@@ -64,24 +56,15 @@ def api_schema(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
 
         asyncio.run(fill())
         settings = Settings(database_url=url, data_dir=Path(tmp), auth_secret=SECRET)
-        port = free_port()
-        server = Server(uvicorn.Config(create_app(settings), port=port, log_level="warning"))
-        thread = threading.Thread(target=server.run, daemon=True)
-        thread.start()
-        deadline = time.monotonic() + 20
-        while not server.started:
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
-        schema = schemathesis.openapi.from_url(f"http://127.0.0.1:{port}/openapi.json")
-        # a live stream never ends (tests/test_stream.py covers it); readiness answers 503 by
-        # design when no broker or worker is there, and takes no input to fuzz
-        yield (
-            schema.exclude(path="/v1/stream")
-            .exclude(path_regex="^/readyz")
-            .exclude(path="/v1/ops/lag")  # 503 without a broker; tests/test_ops_kafka.py
-        )
-        server.should_exit = True
-        thread.join(10)
+        with serve_in_thread(create_app(settings)) as base:
+            schema = schemathesis.openapi.from_url(f"{base}/openapi.json")
+            # a live stream never ends (tests/test_stream.py covers it); readiness answers
+            # 503 by design when no broker or worker is there, and takes no input to fuzz
+            yield (
+                schema.exclude(path="/v1/stream")
+                .exclude(path_regex="^/readyz")
+                .exclude(path="/v1/ops/lag")  # 503 without a broker; tests/test_ops_kafka.py
+            )
 
 
 ADMIN = {"Authorization": f"Bearer {mint_token(SECRET, 'admin', ttl=timedelta(days=1))}"}

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,25 +12,19 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from sqlalchemy import select
 
 from api.auth import mint_token
 from api.main import create_app
-from crmtracker.broker import free_port
 from crmtracker.settings import Settings
 from models.db import make_engine
 from models.policy import Policy
 from models.tables import ClientRow, ManagerRow
 from streams.apply import Applier
+from tests.serving import serve_in_thread
 from tests.test_apply import Feed, env, vector_batches
 
 SECRET = "stream-secret-" + "y" * 40
-
-
-class Server(uvicorn.Server):
-    def install_signal_handlers(self) -> None:  # runs in a thread
-        pass
 
 
 @pytest.fixture
@@ -45,17 +38,8 @@ def api(db_url: str, tmp_path: Path) -> Iterator[str]:
 
     asyncio.run(fill())
     settings = Settings(database_url=db_url, data_dir=tmp_path, auth_secret=SECRET)
-    port = free_port()
-    server = Server(uvicorn.Config(create_app(settings), port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert time.monotonic() < deadline, "API did not start"
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(10)
+    with serve_in_thread(create_app(settings)) as base:
+        yield base
 
 
 async def sse(url: str, headers: dict[str, str], out: list[dict[str, Any]]) -> None:
