@@ -16,6 +16,7 @@ from api.routes import (
     assessment,
     audit,
     clients,
+    dashboard,
     events,
     health,
     leaderboard,
@@ -66,5 +67,6 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(clients.router, responses=ERRORS)
     app.include_router(reminders.router, responses=ERRORS)
     app.include_router(ops.router, responses=ERRORS)  # also starts the lag sampler
+    app.include_router(dashboard.router)
     openapi_examples.install(app)
     return app

@@ -100,7 +100,7 @@ async def _scheduler(settings: Settings, stop: asyncio.Event) -> None:
         log.exception("the reminder scheduler stopped")
 
 
-def _banner(settings: Settings, token: str, demo: bool) -> str:
+def _banner(settings: Settings, token: str, demo: bool, supervisor_token: str | None = None) -> str:
     api = f"http://{settings.api_host}:{settings.api_port}"
     database = f"SQLite {settings.sqlite_path}" if not settings.database_url else "configured"
     broker = "   (embedded broker, memory only)" if settings.embedded_broker else ""
@@ -116,6 +116,12 @@ def _banner(settings: Settings, token: str, demo: bool) -> str:
         f"  Kafka          {settings.bootstrap}{broker}",
         f"  database       {database}",
         f"  admin token    {token}",
+        f"  dashboard      {api}/dashboard#token={token}",
+        *(
+            [f"  b01 supervisor {api}/dashboard#token={supervisor_token}"]
+            if supervisor_token
+            else []
+        ),
         "",
         "  try (Ctrl-C stops everything):",
         f"    export TOKEN={token}",
@@ -164,8 +170,15 @@ async def run_up(settings: Settings, *, demo: bool, demo_rate: float = 25.0) -> 
             )
             return 1
         await asyncio.sleep(0.05)
-    token = mint_token(settings.signing_secret(), "admin", ttl=parse_ttl(settings.token_ttl))
-    print(_banner(settings, token, demo), flush=True)
+    ttl = parse_ttl(settings.token_ttl)
+    token = mint_token(settings.signing_secret(), "admin", ttl=ttl)
+    # the demo's first branch, as its supervisor sees it on the dashboard
+    supervisor = (
+        mint_token(settings.signing_secret(), "supervisor", branches=["b01"], ttl=ttl)
+        if demo
+        else None
+    )
+    print(_banner(settings, token, demo, supervisor), flush=True)
 
     await stop.wait()
     print("stopping ...", file=sys.stderr, flush=True)
