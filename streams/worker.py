@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import faust
+from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
 from crmtracker.broker import kafka_client_args
@@ -31,7 +32,20 @@ from streams.apply import Applier, BatchResult, Incoming
 log = logging.getLogger("crmtracker.worker")
 
 # SQLSTATE classes that mean "the database, not the data": wait and retry, never skip.
-_TRANSIENT_SQLSTATE_PREFIXES = ("08", "40", "53", "57", "58", "25006", "55P03", "XX")
+# connection (08), rollback/serialisation (40), resources (53), operator action (57), system
+# (58), read-only transaction (25006), lock not available (55P03), database not accepting
+# connections (55000), internal (XX)
+_TRANSIENT_SQLSTATE_PREFIXES = (
+    "08",
+    "40",
+    "53",
+    "57",
+    "58",
+    "25006",
+    "55P03",
+    "55000",
+    "XX",
+)
 
 
 def is_transient(exc: BaseException) -> bool:
@@ -96,7 +110,9 @@ class Pipeline:
             try:
                 result = await self.applier.apply(msgs)
             except Exception as exc:
-                if not is_transient(exc):
+                # an error no rule names is the message's fault only if the database itself
+                # answers; otherwise it is an outage, and nothing may be rejected for it
+                if not is_transient(exc) and await self._database_answers():
                     raise
                 self.healthy = False
                 metrics.DB_HEALTHY.set(0)
@@ -116,6 +132,14 @@ class Pipeline:
             if self.on_result is not None:
                 self.on_result(result, loop.time() - started)
             return result
+
+    async def _database_answers(self) -> bool:
+        try:
+            async with self.applier.engine.connect() as conn:
+                await conn.execute(text("SELECT 1"))
+            return True
+        except Exception:
+            return False
 
     async def _apply_isolating(self, msgs: list[Incoming]) -> None:
         try:

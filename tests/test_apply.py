@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections import defaultdict
 from decimal import Decimal
@@ -589,3 +590,54 @@ async def test_origin_claim_defaults_follow_the_hand_over(db_url: str) -> None:
     await replay(engine, policy)
     assert await buckets(engine) == live
     await engine.dispose()
+
+
+async def test_a_database_refusing_connections_rejects_nothing(pg_url: str) -> None:
+    """PostgreSQL that stops accepting connections (SQLSTATE 55000, as during a restart or a
+    maintenance switch) is an outage: the pipeline waits, then applies everything."""
+    import asyncpg
+
+    from tests.conftest import PG_URL
+
+    for url in (pg_url,):
+        name = url.rsplit("/", 1)[1]
+        engine = make_engine(url, writer=True)
+        dead: list[tuple[Incoming, str]] = []
+
+        async def deadletter(m: Incoming, reason: str, dead: list[Any] = dead) -> None:
+            dead.append((m, reason))
+
+        pipeline = Pipeline(Applier(engine, Policy()), deadletter, max_backoff=0.2)
+        feed = Feed()
+        batch = [
+            feed.msg(
+                "crm.managers",
+                env(
+                    f"m{i}",
+                    "manager.upserted",
+                    "2026-08-01T00:00:00+08:00",
+                    manager_id=f"m{i}",
+                    branch_id="b",
+                ),
+            )
+            for i in range(4)
+        ]
+        admin = await asyncpg.connect(PG_URL)
+        try:
+            await admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
+            await admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1", name
+            )
+            await engine.dispose()  # no pooled connection survives the switch
+            task = asyncio.create_task(pipeline.handle(batch))
+            await asyncio.sleep(1.5)
+            assert not task.done() and not pipeline.healthy
+            await admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
+            await asyncio.wait_for(task, 30)
+        finally:
+            await admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
+            await admin.close()
+        assert dead == [] and pipeline.healthy
+        async with engine.connect() as conn:
+            assert (await conn.execute(select(func.count()).select_from(EventRow))).scalar() == 4
+        await engine.dispose()
