@@ -260,3 +260,39 @@ def account_targets_document(targets: list[AccountTarget]) -> list[dict[str, Any
         }
         for t in targets
     ]
+
+
+def metric_columns(metric: str) -> tuple[str, ...]:
+    """The bucket columns a metric reads (so a ranking loads only those)."""
+    read: list[str] = []
+
+    class _Recorder(dict):  # type: ignore[type-arg]
+        def __getitem__(self, key: str) -> Any:
+            read.append(key)
+            return 0
+
+    METRICS[metric][1](_Recorder())
+    return tuple(dict.fromkeys(read))
+
+
+async def managers_metric(
+    conn: AsyncConnection, manager_ids: Iterable[str] | None, start: date, end: date, metric: str
+) -> dict[str, Decimal | int]:
+    """One metric per manager over [start, end], exact, reading only its columns; managers
+    without a bucket in the range are left out."""
+    t = ManagerDayRow.__table__
+    cols = metric_columns(metric)
+    q = select(t.c.manager_id, *(t.c[c] for c in cols)).where(t.c.day >= start, t.c.day <= end)
+    if manager_ids is not None:
+        ids = sorted(set(manager_ids))
+        if not ids:
+            return {}
+        q = q.where(t.c.manager_id.in_(ids))
+    sums: dict[str, dict[str, Any]] = {}
+    for r in (await conn.execute(q)).mappings():
+        acc = sums.get(r["manager_id"])
+        if acc is None:
+            acc = sums[r["manager_id"]] = dict.fromkeys(cols, 0)
+        for c in cols:
+            acc[c] += r[c]
+    return {mid: metric_value(acc, metric) for mid, acc in sums.items()}

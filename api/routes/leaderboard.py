@@ -14,6 +14,7 @@ from api.scope import BranchId, BranchInScope
 from models.tables import ManagerRow
 from models.tally import (
     METRICS,
+    managers_metric,
     managers_totals,
     metric_value,
     rank,
@@ -54,16 +55,18 @@ async def _board(
 ) -> dict[str, Any]:
     start = decode_cursor(cursor, "rank") if cursor else 0
     ids = [m.manager_id for m in managers]
-    totals = await managers_totals(conn, ids, span.start, span.end)
+    # rank on the metric's own columns; full tallies only for the page shown
+    found = await managers_metric(conn, ids, span.start, span.end, metric)
+    zero = metric_value(zero_totals(), metric)
     values: dict[str, Any] = {}
     for m in managers:
-        t = totals.get(m.manager_id)
         # every active manager is ranked; a departed one only if the period has their work
-        if t is None and not m.active:
+        if m.manager_id not in found and not m.active:
             continue
-        values[m.manager_id] = metric_value(t or zero_totals(), metric)
+        values[m.manager_id] = found.get(m.manager_id, zero)
     ranked = rank(values)
     page = ranked[start : start + limit]
+    totals = await managers_totals(conn, [mid for _, mid, _ in page], span.start, span.end)
     info = {m.manager_id: m for m in managers}
     items = []
     for position, manager_id, value in page:
