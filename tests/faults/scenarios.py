@@ -479,7 +479,7 @@ async def db_fault(
         try:
             await run.produce(log.messages[half:])
             await asyncio.sleep(min(3.0, hold_s / 2))  # batches in flight end, retries begin
-            if db_kind(db_url) == "postgresql" and kind != "pg_stop":
+            if db_kind(db_url) == "postgresql" and kind == "read_only":
                 applied0 = await run.applied()
             else:
                 applied0 = None  # the database cannot be read while it is down/immutable
