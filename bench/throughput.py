@@ -381,6 +381,29 @@ async def bare_faust(settings: Settings, total: int, timeout: float) -> tuple[fl
     return rate, r["last"] - r["started"]
 
 
+def start_py_spy(pid: int, out: Path, workdir: Path) -> subprocess.Popen[bytes]:
+    """py-spy sampling ``pid`` at 100 Hz into collapsed stacks (written on SIGINT)."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with open(workdir / f"{out.stem}-py-spy.log", "wb") as log:
+        return subprocess.Popen(
+            [
+                str(Path(sys.executable).parent / "py-spy"),
+                "record",
+                "--pid",
+                str(pid),
+                "--rate",
+                "100",
+                "--format",
+                "raw",
+                "--nonblocking",
+                "-o",
+                str(out),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+        )
+
+
 _COUNT_SQL = (
     "SELECT (SELECT count(*) FROM events),"
     " (SELECT count(*) FROM rejected_events WHERE status = 'rejected'),"
@@ -408,7 +431,12 @@ def _as_utc(v: Any) -> datetime | None:
 
 
 async def run_pipeline(
-    settings: Settings, res: Result, workdir: Path, stall_timeout: float, broker_pid: int | None
+    settings: Settings,
+    res: Result,
+    workdir: Path,
+    stall_timeout: float,
+    broker_pid: int | None,
+    profile_dir: Path | None = None,
 ) -> None:
     from sqlalchemy import text
 
@@ -424,9 +452,12 @@ async def run_pipeline(
             row = (await conn.execute(text(_COUNT_SQL))).one()
         return int(row[0]), int(row[1]), int(row[2])
 
+    spy: subprocess.Popen[bytes] | None = None
     try:
         broker_cpu0 = cpu_seconds(broker_pid) if broker_pid else None
         worker.start()
+        if profile_dir is not None and worker.pid:
+            spy = start_py_spy(worker.pid, profile_dir / f"profile-{res.db}.collapsed", workdir)
         t_first = t_last = None
         n_first = n_last = 0
         last_growth = None
@@ -488,6 +519,12 @@ async def run_pipeline(
         if lo and hi:
             res.db_span_s = (hi - lo).total_seconds()
     finally:
+        if spy is not None:  # py-spy writes its output on SIGINT
+            spy.send_signal(signal.SIGINT)
+            try:
+                await asyncio.to_thread(spy.wait, 30)
+            except subprocess.TimeoutExpired:
+                spy.kill()
         res.worker_exit = worker.stop()
         await engine.dispose()
         res.log_warnings = scan_log(log_path)
@@ -537,7 +574,7 @@ async def bench_db(
         )
 
         print(f"[{db}] worker (expecting {res.expected} rows) ...", file=sys.stderr, flush=True)
-        await run_pipeline(settings, res, workdir, args.stall_timeout, broker_pid)
+        await run_pipeline(settings, res, workdir, args.stall_timeout, broker_pid, args.profile)
         if res.pipeline_events_s and res.bare_msg_s:
             res.ratio_pipeline_bare = res.pipeline_events_s / res.bare_msg_s
         if res.pipeline_events_s and res.faust_msg_s:
@@ -769,6 +806,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--json", type=Path, help="also write the results here")
     p.add_argument("--clients", type=int, default=5000, help="demo roster size")
     p.add_argument("--seed", type=int, default=7)
+    p.add_argument(
+        "--profile",
+        type=Path,
+        metavar="DIR",
+        help="sample the worker with py-spy (100 Hz, collapsed stacks) into DIR/profile-<db>"
+        ".collapsed; summarise with bench/profile_summary.py",
+    )
     p.add_argument(
         "--peer",
         action=argparse.BooleanOptionalAction,

@@ -339,7 +339,11 @@ async def scratch_db(kind: str, workdir: Path, like: str | None = None) -> Async
     admin, _ = _pg_parts(like)
     name = f"crm_drill_{tag}"
     await _pg_exec(admin, f'CREATE DATABASE "{name}"')
-    url = make_url(like).set(database=name).render_as_string(hide_password=False)
+    url = (
+        make_url(like)
+        .set(drivername="postgresql+asyncpg", database=name)
+        .render_as_string(hide_password=False)
+    )
     try:
         await asyncio.to_thread(upgrade, url)
         yield url
