@@ -69,11 +69,12 @@ async def run(args: argparse.Namespace, bootstrap: str, workdir: Path) -> list:
                         events=args.events,
                         hold_s=20,
                         timeout=900,
+                        with_api=True,
                     )
                 elif drill == "read_only":
                     r = await scenarios.db_fault(
                         bootstrap, url, d, kind="read_only", events=args.events, hold_s=20,
-                        timeout=900,
+                        timeout=900, with_api=True,
                     )  # fmt: skip
                 elif drill == "poison":
                     r = await scenarios.poison(

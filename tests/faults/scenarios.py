@@ -29,10 +29,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import random
 import re
+import secrets
 import subprocess
+import sys
 import time
+import urllib.error
 import urllib.request
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -50,7 +54,7 @@ from crmtracker.settings import Settings
 from models.db import make_engine, upgrade
 from tests.checks import assert_tallies, counts
 from tests.factories import GeneratedLog, Msg, generate_log, valid_events
-from tests.kafka_helpers import WorkerProcess, isolated_settings, produce, read_topic
+from tests.kafka_helpers import ROOT, WorkerProcess, isolated_settings, produce, read_topic
 
 
 @dataclass
@@ -435,6 +439,18 @@ class Fault:
         }.get(self.kind, "ALLOW_CONNECTIONS false + terminate")
 
 
+def _start_api(env: dict[str, str], workdir: Path) -> subprocess.Popen[bytes]:
+    with open(workdir / "api.log", "ab") as log:
+        return subprocess.Popen(
+            [sys.executable, "-m", "crmtracker", "api"],
+            env=env,
+            cwd=workdir,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+
+
 def _pg_ctl(action: str) -> None:
     version = sorted(p.name for p in Path("/etc/postgresql").iterdir())[-1]
     subprocess.run(
@@ -453,6 +469,7 @@ async def db_fault(
     at: float = 0.3,
     hold_s: float = 8.0,
     timeout: float = 300,
+    with_api: bool = False,
 ) -> DrillResult:
     """Fault the database once ``at`` of the events are applied, for ``hold_s`` seconds.
 
@@ -472,7 +489,29 @@ async def db_fault(
         name, db_kind(db_url), len(log.messages), f"{fault.description}, {hold_s:.0f}s"
     )
 
+    api: subprocess.Popen[bytes] | None = None
+    api_port = free_port()
+
+    def readyz() -> int | None:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{api_port}/readyz", timeout=5) as r:
+                return r.status
+        except urllib.error.HTTPError as exc:
+            return exc.code
+        except OSError:
+            return None
+
     async def body() -> None:
+        nonlocal api
+        if with_api:  # the contract's /readyz, from the API process
+            env = {
+                **os.environ,
+                **run.settings.child_env(),
+                "CRM_API_PORT": str(api_port),
+                "CRM_AUTH_SECRET": secrets.token_urlsafe(48),
+                "PYTHONPATH": str(ROOT),
+            }
+            api = _start_api(env, workdir)
         # half the log first; the rest is produced once the fault is on, so the worker has
         # work waiting for the whole fault whatever its speed
         half = len(log.messages) // 2
@@ -490,6 +529,8 @@ async def db_fault(
             committed0 = await run.committed()
             await asyncio.sleep(max(hold_s - 3.0, 1.0))
             gauge = await asyncio.to_thread(run.healthy_gauge)
+            if api is not None:
+                res.extra["readyz_during"] = await asyncio.to_thread(readyz)
             committed1 = await run.committed()
             alive = run.worker.proc is not None and run.worker.proc.poll() is None
         finally:
@@ -510,8 +551,22 @@ async def db_fault(
         gauge = await asyncio.to_thread(run.healthy_gauge)
         assert gauge == 1.0, f"crm_worker_database_healthy = {gauge} after recovery"
         await run.check_exact()
+        if api is not None:
+            res.extra["readyz_after"] = await asyncio.to_thread(readyz)
+            assert res.extra.get("readyz_during") == 503, (
+                f"/readyz answered {res.extra.get('readyz_during')} during the fault"
+            )
 
-    return await _drill(res, body, run)
+    try:
+        return await _drill(res, body, run)
+    finally:
+        if api is not None:
+            api.terminate()
+            try:
+                api.wait(20)
+            except subprocess.TimeoutExpired:
+                api.kill()
+                api.wait()
 
 
 def table(results: list[DrillResult]) -> str:
