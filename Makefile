@@ -7,7 +7,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help demo up test test-fast lint format bench clean
+.PHONY: help demo up test test-fast lint format bench drills clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -38,8 +38,23 @@ format: $(STAMP) ## apply ruff's formatting and safe fixes
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
-bench: $(STAMP) ## throughput benchmark (prints a table and JSON)
-	$(PY) bench/throughput.py
+BENCH_STAMP := $(VENV)/.bench-installed
+$(BENCH_STAMP): $(STAMP) pyproject.toml
+	$(PY) -m pip install --quiet -e '.[dev,bench]'
+	@touch $@
+
+BENCH_ARGS ?=
+RESULTS    ?= bench/results
+bench: $(BENCH_STAMP) ## benchmarks: throughput (+ bare faust, aiokafka, Quix peer), latency, API load, memory
+	@mkdir -p $(RESULTS)
+	$(PY) bench/throughput.py --json $(RESULTS)/throughput.json $(BENCH_ARGS)
+	$(PY) bench/latency.py --json $(RESULTS)/latency.json
+	$(PY) bench/api_load.py --json $(RESULTS)/api_load.json
+	$(PY) bench/memory.py --json $(RESULTS)/memory.json
+
+drills: $(BENCH_STAMP) ## fault drills, long versions (STOPS the machine's PostgreSQL for 20 s; see README)
+	@mkdir -p $(RESULTS)
+	$(PY) bench/drills.py --json $(RESULTS)/drills.json $(DRILL_ARGS)
 
 clean: ## remove the virtualenv and local data
 	rm -rf $(VENV) .crm-data .pytest_cache .ruff_cache

@@ -77,11 +77,14 @@ class Result:
     produce_msg_s: float | None = None
     bare_msg_s: float | None = None  # first record -> last record
     bare_total_s: float | None = None  # consumer start (incl. group join) -> last record
+    faust_msg_s: float | None = None  # bare faust counting agent, first batch -> last batch
+    faust_total_s: float | None = None  # its process start -> last batch
     worker_startup_s: float | None = None  # process start -> first applied event seen
     apply_s: float | None = None  # first applied event seen -> last applied event seen
     pipeline_events_s: float | None = None
     overall_events_s: float | None = None  # including startup
-    ratio_pipeline_bare: float | None = None
+    ratio_pipeline_bare: float | None = None  # pipeline / bare aiokafka
+    ratio_pipeline_faust: float | None = None  # pipeline / bare faust
     db_span_s: float | None = None  # max(received_at) - min(received_at), worker's clock
     worker_peak_rss_mib: float | None = None
     worker_cpu_s: float | None = None  # user+sys of the worker up to the last applied event
@@ -339,6 +342,68 @@ async def bare_consume(settings: Settings, total: int, timeout: float) -> tuple[
         await consumer.stop()
 
 
+async def bare_faust(settings: Settings, total: int, timeout: float) -> tuple[float, float]:
+    """A faust app whose agents only count (``bench/bare_faust.py``, own process and group).
+
+    Returns (msg/s first batch -> last batch, seconds process start -> last batch)."""
+    cmd = [
+        sys.executable,
+        str(ROOT / "bench" / "bare_faust.py"),
+        "--bootstrap",
+        settings.bootstrap,
+        "--topics",
+        ",".join(settings.topics.inputs),
+        "--total",
+        str(total),
+        "--partitions",
+        str(settings.topic_partitions),
+        "--group",
+        f"bench-faust-{uuid.uuid4().hex[:12]}",
+    ]
+    proc = await asyncio.create_subprocess_exec(
+        *cmd,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        cwd=tempfile.gettempdir(),
+    )
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(), timeout)
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+        raise BenchError(f"bare faust did not count {total} messages in {timeout:.0f}s") from None
+    lines = [ln for ln in out.decode().splitlines() if ln.startswith("{")]
+    if proc.returncode != 0 or not lines:
+        raise BenchError(f"bare faust failed ({proc.returncode}): {err.decode()[-2000:]}")
+    r = json.loads(lines[-1])
+    span = r["last"] - r["first"]
+    rate = (r["count"] - r.get("first_n", 0)) / span if span > 0.05 else None
+    return rate, r["last"] - r["started"]
+
+
+def start_py_spy(pid: int, out: Path, workdir: Path) -> subprocess.Popen[bytes]:
+    """py-spy sampling ``pid`` at 100 Hz into collapsed stacks (written on SIGINT)."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with open(workdir / f"{out.stem}-py-spy.log", "wb") as log:
+        return subprocess.Popen(
+            [
+                str(Path(sys.executable).parent / "py-spy"),
+                "record",
+                "--pid",
+                str(pid),
+                "--rate",
+                "100",
+                "--format",
+                "raw",
+                "--nonblocking",
+                "-o",
+                str(out),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+        )
+
+
 _COUNT_SQL = (
     "SELECT (SELECT count(*) FROM events),"
     " (SELECT count(*) FROM rejected_events WHERE status = 'rejected'),"
@@ -366,7 +431,12 @@ def _as_utc(v: Any) -> datetime | None:
 
 
 async def run_pipeline(
-    settings: Settings, res: Result, workdir: Path, stall_timeout: float, broker_pid: int | None
+    settings: Settings,
+    res: Result,
+    workdir: Path,
+    stall_timeout: float,
+    broker_pid: int | None,
+    profile_dir: Path | None = None,
 ) -> None:
     from sqlalchemy import text
 
@@ -382,9 +452,12 @@ async def run_pipeline(
             row = (await conn.execute(text(_COUNT_SQL))).one()
         return int(row[0]), int(row[1]), int(row[2])
 
+    spy: subprocess.Popen[bytes] | None = None
     try:
         broker_cpu0 = cpu_seconds(broker_pid) if broker_pid else None
         worker.start()
+        if profile_dir is not None and worker.pid:
+            spy = start_py_spy(worker.pid, profile_dir / f"profile-{res.db}.collapsed", workdir)
         t_first = t_last = None
         n_first = n_last = 0
         last_growth = None
@@ -446,6 +519,12 @@ async def run_pipeline(
         if lo and hi:
             res.db_span_s = (hi - lo).total_seconds()
     finally:
+        if spy is not None:  # py-spy writes its output on SIGINT
+            spy.send_signal(signal.SIGINT)
+            try:
+                await asyncio.to_thread(spy.wait, 30)
+            except subprocess.TimeoutExpired:
+                spy.kill()
         res.worker_exit = worker.stop()
         await engine.dispose()
         res.log_warnings = scan_log(log_path)
@@ -489,10 +568,17 @@ async def bench_db(
             settings, res.events, timeout=FIRST_APPLY_TIMEOUT + res.events / 500
         )
 
+        print(f"[{db}] bare faust counting agent ...", file=sys.stderr, flush=True)
+        res.faust_msg_s, res.faust_total_s = await bare_faust(
+            settings, res.events, timeout=FIRST_APPLY_TIMEOUT + res.events / 500
+        )
+
         print(f"[{db}] worker (expecting {res.expected} rows) ...", file=sys.stderr, flush=True)
-        await run_pipeline(settings, res, workdir, args.stall_timeout, broker_pid)
+        await run_pipeline(settings, res, workdir, args.stall_timeout, broker_pid, args.profile)
         if res.pipeline_events_s and res.bare_msg_s:
             res.ratio_pipeline_bare = res.pipeline_events_s / res.bare_msg_s
+        if res.pipeline_events_s and res.faust_msg_s:
+            res.ratio_pipeline_faust = res.pipeline_events_s / res.faust_msg_s
     except Exception as exc:
         res.error = f"{type(exc).__name__}: {exc}"
         print(f"[{db}] FAILED: {res.error}", file=sys.stderr, flush=True)
@@ -507,6 +593,145 @@ async def bench_db(
     return res
 
 
+# --- the peer: Quix Streams on the same tally workload ----------------------------------------
+@dataclass
+class PeerResult:
+    name: str = "quixstreams"
+    messages: int = 0  # transaction-topic messages (incl. resends and malformed ones)
+    manager_months: int = 0
+    msg_s: float | None = None  # first message -> last message
+    total_s: float | None = None  # process start -> last message
+    exact: bool | None = None
+    mismatches: int | None = None
+    peak_rss_mib: float | None = None
+    error: str | None = None
+
+
+def expected_tallies(workload: Workload, settings: Settings) -> tuple[dict, dict]:
+    """(reference for the peer, expected {"manager|YYYY-MM": (n, Decimal)}) with the product's
+    decoder and policy: valid transactions, each event_id once."""
+    from decimal import Decimal
+
+    from models.events import InvalidEvent, decode_event
+
+    policy = settings.policy
+    ref: dict[str, tuple[str, str]] = {}
+    for m in workload.messages:
+        if m.topic_role != "clients":
+            continue
+        ev = decode_event(m.value, policy)
+        p = ev.payload
+        ratio = p.claim_ratio if p.claim_ratio is not None else policy.default_claim_ratio
+        ref[p.client_id] = (p.manager_id, str(ratio))
+    seen: set[str] = set()
+    out: dict[str, tuple[int, Decimal]] = {}
+    for m in workload.messages:
+        if m.topic_role != "transactions":
+            continue
+        try:
+            ev = decode_event(m.value, policy)
+        except InvalidEvent:
+            continue
+        if ev.event_id in seen:
+            continue
+        seen.add(ev.event_id)
+        p = ev.payload
+        manager, ratio = ref[p.client_id]
+        manager = p.manager_id or manager
+        month = ev.occurred_at.astimezone(policy.tz).strftime("%Y-%m")
+        w = p.simulated_profit * policy.coefficients[p.business_line] * Decimal(ratio)
+        n, total = out.get(f"{manager}|{month}", (0, Decimal(0)))
+        out[f"{manager}|{month}"] = (n + 1, total + w)
+    return ref, out
+
+
+async def run_peer(
+    bootstrap: str, workload: Workload, partitions: int, workdir: Path, timeout: float
+) -> PeerResult:
+    from decimal import Decimal
+
+    from aiokafka import AIOKafkaProducer
+
+    res = PeerResult()
+    try:
+        base = Settings(data_dir=workdir)
+        ref, expected = await asyncio.to_thread(expected_tallies, workload, base)
+        ref_path = workdir / "peer-reference.json"
+        ref_path.write_text(json.dumps(ref))
+        topic = f"peer{uuid.uuid4().hex[:12]}.bank.transactions"
+        msgs = [m for m in workload.messages if m.topic_role == "transactions"]
+        res.messages = len(msgs)
+        # the topic is created as the peer would (retention -1, a Tansu quirk) and filled
+        # before the peer starts, as the tracker's topics are before the worker starts
+        from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+        await admin.start()
+        try:
+            await admin.create_topics(
+                [
+                    NewTopic(
+                        topic,
+                        num_partitions=partitions,
+                        replication_factor=1,
+                        topic_configs={"retention.ms": "-1", "retention.bytes": "-1"},
+                    )
+                ]
+            )
+        finally:
+            await admin.close()
+        producer = AIOKafkaProducer(
+            bootstrap_servers=bootstrap, acks="all", linger_ms=20, max_batch_size=256 * 1024
+        )
+        await producer.start()
+        try:
+            futs = [await producer.send(topic, m.value, key=m.key) for m in msgs]
+            await producer.flush()
+            await asyncio.gather(*futs)
+        finally:
+            await producer.stop()
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            str(ROOT / "bench" / "peers" / "quix_tally.py"),
+            "--bootstrap",
+            bootstrap,
+            "--topic",
+            topic,
+            "--total",
+            str(len(msgs)),
+            "--reference",
+            str(ref_path),
+            "--partitions",
+            str(partitions),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            cwd=workdir,
+        )
+        try:
+            out, err = await asyncio.wait_for(proc.communicate(), timeout)
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
+            raise BenchError(f"the peer did not finish in {timeout:.0f}s") from None
+        lines = [ln for ln in out.decode().splitlines() if ln.startswith("{")]
+        if proc.returncode != 0 or not lines:
+            raise BenchError(f"peer failed ({proc.returncode}): {err.decode()[-2000:]}")
+        r = json.loads(lines[-1])
+        span = r["last"] - r["first"]
+        res.msg_s = r["count"] / span if span > 0.05 else None
+        res.total_s = r["last"] - r["started"]
+        got = {k: (n, Decimal(v)) for k, (n, v) in r["totals"].items()}
+        res.manager_months = len(expected)
+        res.mismatches = sum(
+            1 for k in expected.keys() | got.keys() if expected.get(k) != got.get(k)
+        )
+        res.exact = res.mismatches == 0
+    except Exception as exc:
+        res.error = f"{type(exc).__name__}: {exc}"
+        print(f"[peer] FAILED: {res.error}", file=sys.stderr, flush=True)
+    return res
+
+
 # --- output ----------------------------------------------------------------------------------
 def _fmt(v: float | None, spec: str) -> str:
     return "-" if v is None else format(v, spec)
@@ -517,11 +742,13 @@ def table(results: list[Result]) -> str:
         "db",
         "events",
         "produce s",
-        "bare msg/s",
+        "aiokafka msg/s",
+        "faust msg/s",
         "startup s",
         "pipeline ev/s",
         "overall ev/s",
-        "pipe/bare",
+        "pipe/faust",
+        "pipe/aiokafka",
         "peak RSS MiB",
         "complete",
     )
@@ -531,9 +758,11 @@ def table(results: list[Result]) -> str:
             str(r.events),
             _fmt(r.produce_s, ".2f"),
             _fmt(r.bare_msg_s, ",.0f"),
+            _fmt(r.faust_msg_s, ",.0f"),
             _fmt(r.worker_startup_s, ".2f"),
             _fmt(r.pipeline_events_s, ",.0f"),
             _fmt(r.overall_events_s, ",.0f"),
+            _fmt(r.ratio_pipeline_faust, ".3f"),
             _fmt(r.ratio_pipeline_bare, ".3f"),
             _fmt(r.worker_peak_rss_mib, ".0f"),
             ("yes" if r.complete else f"no ({r.applied}/{r.expected})") if not r.error else "ERROR",
@@ -556,21 +785,40 @@ async def run(
     workload: Workload,
     workdir: Path,
     broker_pid: int | None,
-) -> list[Result]:
+) -> tuple[list[Result], PeerResult | None]:
     results = []
     for db in args.db:
         results.append(await bench_db(db, args, bootstrap, workload, workdir, broker_pid))
-    return results
+    peer = None
+    if args.peer:
+        print("[peer] Quix Streams tally ...", file=sys.stderr, flush=True)
+        peer = await run_peer(
+            bootstrap, workload, args.partitions, workdir, FIRST_APPLY_TIMEOUT + args.events / 500
+        )
+    return results, peer
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--events", type=int, default=100_000, help="activity messages (N)")
+    p.add_argument("--events", type=int, default=1_000_000, help="activity messages (N)")
     p.add_argument("--partitions", type=int, default=8, help="partitions per topic (P)")
     p.add_argument("--db", default="sqlite,postgresql", help="comma-separated: sqlite,postgresql")
     p.add_argument("--json", type=Path, help="also write the results here")
     p.add_argument("--clients", type=int, default=5000, help="demo roster size")
     p.add_argument("--seed", type=int, default=7)
+    p.add_argument(
+        "--profile",
+        type=Path,
+        metavar="DIR",
+        help="sample the worker with py-spy (100 Hz, collapsed stacks) into DIR/profile-<db>"
+        ".collapsed; summarise with bench/profile_summary.py",
+    )
+    p.add_argument(
+        "--peer",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also run the Quix Streams peer on the same tally workload",
+    )
     p.add_argument(
         "--pg-url",
         default=DEFAULT_PG,
@@ -610,13 +858,15 @@ def main(argv: list[str] | None = None) -> int:
     )
     broker = EmbeddedBroker(free_port(), log_path=workdir / "broker.log")
     results: list[Result] = []
+    peer: PeerResult | None = None
     try:
         broker.start()
         broker_pid = broker.proc.pid if broker.proc else None
-        results = asyncio.run(run(args, broker.bootstrap, workload, workdir, broker_pid))
+        results, peer = asyncio.run(run(args, broker.bootstrap, workload, workdir, broker_pid))
     finally:
         broker.stop()
         failed = not results or any(r.error or not r.complete for r in results)
+        failed = failed or (peer is not None and (peer.error is not None or not peer.exact))
         if args.keep or failed:
             print(f"temp dir kept: {workdir}", file=sys.stderr)
         else:
@@ -638,6 +888,13 @@ def main(argv: list[str] | None = None) -> int:
             print(f"    log x{v}: {k}")
         if r.error:
             print(f"    error: {r.error}")
+    if peer is not None:
+        print(
+            f"[peer] {peer.name}: {peer.messages} transaction messages, "
+            f"{_fmt(peer.msg_s, ',.0f')} msg/s (incl. startup {_fmt(peer.total_s, '.2f')}s); "
+            f"exact: {peer.exact} ({peer.mismatches} of {peer.manager_months} manager-months "
+            f"differ){'; error: ' + peer.error if peer.error else ''}"
+        )
     doc = {
         "events": args.events,
         "partitions": args.partitions,
@@ -653,12 +910,14 @@ def main(argv: list[str] | None = None) -> int:
         },
         "cpus": os.cpu_count(),
         "results": [asdict(r) for r in results],
+        "peer": asdict(peer) if peer is not None else None,
     }
     text = json.dumps(doc, indent=2)
     print(text)
     if args.json:
         args.json.write_text(text + "\n")
-    return 1 if any(r.error or not r.complete for r in results) else 0
+    bad_peer = peer is not None and (peer.error is not None or not peer.exact)
+    return 1 if bad_peer or any(r.error or not r.complete for r in results) else 0
 
 
 if __name__ == "__main__":
