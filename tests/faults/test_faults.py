@@ -48,12 +48,6 @@ async def test_database_read_only(broker: EmbeddedBroker, db_url: str, tmp_path:
     )
 
 
-@pytest.mark.xfail(
-    reason='streams/worker.py is_transient() does not treat SQLSTATE 55000 ("database is not '
-    'currently accepting connections") as transient: the batch is split and good events are '
-    "rejected as unappliable instead of retried",
-    strict=True,
-)
 async def test_database_refuses_connections(
     broker: EmbeddedBroker, db_url: str, tmp_path: Path
 ) -> None:
