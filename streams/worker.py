@@ -52,14 +52,18 @@ def is_transient(exc: BaseException) -> bool:
     """True when retrying the same batch later can succeed (connection, lock, disk, ...)."""
     if isinstance(exc, OperationalError | InterfaceError | OSError | TimeoutError):
         return True
-    if isinstance(exc, DBAPIError):
-        if exc.connection_invalidated:
-            return True
-        code = getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None)
-        if code and str(code).startswith(_TRANSIENT_SQLSTATE_PREFIXES):
-            return True
-        if "read-only" in str(exc).lower() or "readonly" in str(exc).lower():
-            return True
+    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+        return True
+    # SQLAlchemy's wrapper carries the driver's error in .orig; a statement run on the raw
+    # asyncpg connection (the PostgreSQL claim) raises the driver's error itself
+    orig = exc.orig if isinstance(exc, DBAPIError) else exc
+    code = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
+    if code and str(code).startswith(_TRANSIENT_SQLSTATE_PREFIXES):
+        return True
+    if isinstance(exc, DBAPIError) and (
+        "read-only" in str(exc).lower() or "readonly" in str(exc).lower()
+    ):
+        return True
     return False
 
 

@@ -641,3 +641,16 @@ async def test_a_database_refusing_connections_rejects_nothing(pg_url: str) -> N
         async with engine.connect() as conn:
             assert (await conn.execute(select(func.count()).select_from(EventRow))).scalar() == 4
         await engine.dispose()
+
+
+def test_raw_driver_errors_of_an_outage_are_transient() -> None:
+    """The PostgreSQL claim runs on the raw asyncpg connection: its errors arrive unwrapped."""
+    import asyncpg
+
+    from streams.worker import is_transient
+
+    assert is_transient(asyncpg.exceptions.ReadOnlySQLTransactionError("read-only"))
+    assert is_transient(asyncpg.exceptions.AdminShutdownError("terminating connection"))
+    assert is_transient(asyncpg.exceptions.ObjectNotInPrerequisiteStateError("not accepting"))
+    assert not is_transient(asyncpg.exceptions.UniqueViolationError("duplicate key"))
+    assert not is_transient(ValueError("a bad message"))
