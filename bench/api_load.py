@@ -20,9 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import random
-import shutil
 import sys
 import tempfile
 import time
@@ -40,6 +38,7 @@ from bench.common import (  # noqa: E402
     Child,
     api_env,
     bearer,
+    finish,
     new_secret,
     peak_rss_mib,
     percentile,
@@ -242,15 +241,7 @@ def main(argv: list[str] | None = None) -> int:
     results = asyncio.run(run())
     print(table(results))
     doc = {"concurrency": args.concurrency, "seconds": args.seconds, "results": results}
-    print(json.dumps(doc, indent=2))
-    if args.json:
-        args.json.write_text(json.dumps(doc, indent=2) + "\n")
-    failed = any(r.get("error") for r in results)
-    if failed:
-        print(f"logs kept in {workdir}", file=sys.stderr)
-    else:
-        shutil.rmtree(workdir, ignore_errors=True)
-    return 1 if failed else 0
+    return finish(doc, results, args.json, workdir)
 
 
 if __name__ == "__main__":

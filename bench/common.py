@@ -11,6 +11,7 @@ import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
@@ -175,3 +176,21 @@ def bearer(secret: str, role: str = "admin", **kw: object) -> dict[str, str]:
     from api.auth import mint_token
 
     return {"Authorization": f"Bearer {mint_token(secret, role, **kw)}"}  # type: ignore[arg-type]
+
+
+def finish(
+    doc: dict[str, Any], results: list[dict[str, Any]], json_path: Path | None, workdir: Path
+) -> int:
+    """Print the JSON, write it if asked, keep the logs only when a run failed; exit status."""
+    import json
+    import shutil
+
+    print(json.dumps(doc, indent=2))
+    if json_path:
+        json_path.write_text(json.dumps(doc, indent=2) + "\n")
+    failed = any(r.get("error") for r in results)
+    if failed:
+        print(f"logs kept in {workdir}", file=sys.stderr)
+    else:
+        shutil.rmtree(workdir, ignore_errors=True)
+    return 1 if failed else 0

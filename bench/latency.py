@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import shutil
 import sys
 import tempfile
 import time
@@ -41,6 +40,7 @@ from bench.common import (  # noqa: E402
     api_env,
     bearer,
     embedded_broker,
+    finish,
     new_secret,
     percentile,
     scratch_database,
@@ -296,15 +296,7 @@ def main(argv: list[str] | None = None) -> int:
         results = asyncio.run(run(broker.bootstrap))
     print(table(results))
     doc = {"seconds": args.seconds, "partitions": args.partitions, "results": results}
-    print(json.dumps(doc, indent=2))
-    if args.json:
-        args.json.write_text(json.dumps(doc, indent=2) + "\n")
-    failed = any(r.get("error") for r in results)
-    if failed:
-        print(f"logs kept in {workdir}", file=sys.stderr)
-    else:
-        shutil.rmtree(workdir, ignore_errors=True)
-    return 1 if failed else 0
+    return finish(doc, results, args.json, workdir)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,6 @@ import argparse
 import asyncio
 import json
 import random
-import shutil
 import sys
 import tempfile
 import time
@@ -36,6 +35,7 @@ from bench.common import (  # noqa: E402
     api_env,
     bearer,
     embedded_broker,
+    finish,
     new_secret,
     peak_rss_mib,
     rss_mib,
@@ -240,15 +240,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{r.get('apply_s', '-'):>8}" + (f"  ERROR {r['error']}" if r.get("error") else "")
         )
     doc = {"events": args.events, "results": results}
-    print(json.dumps(doc, indent=2))
-    if args.json:
-        args.json.write_text(json.dumps(doc, indent=2) + "\n")
-    failed = any(r.get("error") for r in results)
-    if failed:
-        print(f"logs kept in {workdir}", file=sys.stderr)
-    else:
-        shutil.rmtree(workdir, ignore_errors=True)
-    return 1 if failed else 0
+    return finish(doc, results, args.json, workdir)
 
 
 if __name__ == "__main__":
