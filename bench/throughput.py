@@ -50,6 +50,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from bench.common import peak_rss_mib  # noqa: E402
 from crmtracker.broker import EmbeddedBroker, ensure_topics, free_port, kafka_client_args  # noqa: E402
 from crmtracker.demo import DemoGenerator, DemoMessage  # noqa: E402
 from crmtracker.settings import Settings  # noqa: E402
@@ -146,16 +147,6 @@ def cpu_seconds(pid: int) -> float | None:
     except OSError:
         return None
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def peak_rss_mib(pid: int) -> float | None:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        return None
-    return None
 
 
 def tail(path: Path, lines: int = 40) -> str:

@@ -545,13 +545,13 @@ async def get_reminder(conn: AsyncConnection, reminder_id: int) -> Any:
     return row
 
 
-async def ack(conn: AsyncConnection, reminder_id: int, by: str, now: datetime) -> Any:
-    """Acknowledge: the manager has seen it (an escalated reminder keeps its escalation)."""
+async def _settle(conn: AsyncConnection, reminder_id: int, now: datetime, **values: Any) -> Any:
+    """Move a reminder that is not resolved yet; NotFound / Resolved otherwise."""
     row = (
         await conn.execute(
             update(ReminderRow)
             .where(ReminderRow.id == reminder_id, ReminderRow.status != "resolved")
-            .values(status="acked", acked_at=now, acked_by=by, snoozed_until=None, updated_at=now)
+            .values(updated_at=now, **values)
             .returning(*ReminderRow.__table__.c)
         )
     ).first()
@@ -561,16 +561,12 @@ async def ack(conn: AsyncConnection, reminder_id: int, by: str, now: datetime) -
     return row
 
 
+async def ack(conn: AsyncConnection, reminder_id: int, by: str, now: datetime) -> Any:
+    """Acknowledge: the manager has seen it (an escalated reminder keeps its escalation)."""
+    return await _settle(
+        conn, reminder_id, now, status="acked", acked_at=now, acked_by=by, snoozed_until=None
+    )
+
+
 async def snooze(conn: AsyncConnection, reminder_id: int, until: datetime, now: datetime) -> Any:
-    row = (
-        await conn.execute(
-            update(ReminderRow)
-            .where(ReminderRow.id == reminder_id, ReminderRow.status != "resolved")
-            .values(status="snoozed", snoozed_until=until, updated_at=now)
-            .returning(*ReminderRow.__table__.c)
-        )
-    ).first()
-    if row is None:
-        await get_reminder(conn, reminder_id)
-        raise ReminderResolved(reminder_id)
-    return row
+    return await _settle(conn, reminder_id, now, status="snoozed", snoozed_until=until)
