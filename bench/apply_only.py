@@ -1,0 +1,105 @@
+"""The database apply alone: the same workload as the throughput bench, no broker.
+
+Feeds ``Applier.apply`` in batches straight from memory, so the figure is the apply step's
+own ceiling (decode, resolve, dedupe claim, bucket upserts, stream rows) on each database.
+``--profile FILE`` writes a cProfile dump of the PostgreSQL run's apply loop.
+
+    python bench/apply_only.py --events 200000 [--db sqlite,postgresql] [--batch 1000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import cProfile
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from bench.common import scratch_database  # noqa: E402
+from bench.throughput import build_workload  # noqa: E402
+from crmtracker.settings import Settings  # noqa: E402
+from models.db import make_engine  # noqa: E402
+from streams.apply import Applier, Incoming  # noqa: E402
+
+PG_URL = os.environ.get("CRM_BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+
+
+async def run_db(kind: str, args: argparse.Namespace, workdir: Path) -> dict:
+    settings = Settings()
+    wl = build_workload(args.events, args.clients, args.seed, settings)
+    msgs = [
+        Incoming(f"crm.{m.topic_role}", i % 8, i, m.key, m.value) for i, m in enumerate(wl.messages)
+    ]
+    async with scratch_database(kind, workdir, PG_URL) as url:
+        engine = make_engine(url, writer=True)
+        applier = Applier(engine, settings.policy)
+        # the reference data first, as the worker would meet it on a fresh start
+        await applier.apply(msgs[: wl.reference])
+        body = msgs[wl.reference :]
+        prof = cProfile.Profile() if args.profile and kind == "postgresql" else None
+        started = time.perf_counter()
+        cpu0 = time.process_time()
+        if prof:
+            prof.enable()
+        applied = 0
+        for i in range(0, len(body), args.batch):
+            res = await applier.apply(body[i : i + args.batch])
+            applied += sum(res.applied.values())
+        if prof:
+            prof.disable()
+            prof.dump_stats(args.profile)
+        took = time.perf_counter() - started
+        cpu = time.process_time() - cpu0
+        await engine.dispose()
+    return {
+        "db": kind,
+        "events": len(body),
+        "batch": args.batch,
+        "applied": applied,
+        "seconds": round(took, 2),
+        "events_s": round(len(body) / took),
+        "worker_cpu_us_per_event": round(cpu / len(body) * 1e6, 1),
+    }
+
+
+async def main_async(args: argparse.Namespace) -> list[dict]:
+    out = []
+    with tempfile.TemporaryDirectory(prefix="crm-apply-") as tmp:
+        for kind in args.db.split(","):
+            out.append(await run_db(kind.strip(), args, Path(tmp)))
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--events", type=int, default=200_000)
+    p.add_argument("--clients", type=int, default=5000)
+    p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--batch", type=int, default=1000)
+    p.add_argument("--db", default="sqlite,postgresql")
+    p.add_argument("--profile", help="cProfile dump of the PostgreSQL apply loop")
+    p.add_argument("--json", type=Path)
+    args = p.parse_args(argv)
+    rows = asyncio.run(main_async(args))
+    lines = [f"{'db':<11} {'events':>8} {'batch':>6} {'ev/s':>8} {'cpu µs/ev':>10}"]
+    for r in rows:
+        lines.append(
+            f"{r['db']:<11} {r['events']:>8} {r['batch']:>6} {r['events_s']:>8,} "
+            f"{r['worker_cpu_us_per_event']:>10}"
+        )
+    print("\n".join(lines))
+    if args.json:
+        args.json.write_text(json.dumps({"results": rows}, indent=2) + "\n")
+    return 0 if all(r["applied"] for r in rows) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
