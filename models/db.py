@@ -2,14 +2,36 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import event
+from sqlalchemy import bindparam, event, func, literal_column, select
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+def one_of(col: Any, values: Iterable[Any], dialect: str) -> Any:
+    """``col IN (values)`` with the whole list as ONE bound parameter.
+
+    SQLAlchemy's ``in_()`` renders one placeholder per value on every execution, which
+    costs more than the query for the apply step's thousand-id lookups. PostgreSQL takes an
+    array (``IN (SELECT unnest($1))``), SQLite a JSON list (``IN (SELECT value FROM json_each(?))``).
+    """
+    vals = list(values)
+    if dialect == "postgresql":
+        # IN (SELECT unnest(...)), not = ANY(...): a generic plan for ANY may scan the whole
+        # table comparing each row with every element; the join keeps the index
+        return col.in_(select(func.unnest(bindparam(None, vals, type_=postgresql.ARRAY(col.type)))))
+    return col.in_(
+        select(literal_column("value")).select_from(
+            func.json_each(bindparam(None, json.dumps(vals, default=str)))
+        )
+    )
 
 
 def is_sqlite(url: str) -> bool:

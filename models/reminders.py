@@ -21,6 +21,7 @@ from sqlalchemy import and_, bindparam, case, exists, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from models.db import one_of
 from models.policy import Policy
 from models.stream import publish
 from models.tables import ClientRow, HeadsUpRow, ManagerRow, OutboxRow, ReminderRow
@@ -194,7 +195,7 @@ async def _recompute_chunk(
                 c.next_visit_due,
                 c.next_post_loan_due,
                 c.manager_id,
-            ).where(c.client_id.in_(ids))
+            ).where(one_of(c.client_id, ids, conn.dialect.name))
         )
     ).all()
     dues = {}
@@ -225,7 +226,10 @@ async def _recompute_chunk(
     active = (
         await conn.execute(
             select(*_REMINDER_COLS)
-            .where(ReminderRow.client_id.in_(ids), ReminderRow.status.in_(ACTIVE_STATUSES))
+            .where(
+                one_of(ReminderRow.client_id, ids, conn.dialect.name),
+                ReminderRow.status.in_(ACTIVE_STATUSES),
+            )
             .order_by(ReminderRow.id)
         )
     ).all()

@@ -22,10 +22,11 @@ from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import and_, bindparam, or_, select, text, tuple_, update
+from sqlalchemy import and_, bindparam, or_, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from models.db import one_of
 from models.events import (
     AccountOpened,
     ClientUpserted,
@@ -53,6 +54,14 @@ from models.tables import (
     RejectedRow,
 )
 from models.visits import resets_post_loan_clock
+
+_RESOLVE_CLIENT_COLS = (
+    ClientRow.client_id,
+    ClientRow.manager_id,
+    ClientRow.claim_ratio,
+    ClientRow.origin,
+)
+"""What resolving a fact reads of its client (attribution and claim ratio)."""
 
 REFERENCE_ORDER = {"manager.upserted": 0, "client.upserted": 1}
 
@@ -188,7 +197,7 @@ async def load_history(conn: AsyncConnection, client_ids: Iterable[str]) -> Hist
     for cid, at, mid in (
         await conn.execute(
             select(AssignmentRow.client_id, AssignmentRow.assigned_at, AssignmentRow.manager_id)
-            .where(AssignmentRow.client_id.in_(ids))
+            .where(one_of(AssignmentRow.client_id, ids, conn.dialect.name))
             .order_by(AssignmentRow.client_id, AssignmentRow.assigned_at)
         )
     ).all():
@@ -422,7 +431,9 @@ class Applier:
         )
 
     async def _managers(self, conn: AsyncConnection, ids: list[str]) -> dict[str, Any]:
-        rows = await conn.execute(select(ManagerRow).where(ManagerRow.manager_id.in_(ids)))
+        rows = await conn.execute(
+            select(ManagerRow).where(one_of(ManagerRow.manager_id, ids, self.dialect))
+        )
         return {m.manager_id: m for m in rows.all()}
 
     async def _hold_release_lock(self, conn: AsyncConnection) -> None:
@@ -564,9 +575,9 @@ class Applier:
             return []
         conds = []
         if client_ids:
-            conds.append(RejectedRow.waiting_client_id.in_(sorted(client_ids)))
+            conds.append(one_of(RejectedRow.waiting_client_id, sorted(client_ids), self.dialect))
         if manager_ids:
-            conds.append(RejectedRow.waiting_manager_id.in_(sorted(manager_ids)))
+            conds.append(one_of(RejectedRow.waiting_manager_id, sorted(manager_ids), self.dialect))
         rows = (
             await conn.execute(
                 select(RejectedRow.id, RejectedRow.value_b64)
@@ -587,7 +598,11 @@ class Applier:
         clients = {
             c.client_id: c
             for c in (
-                await conn.execute(select(ClientRow).where(ClientRow.client_id.in_(client_ids)))
+                await conn.execute(
+                    select(*_RESOLVE_CLIENT_COLS).where(
+                        one_of(ClientRow.client_id, client_ids, self.dialect)
+                    )
+                )
             ).all()
         }
         history = await load_history(conn, clients)
@@ -614,7 +629,9 @@ class Applier:
                 m.manager_id: m
                 for m in (
                     await conn.execute(
-                        select(ManagerRow).where(ManagerRow.manager_id.in_(manager_ids))
+                        select(ManagerRow.manager_id, ManagerRow.branch_id).where(
+                            one_of(ManagerRow.manager_id, manager_ids, self.dialect)
+                        )
                     )
                 ).all()
             }
@@ -929,12 +946,19 @@ class Applier:
         # SQLite keeps decimals as text, so add in Python under the write lock it holds
         table = model.__table__
         existing: dict[tuple[str, date], Any] = {}
-        key_attr = table.c[key_col]
-        for chunk_start in range(0, len(keys), 400):
-            chunk = keys[chunk_start : chunk_start + 400]
-            res = await conn.execute(select(table).where(tuple_(key_attr, table.c.day).in_(chunk)))
-            for r in res.mappings():
-                existing[(r[key_col], r["day"])] = r
+        wanted = set(keys)
+        # a superset (every key's rows on every day of the batch), narrowed here: two bound
+        # lists instead of a placeholder pair per key
+        res = await conn.execute(
+            select(table).where(
+                one_of(table.c[key_col], sorted({k[0] for k in keys}), self.dialect),
+                one_of(table.c.day, sorted({k[1].isoformat() for k in keys}), self.dialect),
+            )
+        )
+        for r in res.mappings():
+            k = (r[key_col], r["day"])
+            if k in wanted:
+                existing[k] = r
         rows = []
         for k in keys:
             row = {key_col: k[0], "day": k[1]}
