@@ -202,13 +202,18 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a number")
 
 
+# Built once: json.loads(..., parse_float=...) builds a new decoder on every call.
+# Numbers with a fraction become Decimal, never float: money must stay exact.
+_DECODER = json.JSONDecoder(parse_float=Decimal, parse_constant=_reject_constant)
+
+
 def _loads(raw: bytes) -> Any:
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise InvalidEvent(f"value is not valid UTF-8 (byte {exc.start})") from None
     try:
-        return json.loads(text, parse_float=Decimal, parse_constant=_reject_constant)
+        return _DECODER.decode(text)
     except (ValueError, RecursionError) as exc:
         raise InvalidEvent(f"value is not valid JSON: {exc}") from None
 
