@@ -53,7 +53,7 @@ MONTH = date(2026, 10, 1)
 
 
 async def seed(url: str, managers: int, rng: random.Random) -> int:
-    from sqlalchemy import insert
+    from sqlalchemy import insert, text
 
     from models.db import make_engine
     from models.tables import BranchDayRow, ManagerDayRow, ManagerRow
@@ -112,6 +112,9 @@ async def seed(url: str, managers: int, rng: random.Random) -> int:
                     for d, (n, w) in branch.items()
                 ],
             )
+        # planner statistics, as autovacuum would have them on a database in service
+        async with engine.connect() as conn:
+            await conn.execute(text("ANALYZE"))
     finally:
         await engine.dispose()
     return rows

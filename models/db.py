@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,7 @@ from sqlalchemy import bindparam, event, func, literal_column, select
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.util import await_only
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -32,6 +34,26 @@ def one_of(col: Any, values: Iterable[Any], dialect: str) -> Any:
             func.json_each(bindparam(None, json.dumps(vals, default=str)))
         )
     )
+
+
+class _DecimalSum:
+    """SQLite aggregate ``decimal_sum(text)``: exact sum of decimals kept as text.
+
+    SQLite's own SUM reads text as a float; this one adds ``Decimal`` values and returns the
+    sum as text (NULL for no rows), which ``ExactDecimal`` reads back as a ``Decimal``.
+    """
+
+    def __init__(self) -> None:
+        self.total: Decimal | None = None
+
+    def step(self, value: Any) -> None:
+        if value is None:
+            return
+        d = Decimal(value) if isinstance(value, str) else Decimal(str(value))
+        self.total = d if self.total is None else self.total + d
+
+    def finalize(self) -> str | None:
+        return None if self.total is None else str(self.total)
 
 
 def is_sqlite(url: str) -> bool:
@@ -63,6 +85,9 @@ def make_engine(url: str, *, writer: bool = False, pool_size: int = 5) -> AsyncE
             cur.execute("PRAGMA synchronous=NORMAL")
             cur.execute("PRAGMA busy_timeout=30000")
             cur.close()
+            # the aggregate lives on the driver's connection, in aiosqlite's own thread
+            inner = dbapi_conn._connection  # aiosqlite.Connection
+            await_only(inner._execute(inner._conn.create_aggregate, "decimal_sum", 1, _DecimalSum))
 
         @event.listens_for(sync, "begin")
         def _begin(conn: Any) -> None:

@@ -11,9 +11,10 @@ from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from models.db import one_of
 from models.policy import (
     ACCOUNT_TYPES,
     BUSINESS_LINES,
@@ -28,6 +29,7 @@ from models.tables import (
     COUNT_COLUMNS,
     MONEY_COLUMNS,
     BranchDayRow,
+    ExactDecimal,
     ManagerDayRow,
     ManagerTargetRow,
 )
@@ -77,47 +79,70 @@ def tally_document(
     }
 
 
+def _exact_sum(col: Any, dialect: str) -> Any:
+    """SUM that stays exact: NUMERIC on PostgreSQL; on SQLite (money kept as text, which its
+    own SUM would turn into a float) the ``decimal_sum`` aggregate of ``models.db``."""
+    if col.name in COUNT_COLUMNS:
+        return func.sum(col).label(col.name)
+    fn = func.sum if dialect == "postgresql" else func.decimal_sum
+    return fn(col, type_=ExactDecimal()).label(col.name)
+
+
+async def _sums(
+    conn: AsyncConnection,
+    table: Any,
+    key_col: str,
+    keys: Iterable[str] | None,
+    start: date,
+    end: date,
+    cols: Iterable[str],
+) -> dict[str, dict[str, Any]]:
+    """Per key, the sums of ``cols`` over the days [start, end], added up by the database
+    (one row per key instead of one per day); keys without a bucket in the range are absent."""
+    dialect = conn.dialect.name
+    cols = tuple(cols)
+    key = table.c[key_col]
+    q = (
+        select(key, *(_exact_sum(table.c[c], dialect) for c in cols))
+        .where(table.c.day >= start, table.c.day <= end)
+        .group_by(key)
+    )
+    if keys is not None:
+        ids = sorted(set(keys))
+        if not ids:
+            return {}
+        q = q.where(key == ids[0]) if len(ids) == 1 else q.where(one_of(key, ids, dialect))
+    return {r[0]: dict(zip(cols, r[1:], strict=True)) for r in (await conn.execute(q)).all()}
+
+
+_ALL_COLUMNS = (*MONEY_COLUMNS, *COUNT_COLUMNS)
+
+
 async def manager_totals(
     conn: AsyncConnection, manager_id: str, start: date, end: date
 ) -> dict[str, Any]:
-    t = ManagerDayRow.__table__
-    res = await conn.execute(
-        select(t).where(t.c.manager_id == manager_id, t.c.day >= start, t.c.day <= end)
+    found = await _sums(
+        conn, ManagerDayRow.__table__, "manager_id", [manager_id], start, end, _ALL_COLUMNS
     )
-    return sum_rows(res.mappings())
+    return found.get(manager_id) or zero_totals()
 
 
 async def branch_totals(
     conn: AsyncConnection, branch_id: str, start: date, end: date
 ) -> dict[str, Any]:
-    t = BranchDayRow.__table__
-    res = await conn.execute(
-        select(t).where(t.c.branch_id == branch_id, t.c.day >= start, t.c.day <= end)
+    found = await _sums(
+        conn, BranchDayRow.__table__, "branch_id", [branch_id], start, end, _ALL_COLUMNS
     )
-    return sum_rows(res.mappings())
+    return found.get(branch_id) or zero_totals()
 
 
 async def managers_totals(
     conn: AsyncConnection, manager_ids: Iterable[str] | None, start: date, end: date
 ) -> dict[str, dict[str, Any]]:
     """Totals per manager over [start, end] (``None``: every manager), exact."""
-    t = ManagerDayRow.__table__
-    q = select(t).where(t.c.day >= start, t.c.day <= end)
-    if manager_ids is not None:
-        ids = sorted(set(manager_ids))
-        if not ids:
-            return {}
-        q = q.where(t.c.manager_id.in_(ids))
-    out: dict[str, dict[str, Any]] = {}
-    for r in (await conn.execute(q)).mappings():
-        totals = out.get(r["manager_id"])
-        if totals is None:
-            totals = out[r["manager_id"]] = zero_totals()
-        for c in MONEY_COLUMNS:
-            totals[c] += r[c]
-        for c in COUNT_COLUMNS:
-            totals[c] += r[c]
-    return out
+    return await _sums(
+        conn, ManagerDayRow.__table__, "manager_id", manager_ids, start, end, _ALL_COLUMNS
+    )
 
 
 # --- leaderboard metrics ---------------------------------------------------------------------
@@ -280,19 +305,7 @@ async def managers_metric(
 ) -> dict[str, Decimal | int]:
     """One metric per manager over [start, end], exact, reading only its columns; managers
     without a bucket in the range are left out."""
-    t = ManagerDayRow.__table__
-    cols = metric_columns(metric)
-    q = select(t.c.manager_id, *(t.c[c] for c in cols)).where(t.c.day >= start, t.c.day <= end)
-    if manager_ids is not None:
-        ids = sorted(set(manager_ids))
-        if not ids:
-            return {}
-        q = q.where(t.c.manager_id.in_(ids))
-    sums: dict[str, dict[str, Any]] = {}
-    for r in (await conn.execute(q)).mappings():
-        acc = sums.get(r["manager_id"])
-        if acc is None:
-            acc = sums[r["manager_id"]] = dict.fromkeys(cols, 0)
-        for c in cols:
-            acc[c] += r[c]
+    sums = await _sums(
+        conn, ManagerDayRow.__table__, "manager_id", manager_ids, start, end, metric_columns(metric)
+    )
     return {mid: metric_value(acc, metric) for mid, acc in sums.items()}

@@ -10,6 +10,7 @@ import random
 import tempfile
 from collections import defaultdict
 from datetime import date, timedelta
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -165,3 +166,37 @@ async def test_replay_while_the_worker_applies(db_url: str) -> None:
     finally:
         await worker.dispose()
         await other.dispose()
+
+
+async def test_period_sums_stay_exact_where_floats_would_not(db_url: str) -> None:
+    """The database adds a period's buckets (NUMERIC on PostgreSQL, a Decimal aggregate on
+    SQLite, where money is text): sums a float would round come back digit for digit."""
+    from sqlalchemy import insert
+
+    engine = make_engine(db_url)
+    days = [date(2026, 10, d) for d in (1, 2, 3)]
+    money = [Decimal("0.1"), Decimal("0.2"), Decimal("98765432109876.543210987")]
+    try:
+        async with engine.begin() as conn:
+            for model, key in ((ManagerDayRow, "manager_id"), (BranchDayRow, "branch_id")):
+                await conn.execute(
+                    insert(model.__table__),
+                    [
+                        {key: "x1", "day": d, "weighted_profit": v, "volume_asset": v}
+                        for d, v in zip(days, money, strict=True)
+                    ],
+                )
+        async with engine.connect() as conn:
+            want = Decimal("98765432109876.843210987")
+            start, end = days[0], days[-1]
+            assert (await manager_totals(conn, "x1", start, end))["weighted_profit"] == want
+            assert (await branch_totals(conn, "x1", start, end))["volume_asset"] == want
+            assert (await managers_totals(conn, None, start, end))["x1"]["weighted_profit"] == want
+            assert (await manager_totals(conn, "x1", days[0], days[1]))["volume_asset"] == (
+                Decimal("0.3")
+            )
+            # no bucket in the range: zeros, not NULLs
+            nothing = await manager_totals(conn, "x1", date(2027, 1, 1), date(2027, 1, 31))
+            assert nothing == sum_rows([])
+    finally:
+        await engine.dispose()
