@@ -56,15 +56,17 @@ class InvalidEvent(ValueError):
 
 
 def _rfc3339(v: Any) -> datetime:
-    if not isinstance(v, str) or not _RFC3339.match(v):
+    m = _RFC3339.match(v) if isinstance(v, str) else None
+    if m is None:
         raise ValueError(
             "must be an RFC 3339 timestamp with a UTC offset, e.g. 2026-11-20T09:15:00+08:00"
         )
-    # fromisoformat (3.11) takes 'Z' and up to 6 fractional digits
+    # fromisoformat (3.11) takes 'Z' and up to 6 fractional digits: cut finer digits
     text = v.replace("z", "Z").replace("t", "T")
-    m = re.match(r"^(.*\.\d{6})\d+(.*)$", text)
-    if m:
-        text = m.group(1) + m.group(2)
+    fraction = m.group(1)
+    if fraction is not None and len(fraction) > 7:
+        cut = m.start(1) + 7
+        text = text[:cut] + text[m.end(1) :]
     try:
         return datetime.fromisoformat(text)
     except ValueError as exc:
