@@ -41,6 +41,7 @@ import tempfile
 import time
 import uuid
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -141,6 +142,11 @@ def build_workload(n: int, clients: int, seed: int, settings: Settings) -> Workl
 
 
 # --- helpers (blocking; kept out of coroutines) ----------------------------------------------
+def _sum_or_none(values: Iterable[float | None]) -> float | None:
+    vals = list(values)
+    return None if any(v is None for v in vals) else sum(vals)  # type: ignore[arg-type]
+
+
 def cpu_seconds(pid: int) -> float | None:
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -428,6 +434,7 @@ async def run_pipeline(
     stall_timeout: float,
     broker_pid: int | None,
     profile_dir: Path | None = None,
+    workers: int = 1,
 ) -> None:
     from sqlalchemy import text
 
@@ -437,6 +444,12 @@ async def run_pipeline(
     engine = make_engine(settings.db_url)
     log_path = workdir / f"worker-{res.db}.log"
     worker = WorkerProcess(settings, log_path, workdir)
+    # more workers: one consumer group sharing the partitions (figures: the sums over them)
+    others = [
+        WorkerProcess(settings, workdir / f"worker-{res.db}-{i}.log", workdir)
+        for i in range(2, workers + 1)
+    ]
+    everyone = [worker, *others]
 
     async def counts() -> tuple[int, int, int]:
         async with engine.connect() as conn:
@@ -446,7 +459,8 @@ async def run_pipeline(
     spy: subprocess.Popen[bytes] | None = None
     try:
         broker_cpu0 = cpu_seconds(broker_pid) if broker_pid else None
-        worker.start()
+        for w in everyone:
+            w.start()
         if profile_dir is not None and worker.pid:
             spy = start_py_spy(worker.pid, profile_dir / f"profile-{res.db}.collapsed", workdir)
         t_first = t_last = None
@@ -456,18 +470,19 @@ async def run_pipeline(
         while True:
             await asyncio.sleep(POLL_INTERVAL)
             now = time.monotonic()
-            code = worker.poll()
-            if code is not None:
-                raise BenchError(
-                    f"worker exited with code {code}; tail of {log_path}:\n{tail(log_path)}"
-                )
+            for w in everyone:
+                code = w.poll()
+                if code is not None:
+                    raise BenchError(
+                        f"worker exited with code {code}; tail of {w.log_path}:\n{tail(w.log_path)}"
+                    )
             events, rejected, held = await counts()
             n = events + rejected
             if n > n_last or (t_first is None and n > 0):
                 if t_first is None:
                     t_first, n_first = now, n
                 t_last, n_last, last_growth = now, n, now
-                wcpu = cpu_seconds(worker.pid) if worker.pid else None
+                wcpu = _sum_or_none(cpu_seconds(w.pid) if w.pid else None for w in everyone)
                 bcpu = cpu_seconds(broker_pid) if broker_pid else None
             if n >= res.expected:
                 done = True
@@ -486,7 +501,9 @@ async def run_pipeline(
                 break
         res.complete = done
         res.applied, res.rejected, res.held_at_end = n_last, rejected, held
-        res.worker_peak_rss_mib = peak_rss_mib(worker.pid) if worker.pid else None
+        res.worker_peak_rss_mib = _sum_or_none(
+            peak_rss_mib(w.pid) if w.pid else None for w in everyone
+        )
         # held events are released when their client/manager arrives: give stragglers time
         settle_until = time.monotonic() + SETTLE_S
         while held and time.monotonic() < settle_until and worker.poll() is None:
@@ -517,8 +534,13 @@ async def run_pipeline(
             except subprocess.TimeoutExpired:
                 spy.kill()
         res.worker_exit = worker.stop()
+        for w in others:
+            res.worker_exit = w.stop() or res.worker_exit
         await engine.dispose()
         res.log_warnings = scan_log(log_path)
+        for w in others:
+            for k, v in scan_log(w.log_path).items():
+                res.log_warnings[k] = res.log_warnings.get(k, 0) + v
 
 
 async def bench_db(
@@ -565,7 +587,9 @@ async def bench_db(
         )
 
         print(f"[{db}] worker (expecting {res.expected} rows) ...", file=sys.stderr, flush=True)
-        await run_pipeline(settings, res, workdir, args.stall_timeout, broker_pid, args.profile)
+        await run_pipeline(
+            settings, res, workdir, args.stall_timeout, broker_pid, args.profile, args.workers
+        )
         if res.pipeline_events_s and res.bare_msg_s:
             res.ratio_pipeline_bare = res.pipeline_events_s / res.bare_msg_s
         if res.pipeline_events_s and res.faust_msg_s:
@@ -805,6 +829,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         ".collapsed; summarise with bench/profile_summary.py",
     )
     p.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="worker processes in the group (>1: scale-out; CPU and RSS are their sums)",
+    )
+    p.add_argument(
         "--peer",
         action=argparse.BooleanOptionalAction,
         default=True,
@@ -889,6 +919,7 @@ def main(argv: list[str] | None = None) -> int:
     doc = {
         "events": args.events,
         "partitions": args.partitions,
+        "workers": args.workers,
         "clients": args.clients,
         "seed": args.seed,
         "workload": {
