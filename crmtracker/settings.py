@@ -46,6 +46,11 @@ class TopicNames:
     def compacted(self) -> set[str]:
         return {self.clients, self.managers}
 
+    @property
+    def reference(self) -> set[str]:
+        """The reference-data topics (who the clients and managers are)."""
+        return {self.clients, self.managers}
+
 
 PLACEHOLDER_SECRETS = frozenset(
     {"changeme", "change-me", "change_me", "secret", "default", "crm-tracker", "password"}
@@ -91,6 +96,10 @@ class Settings(BaseSettings):
     batch_within: float = Field(0.2, gt=0)
     """Seconds a partial batch waits for more events before it is applied."""
     db_retry_max_backoff: float = Field(30.0, gt=0)
+    consumer: Literal["agents", "direct"] = "direct"
+    """How the worker reads its topics: ``agents`` (a faust agent per topic, faust's per-message
+    stream) or ``direct`` (one aiokafka batch consumer inside the faust app; see README
+    "Performance"). Both commit an offset only after its event's database transaction."""
 
     # --- storage -------------------------------------------------------------------------
     database_url: str | None = None
@@ -273,6 +282,7 @@ class Settings(BaseSettings):
             "CRM_GROUP_ID": self.group_id,
             "CRM_BATCH_SIZE": str(self.batch_size),
             "CRM_BATCH_WITHIN": str(self.batch_within),
+            "CRM_CONSUMER": self.consumer,
             "CRM_METRICS_PORT": str(self.metrics_port),
         }
         if self.policy_file is not None:

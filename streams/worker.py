@@ -1,9 +1,14 @@
-"""The faust app: one agent per input topic, each applying batches through ``Pipeline``.
+"""The faust app: batches of messages applied through ``Pipeline``, which never raises.
 
-Agents are thin: they turn faust events into ``Incoming`` messages and hand the batch to the
-pipeline, which never raises. faust acks (and later commits) a batch only after the agent's
-loop body returns, i.e. after the database transaction committed: a crash before that means
+Two ways to read the input topics (``CRM_CONSUMER``), the same guarantee: an offset is
+committed only after its batch's database transaction committed, so a crash means
 redelivery, which the idempotent apply makes harmless.
+
+- ``direct`` (default): ``DirectConsumer``, one aiokafka batch consumer run as a service of
+  the faust app; it skips faust's per-message stream machinery, which costs as much CPU as
+  the apply itself.
+- ``agents``: one faust agent per input topic; faust acks (and later commits) a batch only
+  after the agent's loop body returns.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import faust
+from aiokafka import ConsumerRebalanceListener
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
@@ -159,8 +165,9 @@ class Pipeline:
             log.error("%s %s", msgs[0].position, reason)
             await self._reject_unappliable(msgs[0], reason)
             return
-        for msg, reason in result.rejected:
-            await self._send_deadletter(msg, reason)
+        # all at once: the producer sends them in one batch instead of a round trip each;
+        # the batch counts as done (and its offsets may be committed) only when all are out
+        await asyncio.gather(*(self._send_deadletter(m, r) for m, r in result.rejected))
 
     async def _reject_unappliable(self, msg: Incoming, reason: str) -> None:
         # Record it like any rejected message, so it stays visible and can be re-driven.
@@ -223,7 +230,9 @@ def broker_credentials(settings: Settings) -> Any:
 def create_app(settings: Settings) -> faust.App:
     """Build the faust app with its agents; nothing connects until it starts."""
     app = faust.App(
-        settings.group_id,
+        # direct: the batch consumer is the group's member; faust's own consumer (it always
+        # subscribes its leader topic) must not join that group with another protocol
+        settings.group_id if settings.consumer == "agents" else f"{settings.group_id}.faust",
         broker=[f"kafka://{h.strip()}" for h in settings.bootstrap.split(",")],
         broker_credentials=broker_credentials(settings),
         store="memory://",
@@ -267,19 +276,33 @@ def create_app(settings: Settings) -> faust.App:
     )
     app.pipeline = pipeline  # type: ignore[attr-defined]
 
-    for name in settings.topics.inputs:
-        topic = app.topic(
+    inputs = [
+        app.topic(
             name,
             key_serializer="raw",
             value_serializer="raw",
             partitions=settings.topic_partitions,
             acks=True,
         )
-        app.agent(topic, name=f"apply.{name}", concurrency=1)(
+        for name in settings.topics.inputs
+    ]
+    worker_name = f"{socket.gethostname()}:{os.getpid()}"
+
+    if settings.consumer == "direct":
+        direct = DirectConsumer(settings, pipeline, [dlt, *inputs], loop=app.loop)
+        app.direct = direct  # type: ignore[attr-defined]
+        app.service(direct)
+
+        @app.timer(interval=2.0)
+        async def record_direct_positions() -> None:
+            await _save_positions(engine, settings.group_id, worker_name, direct.positions())
+
+        return app
+
+    for topic in inputs:
+        app.agent(topic, name=f"apply.{topic.get_topic_name()}", concurrency=1)(
             _make_agent(pipeline, settings.batch_size, settings.batch_within)
         )
-
-    worker_name = f"{socket.gethostname()}:{os.getpid()}"
 
     @app.on_partitions_assigned.connect
     async def count_rebalance(*args: Any, **kwargs: Any) -> None:
@@ -293,6 +316,132 @@ def create_app(settings: Settings) -> faust.App:
         await _record_positions(app, engine, settings.group_id, worker_name)
 
     return app
+
+
+class DirectConsumer(faust.Service):
+    """The worker's batch path without faust's per-message machinery (``CRM_CONSUMER=direct``).
+
+    A service of the faust app (started and stopped with it, next to its producer and timers)
+    that runs one aiokafka consumer in the worker's group: ``getmany`` up to ``batch_size``
+    records over every assigned partition, ``Pipeline.handle`` (which returns only once the
+    batch is committed to the database, or rejected with a reason), then a commit of the next
+    offsets. Exactly once in effect, as on the agent path: an offset is committed only after
+    its event's database transaction; a crash or a failed commit means redelivery, which the
+    idempotent apply drops. A rebalance waits for the batch in flight (one lock around
+    apply + commit), so a revoked partition's last applied offsets are committed first.
+    """
+
+    def __init__(
+        self, settings: Settings, pipeline: Pipeline, topics: list[Any], **kwargs: Any
+    ) -> None:
+        super().__init__(**kwargs)
+        self.settings = settings
+        self.pipeline = pipeline
+        self.topics = topics  # declared (created if missing) before the consumer starts
+        self.consumer: Any = None
+        self.committed: dict[Any, int | None] = {}
+        self._lock = asyncio.Lock()
+        self._closing = False
+
+    async def on_start(self) -> None:
+        from aiokafka import AIOKafkaConsumer
+
+        for topic in self.topics:
+            await topic.maybe_declare()
+        s = self.settings
+        self.consumer = AIOKafkaConsumer(
+            bootstrap_servers=s.bootstrap,
+            group_id=s.group_id,
+            client_id=f"crm-tracker-worker-{os.getpid()}",
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            session_timeout_ms=int(s.session_timeout * 1000),
+            heartbeat_interval_ms=int(s.heartbeat_interval * 1000),
+            max_poll_records=s.batch_size,
+            **kafka_client_args(s),
+        )
+        self.consumer.subscribe(topics=list(s.topics.inputs), listener=_Rebalance(self))
+        await self.consumer.start()
+
+    async def on_stop(self) -> None:
+        async with self._lock:  # the batch in flight finishes and commits first
+            self._closing = True
+        if self.consumer is not None:
+            await self.consumer.stop()  # leaves the group: its partitions move at once
+
+    @faust.Service.task
+    async def _consume(self) -> None:
+        size = self.settings.batch_size
+        reference = self.settings.topics.reference
+        while not self.should_stop:
+            # reference data first: what is already fetched of the clients and managers
+            # topics goes before the facts that need it (fewer facts held back to wait)
+            ref = [tp for tp in self.consumer.assignment() if tp.topic in reference]
+            records = (
+                await self.consumer.getmany(*ref, timeout_ms=0, max_records=size) if ref else {}
+            )
+            if not records:
+                records = await self.consumer.getmany(
+                    timeout_ms=int(self.settings.batch_within * 1000), max_records=size
+                )
+            if records:
+                await self._apply(records)
+
+    async def _apply(self, records: dict[Any, list[Any]]) -> None:
+        from aiokafka.errors import KafkaError
+
+        async with self._lock:
+            if self._closing:
+                return  # not applied, not committed: read again after the restart
+            await self.pipeline.handle(
+                [
+                    Incoming(r.topic, r.partition, r.offset, r.key, r.value)
+                    for batch in records.values()
+                    for r in batch
+                ]
+            )
+            assigned = self.consumer.assignment()
+            offsets = {tp: rs[-1].offset + 1 for tp, rs in records.items() if tp in assigned}
+            try:
+                await self.consumer.commit(offsets)
+            except KafkaError as exc:
+                # e.g. the group rebalanced meanwhile: the partitions' new owner reads these
+                # again and the apply drops them as duplicates
+                log.warning("offset commit failed (%s): the batch will be read again", exc)
+            else:
+                self.committed.update(offsets)
+
+    def positions(self) -> list[tuple[str, int, int | None, int | None]]:
+        """(topic, partition, committed offset, high watermark) of the assigned partitions."""
+        if self.consumer is None:
+            return []
+        out = []
+        for tp in sorted(self.consumer.assignment()):
+            out.append(
+                (tp.topic, tp.partition, self.committed.get(tp), self.consumer.highwater(tp))
+            )
+        return out
+
+
+class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
+    """aiokafka rebalance listener of ``DirectConsumer``."""
+
+    def __init__(self, owner: DirectConsumer) -> None:
+        self.owner = owner
+
+    async def on_partitions_revoked(self, revoked: Any) -> None:
+        async with self.owner._lock:  # wait for the batch in flight to apply and commit
+            for tp in revoked:
+                self.owner.committed.pop(tp, None)
+
+    async def on_partitions_assigned(self, assigned: Any) -> None:
+        metrics.REBALANCES.inc()
+        metrics.ASSIGNED_PARTITIONS.set(len(assigned))
+        for tp in assigned:
+            try:
+                self.owner.committed[tp] = await self.owner.consumer.committed(tp)
+            except Exception as exc:  # only the lag view uses it: never block consuming
+                log.debug("committed offset of %s unknown: %s", tp, exc)
 
 
 def _make_agent(pipeline: Pipeline, size: int, within: float) -> Callable[[Any], Any]:
@@ -317,26 +466,33 @@ def _make_agent(pipeline: Pipeline, size: int, within: float) -> Callable[[Any],
 async def _record_positions(app: faust.App, engine: Any, group: str, worker: str) -> None:
     """Save what this worker knows of its partitions (for /readyz and the lag view)."""
     consumer = app.consumer
-    rows = []
-    now = datetime.now(UTC)
+    found = []
     for tp in sorted(consumer.assignment()):
         try:
             end = consumer.highwater(tp)
         except Exception:
             end = None
-        committed = consumer._committed_offset.get(tp)
-        rows.append(
-            {
-                "group_id": group,
-                "topic": tp.topic,
-                "partition": tp.partition,
-                # faust keeps Kafka's committed offset: the next offset to read
-                "committed_offset": committed,
-                "end_offset": end,
-                "worker": worker,
-                "updated_at": now,
-            }
-        )
+        # faust keeps Kafka's committed offset: the next offset to read
+        found.append((tp.topic, tp.partition, consumer._committed_offset.get(tp), end))
+    await _save_positions(engine, group, worker, found)
+
+
+async def _save_positions(
+    engine: Any, group: str, worker: str, found: list[tuple[str, int, int | None, int | None]]
+) -> None:
+    now = datetime.now(UTC)
+    rows = [
+        {
+            "group_id": group,
+            "topic": topic,
+            "partition": partition,
+            "committed_offset": committed,
+            "end_offset": end,
+            "worker": worker,
+            "updated_at": now,
+        }
+        for topic, partition, committed, end in found
+    ]
     if rows:
         try:
             await upsert_positions(engine, rows)

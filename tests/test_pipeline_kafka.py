@@ -33,8 +33,11 @@ async def _run_log(
     *,
     partitions: int = 4,
     timeout: float = 240,
+    consumer: str = "direct",
 ) -> None:
-    settings = isolated_settings(broker.bootstrap, db_url, tmp_path, topic_partitions=partitions)
+    settings = isolated_settings(
+        broker.bootstrap, db_url, tmp_path, topic_partitions=partitions, consumer=consumer
+    )
     await ensure_topics(settings)
     # events published before the first worker starts must be applied (earliest offset)
     await produce(settings, ((m.topic, m.key, m.value) for m in log.messages))
@@ -61,6 +64,14 @@ async def test_vectors_through_the_broker(
     broker: EmbeddedBroker, db_url: str, tmp_path: Path
 ) -> None:
     await _run_log(broker, db_url, tmp_path, load_vectors(VECTORS))
+
+
+async def test_the_faust_agent_path_is_exact_too(
+    broker: EmbeddedBroker, db_url: str, tmp_path: Path
+) -> None:
+    """``CRM_CONSUMER=agents`` (a faust agent per topic) against the same oracle."""
+    log = generate_log(seed=13, events=5_000)
+    await _run_log(broker, db_url, tmp_path, log, consumer="agents")
 
 
 async def test_generated_log_of_20000_events(

@@ -217,15 +217,22 @@ async def kill9(
     async def body() -> None:
         await run.produce()
         recover: list[float] = []
+        at_kill: list[int] = []
         for i, frac in enumerate(points):
             run.worker.start()
             before = await run.applied()
             t0 = time.monotonic()
-            if i:  # restarted after a kill: time to the first new applied event
+            if i and before < run.valid:  # restarted after a kill: time to the first new event
                 await run.wait_applied(before + 1, timeout)
                 recover.append(time.monotonic() - t0)
             await run.wait_applied(int(frac * run.valid), timeout)
             run.worker.kill9()
+            at_kill.append(await run.applied())
+        res.extra["applied_at_kills"] = at_kill
+        # a fast worker may finish the stream between two looks: the drill counts only if
+        # at least one kill came with work left to do
+        mid_stream = sum(1 for n in at_kill if n < run.valid)
+        assert mid_stream >= 1, f"no kill landed mid-stream (applied at each kill: {at_kill})"
         run.worker.start()
         before = await run.applied()
         t0 = time.monotonic()

@@ -23,7 +23,12 @@ def _ok(res: scenarios.DrillResult) -> None:
 
 
 async def test_kill_9_at_random_points(broker: EmbeddedBroker, db_url: str, tmp_path: Path) -> None:
-    _ok(await scenarios.kill9(broker.bootstrap, db_url, tmp_path, events=10_000, kills=3))
+    # small batches: more commits to be killed between, and a stream long enough to kill into
+    _ok(
+        await scenarios.kill9(
+            broker.bootstrap, db_url, tmp_path, events=10_000, kills=3, batch_size=100
+        )
+    )
 
 
 async def test_duplicates_resent_later(broker: EmbeddedBroker, db_url: str, tmp_path: Path) -> None:
