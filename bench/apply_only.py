@@ -50,9 +50,19 @@ async def run_db(kind: str, args: argparse.Namespace, workdir: Path) -> dict:
         if prof:
             prof.enable()
         applied = 0
+        seg_t, seg_cpu, seg_n = started, cpu0, 0
         for i in range(0, len(body), args.batch):
             res = await applier.apply(body[i : i + args.batch])
             applied += sum(res.applied.values())
+            seg_n += len(body[i : i + args.batch])
+            if seg_n >= 100_000:  # per 100k: does the cost per event grow with the data?
+                t, c = time.perf_counter(), time.process_time()
+                print(
+                    f"  [{kind}] up to {i + args.batch:,}: {seg_n / (t - seg_t):,.0f} ev/s, "
+                    f"{(c - seg_cpu) / seg_n * 1e6:.1f} cpu µs/ev",
+                    file=sys.stderr,
+                )
+                seg_t, seg_cpu, seg_n = t, c, 0
         if prof:
             prof.disable()
             prof.dump_stats(args.profile)
