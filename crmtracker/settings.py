@@ -43,13 +43,14 @@ class TopicNames:
         return [self.reminders, self.deadletter]
 
     @property
-    def compacted(self) -> set[str]:
-        return {self.clients, self.managers}
-
-    @property
     def reference(self) -> set[str]:
         """The reference-data topics (who the clients and managers are)."""
         return {self.clients, self.managers}
+
+    @property
+    def compacted(self) -> set[str]:
+        """Topics created compacted: the reference data (the latest record per key counts)."""
+        return self.reference
 
 
 PLACEHOLDER_SECRETS = frozenset(

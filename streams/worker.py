@@ -24,7 +24,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 import faust
-from aiokafka import ConsumerRebalanceListener
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener
+from aiokafka.errors import KafkaError
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
@@ -228,7 +229,8 @@ def broker_credentials(settings: Settings) -> Any:
 
 
 def create_app(settings: Settings) -> faust.App:
-    """Build the faust app with its agents; nothing connects until it starts."""
+    """Build the faust app and how it reads (``settings.consumer``); nothing connects until it
+    starts."""
     app = faust.App(
         # direct: the batch consumer is the group's member; faust's own consumer (it always
         # subscribes its leader topic) must not join that group with another protocol
@@ -290,7 +292,6 @@ def create_app(settings: Settings) -> faust.App:
 
     if settings.consumer == "direct":
         direct = DirectConsumer(settings, pipeline, [dlt, *inputs], loop=app.loop)
-        app.direct = direct  # type: ignore[attr-defined]
         app.service(direct)
 
         @app.timer(interval=2.0)
@@ -344,8 +345,6 @@ class DirectConsumer(faust.Service):
         self._closing = False
 
     async def on_start(self) -> None:
-        from aiokafka import AIOKafkaConsumer
-
         for topic in self.topics:
             await topic.maybe_declare()
         s = self.settings
@@ -391,8 +390,6 @@ class DirectConsumer(faust.Service):
                 await self._apply(records)
 
     async def _apply(self, records: dict[Any, list[Any]]) -> None:
-        from aiokafka.errors import KafkaError
-
         async with self._lock:
             if self._closing:
                 return  # not applied, not committed: read again after the restart
@@ -418,12 +415,10 @@ class DirectConsumer(faust.Service):
         """(topic, partition, committed offset, high watermark) of the assigned partitions."""
         if self.consumer is None:
             return []
-        out = []
-        for tp in sorted(self.consumer.assignment()):
-            out.append(
-                (tp.topic, tp.partition, self.committed.get(tp), self.consumer.highwater(tp))
-            )
-        return out
+        return [
+            (tp.topic, tp.partition, self.committed.get(tp), self.consumer.highwater(tp))
+            for tp in sorted(self.consumer.assignment())
+        ]
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
