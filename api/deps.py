@@ -16,11 +16,13 @@ from crmtracker.settings import Settings
 _bearer = HTTPBearer(auto_error=False, description="A token from `crm-tracker token`")
 
 
-def get_settings(request: Request) -> Settings:
+# Dependencies are ``async def`` even when they do no I/O: FastAPI runs a plain ``def``
+# dependency in its thread pool, a thread hop per dependency per request.
+async def get_settings(request: Request) -> Settings:
     return request.app.state.settings  # type: ignore[no-any-return]
 
 
-def get_engine(request: Request) -> AsyncEngine:
+async def get_engine(request: Request) -> AsyncEngine:
     return request.app.state.engine  # type: ignore[no-any-return]
 
 
@@ -29,10 +31,8 @@ async def get_conn(request: Request) -> AsyncIterator[AsyncConnection]:
         yield conn
 
 
-def current_user(
-    request: Request,
-    creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-) -> Principal:
+def principal_of(request: Request, creds: HTTPAuthorizationCredentials | None) -> Principal:
+    """The caller of a request with these credentials; 401 without a valid bearer token."""
     if creds is None or creds.scheme.lower() != "bearer":
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED,
@@ -49,8 +49,15 @@ def current_user(
         ) from None
 
 
+async def current_user(
+    request: Request,
+    creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Principal:
+    return principal_of(request, creds)
+
+
 def require_roles(*roles: str):  # type: ignore[no-untyped-def]
-    def check(user: Annotated[Principal, Depends(current_user)]) -> Principal:
+    async def check(user: Annotated[Principal, Depends(current_user)]) -> Principal:
         if user.role not in roles:
             raise HTTPException(status.HTTP_403_FORBIDDEN, "out of scope for this role")
         return user

@@ -34,7 +34,9 @@ log = logging.getLogger("crmtracker.api")
 def create_app(settings: Settings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        app.state.engine = make_engine(settings.db_url)
+        # 20 (+20 overflow) connections: under 50 concurrent readers a pool of 5 made most
+        # requests open and close an overflow connection of their own
+        app.state.engine = make_engine(settings.db_url, pool_size=20)
         pruner = asyncio.create_task(stream.prune_forever(app.state.engine))
         try:
             yield

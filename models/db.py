@@ -24,16 +24,26 @@ def one_of(col: Any, values: Iterable[Any], dialect: str) -> Any:
     costs more than the query for the apply step's thousand-id lookups. PostgreSQL takes an
     array (``IN (SELECT unnest($1))``), SQLite a JSON list (``IN (SELECT value FROM json_each(?))``).
     """
-    vals = list(values)
+    return one_of_param(col, None, dialect, list_value(values, dialect))
+
+
+def one_of_param(col: Any, name: str | None, dialect: str, value: Any = None) -> Any:
+    """``one_of`` with a named parameter, for a statement built once and executed with
+    ``{name: list_value(values, dialect)}``."""
     if dialect == "postgresql":
         # IN (SELECT unnest(...)), not = ANY(...): a generic plan for ANY may scan the whole
         # table comparing each row with every element; the join keeps the index
-        return col.in_(select(func.unnest(bindparam(None, vals, type_=postgresql.ARRAY(col.type)))))
+        param = bindparam(name, value, type_=postgresql.ARRAY(col.type))
+        return col.in_(select(func.unnest(param)))
     return col.in_(
-        select(literal_column("value")).select_from(
-            func.json_each(bindparam(None, json.dumps(vals, default=str)))
-        )
+        select(literal_column("value")).select_from(func.json_each(bindparam(name, value)))
     )
+
+
+def list_value(values: Iterable[Any], dialect: str) -> Any:
+    """The bound value of a ``one_of`` list: an array on PostgreSQL, JSON text on SQLite."""
+    vals = list(values)
+    return vals if dialect == "postgresql" else json.dumps(vals, default=str)
 
 
 class _DecimalSum:

@@ -18,7 +18,7 @@ from models.visits import REMINDER_KINDS
 router = APIRouter(prefix="/v1", tags=["visits"])
 
 
-def request_now(request: Request) -> datetime:
+async def request_now(request: Request) -> datetime:
     """The clock: the app's injected one (tests freeze it), else the system clock."""
     now = getattr(request.app.state, "now", None)
     return now() if now is not None else datetime.now(UTC)

@@ -17,7 +17,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from api.auth import Principal
-from api.deps import _bearer, current_user, require_roles
+from api.deps import _bearer, principal_of, require_roles
 from models.tables import EventRow, RejectedRow
 from streams.lag import LagMonitor
 
@@ -98,14 +98,14 @@ async def lag(
     return answer
 
 
-def metrics_reader(
+async def metrics_reader(
     request: Request,
     creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> None:
     """Ops and admin tokens; anyone when CRM_METRICS_PUBLIC is set (network-restricted)."""
     if request.app.state.settings.metrics_public:
         return
-    user = current_user(request, creds)
+    user = principal_of(request, creds)
     if user.role not in ("ops", "admin"):
         raise HTTPException(status.HTTP_403_FORBIDDEN, "out of scope for this role")
 

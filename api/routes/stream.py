@@ -23,7 +23,7 @@ KEEPALIVE_SECONDS = 15.0
 RETENTION = timedelta(hours=24)
 
 
-def stream_user(
+async def stream_user(
     request: Request,
     creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
     access_token: Annotated[

@@ -67,7 +67,7 @@ class Span:
     today: date
 
 
-def date_range(
+async def date_range(
     settings: SettingsDep,
     period: PeriodQ = None,
     at: AtQ = None,
