@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -79,7 +80,27 @@ def mint_token(
     return jwt.encode(claims, secret, algorithm=ALGORITHM)
 
 
+# Tokens already verified, by their exact text (signature included): decoding a JWT costs more
+# than a cached answer. The expiry is still checked on every use.
+_VERIFIED: dict[tuple[str, str], tuple[Principal, float]] = {}
+_VERIFIED_MAX = 10_000
+
+
 def decode_token(secret: str, token: str) -> Principal:
+    known = _VERIFIED.get((secret, token))
+    if known is not None:
+        principal, expires = known
+        if time.time() < expires:
+            return principal
+        del _VERIFIED[(secret, token)]
+    principal, expires = _verify(secret, token)
+    if len(_VERIFIED) >= _VERIFIED_MAX:
+        _VERIFIED.pop(next(iter(_VERIFIED)))
+    _VERIFIED[(secret, token)] = (principal, expires)
+    return principal
+
+
+def _verify(secret: str, token: str) -> tuple[Principal, float]:
     try:
         claims = jwt.decode(
             token,
@@ -96,9 +117,10 @@ def decode_token(secret: str, token: str) -> Principal:
     branches = claims.get("branches") or []
     if not isinstance(branches, list) or not all(isinstance(b, str) for b in branches):
         raise TokenError("token branches must be a list of strings")
-    return Principal(
+    principal = Principal(
         subject=str(claims["sub"]),
         role=role,
         manager_id=claims.get("manager_id"),
         branches=frozenset(branches),
     )
+    return principal, float(claims["exp"])

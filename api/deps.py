@@ -11,6 +11,7 @@ from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from api.auth import Principal, TokenError, decode_token
+from api.reads import ReadCache
 from crmtracker.settings import Settings
 
 _bearer = HTTPBearer(auto_error=False, description="A token from `crm-tracker token`")
@@ -65,7 +66,18 @@ def require_roles(*roles: str):  # type: ignore[no-untyped-def]
     return check
 
 
+async def get_reads(request: Request) -> ReadCache:
+    return request.app.state.reads  # type: ignore[no-any-return]
+
+
+async def data_version(request: Request) -> tuple[int, int] | None:
+    """The data version this request reads at (one per request: FastAPI caches it)."""
+    return await request.app.state.reads.version()  # type: ignore[no-any-return]
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings)]
+ReadsDep = Annotated[ReadCache, Depends(get_reads)]
+VersionDep = Annotated[tuple[int, int] | None, Depends(data_version)]
 EngineDep = Annotated[AsyncEngine, Depends(get_engine)]
 ConnDep = Annotated[AsyncConnection, Depends(get_conn)]
 CurrentUser = Annotated[Principal, Depends(current_user)]

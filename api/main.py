@@ -12,6 +12,7 @@ from fastapi.responses import JSONResponse
 
 from api import openapi_examples
 from api.deps import ERRORS
+from api.reads import ReadCache
 from api.routes import (
     assessment,
     audit,
@@ -37,6 +38,7 @@ def create_app(settings: Settings) -> FastAPI:
         # 20 (+20 overflow) connections: under 50 concurrent readers a pool of 5 made most
         # requests open and close an overflow connection of their own
         app.state.engine = make_engine(settings.db_url, pool_size=20)
+        app.state.reads = ReadCache(app.state.engine, enabled=settings.api_read_cache)
         pruner = asyncio.create_task(stream.prune_forever(app.state.engine))
         try:
             yield

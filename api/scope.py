@@ -17,9 +17,10 @@ from typing import Annotated, Any
 
 from fastapi import Depends, HTTPException, Path, status
 from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from api.auth import Principal
-from api.deps import ConnDep, Reader
+from api.deps import ConnDep, Reader, ReadsDep, VersionDep
 from models.followup import Scope, client_row, reminder_scope_row
 from models.tables import ManagerRow
 
@@ -37,38 +38,49 @@ class ManagerRef:
     active: bool
 
 
-async def manager_in_scope(manager_id: ManagerId, user: Reader, conn: ConnDep) -> ManagerRef:
-    """The path's manager, if the caller may see it."""
+_REF_COLUMNS = (ManagerRow.manager_id, ManagerRow.branch_id, ManagerRow.name, ManagerRow.active)
+
+
+async def _manager_ref(conn: AsyncConnection, manager_id: str) -> ManagerRef | None:
+    row = (
+        await conn.execute(select(*_REF_COLUMNS).where(ManagerRow.manager_id == manager_id))
+    ).first()
+    return None if row is None else ManagerRef(*row)
+
+
+async def _branch_refs(conn: AsyncConnection, branch_id: str) -> tuple[ManagerRef, ...]:
+    rows = await conn.execute(
+        select(*_REF_COLUMNS)
+        .where(ManagerRow.branch_id == branch_id)
+        .order_by(ManagerRow.manager_id)
+    )
+    return tuple(ManagerRef(*r) for r in rows.all())
+
+
+async def manager_in_scope(
+    manager_id: ManagerId, user: Reader, reads: ReadsDep, version: VersionDep
+) -> ManagerRef:
+    """The path's manager, if the caller may see it (the lookup goes through the read cache)."""
     if user.role == "manager" and user.manager_id != manager_id:
         raise HTTPException(status.HTTP_403_FORBIDDEN, "managers see their own data only")
-    row = (
-        await conn.execute(
-            select(
-                ManagerRow.manager_id, ManagerRow.branch_id, ManagerRow.name, ManagerRow.active
-            ).where(ManagerRow.manager_id == manager_id)
-        )
-    ).first()
-    if row is None:
+    ref = await reads.get(version, ("manager", manager_id), lambda c: _manager_ref(c, manager_id))
+    if ref is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"manager {manager_id} not found")
-    if not user.can_see_manager(manager_id, row.branch_id):
+    if not user.can_see_manager(manager_id, ref.branch_id):
         raise HTTPException(status.HTTP_403_FORBIDDEN, "manager is outside your branches")
-    return ManagerRef(row.manager_id, row.branch_id, row.name, row.active)
+    return ref
 
 
-async def branch_in_scope(branch_id: BranchId, user: Reader, conn: ConnDep) -> list[ManagerRef]:
+async def branch_in_scope(
+    branch_id: BranchId, user: Reader, reads: ReadsDep, version: VersionDep
+) -> list[ManagerRef]:
     """The path's branch (its managers), if the caller may see it."""
     if not user.can_see_branch(branch_id):
         raise HTTPException(status.HTTP_403_FORBIDDEN, "branch is outside your scope")
-    rows = (
-        await conn.execute(
-            select(ManagerRow.manager_id, ManagerRow.branch_id, ManagerRow.name, ManagerRow.active)
-            .where(ManagerRow.branch_id == branch_id)
-            .order_by(ManagerRow.manager_id)
-        )
-    ).all()
-    if not rows:
+    refs = await reads.get(version, ("branch", branch_id), lambda c: _branch_refs(c, branch_id))
+    if not refs:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"branch {branch_id} not found")
-    return [ManagerRef(r.manager_id, r.branch_id, r.name, r.active) for r in rows]
+    return list(refs)
 
 
 async def client_in_scope(client_id: ClientId, user: Reader, conn: ConnDep) -> Any:

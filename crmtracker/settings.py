@@ -113,6 +113,9 @@ class Settings(BaseSettings):
     auth_secret: SecretStr | None = None
     """Token signing secret. Absent: a secret generated on first start in the data dir."""
     token_ttl: str = "8h"
+    api_read_cache: bool = True
+    """Keep tally, leaderboard and scope answers while the data under them is unchanged
+    (api/reads.py: every request still sees every write committed before it arrived)."""
     ready_max_lag: int = Field(10_000, ge=0)
     """/readyz reports not ready while the worker lags by more events than this."""
 

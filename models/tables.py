@@ -333,6 +333,23 @@ class BranchDayRow(_TallyColumns, Base):
     branch_id: Mapped[str] = mapped_column(String(128), primary_key=True, sort_order=-1)
 
 
+# What the read cache of the API (api/reads.py) depends on: a write to any of these tables,
+# by any writer, moves the data version (database triggers, migration 0006).
+VERSIONED_TABLES: tuple[str, ...] = ("managers", "manager_targets", "manager_daily", "branch_daily")
+
+
+class DataVersionRow(Base):
+    """Counters that every write to ``VERSIONED_TABLES`` moves, in the writing transaction
+    (triggers, so no writer can forget). The data version is their sum: it changes whenever
+    committed data that the tallies and leaderboards read has changed. PostgreSQL spreads the
+    counter over shards (by backend) so that concurrent writers do not queue on one row."""
+
+    __tablename__ = "data_versions"
+
+    shard: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    version: Mapped[int] = mapped_column(BigInteger)
+
+
 class WorkerPositionRow(Base):
     """What the worker last saw of each partition: committed offset and high watermark.
 

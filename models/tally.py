@@ -76,8 +76,12 @@ def tally_document(
             "marketed": totals["accounts_marketed"],
         },
         "visits": visits,
-        "as_of": datetime.now(tz).isoformat(timespec="seconds"),
+        "as_of": as_of_now(tz),
     }
+
+
+def as_of_now(tz: ZoneInfo) -> str:
+    return datetime.now(tz).isoformat(timespec="seconds")
 
 
 def _exact_sum(col: Any, dialect: str) -> Any:

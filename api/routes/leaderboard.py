@@ -6,14 +6,16 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query, status
 from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncConnection
 
-from api.deps import Admin, ConnDep, Reader, SettingsDep
+from api.deps import Admin, Reader, ReadsDep, SettingsDep, VersionDep
 from api.pagination import Cursor, Limit, decode_cursor, encode_cursor
 from api.routes.tally import DateRange, Span
 from api.scope import BranchId, BranchInScope
 from models.tables import ManagerRow
 from models.tally import (
     METRICS,
+    as_of_now,
     managers_metric,
     managers_totals,
     metric_value,
@@ -102,7 +104,8 @@ async def branch_leaderboard(
     branch_id: BranchId,
     user: Reader,
     managers: BranchInScope,
-    conn: ConnDep,
+    reads: ReadsDep,
+    version: VersionDep,
     settings: SettingsDep,
     span: DateRange,
     metric: MetricQ = "weighted_profit",
@@ -113,14 +116,19 @@ async def branch_leaderboard(
     _check_metric(metric)
     if user.role == "manager":
         raise HTTPException(status.HTTP_403_FORBIDDEN, "leaderboards are for supervisors")
-    board = await _board(conn, settings, managers, span, metric, limit, cursor)
-    return {"branch_id": branch_id, **board}
+    board = await reads.get(
+        version,
+        ("branch leaderboard", branch_id, span, metric, limit, cursor),
+        lambda conn: _board(conn, settings, managers, span, metric, limit, cursor),
+    )
+    return {"branch_id": branch_id, **fresh(board, settings.tz)}
 
 
 @router.get("/leaderboard")
 async def bank_leaderboard(
     user: Admin,
-    conn: ConnDep,
+    reads: ReadsDep,
+    version: VersionDep,
     settings: SettingsDep,
     span: DateRange,
     metric: MetricQ = "weighted_profit",
@@ -129,9 +137,24 @@ async def bank_leaderboard(
 ) -> dict[str, Any]:
     """Every manager of the bank ranked on a metric (admins), highest first, ties by manager_id."""
     _check_metric(metric)
-    managers = (
-        await conn.execute(
-            select(ManagerRow.manager_id, ManagerRow.name, ManagerRow.branch_id, ManagerRow.active)
-        )
-    ).all()
-    return await _board(conn, settings, list(managers), span, metric, limit, cursor)
+
+    async def compute(conn: AsyncConnection) -> dict[str, Any]:
+        managers = (
+            await conn.execute(
+                select(
+                    ManagerRow.manager_id, ManagerRow.name, ManagerRow.branch_id, ManagerRow.active
+                )
+            )
+        ).all()
+        return await _board(conn, settings, list(managers), span, metric, limit, cursor)
+
+    board = await reads.get(version, ("bank leaderboard", span, metric, limit, cursor), compute)
+    return fresh(board, settings.tz)
+
+
+def fresh(board: dict[str, Any], tz: Any) -> dict[str, Any]:
+    """A (cached) board with its tallies stamped now: the version read of this request
+    confirmed them current."""
+    now = as_of_now(tz)
+    items = [{**it, "tally": {**it["tally"], "as_of": now}} for it in board["items"]]
+    return {**board, "items": items}

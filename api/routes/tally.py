@@ -8,12 +8,14 @@ from decimal import Decimal
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Query, status
+from sqlalchemy.ext.asyncio import AsyncConnection
 
-from api.deps import ConnDep, SettingsDep
+from api.deps import ReadsDep, SettingsDep, VersionDep
 from api.scope import BranchId, BranchInScope, ManagerInScope
 from models.policy import ACCOUNT_TYPES, branch_account_targets, period_range
 from models.tally import (
     account_targets_document,
+    as_of_now,
     branch_totals,
     manager_totals,
     period_target,
@@ -87,32 +89,50 @@ DateRange = Annotated[Span, Depends(date_range)]
 @router.get("/managers/{manager_id}/tally")
 async def manager_tally(
     manager: ManagerInScope,
-    conn: ConnDep,
+    reads: ReadsDep,
+    version: VersionDep,
     settings: SettingsDep,
     span: DateRange,
 ) -> dict[str, Any]:
     """A manager's tally for the period containing `at` (or from/to), with the profit target."""
     manager_id, branch_id = manager.manager_id, manager.branch_id
-    totals = await manager_totals(conn, manager_id, span.start, span.end)
-    doc = tally_document(("manager_id", manager_id), span.start, span.end, totals, settings.tz)
-    doc["branch_id"] = branch_id
-    history = (await target_history(conn, [manager_id]))[manager_id]
-    target = period_target(history, span.start, span.end, settings.tz)
-    doc["target"] = target_document(
-        target, totals["weighted_profit"], span.start, span.end, span.today
-    )
-    return doc
+
+    async def compute(conn: AsyncConnection) -> dict[str, Any]:
+        totals = await manager_totals(conn, manager_id, span.start, span.end)
+        doc = tally_document(("manager_id", manager_id), span.start, span.end, totals, settings.tz)
+        doc["branch_id"] = branch_id
+        history = (await target_history(conn, [manager_id]))[manager_id]
+        target = period_target(history, span.start, span.end, settings.tz)
+        doc["target"] = target_document(
+            target, totals["weighted_profit"], span.start, span.end, span.today
+        )
+        return doc
+
+    doc = await reads.get(version, ("manager tally", manager_id, span), compute)
+    return {**doc, "as_of": as_of_now(settings.tz)}
 
 
 @router.get("/branches/{branch_id}/tally")
 async def branch_tally(
     branch_id: BranchId,
     managers: BranchInScope,
-    conn: ConnDep,
+    reads: ReadsDep,
+    version: VersionDep,
     settings: SettingsDep,
     span: DateRange,
 ) -> dict[str, Any]:
     """A branch's tally (exact sums over its events), its account targets and profit target."""
+    doc = await reads.get(
+        version,
+        ("branch tally", branch_id, span),
+        lambda conn: _branch_tally(conn, branch_id, managers, settings, span),
+    )
+    return {**doc, "as_of": as_of_now(settings.tz)}
+
+
+async def _branch_tally(
+    conn: AsyncConnection, branch_id: str, managers: list[Any], settings: Any, span: Span
+) -> dict[str, Any]:
     totals = await branch_totals(conn, branch_id, span.start, span.end)
     doc = tally_document(("branch_id", branch_id), span.start, span.end, totals, settings.tz)
     accounts = {t: totals[f"accounts_{t}"] for t in ACCOUNT_TYPES}

@@ -1,0 +1,120 @@
+"""The read cache: answers of the tally and leaderboard routes, and the scope lookups, kept
+while the data they were read from is unchanged.
+
+Freshness is not traded for speed. Every request reads the data version (``data_versions``,
+moved by database triggers in the same transaction as any write to the tables those answers
+read, whoever the writer is) with a read that *started after the request arrived*, so an
+answer always includes every write committed before the request came in, as without a cache.
+Concurrent requests share one version read: under load one round trip serves every request
+that arrived while the previous one was in flight.
+
+A cached answer is kept only for the version it was computed under; when the version moves,
+everything is dropped. Concurrent misses of one key share one computation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Hashable
+from typing import Any, TypeVar
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+T = TypeVar("T")
+
+VERSION_QUERY = text("SELECT COALESCE(SUM(version), 0), COUNT(*) FROM data_versions")
+
+
+class ReadCache:
+    def __init__(self, engine: AsyncEngine, *, enabled: bool = True, max_entries: int = 4096):
+        self.engine = engine
+        self.enabled = enabled
+        self.max_entries = max_entries
+        self._started = 0  # version reads started so far
+        self._inflight: asyncio.Future[tuple[int, int]] | None = None
+        self._inflight_seq = 0
+        self._version: tuple[int, int] | None = None  # what the entries were computed under
+        self._entries: dict[Hashable, asyncio.Future[Any]] = {}
+        self.hits = 0
+        self.misses = 0
+
+    async def _query_version(self) -> tuple[int, int]:
+        async with self.engine.connect() as conn:
+            total, shards = (await conn.execute(VERSION_QUERY)).one()
+        return int(total), int(shards)
+
+    async def _read_version(self) -> tuple[int, int]:
+        v = await self._query_version()
+        if v != self._version:
+            self._version = v
+            self._entries.clear()
+        return v
+
+    async def version(self) -> tuple[int, int] | None:
+        """The data version as of a read that began after this call (None: cache off)."""
+        if not self.enabled:
+            return None
+        arrived = self._started
+        while True:
+            inflight = self._inflight
+            if inflight is not None and self._inflight_seq > arrived:
+                return await asyncio.shield(inflight)  # began after we arrived: it will do
+            if inflight is None:
+                self._started += 1
+                fut = asyncio.ensure_future(self._read_version())
+                self._inflight, self._inflight_seq = fut, self._started
+                fut.add_done_callback(self._read_done)
+                return await asyncio.shield(fut)
+            # a read that began before we arrived may miss a commit we must see: wait for
+            # it to end, then take the next one
+            await asyncio.wait([inflight])
+
+    def _read_done(self, fut: asyncio.Future[tuple[int, int]]) -> None:
+        if self._inflight is fut:
+            self._inflight = None
+        if not fut.cancelled():
+            fut.exception()  # retrieved here, raised to its waiters
+
+    async def _compute(self, compute: Callable[[AsyncConnection], Awaitable[T]]) -> T:
+        async with self.engine.connect() as conn:
+            return await compute(conn)
+
+    async def get(
+        self,
+        version: tuple[int, int] | None,
+        key: Hashable,
+        compute: Callable[[AsyncConnection], Awaitable[T]],
+    ) -> T:
+        """The answer for ``key`` under ``version``: cached, or computed on a connection of
+        its own (and kept while ``version`` is the newest one read).
+
+        Entries are keyed by version too, so an answer is only ever reused by a request
+        whose own version read saw exactly the data it was computed from (or less)."""
+        if version is None or version != self._version:
+            return await self._compute(compute)  # cache off, or a newer version was read
+        vkey = (version, key)
+        fut = self._entries.get(vkey)
+        if fut is not None:
+            self.hits += 1
+            try:
+                return await asyncio.shield(fut)  # type: ignore[no-any-return]
+            except BaseException:
+                if not fut.done():
+                    raise  # this request was cancelled
+            # the computation it waited for failed: its own answer (or its own error)
+            return await self._compute(compute)
+        self.misses += 1
+        if len(self._entries) >= self.max_entries:
+            self._entries.pop(next(iter(self._entries)))  # the oldest
+        fut = asyncio.get_running_loop().create_future()
+        self._entries[vkey] = fut
+        try:
+            value = await self._compute(compute)
+        except BaseException:
+            if self._entries.get(vkey) is fut:
+                del self._entries[vkey]
+            fut.cancel()  # waiters compute their own
+            raise
+        fut.set_result(value)
+        return value

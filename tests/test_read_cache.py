@@ -1,0 +1,310 @@
+"""The API's read cache (api/reads.py): answers are reused only while the data under them is
+unchanged, whoever changes it, and a request never sees less than what was committed before
+it arrived."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import delete, insert, text, update
+
+from api.main import create_app
+from api.reads import ReadCache
+from crmtracker.settings import Settings
+from models.db import make_engine
+from models.policy import Policy
+from models.tables import (
+    VERSIONED_TABLES,
+    BranchDayRow,
+    ManagerDayRow,
+    ManagerRow,
+    ManagerTargetRow,
+)
+from streams.apply import Applier
+from tests.test_api import SECRET, auth
+from tests.test_apply import vector_batches
+
+SEPT = {"period": "month", "at": "2026-09-15"}
+
+
+async def version_of(engine: Any) -> int:
+    async with engine.connect() as conn:
+        return int(
+            (
+                await conn.execute(text("SELECT COALESCE(SUM(version), 0) FROM data_versions"))
+            ).scalar_one()
+        )
+
+
+# one statement of each kind per table, by plain SQL (no application code in the way)
+def _writes(table: str) -> list[Any]:
+    day = date(2026, 9, 3)
+    now = datetime(2026, 9, 3, tzinfo=UTC)
+    if table == "managers":
+        t = ManagerRow.__table__
+        key = t.c.manager_id == "m-new"
+        return [
+            insert(t).values(manager_id="m-new", branch_id="b-x", active=True, updated_at=now),
+            update(t).where(key).values(name="New"),
+            delete(t).where(key),
+        ]
+    if table == "manager_targets":
+        t = ManagerTargetRow.__table__
+        key = t.c.manager_id == "m-new"
+        return [
+            insert(t).values(
+                manager_id="m-new", effective_at=now, annual_profit_target=Decimal(1), event_id="e"
+            ),
+            update(t).where(key).values(annual_profit_target=Decimal(2)),
+            delete(t).where(key),
+        ]
+    if table == "manager_daily":
+        t = ManagerDayRow.__table__
+        key = t.c.manager_id == "m-new"
+        return [
+            insert(t).values(manager_id="m-new", day=day),
+            update(t).where(key).values(transactions=3),
+            delete(t).where(key),
+        ]
+    assert table == "branch_daily"
+    t = BranchDayRow.__table__
+    key = t.c.branch_id == "b-new"
+    return [
+        insert(t).values(branch_id="b-new", day=day),
+        update(t).where(key).values(transactions=3),
+        delete(t).where(key),
+    ]
+
+
+@pytest.mark.parametrize("table", VERSIONED_TABLES)
+async def test_every_write_to_a_versioned_table_moves_the_version(db_url: str, table: str) -> None:
+    engine = make_engine(db_url)
+    try:
+        before = await version_of(engine)
+        for stmt in _writes(table):
+            async with engine.begin() as conn:
+                await conn.execute(stmt)
+            after = await version_of(engine)
+            assert after != before, f"{stmt} on {table} did not move the data version"
+            before = after
+        # a rolled-back write moves nothing: the version is part of the transaction
+        with pytest.raises(RuntimeError):
+            async with engine.begin() as conn:
+                await conn.execute(_writes(table)[0])
+                raise RuntimeError("roll back")
+        assert await version_of(engine) == before
+    finally:
+        await engine.dispose()
+
+
+@pytest.fixture
+async def served(db_url: str, tmp_path: Path) -> AsyncIterator[tuple[httpx.AsyncClient, Any, Any]]:
+    """The API over the vectors, a client, the app's read cache and a writer engine."""
+    writer = make_engine(db_url, writer=True)
+    applier = Applier(writer, Policy())
+    for batch in vector_batches():
+        await applier.apply(batch)
+    app = create_app(Settings(database_url=db_url, data_dir=tmp_path, auth_secret=SECRET))
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
+            yield c, app.state.reads, writer
+    await writer.dispose()
+
+
+async def _get(client: httpx.AsyncClient, path: str, **kw: Any) -> dict[str, Any]:
+    r = await client.get(path, params=SEPT, headers=kw.pop("headers", auth()))
+    assert r.status_code == 200, r.text
+    return r.json()  # type: ignore[no-any-return]
+
+
+async def test_answers_are_reused_until_any_writer_changes_the_data(
+    served: tuple[httpx.AsyncClient, ReadCache, Any],
+) -> None:
+    client, reads, writer = served
+    first = await _get(client, "/v1/managers/m036/tally")
+    hits = reads.hits
+    again = await _get(client, "/v1/managers/m036/tally")
+    assert reads.hits > hits, "an unchanged answer was computed again"
+    assert {k: v for k, v in again.items() if k != "as_of"} == {
+        k: v for k, v in first.items() if k != "as_of"
+    }
+
+    # a bucket changed behind the API's back (not through the worker): the next answer has it
+    async with writer.begin() as conn:
+        await conn.execute(
+            update(ManagerDayRow)
+            .where(ManagerDayRow.manager_id == "m036", ManagerDayRow.day == date(2026, 9, 10))
+            .values(weighted_profit=ManagerDayRow.weighted_profit + Decimal("0.01"))
+        )
+    after = await _get(client, "/v1/managers/m036/tally")
+    assert Decimal(after["weighted_profit"]) == Decimal(first["weighted_profit"]) + Decimal("0.01")
+
+    # a new target is in the next answer
+    async with writer.begin() as conn:
+        await conn.execute(
+            insert(ManagerTargetRow).values(
+                manager_id="m036",
+                effective_at=datetime(2026, 12, 30, tzinfo=UTC),  # the latest: in force
+                annual_profit_target=Decimal("3650000"),
+                event_id="by-hand",
+            )
+        )
+    targeted = await _get(client, "/v1/managers/m036/tally")
+    assert targeted["target"]["target"] == "300000.00"  # 30 days of 3,650,000 / 365
+
+    # the branch tally and the leaderboard follow their own tables
+    branch = await _get(client, "/v1/branches/b01/tally")
+    board = await _get(client, "/v1/branches/b01/leaderboard")
+    async with writer.begin() as conn:
+        await conn.execute(
+            update(BranchDayRow)
+            .where(BranchDayRow.branch_id == "b01", BranchDayRow.day == date(2026, 9, 10))
+            .values(transactions=BranchDayRow.transactions + 5)
+        )
+        await conn.execute(
+            update(ManagerRow)
+            .where(ManagerRow.manager_id == board["items"][-1]["manager_id"])
+            .values(name="Renamed")
+        )
+    assert (await _get(client, "/v1/branches/b01/tally"))["transactions"] == branch[
+        "transactions"
+    ] + 5
+    names = [i["name"] for i in (await _get(client, "/v1/branches/b01/leaderboard"))["items"]]
+    assert names[-1] == "Renamed"
+
+
+async def test_scope_follows_a_manager_moving_branch(
+    served: tuple[httpx.AsyncClient, ReadCache, Any],
+) -> None:
+    client, _reads, writer = served
+    path = "/v1/managers/m036/tally"
+    home = (await _get(client, path))["branch_id"]
+    sup = auth("supervisor", branches=[home])
+    assert (await client.get(path, params=SEPT, headers=sup)).status_code == 200
+    assert (await client.get(path, params=SEPT, headers=sup)).status_code == 200  # cached
+    async with writer.begin() as conn:
+        await conn.execute(
+            update(ManagerRow)
+            .where(ManagerRow.manager_id == "m036")
+            .values(branch_id="b-elsewhere")
+        )
+    assert (await client.get(path, params=SEPT, headers=sup)).status_code == 403
+
+
+async def test_as_of_is_the_time_of_the_request_not_of_the_cached_answer(
+    served: tuple[httpx.AsyncClient, ReadCache, Any],
+) -> None:
+    client, reads, _writer = served
+    await _get(client, "/v1/branches/b01/leaderboard")
+    await asyncio.sleep(1.1)
+    hits = reads.hits
+    doc = await _get(client, "/v1/branches/b01/leaderboard")
+    assert reads.hits > hits
+    now = datetime.now(UTC)
+    for item in doc["items"]:
+        stamped = datetime.fromisoformat(item["tally"]["as_of"])
+        assert abs((now - stamped).total_seconds()) < 1.5
+
+
+# --- the version read, without a database ------------------------------------------------------
+class GatedCache(ReadCache):
+    """Version reads that take a snapshot when they begin and end when released."""
+
+    def __init__(self) -> None:
+        super().__init__(engine=None)  # type: ignore[arg-type]
+        self.committed = 0
+        self.reads: list[asyncio.Event] = []
+
+    async def _query_version(self) -> tuple[int, int]:
+        snapshot = self.committed
+        gate = asyncio.Event()
+        self.reads.append(gate)
+        await gate.wait()
+        return snapshot, 1
+
+
+async def _settle() -> None:
+    for _ in range(5):
+        await asyncio.sleep(0)
+
+
+async def test_a_request_never_takes_a_version_read_that_began_before_it_arrived() -> None:
+    cache = GatedCache()
+    a = asyncio.create_task(cache.version())
+    await _settle()
+    assert len(cache.reads) == 1
+    cache.committed = 1  # a commit lands while A's read is in flight
+    b = asyncio.create_task(cache.version())  # B arrives after that commit
+    c = asyncio.create_task(cache.version())
+    await _settle()
+    assert len(cache.reads) == 1, "B and C must wait: the read in flight began before them"
+    cache.reads[0].set()
+    await _settle()
+    assert await a == (0, 1)
+    assert len(cache.reads) == 2, "B and C share ONE new read"
+    cache.reads[1].set()
+    assert await b == (1, 1) and await c == (1, 1)
+
+
+async def test_a_failed_computation_is_not_kept() -> None:
+    cache = GatedCache()
+    calls = 0
+
+    async def flaky(_conn: Any) -> int:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise ConnectionError("database went away")
+        return 7
+
+    class _Engine:
+        def connect(self) -> Any:
+            class _Conn:
+                async def __aenter__(self) -> None:
+                    return None
+
+                async def __aexit__(self, *exc: Any) -> None:
+                    return None
+
+            return _Conn()
+
+    cache.engine = _Engine()  # type: ignore[assignment]
+    t = asyncio.create_task(cache.version())
+    await _settle()
+    cache.reads[0].set()
+    v = await t
+    with pytest.raises(ConnectionError):
+        await cache.get(v, "k", flaky)
+    assert await cache.get(v, "k", flaky) == 7
+    assert await cache.get(v, "k", flaky) == 7
+    assert calls == 2
+
+
+def test_a_verified_token_is_remembered_but_still_expires() -> None:
+    import time
+    from datetime import timedelta
+
+    from api.auth import TokenError, decode_token, mint_token
+
+    token = mint_token(SECRET, "supervisor", branches=["b01"], ttl=timedelta(seconds=2))
+    first = decode_token(SECRET, token)
+    assert decode_token(SECRET, token) is first  # the second use is not decoded again
+    with pytest.raises(TokenError):
+        decode_token(SECRET + "-other", token)  # remembered per secret: still verified
+    time.sleep(max(0.0, jwt_exp(token) - time.time()) + 0.05)
+    with pytest.raises(TokenError, match="expired"):
+        decode_token(SECRET, token)
+
+
+def jwt_exp(token: str) -> float:
+    import jwt
+
+    return float(jwt.decode(token, options={"verify_signature": False})["exp"])
