@@ -66,19 +66,20 @@ def latency(doc: dict) -> list[str]:
 
 def api_load(doc: dict) -> list[str]:
     out = [
-        f"API load, {doc['concurrency']} concurrent clients, {doc['seconds']:.0f} s per endpoint:",
+        f"API load, {doc['concurrency']} concurrent clients ({doc.get('tool', 'httpx')}), "
+        f"{doc['seconds']:.0f} s per endpoint:",
         "",
-        "| db | endpoint | requests | req/s | p50 ms | p99 ms | max ms | errors |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| db | read cache | endpoint | requests | req/s | p50 ms | p99 ms | max ms | errors |",
+        "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for r in doc["results"]:
         for name, e in r["endpoints"].items():
             out.append(
-                f"| {r['db']} | {name} | {e['requests']:,} | {_f(e['rps'])} | {e['p50_ms']} | "
+                f"| {r['db']} | {r.get('cache', 'off')} | {name} | {e['requests']:,} | {_f(e['rps'])} | {e['p50_ms']} | "
                 f"{e['p99_ms']} | {e['max_ms']} | {e['errors']} |"
             )
         if r.get("error"):
-            out.append(f"| {r['db']} | error: {r['error'][:80]} | | | | | | |")
+            out.append(f"| {r['db']} | | error: {r['error'][:80]} | | | | | | |")
     return out
 
 
