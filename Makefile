@@ -47,6 +47,8 @@ BENCH_ARGS ?=
 RESULTS    ?= bench/results
 bench: $(BENCH_STAMP) ## benchmarks: throughput (+ bare faust, aiokafka, Quix peer), latency, API load, memory
 	@mkdir -p $(RESULTS)
+	@command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk) >/dev/null 2>&1 \
+		|| echo "wrk could not be installed: bench/api_load.py falls back to httpx clients"
 	$(PY) bench/throughput.py --json $(RESULTS)/throughput.json $(BENCH_ARGS)
 	$(PY) bench/latency.py --json $(RESULTS)/latency.json
 	$(PY) bench/api_load.py --json $(RESULTS)/api_load.json

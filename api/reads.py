@@ -18,10 +18,17 @@ import asyncio
 from collections.abc import Awaitable, Callable, Hashable
 from typing import Any, TypeVar
 
+from prometheus_client import Counter
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 T = TypeVar("T")
+
+CACHE_HITS = Counter("crm_api_read_cache_hits", "API answers served from the read cache")
+CACHE_MISSES = Counter(
+    "crm_api_read_cache_misses", "API answers computed and kept for their version"
+)
+VERSION_READS = Counter("crm_api_data_version_reads", "Data version reads (shared by requests)")
 
 VERSION_QUERY = text("SELECT COALESCE(SUM(version), 0), COUNT(*) FROM data_versions")
 
@@ -45,6 +52,7 @@ class ReadCache:
         return int(total), int(shards)
 
     async def _read_version(self) -> tuple[int, int]:
+        VERSION_READS.inc()
         v = await self._query_version()
         if v != self._version:
             self._version = v
@@ -97,6 +105,7 @@ class ReadCache:
         fut = self._entries.get(vkey)
         if fut is not None:
             self.hits += 1
+            CACHE_HITS.inc()
             try:
                 return await asyncio.shield(fut)  # type: ignore[no-any-return]
             except BaseException:
@@ -105,6 +114,7 @@ class ReadCache:
             # the computation it waited for failed: its own answer (or its own error)
             return await self._compute(compute)
         self.misses += 1
+        CACHE_MISSES.inc()
         if len(self._entries) >= self.max_entries:
             self._entries.pop(next(iter(self._entries)))  # the oldest
         fut = asyncio.get_running_loop().create_future()

@@ -181,6 +181,25 @@ async def test_answers_are_reused_until_any_writer_changes_the_data(
     assert names[-1] == "Renamed"
 
 
+async def test_the_cache_is_visible_in_the_metrics(
+    served: tuple[httpx.AsyncClient, ReadCache, Any],
+) -> None:
+    client, _reads, _writer = served
+
+    async def counter(name: str) -> float:
+        r = await client.get("/metrics", headers=auth())
+        assert r.status_code == 200
+        lines = [x for x in r.text.splitlines() if x.startswith(name + " ")]
+        return float(lines[0].split()[1]) if lines else 0.0
+
+    hits = await counter("crm_api_read_cache_hits_total")
+    reads = await counter("crm_api_data_version_reads_total")
+    for _ in range(3):
+        await _get(client, "/v1/branches/b01/leaderboard")
+    assert await counter("crm_api_read_cache_hits_total") >= hits + 2
+    assert await counter("crm_api_data_version_reads_total") >= reads + 3
+
+
 async def test_scope_follows_a_manager_moving_branch(
     served: tuple[httpx.AsyncClient, ReadCache, Any],
 ) -> None:
