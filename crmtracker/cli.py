@@ -118,7 +118,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
 def cmd_api(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from api.main import create_app
+    from api.main import create_app, settle_heap
     from models.db import upgrade
 
     settings = _settings(args)
@@ -127,9 +127,9 @@ def cmd_api(args: argparse.Namespace) -> int:
         _err(f"crm-tracker api: refusing to start: {problem}")
         return 2
     upgrade(settings.db_url)
-    uvicorn.run(
-        create_app(settings), host=settings.api_host, port=settings.api_port, log_level="warning"
-    )
+    app = create_app(settings)
+    settle_heap()
+    uvicorn.run(app, host=settings.api_host, port=settings.api_port, log_level="warning")
     return 0
 
 

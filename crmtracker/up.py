@@ -133,7 +133,7 @@ def _banner(settings: Settings, token: str, demo: bool, supervisor_token: str | 
 
 async def run_up(settings: Settings, *, demo: bool, demo_rate: float = 25.0) -> int:
     from api.auth import mint_token, parse_ttl
-    from api.main import create_app
+    from api.main import create_app, settle_heap
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -170,6 +170,7 @@ async def run_up(settings: Settings, *, demo: bool, demo_rate: float = 25.0) -> 
             )
             return 1
         await asyncio.sleep(0.05)
+    settle_heap()
     ttl = parse_ttl(settings.token_ttl)
     token = mint_token(settings.signing_secret(), "admin", ttl=ttl)
     # the demo's first branch, as its supervisor sees it on the dashboard
