@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -31,21 +30,6 @@ from crmtracker.settings import Settings
 from models.db import make_engine
 
 log = logging.getLogger("crmtracker.api")
-
-
-def settle_heap() -> None:
-    """For a long-running API process, once it has loaded: move everything allocated so far
-    (modules, the app, SQLAlchemy's and pydantic's metadata) out of the cyclic collector's
-    view, and collect the youngest generation less often.
-
-    Full collections scanned that startup heap and stalled every request in flight: with the
-    read cache on (bench/api_load.py, PostgreSQL, 50 clients) the tally's p99 went from 170 to
-    55 ms and the leaderboard's from 209 to 82 ms. Not called in tests (which make many apps in
-    one process: frozen objects are never collected).
-    """
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(50_000, 20, 20)
 
 
 def create_app(settings: Settings) -> FastAPI:

@@ -109,16 +109,20 @@ def _safe_url(url: str) -> str:
 
 # --- worker / api --------------------------------------------------------------------------
 def cmd_worker(args: argparse.Namespace) -> int:
+    from crmtracker.heap import settle_heap
     from streams.worker import run_worker
 
-    run_worker(_settings(args))
+    settings = _settings(args)
+    settle_heap()
+    run_worker(settings)
     return 0
 
 
 def cmd_api(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from api.main import create_app, settle_heap
+    from api.main import create_app
+    from crmtracker.heap import settle_heap
     from models.db import upgrade
 
     settings = _settings(args)

@@ -133,7 +133,8 @@ def _banner(settings: Settings, token: str, demo: bool, supervisor_token: str | 
 
 async def run_up(settings: Settings, *, demo: bool, demo_rate: float = 25.0) -> int:
     from api.auth import mint_token, parse_ttl
-    from api.main import create_app, settle_heap
+    from api.main import create_app
+    from crmtracker.heap import settle_heap
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
