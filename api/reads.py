@@ -34,10 +34,14 @@ VERSION_QUERY = text("SELECT COALESCE(SUM(version), 0), COUNT(*) FROM data_versi
 
 
 class ReadCache:
-    def __init__(self, engine: AsyncEngine, *, enabled: bool = True, max_entries: int = 4096):
+    def __init__(self, engine: AsyncEngine, *, enabled: bool = True, max_weight: int = 20_000):
         self.engine = engine
         self.enabled = enabled
-        self.max_entries = max_entries
+        # what the entries may hold, in tally documents (a few KB each): a leaderboard page
+        # weighs one per item, so the cache stays within tens of MB however many keys
+        self.max_weight = max_weight
+        self._weights: dict[Hashable, int] = {}
+        self._weight = 0
         self._started = 0  # version reads started so far
         self._inflight: asyncio.Future[tuple[int, int]] | None = None
         self._inflight_seq = 0
@@ -57,6 +61,8 @@ class ReadCache:
         if v != self._version:
             self._version = v
             self._entries.clear()
+            self._weights.clear()
+            self._weight = 0
         return v
 
     async def version(self) -> tuple[int, int] | None:
@@ -93,12 +99,14 @@ class ReadCache:
         version: tuple[int, int] | None,
         key: Hashable,
         compute: Callable[[AsyncConnection], Awaitable[T]],
+        weight: Callable[[T], int] = lambda _value: 1,
     ) -> T:
         """The answer for ``key`` under ``version``: cached, or computed on a connection of
-        its own (and kept while ``version`` is the newest one read).
+        its own (and kept while ``version`` is the newest one read; ``weight``: its size in
+        tally documents).
 
-        Entries are keyed by version too, so an answer is only ever reused by a request
-        whose own version read saw exactly the data it was computed from (or less)."""
+        Entries are keyed by version too, so an answer is only ever reused by a request whose
+        own version read returned the version under which the answer was computed."""
         if version is None or version != self._version:
             return await self._compute(compute)  # cache off, or a newer version was read
         vkey = (version, key)
@@ -115,8 +123,6 @@ class ReadCache:
             return await self._compute(compute)
         self.misses += 1
         CACHE_MISSES.inc()
-        if len(self._entries) >= self.max_entries:
-            self._entries.pop(next(iter(self._entries)))  # the oldest
         fut = asyncio.get_running_loop().create_future()
         self._entries[vkey] = fut
         try:
@@ -127,4 +133,18 @@ class ReadCache:
             fut.cancel()  # waiters compute their own
             raise
         fut.set_result(value)
+        if self._entries.get(vkey) is fut:
+            w = max(1, weight(value))
+            self._weights[vkey] = w
+            self._weight += w
+            while self._weight > self.max_weight and len(self._entries) > 1:
+                oldest = next(iter(self._entries))
+                if oldest == vkey:
+                    break
+                del self._entries[oldest]
+                self._weight -= self._weights.pop(oldest, 0)
         return value
+
+    @property
+    def weight(self) -> int:
+        return self._weight

@@ -273,6 +273,27 @@ async def test_a_request_never_takes_a_version_read_that_began_before_it_arrived
     assert await b == (1, 1) and await c == (1, 1)
 
 
+class _NoEngine:
+    """Connections that are never used: the computations under test need none."""
+
+    def connect(self) -> Any:
+        class _Conn:
+            async def __aenter__(self) -> None:
+                return None
+
+            async def __aexit__(self, *exc: Any) -> None:
+                return None
+
+        return _Conn()
+
+
+async def _released(cache: GatedCache) -> tuple[int, int]:
+    t = asyncio.create_task(cache.version())
+    await _settle()
+    cache.reads[-1].set()
+    return await t
+
+
 async def test_a_failed_computation_is_not_kept() -> None:
     cache = GatedCache()
     calls = 0
@@ -284,18 +305,7 @@ async def test_a_failed_computation_is_not_kept() -> None:
             raise ConnectionError("database went away")
         return 7
 
-    class _Engine:
-        def connect(self) -> Any:
-            class _Conn:
-                async def __aenter__(self) -> None:
-                    return None
-
-                async def __aexit__(self, *exc: Any) -> None:
-                    return None
-
-            return _Conn()
-
-    cache.engine = _Engine()  # type: ignore[assignment]
+    cache.engine = _NoEngine()  # type: ignore[assignment]
     t = asyncio.create_task(cache.version())
     await _settle()
     cache.reads[0].set()
@@ -327,3 +337,25 @@ def jwt_exp(token: str) -> float:
     import jwt
 
     return float(jwt.decode(token, options={"verify_signature": False})["exp"])
+
+
+async def test_the_cache_stays_within_its_weight() -> None:
+    cache = GatedCache()
+    cache.engine = _NoEngine()  # type: ignore[assignment]
+    cache.max_weight = 5
+    v = await _released(cache)
+    computed: list[str] = []
+
+    def board(key: str) -> Any:
+        async def compute(_conn: Any) -> dict[str, Any]:
+            computed.append(key)
+            return {"items": [key, key]}
+
+        return compute
+
+    for key in ("a", "b", "c"):
+        await cache.get(v, key, board(key), weight=lambda b: len(b["items"]))
+    assert cache.weight <= 5
+    await cache.get(v, "c", board("c"), weight=lambda b: len(b["items"]))  # kept
+    await cache.get(v, "a", board("a"), weight=lambda b: len(b["items"]))  # evicted: again
+    assert computed == ["a", "b", "c", "a"]

@@ -120,6 +120,7 @@ async def branch_leaderboard(
         version,
         ("branch leaderboard", branch_id, span, metric, limit, cursor),
         lambda conn: _board(conn, settings, managers, span, metric, limit, cursor),
+        weight=lambda b: 1 + len(b["items"]),
     )
     return {"branch_id": branch_id, **fresh(board, settings.tz)}
 
@@ -148,7 +149,12 @@ async def bank_leaderboard(
         ).all()
         return await _board(conn, settings, list(managers), span, metric, limit, cursor)
 
-    board = await reads.get(version, ("bank leaderboard", span, metric, limit, cursor), compute)
+    board = await reads.get(
+        version,
+        ("bank leaderboard", span, metric, limit, cursor),
+        compute,
+        weight=lambda b: 1 + len(b["items"]),
+    )
     return fresh(board, settings.tz)
 
 
