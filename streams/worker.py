@@ -25,7 +25,7 @@ from typing import Any
 
 import faust
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener
-from aiokafka.errors import KafkaError
+from aiokafka.errors import ConsumerStoppedError, KafkaError
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
@@ -379,13 +379,18 @@ class DirectConsumer(faust.Service):
             # reference data first: what is already fetched of the clients and managers
             # topics goes before the facts that need it (fewer facts held back to wait)
             ref = [tp for tp in self.consumer.assignment() if tp.topic in reference]
-            records = (
-                await self.consumer.getmany(*ref, timeout_ms=0, max_records=size) if ref else {}
-            )
-            if not records:
-                records = await self.consumer.getmany(
-                    timeout_ms=int(self.settings.batch_within * 1000), max_records=size
+            try:
+                records = (
+                    await self.consumer.getmany(*ref, timeout_ms=0, max_records=size) if ref else {}
                 )
+                if not records:
+                    records = await self.consumer.getmany(
+                        timeout_ms=int(self.settings.batch_within * 1000), max_records=size
+                    )
+            except ConsumerStoppedError:
+                if self._closing or self.should_stop:
+                    return  # on_stop stopped the consumer under this fetch: a clean stop
+                raise
             if records:
                 await self._apply(records)
 
