@@ -30,6 +30,8 @@ CACHE_MISSES = Counter(
 )
 VERSION_READS = Counter("crm_api_data_version_reads", "Data version reads (shared by requests)")
 
+# the sum of the shards' counters, and how many shards: a shard row deleted by hand changes
+# the answer even when the sum happens to come out the same
 VERSION_QUERY = text("SELECT COALESCE(SUM(version), 0), COUNT(*) FROM data_versions")
 
 

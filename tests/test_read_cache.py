@@ -43,43 +43,43 @@ async def version_of(engine: Any) -> int:
         )
 
 
-# one statement of each kind per table, by plain SQL (no application code in the way)
+# per versioned table: its rows, the key of a new row, what else an insert needs, a change
+_NOW = datetime(2026, 9, 3, tzinfo=UTC)
+_NEW_ROWS: dict[str, tuple[Any, str, str, dict[str, Any], dict[str, Any]]] = {
+    "managers": (
+        ManagerRow,
+        "manager_id",
+        "m-new",
+        {"branch_id": "b-x", "active": True, "updated_at": _NOW},
+        {"name": "New"},
+    ),
+    "manager_targets": (
+        ManagerTargetRow,
+        "manager_id",
+        "m-new",
+        {"effective_at": _NOW, "annual_profit_target": Decimal(1), "event_id": "e"},
+        {"annual_profit_target": Decimal(2)},
+    ),
+    "manager_daily": (
+        ManagerDayRow,
+        "manager_id",
+        "m-new",
+        {"day": _NOW.date()},
+        {"transactions": 3},
+    ),
+    "branch_daily": (BranchDayRow, "branch_id", "b-new", {"day": _NOW.date()}, {"transactions": 3}),
+}
+
+
 def _writes(table: str) -> list[Any]:
-    day = date(2026, 9, 3)
-    now = datetime(2026, 9, 3, tzinfo=UTC)
-    if table == "managers":
-        t = ManagerRow.__table__
-        key = t.c.manager_id == "m-new"
-        return [
-            insert(t).values(manager_id="m-new", branch_id="b-x", active=True, updated_at=now),
-            update(t).where(key).values(name="New"),
-            delete(t).where(key),
-        ]
-    if table == "manager_targets":
-        t = ManagerTargetRow.__table__
-        key = t.c.manager_id == "m-new"
-        return [
-            insert(t).values(
-                manager_id="m-new", effective_at=now, annual_profit_target=Decimal(1), event_id="e"
-            ),
-            update(t).where(key).values(annual_profit_target=Decimal(2)),
-            delete(t).where(key),
-        ]
-    if table == "manager_daily":
-        t = ManagerDayRow.__table__
-        key = t.c.manager_id == "m-new"
-        return [
-            insert(t).values(manager_id="m-new", day=day),
-            update(t).where(key).values(transactions=3),
-            delete(t).where(key),
-        ]
-    assert table == "branch_daily"
-    t = BranchDayRow.__table__
-    key = t.c.branch_id == "b-new"
+    """An insert, an update and a delete of a new row, by plain SQL (no application code)."""
+    model, key_col, key, needs, change = _NEW_ROWS[table]
+    t = model.__table__
+    where = t.c[key_col] == key
     return [
-        insert(t).values(branch_id="b-new", day=day),
-        update(t).where(key).values(transactions=3),
-        delete(t).where(key),
+        insert(t).values({key_col: key, **needs}),
+        update(t).where(where).values(change),
+        delete(t).where(where),
     ]
 
 

@@ -120,7 +120,7 @@ async def branch_leaderboard(
         version,
         ("branch leaderboard", branch_id, span, metric, limit, cursor),
         lambda conn: _board(conn, settings, managers, span, metric, limit, cursor),
-        weight=lambda b: 1 + len(b["items"]),
+        weight=_board_weight,
     )
     return {"branch_id": branch_id, **fresh(board, settings.tz)}
 
@@ -153,9 +153,14 @@ async def bank_leaderboard(
         version,
         ("bank leaderboard", span, metric, limit, cursor),
         compute,
-        weight=lambda b: 1 + len(b["items"]),
+        weight=_board_weight,
     )
     return fresh(board, settings.tz)
+
+
+def _board_weight(board: dict[str, Any]) -> int:
+    """A page's weight in the read cache: one per tally it carries."""
+    return 1 + len(board["items"])
 
 
 def fresh(board: dict[str, Any], tz: Any) -> dict[str, Any]:
