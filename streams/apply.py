@@ -362,12 +362,15 @@ class Applier:
                 new_ids = await self._claim_reference(conn, refs, now)
                 result.duplicates += len(refs) - len(new_ids)
                 fresh = [(m, e) for m, e in refs if e.event_id in new_ids]
-                client_ids, manager_ids = await self._apply_reference(conn, fresh)
+                client_ids, manager_ids, moved = await self._apply_reference(conn, fresh)
                 # tier, credit status, override or manager may have changed: due dates follow
                 await recompute_due(conn, client_ids, self.policy, now, source=REMINDER_SOURCE)
                 for _m, e in fresh:
                     result.applied[e.event_type] += 1
                 await self._hold_release_lock(conn)
+                # under the lock: a fact another worker is releasing right now was credited
+                # by the history before this transfer; once it commits, it is found here
+                await self._reattribute(conn, moved)
                 released = await self._load_held(conn, client_ids, manager_ids)
             if facts or released:
                 await self._apply_facts(conn, facts, released, now, result)
@@ -494,7 +497,9 @@ class Applier:
 
     async def _apply_reference(
         self, conn: AsyncConnection, fresh: list[tuple[Incoming, Event]]
-    ) -> tuple[set[str], set[str]]:
+    ) -> tuple[set[str], set[str], set[str]]:
+        """Write the records; returns the clients and managers written, and the clients
+        whose history changed for facts already applied (the caller moves those)."""
         managers: dict[str, dict[str, Any]] = {}
         clients: dict[str, dict[str, Any]] = {}
         history: dict[tuple[str, datetime], dict[str, Any]] = {}
@@ -564,8 +569,7 @@ class Applier:
                 changed = {r["client_id"] for r in rows if existing.get(r["client_id"])}
         if clients:
             await conn.execute(self._client_stmt, [clients[k] for k in sorted(clients)])
-        await self._reattribute(conn, changed)
-        return set(clients), set(managers)
+        return set(clients), set(managers), changed
 
     # --- held events ---------------------------------------------------------------------
     async def _load_held(
@@ -807,6 +811,10 @@ class Applier:
         dated past its ``assigned_at``. Those facts were credited to the previous manager;
         here they move to the new one (both days' buckets and both branches), exactly: the
         weighted profit taken back is the one stored when the fact was applied.
+
+        Runs under the hold/release lock (PostgreSQL): a worker releasing a held fact of
+        these clients does not lock the client, so it may credit the fact by the history
+        before this transfer; it does so under the same lock, and commits before this reads.
         """
         if not client_ids:
             return 0
@@ -853,10 +861,6 @@ class Applier:
                 await conn.execute(select(ClientRow).where(ClientRow.client_id.in_(ids)))
             ).all()
         }
-        if len(managers) < len(targets) and self.dialect == "postgresql":
-            # about to hold: decide under the hold/release lock, on what has committed
-            await self._hold_release_lock(conn)
-            managers = await self._managers(conn, targets)
         entries = []
         moved = []
         rehold = []

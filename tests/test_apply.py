@@ -538,6 +538,86 @@ async def test_a_transfer_to_a_manager_not_known_yet_holds_the_moved_facts(db_ur
     await engine.dispose()
 
 
+async def test_a_transfer_racing_the_release_of_its_clients_held_fact(pg_url: str) -> None:
+    """Two workers at once (PostgreSQL): one applies a client's transfer while another
+    applies the manager record that releases a held fact of that client. The releasing
+    worker does not lock the client, so it may credit the fact by the history before the
+    transfer commits; the transfer must then find the fact applied and move it. Seen once
+    in the three-worker kill test: an account opening credited to the previous manager."""
+    engine = make_engine(pg_url, writer=True)
+    policy = Policy()
+    feed = Feed()
+
+    def up(kind: str, eid: str, at: str, **payload: Any) -> list[Incoming]:
+        topic = {"manager": "crm.managers", "client": "crm.clients"}[kind]
+        return [feed.msg(topic, env(eid, f"{kind}.upserted", at, **payload))]
+
+    setup = Applier(engine, policy)
+    await setup.apply(
+        up("manager", "new-up", "2026-08-01T00:00:00+08:00", manager_id="new", branch_id="b2")
+    )
+    # the client's first manager is not known yet: its account opening waits, held
+    await setup.apply(
+        up("client", "c-1", "2026-08-01T00:00:00+08:00", client_id="c", manager_id="old")
+    )
+    opened = env(
+        "acc",
+        "account.opened",
+        "2026-11-20T10:00:00+08:00",
+        client_id="c",
+        account_id="a",
+        account_type="payroll",
+    )
+    assert (await setup.apply([feed.msg("bank.accounts", opened)])).held == 1
+
+    # worker A: the transfer (dated before the opening), stopped after its history write
+    transfer = Applier(engine, policy)
+    written, resume = asyncio.Event(), asyncio.Event()
+    original = transfer._apply_reference
+
+    async def stop_after(conn: Any, fresh: Any) -> Any:
+        out = await original(conn, fresh)
+        written.set()
+        await resume.wait()
+        return out
+
+    transfer._apply_reference = stop_after  # type: ignore[method-assign]
+    a = asyncio.create_task(
+        transfer.apply(
+            up(
+                "client",
+                "c-2",
+                "2026-11-16T00:00:00+08:00",
+                client_id="c",
+                manager_id="new",
+                assigned_at="2026-11-15T00:00:00+08:00",
+            )
+        )
+    )
+    await asyncio.wait_for(written.wait(), 10)
+    # worker B: the old manager's record arrives and releases the opening meanwhile
+    b = asyncio.create_task(
+        Applier(engine, policy).apply(
+            up("manager", "old-up", "2026-08-01T00:00:00+08:00", manager_id="old", branch_id="b1")
+        )
+    )
+    done, _ = await asyncio.wait({b}, timeout=3)
+    assert b in done, "the release does not wait for the transfer (the race under test)"
+    resume.set()
+    await asyncio.wait_for(asyncio.gather(a, b), 10)
+
+    # the opening is dated after the transfer: the new manager's, once, and nowhere else
+    new = await month_doc(engine, "new|2026-11")
+    old = await month_doc(engine, "old|2026-11")
+    assert new["accounts_opened"].get("payroll") == 1
+    assert old["accounts_opened"].get("payroll", 0) == 0
+    assert (await month_doc(engine, "b2|2026-11", branch=True))["accounts_opened"] == {"payroll": 1}
+    async with engine.connect() as conn:
+        row = (await conn.execute(select(EventRow).where(EventRow.event_id == "acc"))).one()
+    assert (row.status, row.manager_id, row.branch_id) == ("applied", "new", "b2")
+    await engine.dispose()
+
+
 async def test_origin_claim_defaults_follow_the_hand_over(db_url: str) -> None:
     """With the policy's origin defaults on: a natural-growth client's business is credited
     at 0.5; after a hand-over, deposits at 0.6 and the rest at 0.8, also when the transfer
