@@ -109,10 +109,12 @@ def _safe_url(url: str) -> str:
 
 # --- worker / api --------------------------------------------------------------------------
 def cmd_worker(args: argparse.Namespace) -> int:
+    from crmtracker.eventloop import use_event_loop
     from crmtracker.heap import settle_heap
     from streams.worker import run_worker
 
     settings = _settings(args)
+    use_event_loop(settings.event_loop, auto="asyncio")
     settle_heap()
     run_worker(settings)
     return 0
@@ -122,6 +124,7 @@ def cmd_api(args: argparse.Namespace) -> int:
     import uvicorn
 
     from api.main import create_app
+    from crmtracker.eventloop import loop_name
     from crmtracker.heap import settle_heap
     from models.db import upgrade
 
@@ -133,7 +136,13 @@ def cmd_api(args: argparse.Namespace) -> int:
     upgrade(settings.db_url)
     app = create_app(settings)
     settle_heap()
-    uvicorn.run(app, host=settings.api_host, port=settings.api_port, log_level="warning")
+    uvicorn.run(
+        app,
+        host=settings.api_host,
+        port=settings.api_port,
+        log_level="warning",
+        loop=loop_name(settings.event_loop, auto="uvloop"),
+    )
     return 0
 
 
@@ -217,8 +226,10 @@ def cmd_up(args: argparse.Namespace) -> int:
             return 1
     try:
         upgrade(settings.db_url)
+        from crmtracker.eventloop import use_event_loop
         from crmtracker.up import run_up
 
+        use_event_loop(settings.event_loop, auto="uvloop")  # the API's loop
         return asyncio.run(run_up(settings, demo=args.demo, demo_rate=args.demo_rate))
     except KeyboardInterrupt:
         return 0

@@ -97,6 +97,10 @@ class Settings(BaseSettings):
     batch_within: float = Field(0.2, gt=0)
     """Seconds a partial batch waits for more events before it is applied."""
     db_retry_max_backoff: float = Field(30.0, gt=0)
+    event_loop: Literal["auto", "asyncio", "uvloop"] = "auto"
+    """The event loop of ``crm-tracker api``, ``up`` and ``worker``: ``auto`` is uvloop for the
+    API and ``up`` (when installed; it is on Linux) and asyncio's own for the worker, the
+    faster of the two for each as measured (README "Performance")."""
     consumer: Literal["agents", "direct"] = "direct"
     """How the worker reads its topics: ``agents`` (a faust agent per topic, faust's per-message
     stream) or ``direct`` (one aiokafka batch consumer inside the faust app; see README
@@ -287,6 +291,7 @@ class Settings(BaseSettings):
             "CRM_BATCH_SIZE": str(self.batch_size),
             "CRM_BATCH_WITHIN": str(self.batch_within),
             "CRM_CONSUMER": self.consumer,
+            "CRM_EVENT_LOOP": self.event_loop,
             "CRM_METRICS_PORT": str(self.metrics_port),
         }
         if self.policy_file is not None:
