@@ -96,6 +96,9 @@ class Result:
     held_stuck: int | None = None  # ... of those, ones whose client and manager are known
     rejected: int | None = None
     worker_exit: int | None = None
+    exact: bool | None = None  # every manager-month's transactions and weighted profit
+    mismatches: int | None = None  # manager-months that differ from the independent sums
+    manager_months: int | None = None
     log_warnings: dict[str, int] = field(default_factory=dict)
     error: str | None = None
 
@@ -590,6 +593,14 @@ async def bench_db(
         await run_pipeline(
             settings, res, workdir, args.stall_timeout, broker_pid, args.profile, args.workers
         )
+        if res.complete:
+            expected = (await asyncio.to_thread(expected_tallies, workload, settings))[1]
+            got = await pipeline_tallies(settings.db_url)
+            res.manager_months = len(expected)
+            res.mismatches = sum(
+                1 for k in expected.keys() | got.keys() if expected.get(k) != got.get(k)
+            )
+            res.exact = res.mismatches == 0
         if res.pipeline_events_s and res.bare_msg_s:
             res.ratio_pipeline_bare = res.pipeline_events_s / res.bare_msg_s
         if res.pipeline_events_s and res.faust_msg_s:
@@ -606,6 +617,41 @@ async def bench_db(
             except Exception as exc:
                 print(f"[{db}] could not drop database {pg_name}: {exc}", file=sys.stderr)
     return res
+
+
+async def pipeline_tallies(url: str) -> dict[str, tuple[int, Any]]:
+    """What the worker wrote: {"manager|YYYY-MM": (transactions, exact weighted profit)},
+    summed in Python from the daily buckets (to compare with ``expected_tallies``)."""
+    from decimal import Decimal
+
+    from sqlalchemy import select
+
+    from models.db import make_engine
+    from models.tables import ManagerDayRow
+
+    engine = make_engine(url)
+    try:
+        async with engine.connect() as conn:
+            rows = (
+                await conn.execute(
+                    select(
+                        ManagerDayRow.manager_id,
+                        ManagerDayRow.day,
+                        ManagerDayRow.transactions,
+                        ManagerDayRow.weighted_profit,
+                    )
+                )
+            ).all()
+    finally:
+        await engine.dispose()
+    out: dict[str, tuple[int, Any]] = {}
+    for manager, day, n, weighted in rows:
+        if not n:
+            continue  # a day of accounts or visits only
+        key = f"{manager}|{day:%Y-%m}"
+        have_n, have_w = out.get(key, (0, Decimal(0)))
+        out[key] = (have_n + n, have_w + weighted)
+    return out
 
 
 # --- the peer: Quix Streams on the same tally workload ----------------------------------------
@@ -766,6 +812,7 @@ def table(results: list[Result]) -> str:
         "pipe/aiokafka",
         "peak RSS MiB",
         "complete",
+        "exact",
     )
     rows = [
         (
@@ -781,6 +828,7 @@ def table(results: list[Result]) -> str:
             _fmt(r.ratio_pipeline_bare, ".3f"),
             _fmt(r.worker_peak_rss_mib, ".0f"),
             ("yes" if r.complete else f"no ({r.applied}/{r.expected})") if not r.error else "ERROR",
+            "-" if r.exact is None else ("yes" if r.exact else f"NO ({r.mismatches} differ)"),
         )
         for r in results
     ]
@@ -886,7 +934,7 @@ def main(argv: list[str] | None = None) -> int:
         results, peer = asyncio.run(run(args, broker.bootstrap, workload, workdir, broker_pid))
     finally:
         broker.stop()
-        failed = not results or any(r.error or not r.complete for r in results)
+        failed = not results or any(r.error or not r.complete or r.exact is False for r in results)
         failed = failed or (peer is not None and (peer.error is not None or not peer.exact))
         if args.keep or failed:
             print(f"temp dir kept: {workdir}", file=sys.stderr)
@@ -939,7 +987,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         args.json.write_text(text + "\n")
     bad_peer = peer is not None and (peer.error is not None or not peer.exact)
-    return 1 if bad_peer or any(r.error or not r.complete for r in results) else 0
+    bad = any(r.error or not r.complete or r.exact is False for r in results)
+    return 1 if bad_peer or bad else 0
 
 
 if __name__ == "__main__":
