@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from typing import Annotated, Any
+from collections.abc import AsyncIterator, Awaitable, Callable, Hashable
+from dataclasses import dataclass
+from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -13,6 +14,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from api.auth import Principal, TokenError, decode_token
 from api.reads import ReadCache
 from crmtracker.settings import Settings
+
+T = TypeVar("T")
 
 _bearer = HTTPBearer(auto_error=False, description="A token from `crm-tracker token`")
 
@@ -58,7 +61,11 @@ async def current_user(
 
 
 def require_roles(*roles: str):  # type: ignore[no-untyped-def]
-    async def check(user: Annotated[Principal, Depends(current_user)]) -> Principal:
+    async def check(
+        request: Request,
+        creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    ) -> Principal:
+        user = principal_of(request, creds)
         if user.role not in roles:
             raise HTTPException(status.HTTP_403_FORBIDDEN, "out of scope for this role")
         return user
@@ -66,18 +73,32 @@ def require_roles(*roles: str):  # type: ignore[no-untyped-def]
     return check
 
 
-async def get_reads(request: Request) -> ReadCache:
-    return request.app.state.reads  # type: ignore[no-any-return]
+@dataclass(frozen=True)
+class Reading:
+    """A request's cached reads: the read cache, the data version this request reads at
+    (read once per request, after it arrived) and the settings, as one dependency (FastAPI's
+    work per request grows with the number of dependencies)."""
+
+    cache: ReadCache
+    version: tuple[int, int] | None
+    settings: Settings
+
+    async def get(
+        self,
+        key: Hashable,
+        compute: Callable[[AsyncConnection], Awaitable[T]],
+        weight: Callable[[T], int] = lambda _value: 1,
+    ) -> T:
+        return await self.cache.get(self.version, key, compute, weight)
 
 
-async def data_version(request: Request) -> tuple[int, int] | None:
-    """The data version this request reads at (one per request: FastAPI caches it)."""
-    return await request.app.state.reads.version()  # type: ignore[no-any-return]
+async def reading(request: Request) -> Reading:
+    state = request.app.state
+    return Reading(state.reads, await state.reads.version(), state.settings)
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
-ReadsDep = Annotated[ReadCache, Depends(get_reads)]
-VersionDep = Annotated[tuple[int, int] | None, Depends(data_version)]
+ReadingDep = Annotated[Reading, Depends(reading)]
 EngineDep = Annotated[AsyncEngine, Depends(get_engine)]
 ConnDep = Annotated[AsyncConnection, Depends(get_conn)]
 CurrentUser = Annotated[Principal, Depends(current_user)]

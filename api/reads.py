@@ -15,9 +15,13 @@ everything is dropped. Concurrent misses of one key share one computation.
 from __future__ import annotations
 
 import asyncio
+import json
+import secrets
 from collections.abc import Awaitable, Callable, Hashable
 from typing import Any, TypeVar
 
+from fastapi.encoders import jsonable_encoder
+from fastapi.responses import Response
 from prometheus_client import Counter
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -39,8 +43,8 @@ class ReadCache:
     def __init__(self, engine: AsyncEngine, *, enabled: bool = True, max_weight: int = 20_000):
         self.engine = engine
         self.enabled = enabled
-        # what the entries may hold, in tally documents (a few KB each): a leaderboard page
-        # weighs one per item, so the cache stays within tens of MB however many keys
+        # what the entries may hold, in KiB of encoded answers (``answer_weight``; a scope
+        # lookup weighs one): the cache stays within tens of MB however many keys
         self.max_weight = max_weight
         self._weights: dict[Hashable, int] = {}
         self._weight = 0
@@ -150,3 +154,31 @@ class ReadCache:
     @property
     def weight(self) -> int:
         return self._weight
+
+
+# --- answers kept as JSON ------------------------------------------------------------------
+AS_OF = f"as_of:{secrets.token_hex(16)}"
+"""Stands in for ``as_of`` in a kept answer: random per process, so no stored text can hold it."""
+_AS_OF_JSON = json.dumps(AS_OF).encode()
+
+
+def encode_answer(doc: Any) -> bytes:
+    """A route's answer as JSON once, when computed (what FastAPI would send), with ``AS_OF``
+    where the time of the request goes. A kept leaderboard page is ~100 tallies: validating
+    and encoding it again for every request cost more than the rest of the request."""
+    return json.dumps(
+        jsonable_encoder(doc), ensure_ascii=False, allow_nan=False, separators=(",", ":")
+    ).encode()
+
+
+def answer_weight(body: bytes) -> int:
+    """An encoded answer's weight in the cache: one per KiB (a tally is about one)."""
+    return 1 + len(body) // 1024
+
+
+def stamped(body: bytes, as_of: str) -> Response:
+    """The kept answer with every ``as_of`` set to this request's time: its version read
+    confirmed the figures current."""
+    return Response(
+        body.replace(_AS_OF_JSON, json.dumps(as_of).encode()), media_type="application/json"
+    )

@@ -20,7 +20,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from api.auth import Principal
-from api.deps import ConnDep, Reader, ReadsDep, VersionDep
+from api.deps import ConnDep, Reader, ReadingDep
 from models.followup import Scope, client_row, reminder_scope_row
 from models.tables import ManagerRow
 
@@ -57,13 +57,11 @@ async def _branch_refs(conn: AsyncConnection, branch_id: str) -> tuple[ManagerRe
     return tuple(ManagerRef(*r) for r in rows.all())
 
 
-async def manager_in_scope(
-    manager_id: ManagerId, user: Reader, reads: ReadsDep, version: VersionDep
-) -> ManagerRef:
+async def manager_in_scope(manager_id: ManagerId, user: Reader, reading: ReadingDep) -> ManagerRef:
     """The path's manager, if the caller may see it (the lookup goes through the read cache)."""
     if user.role == "manager" and user.manager_id != manager_id:
         raise HTTPException(status.HTTP_403_FORBIDDEN, "managers see their own data only")
-    ref = await reads.get(version, ("manager", manager_id), lambda c: _manager_ref(c, manager_id))
+    ref = await reading.get(("manager", manager_id), lambda c: _manager_ref(c, manager_id))
     if ref is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"manager {manager_id} not found")
     if not user.can_see_manager(manager_id, ref.branch_id):
@@ -72,12 +70,12 @@ async def manager_in_scope(
 
 
 async def branch_in_scope(
-    branch_id: BranchId, user: Reader, reads: ReadsDep, version: VersionDep
+    branch_id: BranchId, user: Reader, reading: ReadingDep
 ) -> list[ManagerRef]:
     """The path's branch (its managers), if the caller may see it."""
     if not user.can_see_branch(branch_id):
         raise HTTPException(status.HTTP_403_FORBIDDEN, "branch is outside your scope")
-    refs = await reads.get(version, ("branch", branch_id), lambda c: _branch_refs(c, branch_id))
+    refs = await reading.get(("branch", branch_id), lambda c: _branch_refs(c, branch_id))
     if not refs:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"branch {branch_id} not found")
     return list(refs)

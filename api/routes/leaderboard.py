@@ -5,11 +5,13 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query, status
+from fastapi.responses import Response
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from api.deps import Admin, Reader, ReadsDep, SettingsDep, VersionDep
+from api.deps import Admin, Reader, ReadingDep
 from api.pagination import Cursor, Limit, decode_cursor, encode_cursor
+from api.reads import AS_OF, answer_weight, encode_answer, stamped
 from api.routes.tally import DateRange, Span
 from api.scope import BranchId, BranchInScope
 from models.tables import ManagerRow
@@ -79,6 +81,7 @@ async def _board(
             totals.get(manager_id) or zero_totals(),
             settings.tz,
         )
+        doc["as_of"] = AS_OF  # the request's time, when the page is sent
         items.append(
             {
                 "rank": position,
@@ -99,47 +102,47 @@ async def _board(
     }
 
 
-@router.get("/branches/{branch_id}/leaderboard")
+@router.get("/branches/{branch_id}/leaderboard", response_model=dict[str, Any])
 async def branch_leaderboard(
     branch_id: BranchId,
     user: Reader,
     managers: BranchInScope,
-    reads: ReadsDep,
-    version: VersionDep,
-    settings: SettingsDep,
+    reading: ReadingDep,
     span: DateRange,
     metric: MetricQ = "weighted_profit",
     limit: Limit = 100,
     cursor: Cursor = None,
-) -> dict[str, Any]:
+) -> Response:
     """Every manager of the branch ranked on a metric, highest first, ties by manager_id."""
     _check_metric(metric)
     if user.role == "manager":
         raise HTTPException(status.HTTP_403_FORBIDDEN, "leaderboards are for supervisors")
-    board = await reads.get(
-        version,
-        ("branch leaderboard", branch_id, span, metric, limit, cursor),
-        lambda conn: _board(conn, settings, managers, span, metric, limit, cursor),
-        weight=_board_weight,
+    settings = reading.settings
+
+    async def compute(conn: AsyncConnection) -> bytes:
+        board = await _board(conn, settings, managers, span, metric, limit, cursor)
+        return encode_answer({"branch_id": branch_id, **board})
+
+    body = await reading.get(
+        ("branch leaderboard", branch_id, span, metric, limit, cursor), compute, answer_weight
     )
-    return {"branch_id": branch_id, **fresh(board, settings.tz)}
+    return stamped(body, as_of_now(settings.tz))
 
 
-@router.get("/leaderboard")
+@router.get("/leaderboard", response_model=dict[str, Any])
 async def bank_leaderboard(
     user: Admin,
-    reads: ReadsDep,
-    version: VersionDep,
-    settings: SettingsDep,
+    reading: ReadingDep,
     span: DateRange,
     metric: MetricQ = "weighted_profit",
     limit: Limit = 100,
     cursor: Cursor = None,
-) -> dict[str, Any]:
+) -> Response:
     """Every manager of the bank ranked on a metric (admins), highest first, ties by manager_id."""
     _check_metric(metric)
+    settings = reading.settings
 
-    async def compute(conn: AsyncConnection) -> dict[str, Any]:
+    async def compute(conn: AsyncConnection) -> bytes:
         managers = (
             await conn.execute(
                 select(
@@ -147,25 +150,10 @@ async def bank_leaderboard(
                 )
             )
         ).all()
-        return await _board(conn, settings, list(managers), span, metric, limit, cursor)
+        board = await _board(conn, settings, list(managers), span, metric, limit, cursor)
+        return encode_answer(board)
 
-    board = await reads.get(
-        version,
-        ("bank leaderboard", span, metric, limit, cursor),
-        compute,
-        weight=_board_weight,
+    body = await reading.get(
+        ("bank leaderboard", span, metric, limit, cursor), compute, answer_weight
     )
-    return fresh(board, settings.tz)
-
-
-def _board_weight(board: dict[str, Any]) -> int:
-    """A page's weight in the read cache: one per tally it carries."""
-    return 1 + len(board["items"])
-
-
-def fresh(board: dict[str, Any], tz: Any) -> dict[str, Any]:
-    """A (cached) board with its tallies stamped now: the version read of this request
-    confirmed them current."""
-    now = as_of_now(tz)
-    items = [{**it, "tally": {**it["tally"], "as_of": now}} for it in board["items"]]
-    return {**board, "items": items}
+    return stamped(body, as_of_now(settings.tz))

@@ -7,10 +7,12 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, HTTPException, Query, status
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
+from fastapi.responses import Response
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from api.deps import ReadsDep, SettingsDep, VersionDep
+from api.deps import ReadingDep
+from api.reads import AS_OF, answer_weight, encode_answer, stamped
 from api.scope import BranchId, BranchInScope, ManagerInScope
 from models.policy import ACCOUNT_TYPES, branch_account_targets, period_range
 from models.tally import (
@@ -70,14 +72,14 @@ class Span:
 
 
 async def date_range(
-    settings: SettingsDep,
+    request: Request,
     period: PeriodQ = None,
     at: AtQ = None,
     from_: FromQ = None,
     to: ToQ = None,
 ) -> Span:
     """The query's inclusive dates, "today" being today in the bank's time zone."""
-    today = datetime.now(settings.tz).date()
+    today = datetime.now(request.app.state.settings.tz).date()
     start, end = resolve_range(period, at, from_, to, today)
     named = None if from_ is not None else (period or "month")
     return Span(named, start, end, today)
@@ -86,48 +88,51 @@ async def date_range(
 DateRange = Annotated[Span, Depends(date_range)]
 
 
-@router.get("/managers/{manager_id}/tally")
+# The answers are kept encoded (api/reads.py): the routes return them as responses, and
+# declare what they hold for the OpenAPI document.
+@router.get("/managers/{manager_id}/tally", response_model=dict[str, Any])
 async def manager_tally(
     manager: ManagerInScope,
-    reads: ReadsDep,
-    version: VersionDep,
-    settings: SettingsDep,
+    reading: ReadingDep,
     span: DateRange,
-) -> dict[str, Any]:
+) -> Response:
     """A manager's tally for the period containing `at` (or from/to), with the profit target."""
     manager_id, branch_id = manager.manager_id, manager.branch_id
+    tz = reading.settings.tz
 
-    async def compute(conn: AsyncConnection) -> dict[str, Any]:
+    async def compute(conn: AsyncConnection) -> bytes:
         totals = await manager_totals(conn, manager_id, span.start, span.end)
-        doc = tally_document(("manager_id", manager_id), span.start, span.end, totals, settings.tz)
+        doc = tally_document(("manager_id", manager_id), span.start, span.end, totals, tz)
         doc["branch_id"] = branch_id
         history = (await target_history(conn, [manager_id]))[manager_id]
-        target = period_target(history, span.start, span.end, settings.tz)
+        target = period_target(history, span.start, span.end, tz)
         doc["target"] = target_document(
             target, totals["weighted_profit"], span.start, span.end, span.today
         )
-        return doc
+        doc["as_of"] = AS_OF
+        return encode_answer(doc)
 
-    doc = await reads.get(version, ("manager tally", manager_id, span), compute)
-    return {**doc, "as_of": as_of_now(settings.tz)}
+    body = await reading.get(("manager tally", manager_id, span), compute, answer_weight)
+    return stamped(body, as_of_now(tz))
 
 
-@router.get("/branches/{branch_id}/tally")
+@router.get("/branches/{branch_id}/tally", response_model=dict[str, Any])
 async def branch_tally(
     branch_id: BranchId,
     managers: BranchInScope,
-    reads: ReadsDep,
-    version: VersionDep,
-    settings: SettingsDep,
+    reading: ReadingDep,
     span: DateRange,
-) -> dict[str, Any]:
+) -> Response:
     """A branch's tally (exact sums over its events), its account targets and profit target."""
-    doc = await reads.get(
-        version,
-        ("branch tally", branch_id, span),
-        lambda conn: _branch_tally(conn, branch_id, managers, settings, span),
-    )
-    return {**doc, "as_of": as_of_now(settings.tz)}
+    settings = reading.settings
+
+    async def compute(conn: AsyncConnection) -> bytes:
+        doc = await _branch_tally(conn, branch_id, managers, settings, span)
+        doc["as_of"] = AS_OF
+        return encode_answer(doc)
+
+    body = await reading.get(("branch tally", branch_id, span), compute, answer_weight)
+    return stamped(body, as_of_now(settings.tz))
 
 
 async def _branch_tally(
