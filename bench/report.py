@@ -15,6 +15,13 @@ def _f(v: Any, spec: str = ",.0f") -> str:
     return "-" if v is None else format(v, spec)
 
 
+def _exact(r: dict) -> str:
+    """The pipeline's tallies against the independent sums (absent in older results)."""
+    if r.get("exact") is None:
+        return "-"
+    return "yes" if r["exact"] else f"no ({r['mismatches']} of {r['manager_months']} differ)"
+
+
 def throughput(doc: dict) -> list[str]:
     out = [
         f"Throughput: {doc['workload']['messages']:,} messages ({doc['events']:,} activity + "
@@ -23,8 +30,8 @@ def throughput(doc: dict) -> list[str]:
         f"{doc['cpus']} CPUs.",
         "",
         "| db | bare aiokafka msg/s | bare faust msg/s | pipeline ev/s | pipeline / faust | "
-        "pipeline / aiokafka | startup s | worker peak RSS MiB | worker CPU s | complete |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+        "pipeline / aiokafka | startup s | worker peak RSS MiB | worker CPU s | complete | exact |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- |",
     ]
     for r in doc["results"]:
         out.append(
@@ -32,7 +39,8 @@ def throughput(doc: dict) -> list[str]:
             f"{_f(r['pipeline_events_s'])} | {_f(r.get('ratio_pipeline_faust'), '.2f')} | "
             f"{_f(r['ratio_pipeline_bare'], '.3f')} | {_f(r['worker_startup_s'], '.1f')} | "
             f"{_f(r['worker_peak_rss_mib'])} | {_f(r['worker_cpu_s'], '.0f')} | "
-            f"{'yes' if r['complete'] else 'no'}{' ' + r['error'] if r.get('error') else ''} |"
+            f"{'yes' if r['complete'] else 'no'}{' ' + r['error'] if r.get('error') else ''} | "
+            f"{_exact(r)} |"
         )
     peer = doc.get("peer")
     if peer:
