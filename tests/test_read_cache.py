@@ -5,6 +5,7 @@ it arrived."""
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
 from datetime import UTC, date, datetime
 from decimal import Decimal
@@ -16,7 +17,7 @@ import pytest
 from sqlalchemy import delete, insert, text, update
 
 from api.main import create_app
-from api.reads import ReadCache
+from api.reads import AS_OF, ReadCache
 from crmtracker.settings import Settings
 from models.db import make_engine
 from models.policy import Policy
@@ -222,15 +223,21 @@ async def test_as_of_is_the_time_of_the_request_not_of_the_cached_answer(
     served: tuple[httpx.AsyncClient, ReadCache, Any],
 ) -> None:
     client, reads, _writer = served
-    await _get(client, "/v1/branches/b01/leaderboard")
+    paths = ("/v1/branches/b01/leaderboard", "/v1/managers/m036/tally", "/v1/branches/b01/tally")
+    for path in paths:
+        await _get(client, path)
     await asyncio.sleep(1.1)
     hits = reads.hits
-    doc = await _get(client, "/v1/branches/b01/leaderboard")
-    assert reads.hits > hits
+    board, tally, branch = [await _get(client, path) for path in paths]
+    assert reads.hits >= hits + 3
     now = datetime.now(UTC)
-    for item in doc["items"]:
-        stamped = datetime.fromisoformat(item["tally"]["as_of"])
-        assert abs((now - stamped).total_seconds()) < 1.5
+    stamps = [item["tally"]["as_of"] for item in board["items"]]
+    stamps += [tally["as_of"], branch["as_of"]]
+    assert len(stamps) > 2
+    for at in stamps:
+        assert abs((now - datetime.fromisoformat(at)).total_seconds()) < 1.5
+    # the stand-in the kept answers carry never reaches a caller
+    assert AS_OF not in json.dumps([board, tally, branch])
 
 
 # --- the version read, without a database ------------------------------------------------------
