@@ -45,6 +45,7 @@ def create_app(settings: Settings) -> FastAPI:
         finally:
             pruner.cancel()
             await asyncio.gather(pruner, return_exceptions=True)
+            await app.state.reads.close()
             await app.state.engine.dispose()
 
     app = FastAPI(

@@ -15,6 +15,7 @@ everything is dropped. Concurrent misses of one key share one computation.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import secrets
 from collections.abc import Awaitable, Callable, Hashable
@@ -24,6 +25,7 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.responses import Response
 from prometheus_client import Counter
 from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 T = TypeVar("T")
@@ -53,13 +55,49 @@ class ReadCache:
         self._inflight_seq = 0
         self._version: tuple[int, int] | None = None  # what the entries were computed under
         self._entries: dict[Hashable, asyncio.Future[Any]] = {}
+        self._version_conn: AsyncConnection | None = None
+        # PostgreSQL: autocommit (READ COMMITTED per statement). SQLite's engine begins a
+        # transaction itself (models/db.py), so there each read is rolled back instead.
+        self._autocommit = engine is not None and engine.dialect.name == "postgresql"
         self.hits = 0
         self.misses = 0
 
     async def _query_version(self) -> tuple[int, int]:
-        async with self.engine.connect() as conn:
-            total, shards = (await conn.execute(VERSION_QUERY)).one()
-        return int(total), int(shards)
+        """One round trip on a connection kept for version reads (one is in flight at a time):
+        on PostgreSQL autocommit, so each read sees every commit before it began, with no pool
+        checkout, liveness ping, BEGIN or ROLLBACK around it. A broken connection is replaced
+        once."""
+        for attempt in (1, 2):
+            try:
+                conn = self._version_conn
+                if conn is None:
+                    conn = await self.engine.connect()
+                    if self._autocommit:
+                        conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
+                    self._version_conn = conn
+                ((total, shards),) = (await conn.execute(VERSION_QUERY)).all()
+                if not self._autocommit:
+                    await conn.rollback()  # SQLite: end the read, or its snapshot stays
+                return int(total), int(shards)
+            except (DBAPIError, OSError):
+                await self._drop_version_conn()
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
+
+    async def _drop_version_conn(self) -> None:
+        conn, self._version_conn = self._version_conn, None
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                await conn.invalidate()
+            with contextlib.suppress(Exception):
+                await conn.close()
+
+    async def close(self) -> None:
+        """Give back the version-read connection (at shutdown, before the engine goes)."""
+        conn, self._version_conn = self._version_conn, None
+        if conn is not None:
+            await conn.close()
 
     async def _read_version(self) -> tuple[int, int]:
         VERSION_READS.inc()

@@ -366,3 +366,26 @@ async def test_the_cache_stays_within_its_weight() -> None:
     await cache.get(v, "c", board("c"), weight=lambda b: len(b["items"]))  # kept
     await cache.get(v, "a", board("a"), weight=lambda b: len(b["items"]))  # evicted: again
     assert computed == ["a", "b", "c", "a"]
+
+
+async def test_a_version_connection_the_server_dropped_is_replaced(
+    served: tuple[httpx.AsyncClient, ReadCache, Any], db_url: str
+) -> None:
+    """Version reads keep one connection of their own (no pool ping): when the server ends
+    it (a restart, a terminated backend), the next request opens another and is answered."""
+    if not db_url.startswith("postgresql"):
+        pytest.skip("needs a server that can end a session: PostgreSQL")
+    client, reads, writer = served
+    first = await _get(client, "/v1/managers/m036/tally")
+    assert reads._version_conn is not None
+    pid = (await reads._version_conn.execute(text("SELECT pg_backend_pid()"))).scalar_one()
+    async with writer.begin() as conn:
+        await conn.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+    await asyncio.sleep(0.2)
+    again = await _get(client, "/v1/managers/m036/tally")
+    assert {k: v for k, v in again.items() if k != "as_of"} == {
+        k: v for k, v in first.items() if k != "as_of"
+    }
+    assert reads._version_conn is not None
+    new_pid = (await reads._version_conn.execute(text("SELECT pg_backend_pid()"))).scalar_one()
+    assert new_pid != pid
