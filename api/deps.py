@@ -7,13 +7,15 @@ from dataclasses import dataclass
 from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, HTTPException, Request, status
+from fastapi.responses import Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from api.auth import Principal, TokenError, decode_token
-from api.reads import ReadCache
+from api.reads import ReadCache, answer_weight, encode_answer, stamped
 from crmtracker.settings import Settings
+from models.tally import as_of_now
 
 T = TypeVar("T")
 
@@ -90,6 +92,18 @@ class Reading:
         weight: Callable[[T], int] = lambda _value: 1,
     ) -> T:
         return await self.cache.get(self.version, key, compute, weight)
+
+    async def answer(
+        self, key: Hashable, compute: Callable[[AsyncConnection], Awaitable[dict[str, Any]]]
+    ) -> Response:
+        """A route's whole answer through the cache, kept encoded (``compute`` puts ``AS_OF``
+        where the request's time goes) and sent with every ``as_of`` stamped now."""
+
+        async def encoded(conn: AsyncConnection) -> bytes:
+            return encode_answer(await compute(conn))
+
+        body = await self.cache.get(self.version, key, encoded, answer_weight)
+        return stamped(body, as_of_now(self.settings.tz))
 
 
 async def reading(request: Request) -> Reading:

@@ -85,19 +85,18 @@ class ReadCache:
                     raise
         raise AssertionError("unreachable")
 
-    async def _drop_version_conn(self) -> None:
+    async def _drop_version_conn(self, *, broken: bool = True) -> None:
         conn, self._version_conn = self._version_conn, None
         if conn is not None:
-            with contextlib.suppress(Exception):
-                await conn.invalidate()
+            if broken:
+                with contextlib.suppress(Exception):
+                    await conn.invalidate()
             with contextlib.suppress(Exception):
                 await conn.close()
 
     async def close(self) -> None:
         """Give back the version-read connection (at shutdown, before the engine goes)."""
-        conn, self._version_conn = self._version_conn, None
-        if conn is not None:
-            await conn.close()
+        await self._drop_version_conn(broken=False)
 
     async def _read_version(self) -> tuple[int, int]:
         VERSION_READS.inc()

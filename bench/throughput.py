@@ -112,6 +112,8 @@ class Workload:
     valid_distinct: int
     invalid: int
     duplicates: int
+    tallies: tuple[dict, dict] | None = field(default=None, repr=False)
+    """``expected_tallies`` once computed (every run uses the default policy)."""
 
     @property
     def expected(self) -> int:
@@ -670,7 +672,14 @@ class PeerResult:
 
 def expected_tallies(workload: Workload, settings: Settings) -> tuple[dict, dict]:
     """(reference for the peer, expected {"manager|YYYY-MM": (n, Decimal)}) with the product's
-    decoder and policy: valid transactions, each event_id once."""
+    decoder and policy: valid transactions, each event_id once. Computed once per workload
+    (a million messages decode in tens of seconds), for each database and the peer."""
+    if workload.tallies is None:
+        workload.tallies = _expected_tallies(workload, settings)
+    return workload.tallies
+
+
+def _expected_tallies(workload: Workload, settings: Settings) -> tuple[dict, dict]:
     from decimal import Decimal
 
     from models.events import InvalidEvent, decode_event

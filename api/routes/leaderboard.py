@@ -11,13 +11,12 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from api.deps import Admin, Reader, ReadingDep
 from api.pagination import Cursor, Limit, decode_cursor, encode_cursor
-from api.reads import AS_OF, answer_weight, encode_answer, stamped
+from api.reads import AS_OF
 from api.routes.tally import DateRange, Span
 from api.scope import BranchId, BranchInScope
 from models.tables import ManagerRow
 from models.tally import (
     METRICS,
-    as_of_now,
     managers_metric,
     managers_totals,
     metric_value,
@@ -117,16 +116,13 @@ async def branch_leaderboard(
     _check_metric(metric)
     if user.role == "manager":
         raise HTTPException(status.HTTP_403_FORBIDDEN, "leaderboards are for supervisors")
-    settings = reading.settings
 
-    async def compute(conn: AsyncConnection) -> bytes:
-        board = await _board(conn, settings, managers, span, metric, limit, cursor)
-        return encode_answer({"branch_id": branch_id, **board})
+    async def compute(conn: AsyncConnection) -> dict[str, Any]:
+        board = await _board(conn, reading.settings, managers, span, metric, limit, cursor)
+        return {"branch_id": branch_id, **board}
 
-    body = await reading.get(
-        ("branch leaderboard", branch_id, span, metric, limit, cursor), compute, answer_weight
-    )
-    return stamped(body, as_of_now(settings.tz))
+    key = ("branch leaderboard", branch_id, span, metric, limit, cursor)
+    return await reading.answer(key, compute)
 
 
 @router.get("/leaderboard", response_model=dict[str, Any])
@@ -140,9 +136,8 @@ async def bank_leaderboard(
 ) -> Response:
     """Every manager of the bank ranked on a metric (admins), highest first, ties by manager_id."""
     _check_metric(metric)
-    settings = reading.settings
 
-    async def compute(conn: AsyncConnection) -> bytes:
+    async def compute(conn: AsyncConnection) -> dict[str, Any]:
         managers = (
             await conn.execute(
                 select(
@@ -150,10 +145,6 @@ async def bank_leaderboard(
                 )
             )
         ).all()
-        board = await _board(conn, settings, list(managers), span, metric, limit, cursor)
-        return encode_answer(board)
+        return await _board(conn, reading.settings, list(managers), span, metric, limit, cursor)
 
-    body = await reading.get(
-        ("bank leaderboard", span, metric, limit, cursor), compute, answer_weight
-    )
-    return stamped(body, as_of_now(settings.tz))
+    return await reading.answer(("bank leaderboard", span, metric, limit, cursor), compute)

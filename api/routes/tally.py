@@ -12,12 +12,11 @@ from fastapi.responses import Response
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from api.deps import ReadingDep
-from api.reads import AS_OF, answer_weight, encode_answer, stamped
+from api.reads import AS_OF
 from api.scope import BranchId, BranchInScope, ManagerInScope
 from models.policy import ACCOUNT_TYPES, branch_account_targets, period_range
 from models.tally import (
     account_targets_document,
-    as_of_now,
     branch_totals,
     manager_totals,
     period_target,
@@ -100,7 +99,7 @@ async def manager_tally(
     manager_id, branch_id = manager.manager_id, manager.branch_id
     tz = reading.settings.tz
 
-    async def compute(conn: AsyncConnection) -> bytes:
+    async def compute(conn: AsyncConnection) -> dict[str, Any]:
         totals = await manager_totals(conn, manager_id, span.start, span.end)
         doc = tally_document(("manager_id", manager_id), span.start, span.end, totals, tz)
         doc["branch_id"] = branch_id
@@ -110,10 +109,9 @@ async def manager_tally(
             target, totals["weighted_profit"], span.start, span.end, span.today
         )
         doc["as_of"] = AS_OF
-        return encode_answer(doc)
+        return doc
 
-    body = await reading.get(("manager tally", manager_id, span), compute, answer_weight)
-    return stamped(body, as_of_now(tz))
+    return await reading.answer(("manager tally", manager_id, span), compute)
 
 
 @router.get("/branches/{branch_id}/tally", response_model=dict[str, Any])
@@ -124,15 +122,13 @@ async def branch_tally(
     span: DateRange,
 ) -> Response:
     """A branch's tally (exact sums over its events), its account targets and profit target."""
-    settings = reading.settings
 
-    async def compute(conn: AsyncConnection) -> bytes:
-        doc = await _branch_tally(conn, branch_id, managers, settings, span)
+    async def compute(conn: AsyncConnection) -> dict[str, Any]:
+        doc = await _branch_tally(conn, branch_id, managers, reading.settings, span)
         doc["as_of"] = AS_OF
-        return encode_answer(doc)
+        return doc
 
-    body = await reading.get(("branch tally", branch_id, span), compute, answer_weight)
-    return stamped(body, as_of_now(settings.tz))
+    return await reading.answer(("branch tally", branch_id, span), compute)
 
 
 async def _branch_tally(
