@@ -11,7 +11,7 @@ import secrets
 from decimal import Decimal
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 from zoneinfo import ZoneInfo
 
 from pydantic import Field, SecretStr, field_validator
@@ -19,6 +19,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from models.policy import Policy
 from models.policy_file import load_policy, merge_layers
+
+if TYPE_CHECKING:
+    from models.digest import NoticeRules
 
 
 class TopicNames:
@@ -150,6 +153,35 @@ class Settings(BaseSettings):
     webhook_backoff_seconds: float = Field(1.0, gt=0)
     webhook_backoff_max_seconds: float = Field(300.0, gt=0)
 
+    # --- reminder channels (README "Reminder channels") ----------------------------------
+    wecom_robots: dict[str, SecretStr] = Field(default_factory=dict)
+    """WeCom group robot webhook URL per branch id (``*``: branches without their own), JSON:
+    ``{"b01": "https://qyapi.weixin.qq.com/cgi-bin/webhook/send?key=…"}``."""
+    dingtalk_robots: dict[str, SecretStr] = Field(default_factory=dict)
+    """DingTalk robot webhook URL per branch id (``*`` as for WeCom)."""
+    dingtalk_secrets: dict[str, SecretStr] = Field(default_factory=dict)
+    """The robots' signing secrets ("加签", ``SEC…``) per branch id (``*``: for all)."""
+    smtp_host: str | None = None
+    """Absent: no e-mail."""
+    smtp_port: int = Field(25, ge=1, le=65535)
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_tls: bool = False
+    """Implicit TLS (port 465)."""
+    smtp_starttls: bool | None = None
+    """STARTTLS: true requires it, false never, unset when the server offers it."""
+    smtp_from: str = "crm-tracker@localhost"
+    notify_lang: Literal["zh", "en"] = "zh"
+    """Language of the digests and pushes."""
+    digest_time: str = "08:30"
+    """Local time (bank time zone) of the morning digest."""
+    quiet_hours: str = "21:00-08:00"
+    """``HH:MM-HH:MM`` in the bank time zone when only escalations go out; ``off`` for none."""
+    quiet_weekends: bool = True
+    """Saturdays and Sundays quiet all day (no digest; escalations still go)."""
+    dashboard_url: str | None = None
+    """The dashboard link in messages. Absent: ``http://<api host>:<api port>/dashboard``."""
+
     # --- policy (DOMAIN.md defaults live in models/policy.toml) -------------------------
     policy_file: Path | None = None
     """The bank's policy file (TOML); keys it leaves out keep the defaults."""
@@ -171,6 +203,31 @@ class Settings(BaseSettings):
         for url in v:
             if not url.startswith(("http://", "https://")):
                 raise ValueError(f"webhook URL must start with http:// or https://: {url!r}")
+        return v
+
+    @field_validator("wecom_robots", "dingtalk_robots")
+    @classmethod
+    def _robot_urls(cls, v: dict[str, SecretStr]) -> dict[str, SecretStr]:
+        for branch, url in v.items():
+            if not url.get_secret_value().startswith(("http://", "https://")):
+                # the URL is not repeated: it carries the robot's key
+                raise ValueError(f"robot URL of branch {branch!r} must start with http(s)://")
+        return v
+
+    @field_validator("digest_time")
+    @classmethod
+    def _hhmm(cls, v: str) -> str:
+        from models.digest import parse_hhmm
+
+        parse_hhmm(v)
+        return v
+
+    @field_validator("quiet_hours")
+    @classmethod
+    def _quiet(cls, v: str) -> str:
+        from models.digest import parse_quiet_hours
+
+        parse_quiet_hours(v)
         return v
 
     @field_validator("timezone")
@@ -208,6 +265,22 @@ class Settings(BaseSettings):
     @property
     def tz(self) -> ZoneInfo:
         return self.policy.tz
+
+    @property
+    def notice_rules(self) -> NoticeRules:
+        """Digest time, quiet hours, language and dashboard link of the messages to people."""
+        from models.digest import NoticeRules, parse_hhmm, parse_quiet_hours
+
+        start, end = parse_quiet_hours(self.quiet_hours)
+        return NoticeRules(
+            tz=self.tz,
+            digest_time=parse_hhmm(self.digest_time),
+            quiet_start=start,
+            quiet_end=end,
+            quiet_weekends=self.quiet_weekends,
+            lang=self.notify_lang,
+            dashboard_url=self.dashboard_url or f"http://{self.api_host}:{self.api_port}/dashboard",
+        )
 
     @property
     def sqlite_path(self) -> Path:

@@ -98,6 +98,10 @@ Money = Annotated[Decimal, BeforeValidator(_decimal)]
 Timestamp = Annotated[datetime, BeforeValidator(_rfc3339)]
 Id = Annotated[StrictStr, Field(min_length=1, max_length=128)]
 OptStr = Annotated[StrictStr | None, Field(max_length=256)]
+Email = Annotated[
+    StrictStr, Field(max_length=254, pattern=r"^[^@\s<>,;]+@[^@\s<>,;]+\.[^@\s<>,;]+$")
+]
+UserId = Annotated[StrictStr, Field(min_length=1, max_length=64, pattern=r"^[^\s<>@]+$")]
 
 
 class _Payload(BaseModel):
@@ -164,6 +168,12 @@ class ManagerUpserted(_Payload):
     level: Literal["senior", "advanced", "standard", "assistant"] | None = None
     annual_profit_target: Annotated[Money, Field(ge=0)] | None = None
     active: StrictBool = True
+    # where reminders reach the manager (README "Reminder channels"): all optional
+    email: Email | None = None
+    wecom_userid: UserId | None = None
+    """WeCom (企业微信) userid, @-mentioned in the branch's group robot messages."""
+    dingtalk_userid: UserId | None = None
+    """DingTalk (钉钉) userId, @-mentioned in the branch's group robot messages."""
 
 
 PAYLOADS: dict[str, type[_Payload]] = {

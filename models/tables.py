@@ -148,6 +148,10 @@ class ManagerRow(Base):
     active: Mapped[bool] = mapped_column(default=True)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
     """occurred_at of the upsert in force (an older upsert arriving late never wins)."""
+    # reminder channels (migration 0011): the manager's address and robot @-mentions
+    email: Mapped[str | None] = mapped_column(String(254))
+    wecom_userid: Mapped[str | None] = mapped_column(String(64))
+    dingtalk_userid: Mapped[str | None] = mapped_column(String(64))
 
 
 class ClientRow(Base):
@@ -435,6 +439,17 @@ class OutboxRow(Base):
     """True once one delivery row per target exists."""
 
     __table_args__ = (Index("ix_outbox_dispatched", "dispatched", "id"),)
+
+
+class DigestDayRow(Base):
+    """A day whose morning digests were written (once, whichever scheduler got there first)."""
+
+    __tablename__ = "digest_days"
+
+    day: Mapped[str] = mapped_column(String(10), primary_key=True)
+    """The local day, ``YYYY-MM-DD`` in the bank time zone."""
+    written_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    digests: Mapped[int] = mapped_column(Integer, default=0)
 
 
 class DeliveryRow(Base):

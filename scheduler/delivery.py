@@ -1,7 +1,10 @@
-"""Delivering the reminder outbox: to the ``crm.reminders`` topic and to webhooks.
+"""Delivering the reminder outbox: to the ``crm.reminders`` topic and to webhooks (the
+``reminder.*`` events), and to the channels that reach people (the ``notice.*`` messages:
+WeCom, DingTalk, e-mail; scheduler/channels/).
 
-Each outbox event gets one delivery row per target (``kafka``, or a webhook URL) when a
-scheduler first sees it; each row is sent, retried with exponential backoff, and marked
+Each ``reminder.*`` event gets one delivery row per machine target (``kafka``, or a webhook
+URL), each ``notice.*`` message one per channel its ``routes`` name, when a scheduler first
+sees it; each row is sent, retried with exponential backoff, and marked
 ``delivered`` or, after ``max_attempts``, ``failed`` (kept, listed by the API, never
 dropped). A lease (``locked_until``) stops two scheduler instances sending a row at the
 same moment; delivery is at least once, so receivers dedupe on the envelope's ``event_id``.
@@ -12,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
+import json
 import logging
 from collections import defaultdict
 from collections.abc import Callable, Sequence
@@ -42,6 +46,20 @@ def verify(secret: str, body: bytes, header: str | None) -> bool:
     return header is not None and hmac.compare_digest(sign(secret, body), header)
 
 
+MACHINE_KINDS = ("kafka", "webhook")
+"""Targets that receive the ``reminder.*`` envelopes; the others (channels) the notices."""
+
+
+def target_kind(target: Any) -> str:
+    """``kafka``, ``webhook``, ``wecom``, ``dingtalk`` or ``email``."""
+    kind = getattr(target, "kind", None)
+    return kind or ("kafka" if target.name == "kafka" else "webhook")
+
+
+def is_notice(event_type: str) -> bool:
+    return event_type.startswith("notice.")
+
+
 class Target(Protocol):
     name: str
 
@@ -54,6 +72,7 @@ class KafkaTarget:
     """The ``crm.reminders`` topic, keyed by manager id."""
 
     name = "kafka"
+    kind = "kafka"
 
     def __init__(self, bootstrap: str, topic: str, client_args: dict[str, Any]) -> None:
         self.bootstrap = bootstrap
@@ -90,6 +109,8 @@ class KafkaTarget:
 
 class WebhookTarget:
     """An HTTP endpoint receiving each envelope as a signed JSON POST."""
+
+    kind = "webhook"
 
     def __init__(self, url: str, secret: str | None, timeout: float = 10.0) -> None:
         self.name = url
@@ -130,6 +151,7 @@ class Deliverer:
         lease: float = 60.0,
         batch: int = 500,
         concurrency: int = 32,
+        release: Callable[[str, datetime], datetime] | None = None,
     ) -> None:
         self.engine = engine
         self.targets = {t.name: t for t in targets}
@@ -140,6 +162,11 @@ class Deliverer:
         self.lease = timedelta(seconds=lease)
         self.batch = batch
         self._sem = asyncio.Semaphore(concurrency)
+        # when a message of a type may go out (quiet hours hold digests; the rest goes at once)
+        self.release = release or (lambda _event_type, t: t)
+        self._kinds = {n: target_kind(t) for n, t in self.targets.items()}
+        self._machine = sorted(n for n, k in self._kinds.items() if k in MACHINE_KINDS)
+        self._channels = {n for n, k in self._kinds.items() if k not in MACHINE_KINDS}
         self._insert = postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
 
     def retry_delay(self, attempts: int) -> float:
@@ -160,51 +187,63 @@ class Deliverer:
                 return out
 
     async def dispatch(self) -> int:
-        """One delivery row per (new outbox event, target); returns events dispatched.
+        """Delivery rows for new outbox events; returns events dispatched.
 
-        Without targets nothing is dispatched: the events wait for a scheduler that has some
-        (every instance should be configured with the same targets)."""
+        A ``reminder.*`` event gets one row per machine target, a ``notice.*`` message one per
+        channel of its ``routes`` configured here. Without machine targets the events wait
+        (unmarked) for a scheduler that has some, and notices likewise for channels (every
+        instance should be configured with the same targets)."""
         if not self.targets:
             return 0
         now = self.now()
+        kinds = OutboxRow.event_type.like("notice.%")
+        wanted = and_(OutboxRow.dispatched.is_(False))
+        if not self._machine:
+            wanted = and_(wanted, kinds)
+        elif not self._channels:
+            wanted = and_(wanted, ~kinds)
         async with self.engine.begin() as conn:
-            ids = (
-                (
-                    await conn.execute(
-                        select(OutboxRow.id)
-                        .where(OutboxRow.dispatched.is_(False))
-                        .order_by(OutboxRow.id)
-                        .limit(self.batch)
-                    )
+            events = (
+                await conn.execute(
+                    select(OutboxRow.id, OutboxRow.event_type, OutboxRow.body)
+                    .where(wanted)
+                    .order_by(OutboxRow.id)
+                    .limit(self.batch)
                 )
-                .scalars()
-                .all()
-            )
-            if not ids:
+            ).all()
+            if not events:
                 return 0
+            ids = [e.id for e in events]
             rows = [
                 {
-                    "outbox_id": i,
+                    "outbox_id": e.id,
                     "target": t,
                     "status": "pending",
                     "attempts": 0,
-                    "next_attempt_at": now,
+                    "next_attempt_at": self.release(e.event_type, now),
                     "created_at": now,
                     "updated_at": now,
                 }
-                for i in ids
-                for t in sorted(self.targets)
+                for e in events
+                for t in self._targets_of(e.event_type, e.body)
             ]
-            await conn.execute(
-                self._insert(DeliveryRow).on_conflict_do_nothing(
-                    index_elements=["outbox_id", "target"]
-                ),
-                rows,
-            )
+            if rows:
+                await conn.execute(
+                    self._insert(DeliveryRow).on_conflict_do_nothing(
+                        index_elements=["outbox_id", "target"]
+                    ),
+                    rows,
+                )
             await conn.execute(
                 update(OutboxRow).where(OutboxRow.id.in_(ids)).values(dispatched=True)
             )
             return len(ids)
+
+    def _targets_of(self, event_type: str, body: str) -> list[str]:
+        if not is_notice(event_type):
+            return self._machine
+        routes = json.loads(body).get("routes") or []
+        return sorted(set(routes) & self._channels)
 
     async def deliver_batch(self) -> DeliveryResult:
         now = self.now()
@@ -255,12 +294,13 @@ class Deliverer:
         groups: dict[tuple[str, str], list[Any]] = defaultdict(list)
         for c in sorted(claimed, key=lambda c: c.id):
             groups[(c.target, bodies[c.outbox_id].key)].append(c)
-        results: list[tuple[Any, str | None]] = []
+        results: list[tuple[Any, str, str | None]] = []
 
         async def run(rows: list[Any]) -> None:
             async with self._sem:
                 for c in rows:
-                    results.append((c, await self._send(c, bodies[c.outbox_id])))
+                    ob = bodies[c.outbox_id]
+                    results.append((c, ob.event_type, await self._send(c, ob)))
 
         await asyncio.gather(*(run(rows) for rows in groups.values()))
         await self._record(results, out)
@@ -273,20 +313,23 @@ class Deliverer:
             await target.send(ob.key, ob.body.encode(), headers)
             return None
         except Exception as exc:  # any failure is recorded and retried, never raised
-            kind = "kafka" if c.target == "kafka" else "webhook"
+            kind = self._kinds.get(c.target, "webhook")
             DELIVERY_FAILURES.labels(kind).inc()
             if kind == "webhook":
                 WEBHOOK_FAILURES.inc()
+            # channel errors are already free of secrets (scheduler/channels/common.py)
             reason = f"{type(exc).__name__}: {exc}"[:1000]
             log.warning(
                 "delivery %s to %s failed (attempt %d): %s", c.id, kind, c.attempts + 1, reason
             )
             return reason
 
-    async def _record(self, results: list[tuple[Any, str | None]], out: DeliveryResult) -> None:
+    async def _record(
+        self, results: list[tuple[Any, str, str | None]], out: DeliveryResult
+    ) -> None:
         now = self.now()
         ok, bad = [], []
-        for c, error in results:
+        for c, event_type, error in results:
             attempts = c.attempts + 1
             if error is None:
                 ok.append({"did": c.id, "n": attempts})
@@ -299,7 +342,9 @@ class Deliverer:
                     "n": attempts,
                     "err": error,
                     "st": "failed" if gave_up else "pending",
-                    "nxt": now + timedelta(seconds=self.retry_delay(attempts)),
+                    "nxt": self.release(
+                        event_type, now + timedelta(seconds=self.retry_delay(attempts))
+                    ),
                 }
             )
             if gave_up:

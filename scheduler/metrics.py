@@ -18,3 +18,8 @@ DELIVERY_FAILURES = Counter(
     "Failed reminder delivery attempts by target kind",
     ["target"],
 )
+NOTICES = Counter(
+    "crm_reminder_notices_total",
+    "Messages to people written (notice.digest, notice.escalation)",
+    ["type"],
+)

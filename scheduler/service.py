@@ -18,6 +18,8 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from crmtracker.settings import Settings
+from models.digest import DIGEST, ESCALATION, NoticeRules, digest_day, release_at
+from models.notices import write_digests, write_escalation_notices
 from models.policy import Policy
 from models.reminders import (
     RecomputeResult,
@@ -28,8 +30,17 @@ from models.reminders import (
     unsnooze_due,
 )
 from models.visits import REMINDER_KINDS
-from scheduler.delivery import Deliverer, DeliveryResult, KafkaTarget, Target, WebhookTarget
-from scheduler.metrics import REMINDERS_ESCALATED, REMINDERS_FIRED
+from scheduler.channels import channel_targets
+from scheduler.delivery import (
+    MACHINE_KINDS,
+    Deliverer,
+    DeliveryResult,
+    KafkaTarget,
+    Target,
+    WebhookTarget,
+    target_kind,
+)
+from scheduler.metrics import NOTICES, REMINDERS_ESCALATED, REMINDERS_FIRED
 
 log = logging.getLogger("crmtracker.scheduler")
 
@@ -42,6 +53,8 @@ class ScanResult:
     escalated: int = 0
     woken: int = 0
     heads_up: int = 0
+    escalation_notices: int = 0
+    digests: int = 0
 
     @property
     def total_fired(self) -> int:
@@ -56,7 +69,7 @@ def default_targets(settings: Settings) -> list[Target]:
         KafkaTarget(settings.bootstrap, settings.topics.reminders, kafka_client_args(settings))
     ]
     targets += [WebhookTarget(u, secret, settings.webhook_timeout) for u in settings.webhook_urls]
-    return targets
+    return targets + channel_targets(settings)
 
 
 class ReminderScheduler:
@@ -77,13 +90,18 @@ class ReminderScheduler:
         self.policy = policy or settings.policy
         self.now = now or (lambda: datetime.now(UTC))
         self.chunk = chunk
+        self.rules: NoticeRules = settings.notice_rules
+        targets = default_targets(settings) if targets is None else targets
+        # the channels that reach people, by target name (wecom:<branch>, dingtalk:..., email)
+        self.channels = sorted(t.name for t in targets if target_kind(t) not in MACHINE_KINDS)
         self.deliverer = Deliverer(
             engine,
-            default_targets(settings) if targets is None else targets,
+            targets,
             self.now,
             max_attempts=settings.webhook_max_attempts,
             backoff=settings.webhook_backoff_seconds,
             backoff_max=settings.webhook_backoff_max_seconds,
+            release=lambda event_type, t: release_at(event_type, t, self.rules),
         )
         self._aps: Any = None
 
@@ -133,12 +151,31 @@ class ReminderScheduler:
                 escalated = await escalate_due(
                     conn, now, self.policy, limit=self.chunk, source=SOURCE
                 )
+                # pushed at once, quiet hours or not: one message per supervisor, same commit
+                pushes = await write_escalation_notices(
+                    conn, escalated, now, self.rules, self.channels, source=SOURCE
+                )
             out.escalated += len(escalated)
+            out.escalation_notices += pushes
+            NOTICES.labels(ESCALATION).inc(pushes)
             for r in escalated:
                 REMINDERS_ESCALATED.labels(r["kind"]).inc()
             if len(escalated) < self.chunk:
                 break
+        out.digests = await self.digest_once(now)
         return out
+
+    async def digest_once(self, now: datetime | None = None) -> int:
+        """The morning digests due at ``now`` (none outside the digest hours, none twice a
+        day for one person); their contents are read from the state at this moment."""
+        now = now or self.now()
+        day = digest_day(now, self.rules)
+        if day is None or not self.channels:
+            return 0
+        async with self.engine.begin() as conn:
+            n = await write_digests(conn, day, now, self.rules, self.channels, source=SOURCE)
+        NOTICES.labels(DIGEST).inc(n)
+        return n
 
     async def deliver_once(self) -> DeliveryResult:
         return await self.deliverer.run_once()
@@ -152,13 +189,16 @@ class ReminderScheduler:
     async def _scan_job(self) -> None:
         try:
             r = await self.scan_once()
-            if r.total_fired or r.escalated or r.woken or r.heads_up:
+            if r.total_fired or r.escalated or r.woken or r.heads_up or r.digests:
                 log.info(
-                    "scan: fired %s, escalated %d, un-snoozed %d, heads-up %d",
+                    "scan: fired %s, escalated %d, un-snoozed %d, heads-up %d, "
+                    "escalation pushes %d, digests %d",
                     r.fired,
                     r.escalated,
                     r.woken,
                     r.heads_up,
+                    r.escalation_notices,
+                    r.digests,
                 )
             await self._deliver_job()
         except Exception:  # a failed scan is retried by the next one; never kill the loop
@@ -229,9 +269,10 @@ async def run_scheduler(settings: Settings, stop: Any = None) -> None:
     try:
         await sched.start()
         log.info(
-            "scheduler running: scan every %ss, %d webhook(s)",
+            "scheduler running: scan every %ss, %d webhook(s), channels %s",
             settings.reminder_scan_seconds,
             len(settings.webhook_urls),
+            ", ".join(sched.channels) or "none",  # names only: URLs carry keys
         )
         await stop.wait()
     finally:

@@ -517,6 +517,10 @@ class Applier:
                     "annual_profit_target": p.annual_profit_target,
                     "active": p.active,
                     "updated_at": e.occurred_at,
+                    # reminder channels (issue 21): where the manager's reminders go
+                    "email": p.email,
+                    "wecom_userid": p.wecom_userid,
+                    "dingtalk_userid": p.dingtalk_userid,
                 }
                 if p.annual_profit_target is not None:
                     targets[(p.manager_id, e.occurred_at)] = {
