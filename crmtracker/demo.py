@@ -369,6 +369,8 @@ class DemoGenerator:
                 "level": m.level,
                 "annual_profit_target": m.annual_profit_target,
                 "active": True,
+                # reminder digests go here (README "Reminder channels": an SMTP catcher)
+                "email": f"{m.manager_id}@demo-bank.example",
             }
             env = self._envelope("managers", now, payload, ids)
             out.append(DemoMessage("managers", m.manager_id.encode(), self._encode(env)))

@@ -131,6 +131,24 @@ def _banner(settings: Settings, token: str, demo: bool, supervisor_token: str | 
     return "\n".join(lines)
 
 
+def _demo_digest(settings: Settings) -> None:
+    """The demo shows the morning digest two minutes after start (once its backdated clients
+    are in and reminded), whatever the hour or the day, unless CRM_DIGEST_TIME,
+    CRM_QUIET_HOURS or CRM_QUIET_WEEKENDS say otherwise."""
+    from datetime import UTC, datetime, timedelta
+
+    given = settings.model_fields_set
+    if "digest_time" not in given:
+        at = datetime.now(UTC).astimezone(settings.tz) + timedelta(minutes=2)
+        if at.date() != datetime.now(UTC).astimezone(settings.tz).date():
+            at = at.replace(hour=0, minute=0)  # started at 23:58: just after midnight
+        settings.digest_time = at.strftime("%H:%M")
+    if "quiet_hours" not in given:
+        settings.quiet_hours = "off"
+    if "quiet_weekends" not in given:
+        settings.quiet_weekends = False
+
+
 async def run_up(settings: Settings, *, demo: bool, demo_rate: float = 25.0) -> int:
     from api.auth import mint_token, parse_ttl
     from api.main import create_app
@@ -145,6 +163,8 @@ async def run_up(settings: Settings, *, demo: bool, demo_rate: float = 25.0) -> 
     if demo and "reminder_scan_seconds" not in settings.model_fields_set:
         # the demo's backdated clients should be reminded within seconds, not a minute
         settings.reminder_scan_seconds = 10
+    if demo:
+        _demo_digest(settings)
     server = _Server(
         uvicorn.Config(
             create_app(settings),

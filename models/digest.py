@@ -232,7 +232,7 @@ WORDS = {
         "today_line": "{client}　{kind}　今日到期（{due}）",
         "team_line": "{client}　{kind}　逾期 {days} 天　客户经理 {manager}",
         "escalated_mark": "【已升级】",
-        "more": "另有 {n} 户，详见看板",
+        "more": "另有 {n} 项，详见看板",
         "link": "打开看板",
         "none": "暂无逾期或本周到期客户。",
         "esc_title": "升级督办：{n} 户客户逾期未处理",
@@ -323,7 +323,12 @@ def _section(heading: str, items: Sequence[Item], template: str, w: dict, tz: Zo
         _line(i, "today_line" if template == "coming_line" and i.days == 0 else template, w, tz)
         for i in shown
     ]
-    return Section(heading.format(n=len(items)), lines, len(items) - len(shown))
+    return Section(heading.format(n=clients(items)), lines, len(items) - len(shown))
+
+
+def clients(items: Iterable[Item]) -> int:
+    """How many clients (户): a client overdue for a visit and a post-loan check is one."""
+    return len({i.client_id for i in items})
 
 
 def dashboard_link(rules: NoticeRules, branch_id: str | None) -> str:
@@ -346,7 +351,9 @@ def compose_digest(
     (for a supervisor) what escalated in their branch; one message."""
     w = words(rules.lang)
     over, soon, esc = worst_first(overdue), soonest_first(coming), worst_first(team)
-    title = w["digest_title"].format(date=day.isoformat(), overdue=len(over), coming=len(soon))
+    title = w["digest_title"].format(
+        date=day.isoformat(), overdue=clients(over), coming=clients(soon)
+    )
     sections = []
     if over:
         sections.append(_section(w["overdue"], over, "overdue_line", w, rules.tz, cap))
@@ -358,7 +365,7 @@ def compose_digest(
     if not sections:
         intro += " " + w["none"]
     msg = _render(title, intro, sections, dashboard_link(rules, r.branch_id), w)
-    msg.counts = {"overdue": len(over), "coming": len(soon), "team": len(esc)}
+    msg.counts = {"overdue": clients(over), "coming": clients(soon), "team": clients(esc)}
     return msg
 
 
@@ -368,11 +375,11 @@ def compose_escalation(
     """The immediate push to a supervisor: every reminder that escalated in one scan."""
     w = words(rules.lang)
     items = worst_first(escalated)
-    title = w["esc_title"].format(n=len(items))
+    title = w["esc_title"].format(n=clients(items))
     intro = w["esc_intro"].format(name=r.name or r.manager_id)
     section = _section(w["team"], items, "team_line", w, rules.tz, cap)
     msg = _render(title, intro, [section], dashboard_link(rules, r.branch_id), w)
-    msg.counts = {"escalated": len(items)}
+    msg.counts = {"escalated": clients(items)}
     return msg
 
 

@@ -135,7 +135,10 @@ def test_digest_text_worst_first_in_the_banks_words() -> None:
         [],
         RULES,
     )
-    assert "另有 60 户，详见看板" in big.text
+    assert "另有 60 项，详见看板" in big.text
+    # a client overdue for both a visit and a post-loan check is one client (户)
+    both = [*overdue, Item("c1", "甲公司", "post_loan_check", now - timedelta(days=3), 3)]
+    assert "逾期未访客户 3 户" in compose_digest(r, TUESDAY, both, [], RULES).title
     cut = fit_markdown(big.markdown, 4096)
     assert len(cut.encode()) <= 4096 and cut.endswith(big.markdown.splitlines()[-1])
 
