@@ -496,3 +496,42 @@ async def test_a_receiver_failing_then_recovering_loses_nothing_sends_nothing_tw
     assert "HTTP Request: POST" in logged  # httpx's request log is there, redacted
     for secret in (WECOM_KEY, DING_TOKEN, DING_SECRET, SMTP_PASSWORD):
         assert secret not in logged
+
+
+def test_manager_channel_fields_are_optional_and_checked() -> None:
+    from pydantic import ValidationError
+
+    from models.events import ManagerUpserted
+
+    base = {"manager_id": "m1", "branch_id": "b1"}
+    m = ManagerUpserted(**base)
+    assert m.email is None and m.wecom_userid is None and m.dingtalk_userid is None
+    m = ManagerUpserted(**base, email="zhang.san@bank.example", wecom_userid="ZhangSan")
+    assert m.email == "zhang.san@bank.example"
+    for bad in (
+        {"email": "not-an-address"},
+        {"email": "a@b.cn, c@d.cn"},
+        {"email": 5},
+        {"wecom_userid": ""},
+        {"dingtalk_userid": "two words"},
+    ):
+        with pytest.raises(ValidationError):
+            ManagerUpserted(**base, **bad)
+
+
+def test_up_demo_sends_the_digest_soon_and_keeps_explicit_settings(tmp_path: Path) -> None:
+    from crmtracker.up import _demo_digest
+
+    s = Settings(data_dir=tmp_path)
+    _demo_digest(s)
+    now = datetime.now(UTC)
+    rules = s.notice_rules
+    assert rules.quiet_start is None and not rules.quiet_weekends
+    assert not in_quiet_hours(now, rules)
+    soon = now.astimezone(rules.tz) + timedelta(minutes=3)
+    if soon.date() == now.astimezone(rules.tz).date():
+        assert digest_day(now, rules) is None  # not yet: two minutes after start
+        assert digest_day(now + timedelta(minutes=3), rules) == soon.date()
+    kept = Settings(data_dir=tmp_path, digest_time="09:00", quiet_hours="22:00-07:00")
+    _demo_digest(kept)
+    assert kept.digest_time == "09:00" and kept.quiet_hours == "22:00-07:00"
