@@ -431,9 +431,10 @@ class OutboxRow(Base):
     reminder_id: Mapped[int | None] = mapped_column(Integer, index=True)
     """None for a heads-up (no reminder exists before the due instant)."""
     key: Mapped[str] = mapped_column(String(128))
-    """The Kafka message key: the manager id."""
+    """The Kafka message key: the manager id (a notice's: its recipient)."""
     body: Mapped[str] = mapped_column(Text)
-    """The envelope JSON, exactly the bytes sent to the topic and to webhooks."""
+    """The envelope JSON, exactly the bytes sent to the topic and to webhooks (for a
+    ``notice.*`` row: the composed message and its routes, models/notices.py)."""
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     dispatched: Mapped[bool] = mapped_column(default=False)
     """True once one delivery row per target exists."""
@@ -453,7 +454,8 @@ class DigestDayRow(Base):
 
 
 class DeliveryRow(Base):
-    """One outbox event to one target (``kafka`` or a webhook URL), retried until done."""
+    """One outbox event to one target (``kafka``, a webhook URL, or a channel: ``email``,
+    ``wecom:<branch>``, ``dingtalk:<branch>``), retried until done."""
 
     __tablename__ = "reminder_deliveries"
 

@@ -236,12 +236,14 @@ async def robots() -> AsyncIterator[tuple[Robots, str]]:
 @dataclass
 class Mailbox:
     fail_first: int = 0
+    refuse_once: set[str] = field(default_factory=set)
     calls: int = 0
     mails: list[email.message.EmailMessage] = field(default_factory=list)
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         self.calls += 1
-        if self.calls <= self.fail_first:
+        if self.calls <= self.fail_first or self.refuse_once & set(envelope.rcpt_tos):
+            self.refuse_once -= set(envelope.rcpt_tos)
             return "451 4.3.0 try again later"
         msg = email.message_from_bytes(envelope.content, policy=email.policy.default)
         assert msg["To"] in envelope.rcpt_tos
@@ -311,12 +313,14 @@ def _channels(robots_url: str, smtp_port: int, **kw: Any) -> list[Any]:
 
 def _settings(db_url: str, tmp_path: Path, **kw: Any) -> Settings:
     return Settings(
-        database_url=db_url,
-        data_dir=tmp_path,
-        auth_secret=SECRET,
-        dashboard_url="https://crm.bank.example/dashboard",
-        webhook_backoff_seconds=60,
-        **kw,
+        **{
+            "database_url": db_url,
+            "data_dir": tmp_path,
+            "auth_secret": SECRET,
+            "dashboard_url": "https://crm.bank.example/dashboard",
+            "webhook_backoff_seconds": 60,
+            **kw,
+        }
     )
 
 
@@ -535,3 +539,61 @@ def test_up_demo_sends_the_digest_soon_and_keeps_explicit_settings(tmp_path: Pat
     kept = Settings(data_dir=tmp_path, digest_time="09:00", quiet_hours="22:00-07:00")
     _demo_digest(kept)
     assert kept.digest_time == "09:00" and kept.quiet_hours == "22:00-07:00"
+
+
+async def test_a_digest_retry_falling_into_quiet_hours_waits_for_their_end(
+    world: World,  # noqa: F811
+    robots: tuple[Robots, str],
+    mailbox: tuple[Mailbox, int],
+    db_url: str,
+    tmp_path: Path,
+) -> None:
+    w = world
+    rec, url = robots
+    box, port = mailbox
+    box.refuse_once = {"m1@bank.example"}
+    await _people(w)
+    await _clients(w)
+    # a late digest (20:45) whose retry, 30 minutes on, would be in the night
+    settings = _settings(
+        db_url,
+        tmp_path,
+        digest_time="20:45",
+        webhook_backoff_seconds=1800,
+        webhook_backoff_max_seconds=3600,
+    )
+    sched = ReminderScheduler(settings, w.engine, now=w.clock, targets=_channels(url, port))
+    w.clock.t = local(TUESDAY, 20, 45)
+    try:
+        await sched.scan_once()
+        r = await sched.deliver_once()
+        # c5's escalation push to s1; digests: m1 (mail, WeCom), m2 (DingTalk), s1 (mail)
+        assert r.dispatched == 4 and r.delivered == 4 and r.retrying == 1
+        app = create_app(settings)
+        async with app.router.lifespan_context(app):
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://t") as api:
+                doc = (
+                    await api.get(
+                        "/v1/reminders/deliveries",
+                        params={"status": "pending", "target": "email"},
+                        headers=auth("admin"),
+                    )
+                ).json()
+        assert doc["total"] == 1
+        wednesday_8 = local(TUESDAY + timedelta(days=1), 8)
+        assert datetime.fromisoformat(doc["items"][0]["next_attempt_at"]) == wednesday_8
+        # an escalation at 23:00 still goes at once; the held digest does not
+        w.clock.t = local(TUESDAY, 23)
+        await sched.scan_once()
+        await sched.deliver_once()
+        assert len(box.mails) == 2 and len(rec.dingtalk) == 2  # m2's digest, s2's push
+        assert "升级督办" in rec.dingtalk[1]["markdown"]["title"]
+        w.clock.t = wednesday_8 - timedelta(minutes=1)
+        assert (await sched.deliver_once()).delivered == 0
+        w.clock.t = wednesday_8
+        assert (await sched.deliver_once()).delivered == 1
+    finally:
+        await sched.stop()
+    assert [m["To"] for m in box.mails] == ["s1@bank.example"] * 2 + ["m1@bank.example"]
+    assert "2026-03-03 每日提醒" in box.mails[2]["Subject"]

@@ -70,7 +70,9 @@ async def list_deliveries(
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     cursor: Annotated[str | None, Query(max_length=200)] = None,
 ) -> dict[str, Any]:
-    """Reminder deliveries to the topic and to webhooks: attempts, last error, status."""
+    """Reminder deliveries: events to the topic and to webhooks, and the digests and
+    escalation pushes to people (targets ``email``, ``wecom:<branch>``, ``dingtalk:<branch>``):
+    attempts, last error, status."""
     page = await delivery_page(
         conn,
         settings.tz,
