@@ -13,7 +13,7 @@ import json
 import logging
 import time as wallclock
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
@@ -597,3 +597,60 @@ async def test_a_digest_retry_falling_into_quiet_hours_waits_for_their_end(
         await sched.stop()
     assert [m["To"] for m in box.mails] == ["s1@bank.example"] * 2 + ["m1@bank.example"]
     assert "2026-03-03 每日提醒" in box.mails[2]["Subject"]
+
+
+class _Topic:
+    """Stands in for the crm.reminders topic: records what it is given."""
+
+    name = "kafka"
+
+    def __init__(self) -> None:
+        self.types: list[str] = []
+
+    async def send(self, key: str, body: bytes, headers: dict[str, str]) -> None:
+        self.types.append(json.loads(body)["event_type"])
+
+    async def close(self) -> None:
+        return None
+
+
+async def test_two_schedulers_one_digest_each_and_machines_get_only_reminder_events(
+    world: World,  # noqa: F811
+    robots: tuple[Robots, str],
+    mailbox: tuple[Mailbox, int],
+    db_url: str,
+    tmp_path: Path,
+) -> None:
+    import asyncio
+
+    w = world
+    rec, url = robots
+    box, port = mailbox
+    await _people(w)
+    await _clients(w)
+    settings = _settings(db_url, tmp_path)
+    topic = _Topic()
+    a = ReminderScheduler(settings, w.engine, now=w.clock, targets=[topic, *_channels(url, port)])
+    b = ReminderScheduler(settings, w.engine, now=w.clock, targets=_channels(url, port))
+    w.clock.t = local(TUESDAY, 14, 30)  # c5 escalates in this first scan
+    rules = a.rules
+    try:
+        a.rules = replace(rules, digest_time=time(23, 59))  # a scan without the digest
+        await a.scan_once()
+        a.rules = rules
+        # both reach the digest pass at the same moment: the day is written once
+        n = await asyncio.gather(a.digest_once(), b.digest_once(), a.digest_once())
+        assert sorted(n) == [0, 0, 3]  # m1, m2 and s1 (c5 escalated in his branch)
+        w.clock.t += timedelta(minutes=5)
+        await asyncio.gather(a.scan_once(), b.scan_once())
+        await asyncio.gather(a.deliver_once(), b.deliver_once())
+        await a.deliver_once()
+    finally:
+        await a.stop()
+        await b.stop()
+    # m1's digest; s1: c5's escalation pushed, and the digest with the branch's escalations
+    assert sorted(m["To"] for m in box.mails) == ["m1@bank.example"] + ["s1@bank.example"] * 2
+    assert len(rec.wecom) == 1 and len(rec.dingtalk) == 1
+    # the topic got the reminder events (fired, escalated) and none of the notices
+    assert topic.types and all(t.startswith("reminder.") for t in topic.types)
+    assert "reminder.escalated" in topic.types
