@@ -15,7 +15,14 @@ from pathlib import Path
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 
 from models.policy import ACCOUNT_TYPES, TIERS, Policy
 
@@ -96,6 +103,14 @@ class Judgement(_Section):
     reappoint_low_years: int = Field(ge=1, le=20)
     reappoint_mid_years: int = Field(ge=1, le=20)
     min_share_of_year: Decimal = Field(ge=0, le=1)
+
+    @field_validator("met_at")
+    @classmethod
+    def _above_low(cls, v: Decimal, info: ValidationInfo) -> Decimal:
+        low = info.data.get("low_below")
+        if low is not None and v <= low:
+            raise ValueError("met_at must be above low_below")
+        return v
 
 
 class Assessment(_Section):

@@ -127,6 +127,7 @@ def test_bank_file_and_overrides_layer_over_the_defaults(tmp_path: Path) -> None
         ('[assessment]\nconversion = [["1.0", "70"], ["0.6", "36"]]', "assessment.conversion"),
         ('[assessment]\nconversion = [["1.0", "80"]]', "assessment"),
         ('[assessment.judgement]\nlow_below = "0"', "assessment.judgement.low_below"),
+        ('[assessment.judgement]\nmet_at = "0.5"', "assessment.judgement.met_at"),
         ("not toml at all [", "not valid TOML"),
     ],
 )
