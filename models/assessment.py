@@ -140,19 +140,14 @@ async def post_loan_discipline(
     """Of the credit clients held at ``as_of``, how many were not overdue for a post-loan
     check then: the last on-site check or surprise visit (else the assignment) + interval."""
     credit = [h for h in held if h.credit_client]
-    last_checks = (
-        dict(
-            (
-                await conn.execute(
-                    select(ClientRow.client_id, ClientRow.last_post_loan_at).where(
-                        ClientRow.client_id.in_([h.client_id for h in credit])
-                    )
-                )
-            ).all()
+    last_checks: dict[str, datetime | None] = {}
+    if credit:
+        rows = await conn.execute(
+            select(ClientRow.client_id, ClientRow.last_post_loan_at).where(
+                ClientRow.client_id.in_([h.client_id for h in credit])
+            )
         )
-        if credit
-        else {}
-    )
+        last_checks = {cid: at for cid, at in rows.all()}
     interval = timedelta(days=policy.post_loan_interval_days)
     ok = 0
     for h in credit:
