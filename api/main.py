@@ -22,6 +22,7 @@ from api.routes import (
     health,
     leaderboard,
     ops,
+    quality,
     reminders,
     stream,
     tally,
@@ -71,6 +72,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(stream.router, responses=ERRORS)
     app.include_router(clients.router, responses=ERRORS)
     app.include_router(reminders.router, responses=ERRORS)
+    app.include_router(quality.router, responses=ERRORS)
     app.include_router(ops.router, responses=ERRORS)  # also starts the lag sampler
     app.include_router(dashboard.router)
     openapi_examples.install(app)

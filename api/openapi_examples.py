@@ -42,6 +42,24 @@ STREAM = (
     "id: 1240\nevent: tally\n"
     'data: {"manager_id": "m-b01-03", "branch_id": "b01", "days": ["2026-11-24"]}\n\n'
 )
+DATA_QUALITY = {
+    "items": [
+        {
+            "rule": "claim_ratio_floor",
+            "client_id": "c0042",
+            "manager_id": "m036",
+            "branch_id": "b05",
+            "origin": "marketed",
+            "claim_ratio": "0.7",
+            "floor": "0.8",
+            "detail": "claim ratio 0.7 is below the floor 0.8 of a self-marketed (自主营销) "
+            "client (绩效认领比例不应低于 0.8); applied as sent",
+            "since": "2026-09-01T09:00:00+08:00",
+        }
+    ],
+    "next_cursor": None,
+    "total": 1,
+}
 METRICS = 'crm_consumer_lag{group="crm-tracker",partition="0",topic="bank.transactions"} 3.0\n'
 
 
@@ -50,6 +68,8 @@ def _examples() -> dict[str, Any]:
     found.setdefault("GET /v1/ops/lag", LAG)
     found.setdefault("GET /readyz", READY)
     found.setdefault("GET /readyz/api", {"status": "ready"})
+    # the contract vectors break no floor: a made-up exception shows the shape
+    found.setdefault("GET /v1/data-quality", DATA_QUALITY)
     if "POST /v1/reminders/{reminder_id}/ack" in found:
         snoozed = dict(found["POST /v1/reminders/{reminder_id}/ack"])
         snoozed.update(status="snoozed", snoozed_until="2026-11-26T09:00:00+08:00")

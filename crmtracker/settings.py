@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import secrets
+from dataclasses import replace
+from datetime import timedelta
 from decimal import Decimal
 from functools import cached_property
 from pathlib import Path
@@ -100,6 +102,9 @@ class Settings(BaseSettings):
     batch_within: float = Field(0.2, gt=0)
     """Seconds a partial batch waits for more events before it is applied."""
     db_retry_max_backoff: float = Field(30.0, gt=0)
+    max_future_skew: float = Field(300.0, ge=0, le=86_400)
+    """Seconds an event's occurred_at may be ahead of the worker's clock; further ahead it is
+    rejected (dead-letter topic and rejected list) as a future date."""
     event_loop: Literal["auto", "asyncio", "uvloop"] = "auto"
     """The event loop of ``crm-tracker api``, ``up`` and ``worker``: ``auto`` is uvloop for the
     API and ``up`` (when installed; it is on Linux) and asyncio's own for the worker, the
@@ -318,7 +323,8 @@ class Settings(BaseSettings):
     @cached_property
     def policy(self) -> Policy:
         """The bank's rules: models/policy.toml, the policy file, then environment overrides."""
-        return load_policy(self.policy_file, self._policy_layers())
+        policy = load_policy(self.policy_file, self._policy_layers())
+        return replace(policy, max_future_skew=timedelta(seconds=self.max_future_skew))
 
     def secret_problem(self) -> str | None:
         """Why the signing secret is not fit for production, or None.
@@ -366,6 +372,7 @@ class Settings(BaseSettings):
             "CRM_CONSUMER": self.consumer,
             "CRM_EVENT_LOOP": self.event_loop,
             "CRM_METRICS_PORT": str(self.metrics_port),
+            "CRM_MAX_FUTURE_SKEW": str(self.max_future_skew),
         }
         if self.policy_file is not None:
             env["CRM_POLICY_FILE"] = str(self.policy_file.resolve())

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Annotated, Any, Literal
 
@@ -41,6 +41,7 @@ _RFC3339 = re.compile(
     r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$"
 )
 MAX_MONEY = Decimal("1e18")
+DEFAULT_MAX_FUTURE_SKEW = timedelta(seconds=300)
 
 
 class InvalidEvent(ValueError):
@@ -92,6 +93,15 @@ def _decimal(v: Any) -> Decimal:
     if abs(d) >= MAX_MONEY:
         raise ValueError("is too large")
     return d
+
+
+def _iso_date(v: Any) -> date:
+    if not isinstance(v, str) or not re.fullmatch(r"\d{4}-\d{2}-\d{2}", v):
+        raise ValueError("must be a date written YYYY-MM-DD")
+    try:
+        return date.fromisoformat(v)
+    except ValueError as exc:
+        raise ValueError(f"not a valid date: {exc}") from None
 
 
 Money = Annotated[Decimal, BeforeValidator(_decimal)]
@@ -156,8 +166,9 @@ class ClientUpserted(_Payload):
     claim_ratio: Annotated[Money, Field(ge=0, le=1)] | None = None
     visit_interval_days: Annotated[StrictInt, Field(ge=1, le=3660)] | None = None
     assigned_at: Timestamp | None = None
-    origin: Literal["marketed", "natural", "handed_over"] | None = None
-    """Extension: how the client came (picks the policy's default claim ratio)."""
+    origin: Literal["marketed", "natural", "public_resource", "handed_over"] | None = None
+    """How the client came: picks the claim-ratio floor (and default when origin defaults are
+    on); ``public_resource`` (公共资源户, allocated by the branch) has no floor."""
 
 
 class ManagerUpserted(_Payload):
@@ -168,6 +179,8 @@ class ManagerUpserted(_Payload):
     level: Literal["senior", "advanced", "standard", "assistant"] | None = None
     annual_profit_target: Annotated[Money, Field(ge=0)] | None = None
     active: StrictBool = True
+    hired_at: Annotated[date, BeforeValidator(_iso_date)] | None = None
+    """First day as a manager: a year's target is pro-rated to the days employed."""
     # where reminders reach the manager (README "Reminder channels"): all optional
     email: Email | None = None
     wecom_userid: UserId | None = None
@@ -247,8 +260,20 @@ def _explain(exc: ValidationError, prefix: str) -> str:
     return "; ".join(parts)
 
 
-def decode_event(raw: bytes | None, policy: Policy | None = None) -> Event:
-    """Validate the bytes of one message value; raise ``InvalidEvent`` with the reason."""
+def decode_event(
+    raw: bytes | None,
+    policy: Policy | None = None,
+    *,
+    now: datetime | None = None,
+    max_future_skew: timedelta | None = None,
+) -> Event:
+    """Validate the bytes of one message value; raise ``InvalidEvent`` with the reason.
+
+    ``now`` is the receiving clock: given, an ``occurred_at`` more than ``max_future_skew``
+    (default: the policy's, from ``CRM_MAX_FUTURE_SKEW``, 5 minutes) ahead of it is rejected
+    (a typo of a year would otherwise silence a client's reminders for a year). Events read
+    back from the database are decoded without ``now``: they were checked on arrival.
+    """
     if raw is None:
         raise InvalidEvent("empty value (a tombstone): deleting records is not supported")
     doc = _loads(raw)
@@ -284,6 +309,18 @@ def decode_event(raw: bytes | None, policy: Policy | None = None) -> Event:
             raise InvalidEvent(
                 f"payload.currency: {payload.currency!r} is not accepted "
                 "(only CNY unless an FX rate is configured for it)",
+                event_id,
+                event_type,
+            )
+    if now is not None:
+        skew = max_future_skew
+        if skew is None:
+            skew = policy.max_future_skew if policy is not None else DEFAULT_MAX_FUTURE_SKEW
+        if env.occurred_at - now > skew:
+            raise InvalidEvent(
+                f"occurred_at: {env.occurred_at.isoformat()} is in the future "
+                f"(more than {int(skew.total_seconds())} s ahead of the receiving clock, "
+                f"{now.astimezone(env.occurred_at.tzinfo).isoformat(timespec='seconds')})",
                 event_id,
                 event_type,
             )

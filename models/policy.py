@@ -7,10 +7,11 @@ environment, a broker or a database.
 from __future__ import annotations
 
 import calendar
+import itertools
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
-from typing import Any
 from zoneinfo import ZoneInfo
 
 BUSINESS_LINES = ("asset", "liability", "intermediary", "off_balance")
@@ -89,16 +90,40 @@ class Policy:
     # --- assessment (考核) ---
     performance_points: Decimal = Decimal("70")
     evaluation_points: Decimal = Decimal("30")
-    completion_cap: Decimal = Decimal("1.2")
-    warn_below: Decimal = Decimal("0.6")
-    demotion_low_below: Decimal = Decimal("0.6")
-    demotion_low_years: int = 2
-    demotion_mid_below: Decimal = Decimal("1.0")
-    demotion_mid_years: int = 3
+    completion_cap: Decimal = Decimal("1.0")
+    """Default conversion: performance_points × min(completion, cap); 1.0 keeps 百分制 ≤ 100."""
+    conversion: tuple[tuple[Decimal, Decimal], ...] = ()
+    """The bank's conversion table (附表一) as (completion, points) breakpoints, completion
+    increasing; empty: the default above. Between breakpoints by ``conversion_mode``."""
+    conversion_mode: str = "linear"
+    """``linear`` (interpolate between breakpoints) or ``step`` (the points of the highest
+    breakpoint reached; below the first one, 0)."""
+    judgement_low_below: Decimal = Decimal("0.6")
+    """Annual judgement (rules §15): a completion below this is 达不到60% ..."""
+    judgement_met_at: Decimal = Decimal("1.0")
+    """... and from judgement_low_below up to below this is 60%至99%."""
+    reminder_mid_years: int = 1
+    demote_low_years: int = 1
+    demote_mid_years: int = 2
+    reappoint_low_years: int = 2
+    reappoint_mid_years: int = 3
+    judgement_min_share_of_year: Decimal = Decimal("0.5")
+    """A year in which a manager worked less than this share (hired_at) is not judged."""
+    work_log_late_hours: int = 48
+    """A visit logged (received) more than this after it happened counts as logged late."""
     grade_min_credit_clients: dict[str, int] = field(
         default_factory=lambda: {"A": 41, "B": 31, "C": 21, "D": 11, "E": 0}
     )
     """Grade by credit clients held: the best grade whose minimum is reached."""
+    # --- claim-ratio floors (绩效认领比例"不应低于") ---
+    claim_floors: dict[str, Decimal] = field(
+        default_factory=lambda: {"marketed": Decimal("0.8"), "natural": Decimal("0.5")}
+    )
+    """By client origin; an origin left out (public_resource: negotiated) has no floor."""
+    # --- ingest ---
+    max_future_skew: timedelta = timedelta(seconds=300)
+    """An event dated further than this ahead of the receiving worker's clock is rejected
+    (settings ``CRM_MAX_FUTURE_SKEW``; not a bank rule, so not in the policy file)."""
 
     @property
     def tz(self) -> ZoneInfo:
@@ -177,6 +202,8 @@ def claim_ratio(
         return policy.claim_handed_over_other
     if origin == "natural":
         return policy.claim_natural
+    if origin == "public_resource":  # negotiated: its floor if the bank set one, else 1.0
+        return policy.claim_floors.get("public_resource", policy.default_claim_ratio)
     return policy.claim_marketed
 
 
@@ -214,48 +241,163 @@ def _months_fraction(start: date, end: date) -> Decimal:
 
 
 @dataclass(frozen=True)
+class AccountUnit:
+    """One week or month held to a new-account target."""
+
+    start: date
+    end: date
+    target: Decimal
+    actual: int
+    today: date | None = None
+
+    @property
+    def met(self) -> bool:
+        return self.actual >= self.target
+
+    @property
+    def status(self) -> str:
+        """``met``, ``behind`` (over and short), ``running`` (not over, not met yet) or
+        ``pending`` (not started): a unit still running is not judged yet."""
+        if self.met:
+            return "met"
+        if self.today is None or self.end < self.today:
+            return "behind"
+        return "running" if self.start <= self.today else "pending"
+
+    @property
+    def expected_to_date(self) -> Decimal | None:
+        """For a running unit: the target pro-rated to the days elapsed (today included)."""
+        if self.today is None or not self.start <= self.today <= self.end:
+            return None
+        days = Decimal((self.end - self.start).days + 1)
+        return self.target * Decimal((self.today - self.start).days + 1) / days
+
+
+@dataclass(frozen=True)
 class AccountTarget:
     name: str
     """``corporate_settlement`` or ``basic_settlement``."""
     cadence: str
     """``weekly`` or ``monthly``: the policy rule it comes from."""
     target: Decimal
+    """The rule's target over the period (per unit × units, or pro-rated for a day/range)."""
     actual: int
+    units: tuple[AccountUnit, ...] = ()
+    """The weeks or months judged one by one (empty for a day or a free range)."""
 
     @property
     def ratio(self) -> Decimal | None:
         return None if self.target == 0 else Decimal(self.actual) / self.target
 
     @property
+    def status(self) -> str:
+        """``behind`` if any unit over is short, ``met`` if every unit is met, else
+        ``on_track`` (units still running or to come; none over and short)."""
+        if not self.units:
+            return "met" if self.actual >= self.target else "behind"
+        states = [u.status for u in self.units]
+        if "behind" in states:
+            return "behind"
+        return "met" if all(s == "met" for s in states) else "on_track"
+
+    @property
     def met(self) -> bool:
-        return self.actual >= self.target
+        return self.status == "met"
+
+
+def months_of(start: date, end: date) -> list[tuple[date, date]]:
+    """The calendar months [first, last day] that [start, end] touches."""
+    out = []
+    cur = start.replace(day=1)
+    while cur <= end:
+        last = cur.replace(day=calendar.monthrange(cur.year, cur.month)[1])
+        out.append((cur, last))
+        cur = last + timedelta(days=1)
+    return out
+
+
+def iso_weeks_of(start: date, end: date) -> list[tuple[date, date]]:
+    """The ISO weeks (Monday-Sunday) belonging to the months of [start, end]: a week belongs
+    to the month holding its Thursday (the ISO rule), so each week is judged in one month
+    only, on all its seven days."""
+    out = []
+    for m0, m1 in months_of(start, end):
+        thursday = m0 + timedelta(days=(3 - m0.weekday()) % 7)
+        while thursday <= m1:
+            monday = thursday - timedelta(days=3)
+            out.append((monday, monday + timedelta(days=6)))
+            thursday += timedelta(days=7)
+    return out
+
+
+def account_counts_span(period: str | None, start: date, end: date) -> tuple[date, date]:
+    """The days whose new accounts a period's targets read (its weeks may reach outside)."""
+    if period in ("month", "quarter", "year"):
+        weeks = iso_weeks_of(start, end)
+        return min(start, weeks[0][0]), max(end, weeks[-1][1])
+    return start, end
 
 
 def branch_account_targets(
-    period: str | None, start: date, end: date, accounts: dict[str, int], policy: Policy
+    period: str | None,
+    start: date,
+    end: date,
+    daily: Mapping[date, Mapping[str, int]],
+    policy: Policy,
+    today: date | None = None,
 ) -> list[AccountTarget]:
-    """The branch new-account targets that apply to a period, with the actual counts.
+    """The branch new-account targets of a period, judged unit by unit (DOMAIN.md "Accounts").
 
-    A week is held to the weekly corporate-settlement target; a month, quarter or year to
-    the monthly targets times its months; a day or a free date range to both, pro-rated by
-    days (weekly × days/7, monthly × the share of each month covered).
+    ``daily``: new accounts by type per bank day (at least over ``account_counts_span``).
+    A week is held to ≥ 1 new corporate settlement account; a month to ≥ 4 of them and ≥ 2
+    new basic accounts, and every ISO week of the month to ≥ 1; a quarter or a year to the
+    same, month by month and week by week. A unit still running (``today`` in it) is not
+    judged until it is over (or met). A day or a free date range gets both rules pro-rated by
+    days (weekly × days/7, monthly × the share of each month covered), judged on its total.
     """
-    corporate = sum(accounts.get(t, 0) for t in policy.corporate_settlement_types)
-    basic = accounts.get("basic_settlement", 0)
+    corp_types = policy.corporate_settlement_types
+
+    def count(lo: date, hi: date, types: tuple[str, ...]) -> int:
+        return sum(
+            n
+            for day, by_type in daily.items()
+            if lo <= day <= hi
+            for t, n in by_type.items()
+            if t in types
+        )
+
     weekly = Decimal(policy.branch_weekly_corporate_settlement)
     monthly_corp = Decimal(policy.branch_monthly_corporate_settlement)
     monthly_basic = Decimal(policy.branch_monthly_basic_settlement)
-    out: list[AccountTarget] = []
-    if period in (None, "day", "week"):
-        days = Decimal((end - start).days + 1)
-        out.append(AccountTarget("corporate_settlement", "weekly", weekly * days / 7, corporate))
-    if period != "week":
-        months = _months_fraction(start, end)
-        out.append(
-            AccountTarget("corporate_settlement", "monthly", monthly_corp * months, corporate)
-        )
-        out.append(AccountTarget("basic_settlement", "monthly", monthly_basic * months, basic))
-    return out
+    corporate = count(start, end, corp_types)
+    basic = count(start, end, ("basic_settlement",))
+
+    def rule(
+        name: str,
+        cadence: str,
+        per: Decimal,
+        spans: list[tuple[date, date]],
+        types: tuple[str, ...],
+    ) -> AccountTarget:
+        units = tuple(AccountUnit(a, b, per, count(a, b, types), today) for a, b in spans)
+        return AccountTarget(name, cadence, per * len(units), sum(u.actual for u in units), units)
+
+    if period == "week":
+        return [rule("corporate_settlement", "weekly", weekly, [(start, end)], corp_types)]
+    if period in ("month", "quarter", "year"):
+        months = months_of(start, end)
+        return [
+            rule("corporate_settlement", "weekly", weekly, iso_weeks_of(start, end), corp_types),
+            rule("corporate_settlement", "monthly", monthly_corp, months, corp_types),
+            rule("basic_settlement", "monthly", monthly_basic, months, ("basic_settlement",)),
+        ]
+    days = Decimal((end - start).days + 1)
+    months_share = _months_fraction(start, end)
+    return [
+        AccountTarget("corporate_settlement", "weekly", weekly * days / 7, corporate),
+        AccountTarget("corporate_settlement", "monthly", monthly_corp * months_share, corporate),
+        AccountTarget("basic_settlement", "monthly", monthly_basic * months_share, basic),
+    ]
 
 
 # --- assessment ------------------------------------------------------------------------------
@@ -267,10 +409,33 @@ def completion_ratio(actual: Decimal, target: Decimal | None) -> Decimal | None:
 
 
 def performance_points(ratio: Decimal | None, policy: Policy) -> Decimal:
-    """70 × min(ratio, cap); never below 0 (a loss scores nothing, not negative points)."""
+    """Points of the performance part (工作业绩, 70 %) for a completion ratio.
+
+    The bank's conversion table (附表一) when the policy has one: breakpoints (completion,
+    points), interpolated linearly between them or taken step-wise, flat beyond the last one.
+    Otherwise the product default ``70 × min(ratio, cap)`` (cap 1.0). Never below 0 (a loss
+    scores nothing) and never above ``performance_points``, so the 百分制 total stays ≤ 100.
+    """
     if ratio is None:
         return Decimal(0)
-    return policy.performance_points * max(Decimal(0), min(ratio, policy.completion_cap))
+    top = policy.performance_points
+    table = policy.conversion
+    if not table:
+        return min(top, top * max(Decimal(0), min(ratio, policy.completion_cap)))
+    if ratio < table[0][0]:
+        points = Decimal(0) if policy.conversion_mode == "step" else table[0][1]
+    elif ratio >= table[-1][0]:
+        points = table[-1][1]
+    else:
+        points = table[0][1]
+        for (c0, p0), (c1, p1) in itertools.pairwise(table):
+            if c0 <= ratio < c1:
+                if policy.conversion_mode == "step":
+                    points = p0
+                else:
+                    points = p0 + (p1 - p0) * (ratio - c0) / (c1 - c0)
+                break
+    return min(top, max(Decimal(0), points))
 
 
 def grade(credit_clients: int, policy: Policy) -> str:
@@ -282,28 +447,54 @@ def grade(credit_clients: int, policy: Policy) -> str:
     return best[-1][0]
 
 
-def assessment_flags(
-    ratio: Decimal | None, yearly: list[Decimal | None], policy: Policy
-) -> list[str]:
-    """``warn`` below 60 % for the period; ``demotion_review`` from the annual completions.
+JUDGEMENTS = ("reminder", "demote_one_level", "reappoint_by_performance")
+"""The annual judgement's steps (职务聘任, rules §15), weakest first."""
 
-    ``yearly`` holds the annual completion ratios, the assessed year last, earlier years
-    before it (None: no target that year). Demotion review: below 60 % two years running, or
-    60-99 % three years running. The product flags; people decide.
+
+def completion_band(ratio: Decimal | None, policy: Policy) -> str | None:
+    """``low`` (达不到60%), ``mid`` (60%至99%), ``met`` or None (the year is not judged)."""
+    if ratio is None:
+        return None
+    if ratio < policy.judgement_low_below:
+        return "low"
+    if ratio < policy.judgement_met_at:
+        return "mid"
+    return "met"
+
+
+def annual_judgement(yearly: list[Decimal | None], policy: Policy) -> str | None:
+    """The judgement of the last year in ``yearly`` (settled years, oldest first; None for a
+    year that is not judged: no target, or less than half a year worked).
+
+    Rules §15: "达到60%以上的进行提醒,达不到60%的或连续两年在60%至99%间的行内降一级使用,
+    连续两年达不到60%或连续三年在60%至99%间的,按实际达到业绩聘任". A run counts the years
+    of the same band ending with the judged year; the strongest step that applies is given.
     """
-    flags: list[str] = []
-    if ratio is not None and ratio < policy.warn_below:
-        flags.append("warn")
+    band = completion_band(yearly[-1], policy) if yearly else None
+    if band not in ("low", "mid"):
+        return None
+    run = 0
+    for r in reversed(yearly):
+        if completion_band(r, policy) != band:
+            break
+        run += 1
+    if band == "low":
+        steps = (
+            ("reappoint_by_performance", policy.reappoint_low_years),
+            ("demote_one_level", policy.demote_low_years),
+        )
+    else:
+        steps = (
+            ("reappoint_by_performance", policy.reappoint_mid_years),
+            ("demote_one_level", policy.demote_mid_years),
+            ("reminder", policy.reminder_mid_years),
+        )
+    for name, years in steps:
+        if run >= years:
+            return name
+    return None
 
-    def run(pred: Any, years: int) -> bool:
-        tail = yearly[-years:]
-        return len(tail) == years and all(r is not None and pred(r) for r in tail)
 
-    low = run(lambda r: r < policy.demotion_low_below, policy.demotion_low_years)
-    mid = run(
-        lambda r: policy.demotion_low_below <= r < policy.demotion_mid_below,
-        policy.demotion_mid_years,
-    )
-    if low or mid:
-        flags.append("demotion_review")
-    return flags
+def claim_floor(origin: str | None, policy: Policy) -> Decimal | None:
+    """The lowest claim ratio the policy allows for a client of this origin (None: no floor)."""
+    return policy.claim_floors.get(origin) if origin is not None else None

@@ -8,13 +8,21 @@ the program at start with a message naming the key; nothing here reads the envir
 
 from __future__ import annotations
 
+import itertools
 import tomllib
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 
 from models.policy import ACCOUNT_TYPES, TIERS, Policy
 
@@ -39,6 +47,15 @@ class ClaimRatios(_Section):
     natural: Decimal = Field(ge=0, le=1)
     handed_over_deposits: Decimal = Field(ge=0, le=1)
     handed_over_other: Decimal = Field(ge=0, le=1)
+    public_resource: Decimal | None = Field(None, ge=0, le=1)
+    """公共资源户: negotiated, no floor unless the bank sets one."""
+
+    def floors(self) -> dict[str, Decimal]:
+        """The claim-ratio floors by origin ("不应低于"): marketed and natural always."""
+        out = {"marketed": self.marketed, "natural": self.natural}
+        if self.public_resource is not None:
+            out["public_resource"] = self.public_resource
+        return out
 
 
 class Visits(_Section):
@@ -77,16 +94,48 @@ class Targets(_Section):
         return v
 
 
+class Judgement(_Section):
+    low_below: Decimal = Field(gt=0)
+    met_at: Decimal = Field(gt=0)
+    reminder_mid_years: int = Field(ge=1, le=20)
+    demote_low_years: int = Field(ge=1, le=20)
+    demote_mid_years: int = Field(ge=1, le=20)
+    reappoint_low_years: int = Field(ge=1, le=20)
+    reappoint_mid_years: int = Field(ge=1, le=20)
+    min_share_of_year: Decimal = Field(ge=0, le=1)
+
+    @field_validator("met_at")
+    @classmethod
+    def _above_low(cls, v: Decimal, info: ValidationInfo) -> Decimal:
+        low = info.data.get("low_below")
+        if low is not None and v <= low:
+            raise ValueError("met_at must be above low_below")
+        return v
+
+
 class Assessment(_Section):
     performance_points: Decimal = Field(ge=0, le=100)
     evaluation_points: Decimal = Field(ge=0, le=100)
     completion_cap: Decimal = Field(gt=0)
-    warn_below: Decimal = Field(ge=0)
-    demotion_low_below: Decimal = Field(ge=0)
-    demotion_low_years: int = Field(ge=1, le=20)
-    demotion_mid_below: Decimal = Field(ge=0)
-    demotion_mid_years: int = Field(ge=1, le=20)
+    conversion_mode: Literal["linear", "step"]
+    conversion: list[tuple[Decimal, Decimal]] = []
+    work_log_late_hours: int = Field(ge=1, le=8784)
+    judgement: Judgement
     grade_min_credit_clients: dict[str, int]
+
+    @field_validator("conversion")
+    @classmethod
+    def _breakpoints(cls, v: list[tuple[Decimal, Decimal]]) -> list[tuple[Decimal, Decimal]]:
+        completions = [c for c, _ in v]
+        if any(b <= a for a, b in itertools.pairwise(completions)):
+            raise ValueError("completions must increase from one breakpoint to the next")
+        if any(c < 0 or p < 0 for c, p in v):
+            raise ValueError("completions and points must not be negative")
+        return v
+
+    def check_points(self) -> None:
+        if any(p > self.performance_points for _, p in self.conversion):
+            raise ValueError("conversion points must not exceed performance_points")
 
 
 class PolicyFile(_Section):
@@ -113,6 +162,12 @@ class PolicyFile(_Section):
         bad = [c for c, r in v.items() if r <= 0 or len(c) != 3 or not c.isupper()]
         if bad:
             raise ValueError(f"fx rates need ISO currency codes and positive rates: {bad}")
+        return v
+
+    @field_validator("assessment")
+    @classmethod
+    def _points_within(cls, v: Assessment) -> Assessment:
+        v.check_points()
         return v
 
     def to_policy(self) -> Policy:
@@ -147,12 +202,19 @@ class PolicyFile(_Section):
             performance_points=a.performance_points,
             evaluation_points=a.evaluation_points,
             completion_cap=a.completion_cap,
-            warn_below=a.warn_below,
-            demotion_low_below=a.demotion_low_below,
-            demotion_low_years=a.demotion_low_years,
-            demotion_mid_below=a.demotion_mid_below,
-            demotion_mid_years=a.demotion_mid_years,
+            conversion=tuple((c, p) for c, p in a.conversion),
+            conversion_mode=a.conversion_mode,
+            judgement_low_below=a.judgement.low_below,
+            judgement_met_at=a.judgement.met_at,
+            reminder_mid_years=a.judgement.reminder_mid_years,
+            demote_low_years=a.judgement.demote_low_years,
+            demote_mid_years=a.judgement.demote_mid_years,
+            reappoint_low_years=a.judgement.reappoint_low_years,
+            reappoint_mid_years=a.judgement.reappoint_mid_years,
+            judgement_min_share_of_year=a.judgement.min_share_of_year,
+            work_log_late_hours=a.work_log_late_hours,
             grade_min_credit_clients=dict(a.grade_min_credit_clients),
+            claim_floors=cr.floors(),
         )
 
 

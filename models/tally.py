@@ -5,6 +5,7 @@ Sums are exact (``Decimal``) and rounded half-up to two places only when shown.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping
 from datetime import date, datetime
 from decimal import ROUND_HALF_UP, Decimal
@@ -22,6 +23,7 @@ from models.policy import (
     VISIT_KINDS,
     VISIT_METHODS,
     AccountTarget,
+    AccountUnit,
     completion_ratio,
     money,
     prorated_annual_target,
@@ -30,6 +32,7 @@ from models.tables import (
     COUNT_COLUMNS,
     MONEY_COLUMNS,
     BranchDayRow,
+    EventRow,
     ExactDecimal,
     ManagerDayRow,
     ManagerTargetRow,
@@ -240,23 +243,59 @@ async def target_history(
     return out
 
 
+async def hired_dates(conn: AsyncConnection, manager_ids: Iterable[str]) -> dict[str, date | None]:
+    """Each manager's ``hired_at`` (first day as a manager), from the upsert in force: the
+    manager's newest ``manager.upserted`` by occurred_at (None when it gives none)."""
+    ids = sorted(set(manager_ids))
+    out: dict[str, date | None] = {m: None for m in ids}
+    if not ids:
+        return out
+    rows = await conn.execute(
+        select(EventRow.manager_id, EventRow.occurred_at, EventRow.event_id, EventRow.value)
+        .where(EventRow.event_type == "manager.upserted", EventRow.manager_id.in_(ids))
+        .order_by(EventRow.manager_id, EventRow.occurred_at, EventRow.event_id)
+    )
+    for mid, _at, _eid, value in rows.all():
+        try:
+            hired = json.loads(value).get("payload", {}).get("hired_at")
+            out[mid] = date.fromisoformat(hired) if isinstance(hired, str) else None
+        except (ValueError, AttributeError):
+            out[mid] = None
+    return out
+
+
 def target_for_year(
     history: list[tuple[datetime, Decimal]], year: int, tz: ZoneInfo
 ) -> Decimal | None:
-    """The annual target in force at the end of ``year`` (bank time): a target given during
-    the year covers the whole year; None for a year that ended before any target was given."""
+    """The annual target issued for ``year`` (年初下达): the one in force on 1 January (bank
+    time; a target given during 1 January counts), else, for a manager whose first target
+    came later in the year, that first target. A raise during the year never rewrites it.
+    None for a year that ended before any target was given."""
+    first_day_over = datetime(year, 1, 2, tzinfo=tz)
     year_end = datetime(year + 1, 1, 1, tzinfo=tz)
-    chosen = None
+    in_force = None
     for at, target in history:
-        if at < year_end:
-            chosen = target
-    return chosen
+        if at < first_day_over:
+            in_force = target
+        elif in_force is None and at < year_end:
+            return target
+    return in_force
 
 
 def period_target(
-    history: list[tuple[datetime, Decimal]], start: date, end: date, tz: ZoneInfo
+    history: list[tuple[datetime, Decimal]],
+    start: date,
+    end: date,
+    tz: ZoneInfo,
+    hired_at: date | None = None,
 ) -> Decimal | None:
-    """The profit target for [start, end]: each year's annual target pro-rated by days."""
+    """The profit target for [start, end]: each year's annual target pro-rated by days; for
+    a manager hired during the period, only the days from ``hired_at`` on (None when the
+    period ended before the manager started)."""
+    if hired_at is not None:
+        if hired_at > end:
+            return None
+        start = max(start, hired_at)
     total: Decimal | None = None
     for year in range(start.year, end.year + 1):
         annual = target_for_year(history, year, tz)
@@ -300,7 +339,23 @@ def target_document(
     return doc
 
 
+def _unit_document(u: AccountUnit) -> dict[str, Any]:
+    doc: dict[str, Any] = {
+        "from": u.start.isoformat(),
+        "to": u.end.isoformat(),
+        "target": money(u.target),
+        "actual": u.actual,
+        "met": u.met,
+        "status": u.status,
+    }
+    expected = u.expected_to_date
+    if expected is not None:
+        doc["expected_to_date"] = money(expected)
+    return doc
+
+
 def account_targets_document(targets: list[AccountTarget]) -> list[dict[str, Any]]:
+    """Each rule with its total, and its weeks or months one by one (``units``)."""
     return [
         {
             "name": t.name,
@@ -309,10 +364,38 @@ def account_targets_document(targets: list[AccountTarget]) -> list[dict[str, Any
             "actual": t.actual,
             "ratio": ratio_text(t.ratio),
             "met": t.met,
-            "status": "met" if t.met else "behind",
+            "status": t.status,
+            "units": [_unit_document(u) for u in t.units],
         }
         for t in targets
     ]
+
+
+def account_targets_status(targets: list[AccountTarget]) -> str:
+    """``behind`` if any rule is, ``met`` if all are, else ``on_track``."""
+    states = [t.status for t in targets]
+    if "behind" in states:
+        return "behind"
+    return "met" if all(s == "met" for s in states) else "on_track"
+
+
+async def branch_daily_accounts(
+    conn: AsyncConnection, branch_id: str, start: date, end: date
+) -> dict[date, dict[str, int]]:
+    """New accounts by type per bank day of a branch over [start, end] (days with none left
+    out), for the week-by-week account targets."""
+    cols = [BranchDayRow.__table__.c[f"accounts_{t}"] for t in ACCOUNT_TYPES]
+    rows = await conn.execute(
+        select(BranchDayRow.day, *cols).where(
+            BranchDayRow.branch_id == branch_id, BranchDayRow.day >= start, BranchDayRow.day <= end
+        )
+    )
+    out: dict[date, dict[str, int]] = {}
+    for day, *counts in rows.all():
+        by_type = {t: int(n) for t, n in zip(ACCOUNT_TYPES, counts, strict=True) if n}
+        if by_type:
+            out[day] = by_type
+    return out
 
 
 def metric_columns(metric: str) -> tuple[str, ...]:

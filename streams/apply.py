@@ -315,9 +315,10 @@ class Applier:
         result = BatchResult()
         decoded: list[tuple[Incoming, Event]] = []
         rejected: list[tuple[Incoming, InvalidEvent]] = []
+        received = self.now()  # future dates: occurred_at beyond the skew of this clock
         for msg in messages:
             try:
-                decoded.append((msg, decode_event(msg.value, self.policy)))
+                decoded.append((msg, decode_event(msg.value, self.policy, now=received)))
             except InvalidEvent as exc:
                 rejected.append((msg, exc))
         # a resend inside the same batch: keep the first copy

@@ -212,13 +212,28 @@ async def test_branch_tally_has_account_targets(client: httpx.AsyncClient) -> No
             "/v1/branches/b01/tally", params={"period": "month", "at": "2026-09-15"}, headers=auth()
         )
     ).json()
-    names = {(t["name"], t["cadence"]) for t in month["account_targets"]}
-    assert names == {("corporate_settlement", "monthly"), ("basic_settlement", "monthly")}
+    names = [(t["name"], t["cadence"]) for t in month["account_targets"]]
+    assert names == [
+        ("corporate_settlement", "weekly"),
+        ("corporate_settlement", "monthly"),
+        ("basic_settlement", "monthly"),
+    ]
     basic = next(t for t in month["account_targets"] if t["name"] == "basic_settlement")
     assert basic["target"] == "2.00"
     assert basic["actual"] == month["accounts_opened"].get("basic_settlement", 0)
     assert basic["met"] is (basic["actual"] >= 2)
     assert month["account_targets_met"] is all(t["met"] for t in month["account_targets"])
+    # September 2026 is over: its ISO weeks by their Thursdays (Sep 3 ... Sep 24), each ≥ 1
+    weekly = month["account_targets"][0]
+    assert [(u["from"], u["to"]) for u in weekly["units"]] == [
+        ("2026-08-31", "2026-09-06"),
+        ("2026-09-07", "2026-09-13"),
+        ("2026-09-14", "2026-09-20"),
+        ("2026-09-21", "2026-09-27"),
+    ]
+    assert weekly["target"] == "4.00"
+    assert weekly["met"] is all(u["actual"] >= 1 for u in weekly["units"])
+    assert month["account_targets_status"] in ("met", "behind")
     week = (
         await client.get(
             "/v1/branches/b01/tally", params={"period": "week", "at": "2026-09-15"}, headers=auth()

@@ -136,6 +136,24 @@ def _transaction(client_id: str, manager_id: str, profit: str) -> tuple[str, byt
     return "bank.transactions", client_id.encode(), json.dumps(envelope).encode()
 
 
+def _client_below_floor(client_id: str, manager_id: str) -> tuple[str, bytes, bytes]:
+    envelope = {
+        "event_id": str(uuid.uuid4()),
+        "event_type": "client.upserted",
+        "schema_version": 1,
+        "occurred_at": datetime.now(TZ).isoformat(timespec="seconds"),
+        "source": "dashboard-test",
+        "payload": {
+            "client_id": client_id,
+            "manager_id": manager_id,
+            "tier": "gold",
+            "origin": "marketed",
+            "claim_ratio": "0.5",
+        },
+    }
+    return "crm.clients", client_id.encode(), json.dumps(envelope).encode()
+
+
 async def _settle(engine: Any, worker: WorkerProcess, timeout: float = 60) -> None:
     """Wait until the worker has applied everything sent (nothing held, counts steady)."""
     deadline = time.monotonic() + timeout
@@ -286,11 +304,25 @@ async def test_leaderboard_follows_new_events_without_a_reload(stack: Stack, bro
     target = min(before, key=lambda m: (float(before[m]), m))  # the last one climbs to the top
 
     streaming = await stack.has_stream()
+    # a self-marketed client of b01 with a claim ratio below its 0.8 floor: a data-quality
+    # exception the supervisor sees (applied as sent)
+    await produce(stack.settings, [_client_below_floor("c-floor", target)])
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        found = (await stack.get("/v1/data-quality?branch_id=b01", admin)).json()["items"]
+        if any(i["client_id"] == "c-floor" for i in found):
+            break
+        await asyncio.sleep(0.3)
+    else:
+        raise AssertionError(f"the client was not applied\n{stack.worker.log_tail()}")
 
     page = await _page(browser)
     urls: list[str] = []
     page.on("request", lambda r: urls.append(r.url))
     await page.goto(f"{stack.api.base}/dashboard?branch=b01#token={admin}")
+    quality = page.locator('#quality tbody tr[data-client="c-floor"]')
+    await quality.wait_for(timeout=15000)
+    assert "0.5 < 0.8" in await quality.inner_text()
     row = page.locator(f'#leaderboard tr[data-manager="{target}"] .value')
     await row.wait_for(timeout=15000)
     assert (await row.text_content()) == _shown(before[target])
@@ -334,6 +366,10 @@ async def test_leaderboard_follows_new_events_without_a_reload(stack: Stack, bro
         "id => document.querySelector('#card-name')?.textContent.includes(id)", arg=target
     )
     await page.locator("#card-body .progress").wait_for(timeout=10000)
+    # this year is still running: its pace against the pro-rated target, no annual judgement
+    await page.locator("#card-body .pace").wait_for(timeout=10000)
+    assert await page.locator("#card-body .judgement").count() == 0
+    assert "走访" in await page.locator("#card-body .work-log").inner_text()
     # let the "changed" highlight fade before the picture
     await page.wait_for_function(
         "() => !document.getAnimations().some(a => a.animationName === 'flash')", timeout=10000
@@ -414,7 +450,7 @@ async def test_ops_sees_the_lag_panel_only(stack: Stack, browser: Any) -> None:
         await page.route("**/v1/ops/lag*", fake_lag)
     await page.goto(f"{stack.api.base}/dashboard#token={token}")
     await page.locator("#lag-panel").wait_for()
-    for panel in ("leaderboard", "card", "overdue", "reminders"):
+    for panel in ("leaderboard", "card", "overdue", "reminders", "quality"):
         assert await page.locator(f"#{panel}-panel").is_hidden()
     row = page.locator("#lag tbody tr").first
     await row.wait_for(timeout=15000)

@@ -206,6 +206,10 @@ def test_rule_breaks_are_rejected_with_the_field_named(
         ("manager.upserted", "branch_id", None),
         ("manager.upserted", "level", "boss"),
         ("manager.upserted", "active", "yes"),
+        ("manager.upserted", "hired_at", "2026-13-01"),
+        ("manager.upserted", "hired_at", "1 Sep 2025"),
+        ("manager.upserted", "hired_at", 20250901),
+        ("client.upserted", "origin", "public"),
     ],
 )
 def test_payload_rules_of_every_type(event_type: str, field: str, value: Any) -> None:
@@ -247,3 +251,14 @@ def test_rejection_keeps_the_event_id_and_type_when_readable() -> None:
         decode_event(_mutate("payload.amount", "-5"))
     assert info.value.event_id == "e-1"
     assert info.value.event_type == "transaction.posted"
+
+
+def test_hired_at_and_a_public_resource_origin_decode() -> None:
+    from datetime import date
+
+    doc = envelope("manager.upserted")
+    doc["payload"]["hired_at"] = "2025-09-01"
+    assert decode_event(raw(doc)).payload.hired_at == date(2025, 9, 1)  # type: ignore[union-attr]
+    client = envelope("client.upserted")
+    client["payload"]["origin"] = "public_resource"
+    assert decode_event(raw(client)).payload.origin == "public_resource"  # type: ignore[union-attr]

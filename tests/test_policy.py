@@ -7,6 +7,8 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from models.policy import Policy, bank_day, money, period_range, weighted_profit
 
@@ -122,6 +124,10 @@ def test_bank_file_and_overrides_layer_over_the_defaults(tmp_path: Path) -> None
         ("[visits.interval_days]\ndiamond = 0", "visits.interval_days"),
         ('[targets]\ncorporate_settlement_types = ["vault"]', "targets.corporate_settlement_types"),
         ("[visits]\ntypo_days = 3", "visits.typo_days"),
+        ('[assessment]\nconversion = [["1.0", "70"], ["0.6", "36"]]', "assessment.conversion"),
+        ('[assessment]\nconversion = [["1.0", "80"]]', "assessment"),
+        ('[assessment.judgement]\nlow_below = "0"', "assessment.judgement.low_below"),
+        ('[assessment.judgement]\nmet_at = "0.5"', "assessment.judgement.met_at"),
         ("not toml at all [", "not valid TOML"),
     ],
 )
@@ -176,11 +182,15 @@ def test_targets_prorate_by_days() -> None:
     assert both == Decimal("366") / 365 + 1
     p = Policy()
     q = branch_account_targets("quarter", date(2026, 10, 1), date(2026, 12, 31), {}, p)
-    assert [(t.name, t.target) for t in q] == [
-        ("corporate_settlement", 12),
-        ("basic_settlement", 6),
+    # Q4 2026 holds 14 ISO weeks by their Thursdays (Oct 1-29: 5, Nov 5-26: 4, Dec 3-31: 5)
+    assert [(t.name, t.cadence, t.target) for t in q] == [
+        ("corporate_settlement", "weekly", 14),
+        ("corporate_settlement", "monthly", 12),
+        ("basic_settlement", "monthly", 6),
     ]
-    day = branch_account_targets("day", date(2026, 11, 3), date(2026, 11, 3), {"special": 1}, p)
+    day = branch_account_targets(
+        "day", date(2026, 11, 3), date(2026, 11, 3), {date(2026, 11, 3): {"special": 1}}, p
+    )
     assert [(t.cadence, t.actual, t.met) for t in day] == [
         ("weekly", 1, True),
         ("monthly", 1, True),
@@ -188,15 +198,115 @@ def test_targets_prorate_by_days() -> None:
     ]
 
 
-def test_grades_and_flags() -> None:
-    from models.policy import assessment_flags, grade, performance_points
+def test_a_month_with_a_week_lacking_an_account_is_behind() -> None:
+    """November 2026, judged when it is over, by hand:
+
+    Its ISO weeks are those whose Thursday falls in November: 2-8, 9-15, 16-22, 23-29 (the
+    week of Oct 26-Nov 1 has its Thursday on Oct 29, the one of Nov 30-Dec 6 on Dec 3).
+    Accounts: 2 general on Nov 3, 1 basic on Nov 10, 2 basic on Nov 25, none in 16-22.
+    Monthly: corporate 5 ≥ 4 met, basic 3 ≥ 2 met; weekly: 16-22 has 0 < 1 → behind, so
+    the month is behind although its totals are met. Then the running month: on Nov 18 the
+    week 16-22 is still running (not judged yet) and the monthly rules are not over: no
+    unit over and short → on_track; by Nov 23 that week is over and short → behind.
+    """
+    from datetime import date
+
+    from models.policy import branch_account_targets, iso_weeks_of
+
+    p = Policy()
+    nov = (date(2026, 11, 1), date(2026, 11, 30))
+    assert iso_weeks_of(*nov) == [
+        (date(2026, 11, 2), date(2026, 11, 8)),
+        (date(2026, 11, 9), date(2026, 11, 15)),
+        (date(2026, 11, 16), date(2026, 11, 22)),
+        (date(2026, 11, 23), date(2026, 11, 29)),
+    ]
+    daily = {
+        date(2026, 11, 3): {"general_settlement": 2},
+        date(2026, 11, 10): {"basic_settlement": 1},
+        date(2026, 11, 25): {"basic_settlement": 2},
+    }
+    over = branch_account_targets("month", *nov, daily, p, today=date(2026, 12, 3))
+    weekly, corp, basic = over
+    assert [u.actual for u in weekly.units] == [2, 1, 0, 2]
+    assert [u.status for u in weekly.units] == ["met", "met", "behind", "met"]
+    assert weekly.status == "behind" and not weekly.met
+    assert (corp.actual, corp.met) == (5, True)
+    assert (basic.actual, basic.met) == (3, True)
+    early = {d: n for d, n in daily.items() if d <= date(2026, 11, 18)}
+    running = branch_account_targets("month", *nov, early, p, today=date(2026, 11, 18))
+    assert [u.status for u in running[0].units] == ["met", "met", "running", "pending"]
+    assert [t.status for t in running] == ["on_track", "on_track", "on_track"]
+    # the running month: 4 × 18/30 = 2.4 expected to date, shown, not judged
+    assert running[1].units[0].expected_to_date == Decimal("2.4")
+    later = branch_account_targets("month", *nov, early, p, today=date(2026, 11, 23))
+    assert later[0].status == "behind"
+
+
+def test_grades_and_points() -> None:
+    from models.policy import grade, performance_points
 
     p = Policy()
     assert [grade(n, p) for n in (41, 40, 31, 30, 21, 20, 11, 10, 0)] == list("ABBCCDDEE")
-    assert performance_points(Decimal("2"), p) == Decimal("84.0")
+    # 百分制: 70 × min(ratio, 1.0), never below 0
+    assert performance_points(Decimal("2"), p) == Decimal("70")
+    assert performance_points(Decimal("0.55"), p) == Decimal("38.50")
     assert performance_points(Decimal("-0.5"), p) == 0
+    # a conversion table (附表一) as breakpoints: linear between them, flat outside
+    table = ((Decimal("0.6"), Decimal("36")), (Decimal("1.0"), Decimal("70")))
+    lin = Policy(conversion=table)
+    assert performance_points(Decimal("0.8"), lin) == Decimal("53")  # 36 + 34 × 0.2/0.4
+    assert performance_points(Decimal("0.3"), lin) == Decimal("36")
+    assert performance_points(Decimal("1.5"), lin) == Decimal("70")
+    step = Policy(conversion=table, conversion_mode="step")
+    assert performance_points(Decimal("0.8"), step) == Decimal("36")
+    assert performance_points(Decimal("0.59"), step) == 0
+
+
+def test_annual_judgement_takes_the_strongest_step() -> None:
+    """Rules §15 on settled years (oldest first, the judged year last), by hand:
+    60-99 % once → reminder; below 60 % once → demote; 60-99 % twice → demote;
+    below 60 % twice → reappoint; 60-99 % three times → reappoint; a met or unjudged
+    year (None) breaks a run; a run counts years of the same band."""
+    from models.policy import annual_judgement
+
+    p = Policy()
     d = Decimal
-    assert assessment_flags(d("0.59"), [None, None, d("0.59")], p) == ["warn"]
-    assert assessment_flags(d("0.7"), [None, d("0.5"), d("0.59")], p) == ["demotion_review"]
-    assert assessment_flags(d("0.7"), [d("0.6"), d("0.99"), d("0.8")], p) == ["demotion_review"]
-    assert assessment_flags(d("0.7"), [d("0.6"), d("1.0"), d("0.8")], p) == []
+    assert annual_judgement([None, None, d("0.6")], p) == "reminder"
+    assert annual_judgement([None, d("1.0"), d("0.99")], p) == "reminder"
+    assert annual_judgement([None, None, d("0.59")], p) == "demote_one_level"
+    assert annual_judgement([None, d("0.7"), d("0.8")], p) == "demote_one_level"
+    assert annual_judgement([d("0.5"), d("0.7"), d("0.8")], p) == "demote_one_level"
+    assert annual_judgement([None, d("0.5"), d("0.59")], p) == "reappoint_by_performance"
+    assert annual_judgement([d("0.6"), d("0.99"), d("0.8")], p) == "reappoint_by_performance"
+    assert annual_judgement([d("0.6"), d("1.0"), d("0.8")], p) == "reminder"
+    assert annual_judgement([d("0.5"), None, d("0.5")], p) == "demote_one_level"
+    assert annual_judgement([d("0.5"), d("0.5"), d("1.2")], p) is None
+    assert annual_judgement([d("0.5"), d("0.5"), None], p) is None
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    ratio=st.decimals(min_value=-1000, max_value=1000, allow_nan=False, places=6),
+    evaluation=st.decimals(min_value=0, max_value=30, allow_nan=False, places=2),
+    breaks=st.lists(
+        st.tuples(
+            st.decimals(min_value=0, max_value=3, allow_nan=False, places=2),
+            st.decimals(min_value=0, max_value=70, allow_nan=False, places=2),
+        ),
+        max_size=5,
+    ),
+    mode=st.sampled_from(["linear", "step"]),
+)
+def test_the_score_never_exceeds_100(
+    ratio: Decimal, evaluation: Decimal, breaks: list[tuple[Decimal, Decimal]], mode: str
+) -> None:
+    """百分制: performance (≤ 70) + evaluation (≤ 30) ≤ 100 for any completion, with the
+    default conversion and with any valid table (breakpoints by increasing completion)."""
+    from models.policy import performance_points
+
+    table = tuple(sorted(dict(breaks).items()))
+    for p in (Policy(), Policy(conversion=table, conversion_mode=mode)):
+        points = performance_points(ratio, p)
+        assert 0 <= points <= 70
+        assert points + evaluation <= 100

@@ -153,7 +153,8 @@ async def test_answers_are_reused_until_any_writer_changes_the_data(
         await conn.execute(
             insert(ManagerTargetRow).values(
                 manager_id="m036",
-                effective_at=datetime(2026, 12, 30, tzinfo=UTC),  # the latest: in force
+                # in force on 1 January 2026: the year's target (年初下达)
+                effective_at=datetime(2025, 12, 30, tzinfo=UTC),
                 annual_profit_target=Decimal("3650000"),
                 event_id="by-hand",
             )

@@ -14,10 +14,13 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from api.deps import ReadingDep
 from api.reads import AS_OF
 from api.scope import BranchId, BranchInScope, ManagerInScope
-from models.policy import ACCOUNT_TYPES, branch_account_targets, period_range
+from models.policy import account_counts_span, branch_account_targets, period_range
 from models.tally import (
     account_targets_document,
+    account_targets_status,
+    branch_daily_accounts,
     branch_totals,
+    hired_dates,
     manager_totals,
     period_target,
     tally_document,
@@ -104,7 +107,8 @@ async def manager_tally(
         doc = tally_document(("manager_id", manager_id), span.start, span.end, totals, tz)
         doc["branch_id"] = branch_id
         history = (await target_history(conn, [manager_id]))[manager_id]
-        target = period_target(history, span.start, span.end, tz)
+        hired = (await hired_dates(conn, [manager_id]))[manager_id]
+        target = period_target(history, span.start, span.end, tz, hired)
         doc["target"] = target_document(
             target, totals["weighted_profit"], span.start, span.end, span.today
         )
@@ -136,13 +140,22 @@ async def _branch_tally(
 ) -> dict[str, Any]:
     totals = await branch_totals(conn, branch_id, span.start, span.end)
     doc = tally_document(("branch_id", branch_id), span.start, span.end, totals, settings.tz)
-    accounts = {t: totals[f"accounts_{t}"] for t in ACCOUNT_TYPES}
-    targets = branch_account_targets(span.period, span.start, span.end, accounts, settings.policy)
+    lo, hi = account_counts_span(span.period, span.start, span.end)
+    daily = await branch_daily_accounts(conn, branch_id, lo, hi)
+    targets = branch_account_targets(
+        span.period, span.start, span.end, daily, settings.policy, span.today
+    )
     doc["account_targets"] = account_targets_document(targets)
     doc["account_targets_met"] = all(t.met for t in targets)
+    doc["account_targets_status"] = account_targets_status(targets)
     # the branch's profit target: the sum of its managers' targets for the period
-    histories = await target_history(conn, [m.manager_id for m in managers])
-    parts = [period_target(h, span.start, span.end, settings.tz) for h in histories.values()]
+    ids = [m.manager_id for m in managers]
+    histories = await target_history(conn, ids)
+    hired = await hired_dates(conn, ids)
+    parts = [
+        period_target(h, span.start, span.end, settings.tz, hired[mid])
+        for mid, h in histories.items()
+    ]
     known = [p for p in parts if p is not None]
     doc["target"] = target_document(
         sum(known, Decimal(0)) if known else None,

@@ -276,6 +276,7 @@ function layout() {
   $("metric-field").hidden = !(r === "admin" || r === "supervisor");
   $("card-panel").hidden = !reader;
   $("overdue-panel").hidden = !reader;
+  $("quality-panel").hidden = !reader;
   $("reminders-panel").hidden = !reader;
   $("lag-panel").hidden = !(r === "ops" || r === "admin");
   $("controls").hidden = !reader;
@@ -456,6 +457,43 @@ function scoreView(res) {
       stat(t("completion"), formatRatio(a.completion_ratio)),
     ),
   );
+  // a settled year: the annual judgement (rules §15); a running one: its pace only
+  if (a.settled) {
+    const flag = (a.flags || [])[0];
+    box.append(
+      el(
+        "p",
+        { class: "judgement", dataset: { flag: flag || "" } },
+        `${t("judgement")}：`,
+        el("strong", { class: flag ? "status behind" : "status ok" }, flag ? t(`flag_${flag}`) : t("judgement_none")),
+      ),
+    );
+  } else if (a.pace) {
+    const on = a.pace.on_pace;
+    box.append(
+      el(
+        "p",
+        { class: "pace", dataset: { onPace: String(on) } },
+        `${t("pace")} ${a.pace.expected_to_date ? money(a.pace.expected_to_date) : "—"} · `,
+        el("span", { class: `status ${on === false ? "behind" : "ok"}` }, on === false ? t("behind_pace") : t("on_pace")),
+        el("small", { class: "muted" }, ` · ${t("running_year")}`),
+      ),
+    );
+  }
+  const log = a.evaluation?.work_log;
+  if (log) {
+    box.append(
+      el(
+        "p",
+        { class: "work-log" },
+        `${t("work_log")}：`,
+        t("work_log_line")
+          .replace("{n}", formatCount(log.visits))
+          .replace("{late}", formatCount(log.late))
+          .replace("{h}", String(log.limit_hours)),
+      ),
+    );
+  }
   return box;
 }
 
@@ -499,6 +537,40 @@ async function refreshOverdue() {
     ),
   );
   if (!items.length) panelMessage("overdue-panel", t("none"), "muted");
+}
+
+async function refreshQuality() {
+  if ($("quality-panel").hidden) return;
+  const res = await state.api.get("/v1/data-quality", { ...scopeParams(), limit: 200 });
+  const tbody = $("quality").querySelector("tbody");
+  if (explain("quality-panel", res)) {
+    moreLine("quality-panel", 0, 0);
+    tbody.replaceChildren();
+    $("quality-count").textContent = "";
+    return;
+  }
+  const items = res.data.items || [];
+  const total = res.data.total ?? items.length;
+  $("quality-count").textContent = formatCount(total);
+  moreLine("quality-panel", Math.min(items.length, LIST_ROWS), total);
+  const origin = (o) => (t(`origin_${o}`) === `origin_${o}` ? o : t(`origin_${o}`));
+  tbody.replaceChildren(
+    ...items.slice(0, LIST_ROWS).map((i) =>
+      el(
+        "tr",
+        { dataset: { client: i.client_id, rule: i.rule } },
+        el("td", {}, i.client_id),
+        el("td", {}, managerLabel(i.manager_id)),
+        el(
+          "td",
+          { title: i.detail || "" },
+          t(`rule_${i.rule}`) === `rule_${i.rule}` ? i.rule : t(`rule_${i.rule}`),
+          el("small", {}, `${origin(i.origin)} ${i.claim_ratio} < ${i.floor}`),
+        ),
+      ),
+    ),
+  );
+  if (!items.length) panelMessage("quality-panel", t("none"), "muted");
 }
 
 function statusLabel(status) {
@@ -627,6 +699,7 @@ const VIEWS = {
   leaderboard: refreshLeaderboard,
   card: refreshCard,
   overdue: refreshOverdue,
+  quality: refreshQuality,
   reminders: refreshReminders,
   lag: refreshLag,
 };
@@ -656,7 +729,7 @@ function flush() {
 }
 
 function refreshAll() {
-  schedule("leaderboard", "card", "overdue", "reminders", "lag");
+  schedule("leaderboard", "card", "overdue", "reminders", "quality", "lag");
 }
 
 function setLive(live) {
@@ -693,7 +766,7 @@ function startTimers() {
   state.timers = {};
   // polling only while the stream is not live; a slow full refresh always
   state.timers.poll = setInterval(() => {
-    if (!state.live) schedule("leaderboard", "card", "overdue", "reminders");
+    if (!state.live) schedule("leaderboard", "card", "overdue", "reminders", "quality");
   }, POLL_MS);
   state.timers.safety = setInterval(refreshAll, SAFETY_MS);
   if (!$("lag-panel").hidden) state.timers.lag = setInterval(() => schedule("lag"), LAG_POLL_MS);
