@@ -507,12 +507,22 @@ async def _save_positions(
             log.debug("could not record positions: %s", exc)
 
 
+class _Worker(faust.Worker):
+    """faust's worker, less a fixed second at exit."""
+
+    async def _sentinel_task(self) -> None:
+        # mode runs this last, before closing the loop, to let the final callbacks (sockets
+        # closing) run: it sleeps a whole second, most of the worker's stop time. A few
+        # turns of the loop do the same.
+        await asyncio.sleep(0.05)
+
+
 def run_worker(settings: Settings) -> None:
     """``crm-tracker worker``: migrate, then run the faust worker until signalled."""
     upgrade(settings.db_url)
     metrics.serve(settings.metrics_port)
     app = create_app(settings)
-    worker = faust.Worker(app, loglevel="WARNING", quiet=True, redirect_stdouts=False)
+    worker = _Worker(app, loglevel="WARNING", quiet=True, redirect_stdouts=False)
     worker.spinner = None  # its terminal escape codes would mangle the output of `up`
     worker.execute_from_commandline()
 
