@@ -45,7 +45,7 @@ $(BENCH_STAMP): $(STAMP) pyproject.toml
 
 BENCH_ARGS ?=
 RESULTS    ?= bench/results
-bench: $(BENCH_STAMP) ## benchmarks: throughput (+ bare faust, aiokafka, Quix peer), latency, API load, memory
+bench: $(BENCH_STAMP) ## benchmarks: throughput (+ bare faust, aiokafka, Quix peer), latency, API load, memory, up end to end
 	@mkdir -p $(RESULTS)
 	@command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk) >/dev/null 2>&1 \
 		|| echo "wrk could not be installed: bench/api_load.py falls back to httpx clients"
@@ -53,6 +53,7 @@ bench: $(BENCH_STAMP) ## benchmarks: throughput (+ bare faust, aiokafka, Quix pe
 	$(PY) bench/latency.py --json $(RESULTS)/latency.json
 	$(PY) bench/api_load.py --json $(RESULTS)/api_load.json
 	$(PY) bench/memory.py --json $(RESULTS)/memory.json
+	$(PY) bench/up_e2e.py --json $(RESULTS)/up_e2e.json
 
 drills: $(BENCH_STAMP) ## fault drills, long versions (STOPS the machine's PostgreSQL for 20 s; see README)
 	@mkdir -p $(RESULTS)

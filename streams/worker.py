@@ -26,6 +26,7 @@ from typing import Any
 import faust
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener
 from aiokafka.errors import ConsumerStoppedError, KafkaError
+from faust.app.base import BootStrategy
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
@@ -232,9 +233,7 @@ def create_app(settings: Settings) -> faust.App:
     """Build the faust app and how it reads (``settings.consumer``); nothing connects until it
     starts."""
     app = faust.App(
-        # direct: the batch consumer is the group's member; faust's own consumer (it always
-        # subscribes its leader topic) must not join that group with another protocol
-        settings.group_id if settings.consumer == "agents" else f"{settings.group_id}.faust",
+        settings.group_id,
         broker=[f"kafka://{h.strip()}" for h in settings.bootstrap.split(",")],
         broker_credentials=broker_credentials(settings),
         store="memory://",
@@ -291,6 +290,11 @@ def create_app(settings: Settings) -> faust.App:
     worker_name = f"{socket.gethostname()}:{os.getpid()}"
 
     if settings.consumer == "direct":
+        # faust's own consumer reads nothing here: it is not started, and with it neither its
+        # leader assignor (which would join a group and declare a leader topic of its own),
+        # its topic conductor nor its tables. The producer (dead letters), timers and
+        # services start as before; the batch consumer is the group's only member.
+        app.boot_strategy = BootStrategy(app, enable_kafka_consumer=False)
         direct = DirectConsumer(settings, pipeline, [dlt, *inputs], loop=app.loop)
         app.service(direct)
 
@@ -503,12 +507,22 @@ async def _save_positions(
             log.debug("could not record positions: %s", exc)
 
 
+class _Worker(faust.Worker):
+    """faust's worker, less a fixed second at exit."""
+
+    async def _sentinel_task(self) -> None:
+        # mode runs this last, before closing the loop, to let the final callbacks (sockets
+        # closing) run: it sleeps a whole second, most of the worker's stop time. A few
+        # turns of the loop do the same.
+        await asyncio.sleep(0.05)
+
+
 def run_worker(settings: Settings) -> None:
     """``crm-tracker worker``: migrate, then run the faust worker until signalled."""
     upgrade(settings.db_url)
     metrics.serve(settings.metrics_port)
     app = create_app(settings)
-    worker = faust.Worker(app, loglevel="WARNING", quiet=True, redirect_stdouts=False)
+    worker = _Worker(app, loglevel="WARNING", quiet=True, redirect_stdouts=False)
     worker.spinner = None  # its terminal escape codes would mangle the output of `up`
     worker.execute_from_commandline()
 

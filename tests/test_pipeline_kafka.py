@@ -8,8 +8,10 @@ import json
 from pathlib import Path
 
 import pytest
+from aiokafka.admin import AIOKafkaAdminClient
 
 from crmtracker.broker import EmbeddedBroker, ensure_topics
+from crmtracker.settings import Settings
 from models.db import make_engine
 from tests.checks import assert_tallies, counts
 from tests.conftest import VECTORS
@@ -49,6 +51,7 @@ async def _run_log(
     try:
         await wait_for_counts(engine, len(valid), log.bad, timeout, worker)
         await assert_tallies(engine, log.tallies, log.branches)
+        await _assert_group_members(settings)
         dead = await read_topic(settings, "crm.deadletter", log.bad)
         assert len(dead) >= log.bad
         record = json.loads(dead[0].value)
@@ -58,6 +61,35 @@ async def _run_log(
     finally:
         assert worker.stop() == 0, worker.log_tail()
         await engine.dispose()
+
+
+async def _assert_group_members(settings: Settings) -> None:
+    """Who reads, seen from the broker: with ``direct`` the batch consumer is the group's only
+    member and faust's own consumer joins nothing (no ``<group>.faust`` member, no leader
+    topic of faust's assignor); with ``agents`` faust's consumer is the member."""
+    group = settings.group_id
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap)
+    await admin.start()
+    try:
+        topics = set(await admin.list_topics())
+        members = {}
+        for g in (group, f"{group}.faust"):
+            (answer,) = await admin.describe_consumer_groups([g])
+            (described,) = answer.groups
+            members[g] = [
+                m[0] for m in described[5]
+            ]  # (error, group, state, type, protocol, members)
+    finally:
+        await admin.close()
+    leader_topics = {t for t in topics if t.startswith(group) and "__assignor-__leader" in t}
+    (member,) = members[group]
+    assert members[f"{group}.faust"] == []
+    if settings.consumer == "direct":
+        assert member.startswith("crm-tracker-worker-"), member
+        assert leader_topics == set()
+    else:
+        assert member.startswith("faust-"), member
+        assert leader_topics == {f"{group}-__assignor-__leader"}
 
 
 async def test_vectors_through_the_broker(
