@@ -25,8 +25,10 @@ from api.routes import (
     reminders,
     stream,
     tally,
+    visits,
 )
 from crmtracker.settings import Settings
+from models import visit_ledger
 from models.db import make_engine
 
 log = logging.getLogger("crmtracker.api")
@@ -56,6 +58,7 @@ def create_app(settings: Settings) -> FastAPI:
     )
     app.state.settings = settings
     app.state.secret = settings.signing_secret()
+    app.state.notes_cipher = visit_ledger.cipher_for(settings)
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
@@ -70,6 +73,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(audit.router, responses=ERRORS)
     app.include_router(stream.router, responses=ERRORS)
     app.include_router(clients.router, responses=ERRORS)
+    app.include_router(visits.router, responses=ERRORS)
     app.include_router(reminders.router, responses=ERRORS)
     app.include_router(ops.router, responses=ERRORS)  # also starts the lag sampler
     app.include_router(dashboard.router)

@@ -26,7 +26,11 @@ def _settings(args: argparse.Namespace) -> Settings:
         overrides["api_host"] = args.host
     if getattr(args, "kafka_port", None):
         overrides["kafka_port"] = args.kafka_port
-    return Settings(**overrides)  # type: ignore[arg-type]
+    settings = Settings(**overrides)  # type: ignore[arg-type]
+    from models import visit_ledger
+
+    visit_ledger.use_settings(settings)  # visit notes: this data directory's key
+    return settings
 
 
 def _err(*parts: object) -> None:
@@ -194,6 +198,32 @@ def cmd_reminders(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_notes(args: argparse.Namespace) -> int:
+    from models import visit_ledger
+    from models.db import make_engine, upgrade
+
+    settings = _settings(args)
+    if args.new_key:
+        if settings.notes_keys is not None:
+            _err("CRM_NOTES_KEYS is set: put the new key first in it instead of --new-key")
+            return 2
+        _err(f"new notes key added first in {visit_ledger.add_key(settings)}")
+        visit_ledger.use_settings(settings)
+    upgrade(settings.db_url)
+
+    async def main() -> int:
+        engine = make_engine(settings.db_url, writer=True)
+        try:
+            async with engine.begin() as conn:
+                return await visit_ledger.rotate(conn, visit_ledger.cipher_for(settings))
+        finally:
+            await engine.dispose()
+
+    n = asyncio.run(main())
+    _err(f"visit notes re-encrypted under the newest key: {n} visits")
+    return 0
+
+
 # --- lag -----------------------------------------------------------------------------------
 def cmd_lag(args: argparse.Namespace) -> int:
     from crmtracker import lagview
@@ -328,6 +358,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     data_dir(rr)
     rr.set_defaults(func=cmd_reminders)
+
+    n = sub.add_parser("notes", help="visit notes encryption")
+    nsub = n.add_subparsers(dest="notes_command", required=True)
+    nr = nsub.add_parser(
+        "rotate", help="re-encrypt every visit's notes under the newest key (key rotation)"
+    )
+    nr.add_argument(
+        "--new-key",
+        action="store_true",
+        help="first add a new key to the data directory's key file (embedded setup)",
+    )
+    data_dir(nr)
+    nr.set_defaults(func=cmd_notes)
 
     t = sub.add_parser("token", help="mint a bearer token (printed alone on stdout)")
     t.add_argument("--role", required=True, choices=["manager", "supervisor", "ops", "admin"])

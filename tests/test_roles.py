@@ -112,6 +112,8 @@ ROUTES: list[tuple[str, str, Any, set[str]]] = [
     ("GET", "/v1/branches/b05/leaderboard?period=month", None, BRANCH_DATA),
     ("GET", "/v1/leaderboard", None, ADMIN),
     ("GET", "/v1/clients/{client}", None, MANAGER_DATA),
+    ("GET", "/v1/clients/{client}/visits", None, MANAGER_DATA),
+    ("GET", "/v1/managers/m036/visits?from=2026-01-01&to=2026-12-31", None, MANAGER_DATA),
     ("GET", "/v1/overdue?manager_id=m036", None, MANAGER_DATA),
     ("GET", "/v1/overdue?branch_id=b05", None, {"own_sup", "admin", "own_manager"}),
     ("GET", "/v1/reminders?manager_id=m036", None, MANAGER_DATA),

@@ -15,6 +15,7 @@ import {
   todayIn,
 } from "./format.js";
 import { METRICS, isMoneyMetric, lang, setLang, t } from "./i18n.js";
+import { wireClientHistory } from "./visits.js";
 
 const TOKEN_KEY = "crm-dashboard-token";
 const PREFS_KEY = "crm-dashboard-prefs";
@@ -489,7 +490,7 @@ async function refreshOverdue() {
     ...items.slice(0, LIST_ROWS).map((i) =>
       el(
         "tr",
-        { dataset: { client: i.client_id }, class: (i.overdue_days ?? 0) >= 30 ? "severe" : "" },
+        { dataset: { client: i.client_id }, tabindex: "0", class: (i.overdue_days ?? 0) >= 30 ? "severe" : "" },
         el("td", {}, i.client_name || i.name || i.client_id, i.client_name || i.name ? el("small", {}, i.client_id) : null),
         el("td", {}, managerLabel(i.manager_id)),
         el("td", {}, kindLabel(i.kind)),
@@ -544,7 +545,7 @@ async function refreshReminders() {
     ...items.slice(0, LIST_ROWS).map((i) =>
       el(
         "tr",
-        { dataset: { reminder: String(i.reminder_id) } },
+        { dataset: { reminder: String(i.reminder_id), client: i.client_id }, tabindex: "0" },
         el("td", {}, i.client_id),
         el("td", {}, managerLabel(i.manager_id)),
         el("td", {}, kindLabel(i.kind)),
@@ -816,6 +817,8 @@ function main() {
   loadPrefs();
   applyWall();
   wire();
+  // a client's visit ledger opens on a click in the overdue or reminder list
+  wireClientHistory({ api: () => state.api, el, tz, managerLabel, onUnauthorized: () => signOut(t("unauthorized")) });
   takeTokenFromUrl();
   tick();
   setInterval(tick, 1000);
