@@ -16,6 +16,7 @@ from api.reads import ReadCache
 from api.routes import (
     assessment,
     audit,
+    book,
     clients,
     dashboard,
     events,
@@ -74,6 +75,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(stream.router, responses=ERRORS)
     app.include_router(clients.router, responses=ERRORS)
     app.include_router(visits.router, responses=ERRORS)
+    app.include_router(book.router, responses=ERRORS)
     app.include_router(reminders.router, responses=ERRORS)
     app.include_router(ops.router, responses=ERRORS)  # also starts the lag sampler
     app.include_router(dashboard.router)
