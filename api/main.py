@@ -23,6 +23,7 @@ from api.routes import (
     health,
     leaderboard,
     ops,
+    plan,
     reminders,
     stream,
     tally,
@@ -76,6 +77,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(clients.router, responses=ERRORS)
     app.include_router(visits.router, responses=ERRORS)
     app.include_router(book.router, responses=ERRORS)
+    app.include_router(plan.router, responses=ERRORS)
     app.include_router(reminders.router, responses=ERRORS)
     app.include_router(ops.router, responses=ERRORS)  # also starts the lag sampler
     app.include_router(dashboard.router)

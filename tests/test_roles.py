@@ -118,6 +118,9 @@ ROUTES: list[tuple[str, str, Any, set[str]]] = [
     ("GET", "/v1/managers/m036/coverage", None, MANAGER_DATA),
     ("GET", "/v1/branches/b05/coverage?period=month", None, BRANCH_DATA),
     ("GET", "/v1/branches/b05/unassigned", None, BRANCH_DATA),
+    ("GET", "/v1/managers/m036/plan?days=30", None, MANAGER_DATA),
+    ("POST", "/v1/managers/m036/feed-token", None, MANAGER_DATA),
+    ("DELETE", "/v1/managers/m036/feed-token", None, MANAGER_DATA),
     ("GET", "/v1/overdue?manager_id=m036", None, MANAGER_DATA),
     ("GET", "/v1/overdue?branch_id=b05", None, {"own_sup", "admin", "own_manager"}),
     ("GET", "/v1/reminders?manager_id=m036", None, MANAGER_DATA),
@@ -198,6 +201,7 @@ async def test_every_route_is_in_the_matrix(client: Any) -> None:
         ("GET", "/v1/stream"),  # tests/test_stream.py (a stream never ends)
         ("GET", "/readyz/api"),
         ("GET", "/v1/ops/lag"),  # needs a broker: tests/test_ops_kafka.py
+        ("GET", "/v1/calendar/{token}.ics"),  # the feed token is the key: tests/test_plan.py
     }
     served = {(m.upper(), p) for p, ops in spec["paths"].items() for m in ops}
     assert served - covered - tested_alone == set()
