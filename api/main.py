@@ -12,6 +12,7 @@ from fastapi.responses import JSONResponse
 
 from api import openapi_examples
 from api.deps import ERRORS
+from api.export import ExportMiddleware
 from api.reads import ReadCache
 from api.routes import (
     assessment,
@@ -25,6 +26,7 @@ from api.routes import (
     ops,
     plan,
     reminders,
+    reports,
     stream,
     tally,
     visits,
@@ -78,8 +80,11 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(visits.router, responses=ERRORS)
     app.include_router(book.router, responses=ERRORS)
     app.include_router(plan.router, responses=ERRORS)
+    app.include_router(reports.router, responses=ERRORS)
     app.include_router(reminders.router, responses=ERRORS)
     app.include_router(ops.router, responses=ERRORS)  # also starts the lag sampler
     app.include_router(dashboard.router)
+    # ?format=csv|xlsx (or Accept) on the report routes
+    app.add_middleware(ExportMiddleware)
     openapi_examples.install(app)
     return app

@@ -314,6 +314,54 @@ def cmd_replay(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- reports -------------------------------------------------------------------------------
+def cmd_report(args: argparse.Namespace) -> int:
+    from datetime import UTC, date, datetime
+
+    from models import reports
+    from models.db import make_engine, upgrade
+
+    settings = _settings(args)
+    now = datetime.now(UTC)
+    try:
+        week = date.fromisoformat(args.week) if args.week else None
+    except ValueError:
+        _err(f"crm-tracker report weekly: --week wants a date like 2026-11-16, not {args.week!r}")
+        return 2
+    week = week or reports.last_week(now.astimezone(settings.tz).date())
+    upgrade(settings.db_url)
+
+    def bar(done: int, total: int) -> None:
+        if args.quiet:
+            return
+        width = 30
+        filled = width * done // total
+        end = "\n" if done >= total else ""
+        sys.stderr.write(
+            f"\rweekly report [{'#' * filled}{'.' * (width - filled)}] {done}/{total}{end}"
+        )
+        sys.stderr.flush()
+
+    async def run() -> Any:
+        engine = make_engine(settings.db_url)
+        try:
+            async with engine.connect() as conn:
+                return await reports.weekly(conn, args.branch, week, settings.policy, now, bar)
+        finally:
+            await engine.dispose()
+
+    report = asyncio.run(run())
+    if report is None:
+        _err(f"crm-tracker report weekly: branch {args.branch} not found")
+        return 1
+    Path(args.out).write_bytes(reports.workbook(report, settings.tz.key))
+    _err(
+        f"weekly report of {args.branch} for {report.start.isoformat()} – "
+        f"{report.end.isoformat()}: {len(report.rows)} managers, written to {args.out}"
+    )
+    return 0
+
+
 # --- parser --------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
@@ -358,6 +406,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     data_dir(rr)
     rr.set_defaults(func=cmd_reminders)
+
+    rp = sub.add_parser("report", help="reports")
+    rpsub = rp.add_subparsers(dest="report_command", required=True)
+    rw = rpsub.add_parser("weekly", help="the weekly branch report (XLSX) for the Monday meeting")
+    rw.add_argument("--branch", required=True, help="branch id, e.g. b01")
+    rw.add_argument("--out", required=True, help="the XLSX file to write")
+    rw.add_argument("--week", help="a day of the week to report (default: last week)")
+    rw.add_argument("--quiet", action="store_true", help="no progress bar")
+    data_dir(rw)
+    rw.set_defaults(func=cmd_report)
 
     n = sub.add_parser("notes", help="visit notes encryption")
     nsub = n.add_subparsers(dest="notes_command", required=True)
