@@ -27,6 +27,7 @@ from api.routes import (
     plan,
     reminders,
     reports,
+    series,
     stream,
     tally,
     visits,
@@ -81,6 +82,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(book.router, responses=ERRORS)
     app.include_router(plan.router, responses=ERRORS)
     app.include_router(reports.router, responses=ERRORS)
+    app.include_router(series.router, responses=ERRORS)
     app.include_router(reminders.router, responses=ERRORS)
     app.include_router(ops.router, responses=ERRORS)  # also starts the lag sampler
     app.include_router(dashboard.router)

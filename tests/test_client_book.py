@@ -46,7 +46,15 @@ async def fill_book(url: str) -> None:
         [
             feed.msg(
                 "crm.managers",
-                env("m1", "manager.upserted", t0, manager_id="m1", branch_id="b1", name="Wang"),
+                env(
+                    "m1",
+                    "manager.upserted",
+                    t0,
+                    manager_id="m1",
+                    branch_id="b1",
+                    name="Wang",
+                    annual_profit_target="365000",
+                ),
             ),
             feed.msg(
                 "crm.managers", env("m2", "manager.upserted", t0, manager_id="m2", branch_id="b1")

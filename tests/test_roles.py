@@ -120,6 +120,8 @@ ROUTES: list[tuple[str, str, Any, set[str]]] = [
     ("GET", "/v1/branches/b05/unassigned", None, BRANCH_DATA),
     ("GET", "/v1/managers/m036/plan?days=30", None, MANAGER_DATA),
     ("GET", "/v1/branches/b05/assessment?period=year", None, BRANCH_DATA),
+    ("GET", "/v1/managers/m036/series?from=2026-09-01&to=2026-09-30", None, MANAGER_DATA),
+    ("GET", "/v1/branches/b05/series?step=month&from=2026-01-01&to=2026-12-31", None, BRANCH_DATA),
     ("GET", "/v1/branches/b05/reports/weekly?at=2026-09-15", None, BRANCH_DATA),
     ("GET", "/v1/branches/b05/leaderboard?period=month&format=xlsx", None, BRANCH_DATA),
     ("GET", "/v1/overdue?manager_id=m036&format=csv", None, MANAGER_DATA),
