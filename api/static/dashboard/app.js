@@ -16,6 +16,7 @@ import {
 } from "./format.js";
 import { METRICS, isMoneyMetric, lang, setLang, t } from "./i18n.js";
 import { wireClientHistory } from "./visits.js";
+import { createDaily } from "./daily.js";
 
 const TOKEN_KEY = "crm-dashboard-token";
 const PREFS_KEY = "crm-dashboard-prefs";
@@ -630,6 +631,7 @@ const VIEWS = {
   overdue: refreshOverdue,
   reminders: refreshReminders,
   lag: refreshLag,
+  daily: () => state.daily?.refresh() ?? Promise.resolve(), // trends, coverage, departures
 };
 
 /** Refresh some views once, ~300 ms after the last request for them (bursts collapse). */
@@ -657,7 +659,7 @@ function flush() {
 }
 
 function refreshAll() {
-  schedule("leaderboard", "card", "overdue", "reminders", "lag");
+  schedule("leaderboard", "card", "overdue", "reminders", "lag", "daily");
 }
 
 function setLive(live) {
@@ -683,7 +685,7 @@ function onStreamEvent({ type, data }) {
     if (!data?.manager_id || data.manager_id === state.selected || role() === "manager") {
       views.push("card");
     }
-    if (views.length) schedule(...views);
+    if (views.length) schedule(...views, "daily");
   } else if (type === "reminder") {
     schedule("reminders", "overdue");
   }
@@ -791,7 +793,7 @@ function wire() {
     state.selected = row.dataset.manager;
     for (const r of $("leaderboard").querySelectorAll("tr.selected")) r.classList.remove("selected");
     row.classList.add("selected");
-    schedule("card");
+    schedule("card", "daily");
   };
   $("leaderboard").addEventListener("click", pick);
   $("leaderboard").addEventListener("keydown", (e) => {
@@ -819,6 +821,17 @@ function main() {
   wire();
   // a client's visit ledger opens on a click in the overdue or reminder list
   wireClientHistory({ api: () => state.api, el, tz, managerLabel, onUnauthorized: () => signOut(t("unauthorized")) });
+  state.daily = createDaily({
+    api: () => state.api,
+    role,
+    branch: () => state.branch,
+    selected: () => state.selected,
+    managerId: () => state.claims?.manager_id,
+    tz,
+    el,
+    managerLabel,
+    allBranches: ALL_BRANCHES,
+  });
   takeTokenFromUrl();
   tick();
   setInterval(tick, 1000);

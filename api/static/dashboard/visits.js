@@ -125,7 +125,7 @@ export function wireClientHistory(ctx) {
     const row = e.target.closest("tr[data-client]");
     if (row) open(row.dataset.client);
   }
-  for (const id of ["overdue", "reminders"]) {
+  for (const id of ["overdue", "reminders", "unassigned"]) {
     const table = document.getElementById(id);
     table?.addEventListener("click", pick);
     table?.addEventListener("keydown", (e) => {
