@@ -260,7 +260,14 @@ def cmd_up(args: argparse.Namespace) -> int:
         from crmtracker.up import run_up
 
         use_event_loop(settings.event_loop, auto="uvloop")  # the API's loop
-        return asyncio.run(run_up(settings, demo=args.demo, demo_rate=args.demo_rate))
+        return asyncio.run(
+            run_up(
+                settings,
+                demo=args.demo,
+                demo_rate=args.demo_rate,
+                demo_history_days=args.demo_history_days,
+            )
+        )
     except KeyboardInterrupt:
         return 0
     finally:
@@ -379,6 +386,12 @@ def build_parser() -> argparse.ArgumentParser:
     up = sub.add_parser("up", help="everything on one machine (embedded broker + SQLite)")
     up.add_argument("--demo", action="store_true", help="also play core banking and the CRM app")
     up.add_argument("--demo-rate", type=float, default=25.0, help="demo events per second")
+    up.add_argument(
+        "--demo-history-days",
+        type=int,
+        default=365,
+        help="days of past activity the demo backfills before its live traffic (0: none)",
+    )
     up.add_argument("--port", type=int, help="API port (default 8000)")
     up.add_argument("--host", help="API address to bind (default 127.0.0.1)")
     up.add_argument("--kafka-port", type=int, help="embedded broker port (default 9092)")
