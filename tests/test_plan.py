@@ -67,8 +67,8 @@ async def test_calendar_feed_holds_the_plan_and_is_revocable(
     sup = auth("supervisor", branches=["b1"])
     r = await api.delete("/v1/managers/m1/feed-token", headers=sup)
     assert r.json() == {"manager_id": "m1", "revoked": 1}
-    assert (await api.get(f"/v1/calendar/{token}.ics")).status_code == 404
-    assert (await api.get("/v1/calendar/cal_nothing-here.ics")).status_code == 404
+    assert (await api.get(f"/v1/calendar/{token}.ics")).status_code == 401
+    assert (await api.get("/v1/calendar/cal_nothing-here.ics")).status_code == 401
     again = (await api.post("/v1/managers/m1/feed-token", headers=sup)).json()["token"]
     assert (await api.get(f"/v1/calendar/{again}.ics")).status_code == 200
 

@@ -96,7 +96,7 @@ async def revoke_feed_tokens(
     response_class=Response,
     responses={
         200: {"content": {"text/calendar": {"example": "BEGIN:VCALENDAR\r\n...END:VCALENDAR\r\n"}}},
-        404: {"description": "unknown or revoked feed token"},
+        401: {"description": "unknown or revoked feed token"},
     },
 )
 async def plan_feed(
@@ -107,11 +107,11 @@ async def plan_feed(
     days: Days = 30,
 ) -> Response:
     """The manager's plan for the next `days` (default 30) as iCalendar. The feed token in
-    the path is the credential (calendar apps cannot send a bearer token); revoked: 404."""
+    the path is the credential (calendar apps cannot send a bearer token); unknown or revoked: 401."""
     window(days)
     manager_id = await plans.feed_manager(conn, token)
     if manager_id is None:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, "unknown or revoked feed")
+        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "unknown or revoked feed token")
     items = await plans.plan(conn, manager_id, now, days, settings.policy)
     body = plans.calendar(manager_id, items, now.astimezone(settings.tz).date(), now)
     return Response(
