@@ -12,22 +12,29 @@ from fastapi.responses import JSONResponse
 
 from api import openapi_examples
 from api.deps import ERRORS
+from api.export import ExportMiddleware
 from api.reads import ReadCache
 from api.routes import (
     assessment,
     audit,
+    book,
     clients,
     dashboard,
     events,
     health,
     leaderboard,
     ops,
+    plan,
     quality,
     reminders,
+    reports,
+    series,
     stream,
     tally,
+    visits,
 )
 from crmtracker.settings import Settings
+from models import visit_ledger
 from models.db import make_engine
 
 log = logging.getLogger("crmtracker.api")
@@ -57,6 +64,7 @@ def create_app(settings: Settings) -> FastAPI:
     )
     app.state.settings = settings
     app.state.secret = settings.signing_secret()
+    app.state.notes_cipher = visit_ledger.cipher_for(settings)
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
@@ -71,9 +79,16 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(audit.router, responses=ERRORS)
     app.include_router(stream.router, responses=ERRORS)
     app.include_router(clients.router, responses=ERRORS)
+    app.include_router(visits.router, responses=ERRORS)
+    app.include_router(book.router, responses=ERRORS)
+    app.include_router(plan.router, responses=ERRORS)
+    app.include_router(reports.router, responses=ERRORS)
+    app.include_router(series.router, responses=ERRORS)
     app.include_router(reminders.router, responses=ERRORS)
     app.include_router(quality.router, responses=ERRORS)
     app.include_router(ops.router, responses=ERRORS)  # also starts the lag sampler
     app.include_router(dashboard.router)
+    # ?format=csv|xlsx (or Accept) on the report routes
+    app.add_middleware(ExportMiddleware)
     openapi_examples.install(app)
     return app

@@ -69,6 +69,43 @@ CALLS: list[tuple[str, str, str, Any]] = [
     ("GET", "/v1/reminders", "/v1/reminders?manager_id=m036&limit=1", None),
     ("POST", "/v1/reminders/{reminder_id}/ack", "/v1/reminders/{reminder}/ack", None),
     ("GET", "/v1/reminders/deliveries", "/v1/reminders/deliveries?limit=1", None),
+    ("GET", "/v1/clients/{client_id}/visits", "/v1/clients/{client}/visits?limit=1", None),
+    (
+        "GET",
+        "/v1/managers/{manager_id}/visits",
+        "/v1/managers/m036/visits?from=2026-09-01&to=2026-09-30&limit=1",
+        None,
+    ),
+    (
+        "GET",
+        "/v1/managers/{manager_id}/clients",
+        "/v1/managers/m036/clients?sort=overdue_days&order=desc&limit=1",
+        None,
+    ),
+    ("GET", "/v1/managers/{manager_id}/coverage", "/v1/managers/m036/coverage", None),
+    ("GET", "/v1/branches/{branch_id}/coverage", "/v1/branches/b05/coverage", None),
+    ("GET", "/v1/branches/{branch_id}/unassigned", "/v1/branches/b05/unassigned", None),
+    ("GET", "/v1/managers/{manager_id}/plan", "/v1/managers/m036/plan?days=30&limit=1", None),
+    ("POST", "/v1/managers/{manager_id}/feed-token", "/v1/managers/m036/feed-token", None),
+    ("DELETE", "/v1/managers/{manager_id}/feed-token", "/v1/managers/m036/feed-token", None),
+    (
+        "GET",
+        "/v1/branches/{branch_id}/assessment",
+        "/v1/branches/b05/assessment?period=year&at=2026-09-15&limit=1",
+        None,
+    ),
+    (
+        "GET",
+        "/v1/managers/{manager_id}/series",
+        "/v1/managers/m036/series?from=2026-09-01&to=2026-09-03",
+        None,
+    ),
+    (
+        "GET",
+        "/v1/branches/{branch_id}/series",
+        "/v1/branches/b05/series?step=month&from=2026-07-01&to=2026-09-30",
+        None,
+    ),
 ]
 
 
@@ -85,6 +122,7 @@ async def _collect(vectors_dir: Path) -> dict[str, Any]:
     from api.auth import mint_token
     from api.main import create_app
     from crmtracker.settings import Settings
+    from models import visit_ledger
     from models.db import make_engine, upgrade
     from models.policy import Policy
     from models.tables import ClientRow, ReminderRow
@@ -103,6 +141,8 @@ async def _collect(vectors_dir: Path) -> dict[str, Any]:
         off = offsets[m["topic"]] = offsets.get(m["topic"], -1) + 1
         key = m["key"].encode() if m["key"] else None
         msgs.append(Incoming(m["topic"], 0, off, key, m["value"].encode()))
+    settings = Settings(database_url=url, data_dir=tmp, auth_secret=SECRET)
+    visit_ledger.use_settings(settings)  # the API below opens the notes with the same key
     applier = Applier(engine, Policy())
     for topic in (
         "crm.managers",
@@ -112,7 +152,6 @@ async def _collect(vectors_dir: Path) -> dict[str, Any]:
         "crm.visits",
     ):
         await applier.apply([m for m in msgs if m.topic == topic])
-    settings = Settings(database_url=url, data_dir=tmp, auth_secret=SECRET)
     await ReminderScheduler(settings, engine, targets=[]).scan_once()
     async with engine.connect() as conn:
         client = (

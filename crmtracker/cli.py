@@ -26,7 +26,11 @@ def _settings(args: argparse.Namespace) -> Settings:
         overrides["api_host"] = args.host
     if getattr(args, "kafka_port", None):
         overrides["kafka_port"] = args.kafka_port
-    return Settings(**overrides)  # type: ignore[arg-type]
+    settings = Settings(**overrides)  # type: ignore[arg-type]
+    from models import visit_ledger
+
+    visit_ledger.use_settings(settings)  # visit notes: this data directory's key
+    return settings
 
 
 def _err(*parts: object) -> None:
@@ -194,6 +198,32 @@ def cmd_reminders(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_notes(args: argparse.Namespace) -> int:
+    from models import visit_ledger
+    from models.db import make_engine, upgrade
+
+    settings = _settings(args)
+    if args.new_key:
+        if settings.notes_keys is not None:
+            _err("CRM_NOTES_KEYS is set: put the new key first in it instead of --new-key")
+            return 2
+        _err(f"new notes key added first in {visit_ledger.add_key(settings)}")
+        visit_ledger.use_settings(settings)
+    upgrade(settings.db_url)
+
+    async def main() -> int:
+        engine = make_engine(settings.db_url, writer=True)
+        try:
+            async with engine.begin() as conn:
+                return await visit_ledger.rotate(conn, visit_ledger.cipher_for(settings))
+        finally:
+            await engine.dispose()
+
+    n = asyncio.run(main())
+    _err(f"visit notes re-encrypted under the newest key: {n} visits")
+    return 0
+
+
 # --- lag -----------------------------------------------------------------------------------
 def cmd_lag(args: argparse.Namespace) -> int:
     from crmtracker import lagview
@@ -230,7 +260,14 @@ def cmd_up(args: argparse.Namespace) -> int:
         from crmtracker.up import run_up
 
         use_event_loop(settings.event_loop, auto="uvloop")  # the API's loop
-        return asyncio.run(run_up(settings, demo=args.demo, demo_rate=args.demo_rate))
+        return asyncio.run(
+            run_up(
+                settings,
+                demo=args.demo,
+                demo_rate=args.demo_rate,
+                demo_history_days=args.demo_history_days,
+            )
+        )
     except KeyboardInterrupt:
         return 0
     finally:
@@ -284,6 +321,54 @@ def cmd_replay(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- reports -------------------------------------------------------------------------------
+def cmd_report(args: argparse.Namespace) -> int:
+    from datetime import UTC, date, datetime
+
+    from models import reports
+    from models.db import make_engine, upgrade
+
+    settings = _settings(args)
+    now = datetime.now(UTC)
+    try:
+        week = date.fromisoformat(args.week) if args.week else None
+    except ValueError:
+        _err(f"crm-tracker report weekly: --week wants a date like 2026-11-16, not {args.week!r}")
+        return 2
+    week = week or reports.last_week(now.astimezone(settings.tz).date())
+    upgrade(settings.db_url)
+
+    def bar(done: int, total: int) -> None:
+        if args.quiet:
+            return
+        width = 30
+        filled = width * done // total
+        end = "\n" if done >= total else ""
+        sys.stderr.write(
+            f"\rweekly report [{'#' * filled}{'.' * (width - filled)}] {done}/{total}{end}"
+        )
+        sys.stderr.flush()
+
+    async def run() -> Any:
+        engine = make_engine(settings.db_url)
+        try:
+            async with engine.connect() as conn:
+                return await reports.weekly(conn, args.branch, week, settings.policy, now, bar)
+        finally:
+            await engine.dispose()
+
+    report = asyncio.run(run())
+    if report is None:
+        _err(f"crm-tracker report weekly: branch {args.branch} not found")
+        return 1
+    Path(args.out).write_bytes(reports.workbook(report, settings.tz.key))
+    _err(
+        f"weekly report of {args.branch} for {report.start.isoformat()} – "
+        f"{report.end.isoformat()}: {len(report.rows)} managers, written to {args.out}"
+    )
+    return 0
+
+
 # --- parser --------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
@@ -301,6 +386,12 @@ def build_parser() -> argparse.ArgumentParser:
     up = sub.add_parser("up", help="everything on one machine (embedded broker + SQLite)")
     up.add_argument("--demo", action="store_true", help="also play core banking and the CRM app")
     up.add_argument("--demo-rate", type=float, default=25.0, help="demo events per second")
+    up.add_argument(
+        "--demo-history-days",
+        type=int,
+        default=365,
+        help="days of past activity the demo backfills before its live traffic (0: none)",
+    )
     up.add_argument("--port", type=int, help="API port (default 8000)")
     up.add_argument("--host", help="API address to bind (default 127.0.0.1)")
     up.add_argument("--kafka-port", type=int, help="embedded broker port (default 9092)")
@@ -328,6 +419,29 @@ def build_parser() -> argparse.ArgumentParser:
     )
     data_dir(rr)
     rr.set_defaults(func=cmd_reminders)
+
+    rp = sub.add_parser("report", help="reports")
+    rpsub = rp.add_subparsers(dest="report_command", required=True)
+    rw = rpsub.add_parser("weekly", help="the weekly branch report (XLSX) for the Monday meeting")
+    rw.add_argument("--branch", required=True, help="branch id, e.g. b01")
+    rw.add_argument("--out", required=True, help="the XLSX file to write")
+    rw.add_argument("--week", help="a day of the week to report (default: last week)")
+    rw.add_argument("--quiet", action="store_true", help="no progress bar")
+    data_dir(rw)
+    rw.set_defaults(func=cmd_report)
+
+    n = sub.add_parser("notes", help="visit notes encryption")
+    nsub = n.add_subparsers(dest="notes_command", required=True)
+    nr = nsub.add_parser(
+        "rotate", help="re-encrypt every visit's notes under the newest key (key rotation)"
+    )
+    nr.add_argument(
+        "--new-key",
+        action="store_true",
+        help="first add a new key to the data directory's key file (embedded setup)",
+    )
+    data_dir(nr)
+    nr.set_defaults(func=cmd_notes)
 
     t = sub.add_parser("token", help="mint a bearer token (printed alone on stdout)")
     t.add_argument("--role", required=True, choices=["manager", "supervisor", "ops", "admin"])

@@ -14,9 +14,9 @@ import logging
 import random
 import uuid
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime, time, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -415,6 +415,36 @@ class DemoGenerator:
             out.append(msg)
         return out
 
+    def history_messages(
+        self, days: int, *, per_weekday: int = 170, per_weekend: int = 60
+    ) -> Iterator[list[DemoMessage]]:
+        """A year (``days``) of past activity, a day at a time (a list per day, oldest first,
+        up to yesterday): business hours on each day, fewer on weekends. Same mix as the live
+        traffic (resends and the odd malformed message included)."""
+        live = self._now
+        today = self._clock().date()
+        try:
+            for back in range(days, 0, -1):
+                day = today - timedelta(days=back)
+                n = per_weekday if day.weekday() < 5 else per_weekend
+                opening = datetime.combine(day, time(9, 1), self._tz)
+                step = timedelta(hours=9) / max(n, 1)
+                calls = iter(range(1_000_000))
+                # each clock reading moves on one step, so the day's events spread over it
+                self._now = lambda o=opening, s=step, c=calls, n=n: o + s * min(next(c), n - 1)
+                yield self.next_messages(n)
+        finally:
+            self._now = live
+
+    def reference_messages_at(self, at: datetime) -> list[DemoMessage]:
+        """The roster as of ``at`` (its targets and assignments in force from then)."""
+        live = self._now
+        self._now = lambda: at
+        try:
+            return self.reference_messages()
+        finally:
+            self._now = live
+
     # --- activity -----------------------------------------------------------------------
     def _recent(self) -> datetime:
         return self._clock() - timedelta(seconds=self._rng.randint(0, 5))
@@ -544,8 +574,10 @@ async def run_demo(
     rate: float = 25.0,
     generator: DemoGenerator | None = None,
     log: Callable[[str], None] | None = None,
+    history_days: int = 0,
 ) -> int:
-    """Send the reference data, then ~``rate`` activity messages/s until ``stop`` is set.
+    """Send the reference data, then ``history_days`` of past activity (a year's history:
+    ``up --demo`` backfills 365 days), then ~``rate`` activity messages/s until ``stop``.
 
     Returns the number of messages sent successfully. A failed send is logged and skipped; an
     in-flight send is cancelled when ``stop`` is set, so this returns within one tick (0.2 s).
@@ -586,13 +618,31 @@ async def run_demo(
             say(f"demo: send to {msg.topic_role} failed ({failures} so far): {exc!r}")
 
     try:
-        reference = gen.reference_messages()
+        if history_days > 0:
+            # the roster a year back, so the year's targets and assignments are in force
+            start = gen._clock() - timedelta(days=history_days)
+            reference = gen.reference_messages_at(start)
+        else:
+            reference = gen.reference_messages()
         for msg in reference:
             if stop.is_set():
                 return sent
             await deliver(msg)
+        if history_days > 0:
+            say(
+                f"demo: backfilling {history_days} days of history through Kafka before the "
+                "live traffic starts (the worker applies it in the background)"
+            )
+            before = sent
+            for day in gen.history_messages(history_days):
+                for msg in day:
+                    if stop.is_set():
+                        return sent
+                    await deliver(msg)
+            say(f"demo: history sent: {sent - before} messages")
         say(
-            f"demo: sent {sent} of {len(reference)} reference messages; activity at ~{rate:g} msg/s"
+            f"demo: sent {sent} messages so far ({len(reference)} reference); "
+            f"live activity at ~{rate:g} msg/s"
         )
 
         loop = asyncio.get_running_loop()

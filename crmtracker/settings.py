@@ -125,6 +125,9 @@ class Settings(BaseSettings):
     auth_secret: SecretStr | None = None
     """Token signing secret. Absent: a secret generated on first start in the data dir."""
     token_ttl: str = "8h"
+    notes_keys: SecretStr | None = None
+    """Visit notes keys (Fernet, comma separated, newest first: it encrypts, every one
+    decrypts). Absent: a key generated on first start in the data dir (``notes-key``)."""
     api_read_cache: bool = True
     """Keep tally, leaderboard and scope answers while the data under them is unchanged
     (api/reads.py: every request still sees every write committed before it arrived)."""

@@ -60,7 +60,9 @@ async def _supervise_worker(settings: Settings, stop: asyncio.Event) -> None:
         await asyncio.sleep(1)
 
 
-async def _demo(settings: Settings, stop: asyncio.Event, rate: float) -> None:
+async def _demo(
+    settings: Settings, stop: asyncio.Event, rate: float, history_days: int = 0
+) -> None:
     from aiokafka import AIOKafkaProducer
 
     from crmtracker.demo import run_demo
@@ -83,6 +85,7 @@ async def _demo(settings: Settings, stop: asyncio.Event, rate: float) -> None:
             stop=stop,
             rate=rate,
             log=log.info,
+            history_days=history_days,
         )
         log.info("demo sent %d messages", sent)
     finally:
@@ -149,7 +152,9 @@ def _demo_digest(settings: Settings) -> None:
         settings.quiet_weekends = False
 
 
-async def run_up(settings: Settings, *, demo: bool, demo_rate: float = 25.0) -> int:
+async def run_up(
+    settings: Settings, *, demo: bool, demo_rate: float = 25.0, demo_history_days: int = 0
+) -> int:
     from api.auth import mint_token, parse_ttl
     from api.main import create_app
     from crmtracker.heap import settle_heap
@@ -180,7 +185,9 @@ async def run_up(settings: Settings, *, demo: bool, demo_rate: float = 25.0) -> 
     ]
     tasks.append(asyncio.create_task(_scheduler(settings, stop), name="scheduler"))
     if demo:
-        tasks.append(asyncio.create_task(_demo(settings, stop, demo_rate), name="demo"))
+        tasks.append(
+            asyncio.create_task(_demo(settings, stop, demo_rate, demo_history_days), name="demo")
+        )
     while not server.started:
         if tasks[1].done():  # e.g. the port is taken
             stop.set()

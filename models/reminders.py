@@ -495,12 +495,21 @@ async def escalate_due(
     conn: AsyncConnection, now: datetime, policy: Policy, *, limit: int, source: str
 ) -> list[dict[str, Any]]:
     """Escalate reminders still unresolved a grace period after their due instant: the same
-    reminder is updated, once (``escalated_at`` is set only while it is null)."""
+    reminder is updated, once (``escalated_at`` is set only while it is null).
+
+    A reminder of a departed manager (marked inactive) goes to the supervisor at once: no
+    one is left to act on it during the grace period (the scan that fires it escalates it).
+    """
     grace = timedelta(days=policy.escalation_grace_days)
+    departed = (
+        select(ManagerRow.manager_id)
+        .where(ManagerRow.manager_id == ReminderRow.manager_id, ManagerRow.active.is_(False))
+        .exists()
+    )
     cond = and_(
         ReminderRow.status.in_(("open", "acked")),
         ReminderRow.escalated_at.is_(None),
-        ReminderRow.due_at <= now - grace,
+        or_(ReminderRow.due_at <= now - grace, and_(ReminderRow.due_at <= now, departed)),
     )
     ids = select(ReminderRow.id).where(cond).order_by(ReminderRow.id).limit(limit)
     # the condition is repeated on the updated rows: PostgreSQL re-checks it after waiting

@@ -187,6 +187,43 @@ DERIVED_CLIENT_COLUMNS = (
 """Client columns kept by the apply step and the scheduler, never by a client upsert."""
 
 
+class VisitRow(Base):
+    """The visit ledger (拜访记录台账): one row per visit event, written when it is claimed;
+    the notes only encrypted (models/visit_ledger.py), never in clear text."""
+
+    __tablename__ = "visits"
+
+    event_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    client_id: Mapped[str] = mapped_column(String(128))
+    manager_id: Mapped[str] = mapped_column(String(128))
+    """The visitor (payload.manager_id)."""
+    occurred_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    method: Mapped[str] = mapped_column(String(16))
+    kind: Mapped[str] = mapped_column(String(16))
+    duration_minutes: Mapped[int | None] = mapped_column(Integer)
+    notes_sealed: Mapped[str | None] = mapped_column(Text)
+    """Fernet token of the notes (MultiFernet: rotated with ``crm-tracker notes rotate``)."""
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+    __table_args__ = (
+        Index("ix_visits_client", "client_id", "occurred_at"),
+        Index("ix_visits_manager", "manager_id", "occurred_at"),
+    )
+
+
+class FeedTokenRow(Base):
+    """A manager's calendar feed token (the plan as iCalendar); revoked ones are kept."""
+
+    __tablename__ = "feed_tokens"
+
+    token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    """SHA-256 of the token: the token itself is shown once, when it is made."""
+    manager_id: Mapped[str] = mapped_column(String(128), index=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    created_by: Mapped[str] = mapped_column(String(255))
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
 class AssignmentRow(Base):
     """Who held a client from when: attribution of late events follows this history."""
 

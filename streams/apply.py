@@ -26,6 +26,7 @@ from sqlalchemy import and_, bindparam, or_, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from models import visit_ledger  # [daily] visit ledger: notes sealed, never stored in clear
 from models.db import one_of
 from models.events import (
     AccountOpened,
@@ -222,7 +223,8 @@ def _problem_row(
         "partition": m.partition,
         "offset": m.offset,
         "key": _raw_text(m.key) if m.key is not None else None,
-        "value_b64": base64.b64encode(m.value).decode() if m.value is not None else None,
+        # [daily] visit notes are removed from the stored raw message (models/visit_ledger.py)
+        "value_b64": _b64(visit_ledger.stored_raw(m.value)),
         "status": status,
         "reason": reason,
         "event_id": event_id,
@@ -232,6 +234,10 @@ def _problem_row(
         "received_at": now,
         "released_at": None,
     }
+
+
+def _b64(value: bytes | None) -> str | None:
+    return base64.b64encode(value).decode() if value is not None else None
 
 
 def _raw_text(value: bytes | None) -> str:
@@ -482,7 +488,7 @@ class Applier:
             "manager_id": getattr(e.payload, "manager_id", None),
             "branch_id": None,
             "day": bank_day(e.occurred_at, self.tz),
-            "value": _raw_text(m.value),
+            "value": _raw_text(visit_ledger.stored_value(e, m.value)),  # [daily] no notes
         }
         row.update(extra)
         return row
@@ -698,6 +704,8 @@ class Applier:
         new_ids = await self._claim(conn, rows)
         result.duplicates += len(new_facts) - len(new_ids)
         fresh = [f for f in new_facts if f.event.event_id in new_ids]
+        # [daily] the visit ledger: claimed visits with their notes sealed
+        await visit_ledger.record(conn, [f.event for f in fresh], now)
 
         to_apply = [f for f in fresh + released if f.problem is None]
         to_hold = [f for f in fresh if f.problem is not None]

@@ -32,6 +32,7 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
 from crmtracker.broker import kafka_client_args
 from crmtracker.settings import Settings
+from models import visit_ledger
 from models.db import make_engine, upgrade, upsert_positions
 from models.events import InvalidEvent
 from streams import metrics
@@ -251,6 +252,7 @@ def create_app(settings: Settings) -> faust.App:
         producer_acks=-1,
     )
     engine = make_engine(settings.db_url, writer=True)
+    visit_ledger.use_settings(settings)  # notes sealed with this deployment's key
     applier = Applier(engine, settings.policy)
     dlt = app.topic(
         settings.topics.deadletter,

@@ -15,6 +15,9 @@ import pytest
 from crmtracker.broker import EmbeddedBroker, free_port
 from models.db import upgrade
 
+# one visit-notes key for the whole session, so the apply step of one test process and the
+# API (and child processes) open each other's notes; tests of the generated key unset it
+os.environ.setdefault("CRM_NOTES_KEYS", "0cu8cWlZ2ym1MeRjDJ6Dh1uJkPbX3bR0C-NzC5OJ7dQ=")
 PG_URL = os.environ.get("CRM_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 # the contract vectors live in shared/, beside the checkout

@@ -112,6 +112,21 @@ ROUTES: list[tuple[str, str, Any, set[str]]] = [
     ("GET", "/v1/branches/b05/leaderboard?period=month", None, BRANCH_DATA),
     ("GET", "/v1/leaderboard", None, ADMIN),
     ("GET", "/v1/clients/{client}", None, MANAGER_DATA),
+    ("GET", "/v1/clients/{client}/visits", None, MANAGER_DATA),
+    ("GET", "/v1/managers/m036/visits?from=2026-01-01&to=2026-12-31", None, MANAGER_DATA),
+    ("GET", "/v1/managers/m036/clients?sort=overdue_days&order=desc", None, MANAGER_DATA),
+    ("GET", "/v1/managers/m036/coverage", None, MANAGER_DATA),
+    ("GET", "/v1/branches/b05/coverage?period=month", None, BRANCH_DATA),
+    ("GET", "/v1/branches/b05/unassigned", None, BRANCH_DATA),
+    ("GET", "/v1/managers/m036/plan?days=30", None, MANAGER_DATA),
+    ("GET", "/v1/branches/b05/assessment?period=year", None, BRANCH_DATA),
+    ("GET", "/v1/managers/m036/series?from=2026-09-01&to=2026-09-30", None, MANAGER_DATA),
+    ("GET", "/v1/branches/b05/series?step=month&from=2026-01-01&to=2026-12-31", None, BRANCH_DATA),
+    ("GET", "/v1/branches/b05/reports/weekly?at=2026-09-15", None, BRANCH_DATA),
+    ("GET", "/v1/branches/b05/leaderboard?period=month&format=xlsx", None, BRANCH_DATA),
+    ("GET", "/v1/overdue?manager_id=m036&format=csv", None, MANAGER_DATA),
+    ("POST", "/v1/managers/m036/feed-token", None, MANAGER_DATA),
+    ("DELETE", "/v1/managers/m036/feed-token", None, MANAGER_DATA),
     ("GET", "/v1/overdue?manager_id=m036", None, MANAGER_DATA),
     ("GET", "/v1/overdue?branch_id=b05", None, {"own_sup", "admin", "own_manager"}),
     ("GET", "/v1/reminders?manager_id=m036", None, MANAGER_DATA),
@@ -200,6 +215,7 @@ async def test_every_route_is_in_the_matrix(client: Any) -> None:
         ("GET", "/v1/stream"),  # tests/test_stream.py (a stream never ends)
         ("GET", "/readyz/api"),
         ("GET", "/v1/ops/lag"),  # needs a broker: tests/test_ops_kafka.py
+        ("GET", "/v1/calendar/{token}.ics"),  # the feed token is the key: tests/test_plan.py
     }
     served = {(m.upper(), p) for p, ops in spec["paths"].items() for m in ops}
     assert served - covered - tested_alone == set()

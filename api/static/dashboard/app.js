@@ -15,6 +15,8 @@ import {
   todayIn,
 } from "./format.js";
 import { METRICS, isMoneyMetric, lang, setLang, t } from "./i18n.js";
+import { wireClientHistory } from "./visits.js";
+import { createDaily } from "./daily.js";
 
 const TOKEN_KEY = "crm-dashboard-token";
 const PREFS_KEY = "crm-dashboard-prefs";
@@ -527,7 +529,7 @@ async function refreshOverdue() {
     ...items.slice(0, LIST_ROWS).map((i) =>
       el(
         "tr",
-        { dataset: { client: i.client_id }, class: (i.overdue_days ?? 0) >= 30 ? "severe" : "" },
+        { dataset: { client: i.client_id }, tabindex: "0", class: (i.overdue_days ?? 0) >= 30 ? "severe" : "" },
         el("td", {}, i.client_name || i.name || i.client_id, i.client_name || i.name ? el("small", {}, i.client_id) : null),
         el("td", {}, managerLabel(i.manager_id)),
         el("td", {}, kindLabel(i.kind)),
@@ -616,7 +618,7 @@ async function refreshReminders() {
     ...items.slice(0, LIST_ROWS).map((i) =>
       el(
         "tr",
-        { dataset: { reminder: String(i.reminder_id) } },
+        { dataset: { reminder: String(i.reminder_id), client: i.client_id }, tabindex: "0" },
         el("td", {}, i.client_id),
         el("td", {}, managerLabel(i.manager_id)),
         el("td", {}, kindLabel(i.kind)),
@@ -702,6 +704,7 @@ const VIEWS = {
   quality: refreshQuality,
   reminders: refreshReminders,
   lag: refreshLag,
+  daily: () => state.daily?.refresh() ?? Promise.resolve(), // trends, coverage, departures
 };
 
 /** Refresh some views once, ~300 ms after the last request for them (bursts collapse). */
@@ -729,7 +732,7 @@ function flush() {
 }
 
 function refreshAll() {
-  schedule("leaderboard", "card", "overdue", "reminders", "quality", "lag");
+  schedule("leaderboard", "card", "overdue", "reminders", "quality", "lag", "daily");
 }
 
 function setLive(live) {
@@ -755,7 +758,7 @@ function onStreamEvent({ type, data }) {
     if (!data?.manager_id || data.manager_id === state.selected || role() === "manager") {
       views.push("card");
     }
-    if (views.length) schedule(...views);
+    if (views.length) schedule(...views, "daily");
   } else if (type === "reminder") {
     schedule("reminders", "overdue");
   }
@@ -863,7 +866,7 @@ function wire() {
     state.selected = row.dataset.manager;
     for (const r of $("leaderboard").querySelectorAll("tr.selected")) r.classList.remove("selected");
     row.classList.add("selected");
-    schedule("card");
+    schedule("card", "daily");
   };
   $("leaderboard").addEventListener("click", pick);
   $("leaderboard").addEventListener("keydown", (e) => {
@@ -889,6 +892,19 @@ function main() {
   loadPrefs();
   applyWall();
   wire();
+  // a client's visit ledger opens on a click in the overdue or reminder list
+  wireClientHistory({ api: () => state.api, el, tz, managerLabel, onUnauthorized: () => signOut(t("unauthorized")) });
+  state.daily = createDaily({
+    api: () => state.api,
+    role,
+    branch: () => state.branch,
+    selected: () => state.selected,
+    managerId: () => state.claims?.manager_id,
+    tz,
+    el,
+    managerLabel,
+    allBranches: ALL_BRANCHES,
+  });
   takeTokenFromUrl();
   tick();
   setInterval(tick, 1000);

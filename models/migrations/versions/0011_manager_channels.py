@@ -13,7 +13,7 @@ from alembic import op
 import models.tables
 
 revision: str = "0011"
-down_revision: str | None = "0006"
+down_revision: str | None = "0009"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
