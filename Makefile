@@ -27,8 +27,8 @@ up: $(STAMP) ## run everything on this machine, waiting for real events
 test: $(STAMP) ## the whole test suite (real broker, SQLite and PostgreSQL)
 	$(PY) -m pytest
 
-test-fast: $(STAMP) ## unit tests only (no broker)
-	$(PY) -m pytest -m "not kafka"
+test-fast: $(STAMP) ## unit tests only (neither broker nor PostgreSQL)
+	CRM_TEST_NO_SERVERS=1 $(PY) -m pytest -m "not kafka and not postgres"
 
 lint: $(STAMP) ## ruff lint and format check
 	$(VENV)/bin/ruff check .
