@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, cast
 
 from pydantic import (
     BaseModel,
@@ -283,5 +283,5 @@ def decode_event(raw: bytes | None, policy: Policy | None = None) -> Event:
         schema_version=env.schema_version,
         occurred_at=env.occurred_at,
         source=env.source,
-        payload=payload,
+        payload=cast(Payload, payload),  # PAYLOADS maps each type to a member of Payload
     )
