@@ -200,6 +200,13 @@ class TemporaryPostgres(EmbeddedPostgres):
         self.root.chmod(0o755)
         super().__init__(self.root / "data", port, durable=False)
 
+    def start(self, timeout: float = 60.0) -> None:
+        try:
+            super().start(timeout)
+        except BaseException:
+            self.close()  # nothing left behind by a server that never came up
+            raise
+
     def close(self) -> None:
         super().close()
         shutil.rmtree(self.root, ignore_errors=True)

@@ -57,7 +57,7 @@ def pg_admin_url() -> str:
         return configured
     if _private_pg is None:
         server = TemporaryPostgres()
-        server.start()
+        server.start()  # on failure it removes its temporary directory
         _private_pg = server
     return _private_pg.url()
 
