@@ -7,7 +7,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help demo up test test-fast lint format bench drills clean
+.PHONY: help demo up test test-fast lint format contract bench drills clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -27,16 +27,20 @@ up: $(STAMP) ## run everything on this machine, waiting for real events
 test: $(STAMP) ## the whole test suite (real broker, SQLite and PostgreSQL)
 	$(PY) -m pytest
 
-test-fast: $(STAMP) ## unit tests only (no broker)
-	$(PY) -m pytest -m "not kafka"
+test-fast: $(STAMP) ## unit tests only (neither broker nor PostgreSQL)
+	CRM_TEST_NO_SERVERS=1 $(PY) -m pytest -m "not kafka and not postgres"
 
-lint: $(STAMP) ## ruff lint and format check
+lint: $(STAMP) ## ruff lint and format check, mypy type check (CI runs it before the tests)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
 
 format: $(STAMP) ## apply ruff's formatting and safe fixes
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
+
+contract: $(STAMP) ## regenerate docs/asyncapi.json and docs/schemas/ from the event models
+	$(VENV)/bin/crm-tracker contract --write docs
 
 BENCH_STAMP := $(VENV)/.bench-installed
 $(BENCH_STAMP): $(STAMP) pyproject.toml
@@ -55,7 +59,7 @@ bench: $(BENCH_STAMP) ## benchmarks: throughput (+ bare faust, aiokafka, Quix pe
 	$(PY) bench/memory.py --json $(RESULTS)/memory.json
 	$(PY) bench/up_e2e.py --json $(RESULTS)/up_e2e.json
 
-drills: $(BENCH_STAMP) ## fault drills, long versions (STOPS the machine's PostgreSQL for 20 s; see README)
+drills: $(BENCH_STAMP) ## fault drills, long versions (on private PostgreSQL servers; see README)
 	@mkdir -p $(RESULTS)
 	$(PY) bench/drills.py --json $(RESULTS)/drills.json $(DRILL_ARGS)
 

@@ -25,11 +25,11 @@ _bearer = HTTPBearer(auto_error=False, description="A token from `crm-tracker to
 # Dependencies are ``async def`` even when they do no I/O: FastAPI runs a plain ``def``
 # dependency in its thread pool, a thread hop per dependency per request.
 async def get_settings(request: Request) -> Settings:
-    return request.app.state.settings  # type: ignore[no-any-return]
+    return request.app.state.settings
 
 
 async def get_engine(request: Request) -> AsyncEngine:
-    return request.app.state.engine  # type: ignore[no-any-return]
+    return request.app.state.engine
 
 
 async def get_conn(request: Request) -> AsyncIterator[AsyncConnection]:
@@ -62,7 +62,7 @@ async def current_user(
     return principal_of(request, creds)
 
 
-def require_roles(*roles: str):  # type: ignore[no-untyped-def]
+def require_roles(*roles: str):
     async def check(
         request: Request,
         creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],

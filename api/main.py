@@ -91,4 +91,16 @@ def create_app(settings: Settings) -> FastAPI:
     # ?format=csv|xlsx (or Accept) on the report routes
     app.add_middleware(ExportMiddleware)
     openapi_examples.install(app)
+
+    contract_doc: dict[str, object] = {}
+
+    # the event contract, like /openapi.json: public (no data in it), not part of the OpenAPI
+    @app.get("/asyncapi.json", include_in_schema=False)
+    async def asyncapi() -> JSONResponse:
+        if not contract_doc:
+            from crmtracker.contract import asyncapi as build
+
+            contract_doc.update(build(settings, server=settings.bootstrap))
+        return JSONResponse(contract_doc)
+
     return app

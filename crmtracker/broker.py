@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
 import socket
 import subprocess
 import time
@@ -16,6 +17,7 @@ from typing import IO
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
+from crmtracker.procs import die_with_parent
 from crmtracker.settings import Settings
 
 
@@ -77,6 +79,7 @@ class EmbeddedBroker:
             stderr=subprocess.STDOUT if self._log else subprocess.DEVNULL,
             stdin=subprocess.DEVNULL,
             start_new_session=True,  # Ctrl-C goes to us; we stop it in order
+            preexec_fn=die_with_parent(signal.SIGTERM),  # and it dies with us, even by kill -9
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -26,6 +26,7 @@ def _settings(args: argparse.Namespace) -> Settings:
         overrides["api_host"] = args.host
     if getattr(args, "kafka_port", None):
         overrides["kafka_port"] = args.kafka_port
+    # each value has its field's type; the dict mixing them is typed object
     settings = Settings(**overrides)  # type: ignore[arg-type]
     from models import visit_ledger
 
@@ -242,19 +243,48 @@ def cmd_lag(args: argparse.Namespace) -> int:
 # --- up ------------------------------------------------------------------------------------
 def cmd_up(args: argparse.Namespace) -> int:
     from crmtracker.broker import BrokerError, EmbeddedBroker
+    from crmtracker.procs import AlreadyRunning, ProcessRecord
     from models.db import upgrade
 
     settings = _settings(args)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    broker = None
-    if settings.embedded_broker:
-        broker = EmbeddedBroker(settings.kafka_port, log_path=settings.data_dir / "broker.log")
-        try:
-            broker.start()
-        except BrokerError as exc:
-            _err(f"crm-tracker up: {exc}")
-            return 1
+    if args.postgres and settings.database_url:
+        _err("crm-tracker up: --postgres runs its own PostgreSQL; unset CRM_DATABASE_URL for it")
+        return 2
+    # what a crashed (kill -9) up on this data directory left running is ended first
+    record = ProcessRecord(settings.data_dir)
     try:
+        for line in record.acquire():
+            _err(f"crm-tracker up: ended the {line} left by an earlier up that did not stop")
+    except AlreadyRunning as exc:
+        _err(f"crm-tracker up: {exc}")
+        return 1
+    broker = None
+    pg = None
+    database = None
+    try:
+        if settings.embedded_broker:
+            broker = EmbeddedBroker(settings.kafka_port, log_path=settings.data_dir / "broker.log")
+            try:
+                broker.start()
+            except BrokerError as exc:
+                _err(f"crm-tracker up: {exc}")
+                return 1
+            assert broker.proc is not None
+            record.add("broker", broker.proc.pid)
+        if args.postgres:
+            from crmtracker.embedded_pg import EmbeddedPostgres, EmbeddedPostgresError
+
+            pg = EmbeddedPostgres(settings.data_dir / "postgres", durable=True)
+            try:
+                pg.start()
+            except EmbeddedPostgresError as exc:
+                _err(f"crm-tracker up: PostgreSQL did not start: {exc}")
+                return 1
+            assert pg.proc is not None
+            record.add("postgres", pg.proc.pid)
+            settings.database_url = pg.url("postgres")
+            database = f"PostgreSQL {pg.url('postgres')}   (embedded, in {pg.data_dir})"
         upgrade(settings.db_url)
         from crmtracker.eventloop import use_event_loop
         from crmtracker.up import run_up
@@ -266,6 +296,8 @@ def cmd_up(args: argparse.Namespace) -> int:
                 demo=args.demo,
                 demo_rate=args.demo_rate,
                 demo_history_days=args.demo_history_days,
+                record=record,
+                database=database,
             )
         )
     except KeyboardInterrupt:
@@ -273,18 +305,141 @@ def cmd_up(args: argparse.Namespace) -> int:
     finally:
         if broker is not None:
             broker.stop()
+        if pg is not None:
+            pg.close()
+        record.release()
+
+
+# --- check / produce / contract ------------------------------------------------------------
+def _open_input(name: str) -> Any:
+    return sys.stdin.buffer if name == "-" else open(name, "rb")
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    """Validate a JSONL file of messages with the worker's own decoding (``decode_event``)."""
+    from crmtracker.contract import read_jsonl
+    from models.events import InvalidEvent, decode_event
+
+    settings = _settings(args)
+    policy = settings.policy
+    total = rejected = 0
+    try:
+        stream = _open_input(args.file)
+    except OSError as exc:
+        _err(f"crm-tracker check: {exc}")
+        return 2
+    with stream:
+        for line in read_jsonl(stream):
+            total += 1
+            try:
+                decode_event(line.value, policy)  # the worker's path, rule for rule
+            except InvalidEvent as exc:
+                rejected += 1
+                event = f" (event {exc.event_id})" if exc.event_id else ""
+                print(f"line {line.number}{event}: {exc.reason}", flush=False)
+    sys.stdout.flush()
+    _err(f"{total} messages: {total - rejected} valid, {rejected} rejected")
+    return 1 if rejected else 0
+
+
+def cmd_produce(args: argparse.Namespace) -> int:
+    """Publish a JSONL file to the configured topics, keyed as the contract says."""
+    from crmtracker.contract import read_jsonl, route
+
+    settings = _settings(args)
+    try:
+        with _open_input(args.file) as stream:
+            lines = list(read_jsonl(stream))
+    except OSError as exc:
+        _err(f"crm-tracker produce: {exc}")
+        return 2
+    routed: list[tuple[str, bytes | None, bytes | None]] = []
+    unrouted = 0
+    for line in lines:
+        r = route(line, settings)
+        if isinstance(r, str):
+            unrouted += 1
+            _err(f"line {line.number}: not sent: {r}")
+        else:
+            routed.append((r[0], r[1], line.value))
+    bar = None if args.quiet else _progress("produce")
+
+    async def send() -> int:
+        from aiokafka import AIOKafkaProducer
+
+        from crmtracker.broker import kafka_client_args
+
+        producer = AIOKafkaProducer(
+            bootstrap_servers=settings.bootstrap,
+            acks="all",
+            linger_ms=20,
+            max_batch_size=256 * 1024,
+            **kafka_client_args(settings),
+        )
+        await producer.start()
+        done = 0
+        try:
+            pending = []
+            for topic, key, value in routed:
+                pending.append(await producer.send(topic, key=key, value=value))
+                if len(pending) >= 1000:
+                    await producer.flush()
+                    for f in pending:
+                        await f
+                    done += len(pending)
+                    pending = []
+                    if bar:
+                        bar(done, len(routed))
+            await producer.flush()
+            for f in pending:
+                await f
+            done += len(pending)
+        finally:
+            await producer.stop()
+        if bar:
+            bar(done, len(routed))
+        return done
+
+    try:
+        sent = asyncio.run(send())
+    except Exception as exc:
+        _err(f"crm-tracker produce: {type(exc).__name__}: {exc} (broker {settings.bootstrap})")
+        return 1
+    _err(
+        f"sent {sent} messages to {settings.bootstrap}"
+        + (f", {unrouted} not sent" if unrouted else "")
+    )
+    return 1 if unrouted else 0
+
+
+def cmd_contract(args: argparse.Namespace) -> int:
+    """Print the AsyncAPI document, or write / check the generated files of docs/."""
+    from crmtracker import contract
+
+    if args.write:
+        changed = contract.write_docs(Path(args.write))
+        _err(f"{len(changed)} files written under {args.write}" if changed else "up to date")
+        return 0
+    print(contract.dumps(contract.asyncapi(_settings(args))), end="")
+    return 0
 
 
 # --- replay --------------------------------------------------------------------------------
-def _progress_bar(done: int, total: int) -> None:
-    width = 40
-    filled = width if total == 0 else width * done // total
-    pct = 100 if total == 0 else 100 * done // total
-    end = "\n" if done >= total else ""
-    sys.stderr.write(
-        f"\rreplay [{'#' * filled}{'.' * (width - filled)}] {pct:3d}% {done}/{total}{end}"
-    )
-    sys.stderr.flush()
+def _progress(label: str) -> Any:
+    def bar(done: int, total: int) -> None:
+        width = 40
+        filled = width if total == 0 else width * done // total
+        pct = 100 if total == 0 else 100 * done // total
+        end = "\n" if done >= total else ""
+        sys.stderr.write(
+            f"\r{label} [{'#' * filled}{'.' * (width - filled)}] {pct:3d}% {done}/{total}{end}"
+        )
+        sys.stderr.flush()
+
+    return bar
+
+
+_progress_bar = _progress("replay")
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
@@ -395,6 +550,11 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--port", type=int, help="API port (default 8000)")
     up.add_argument("--host", help="API address to bind (default 127.0.0.1)")
     up.add_argument("--kafka-port", type=int, help="embedded broker port (default 9092)")
+    up.add_argument(
+        "--postgres",
+        action="store_true",
+        help="run an embedded PostgreSQL in DATA_DIR/postgres instead of SQLite",
+    )
     data_dir(up)
     up.set_defaults(func=cmd_up)
 
@@ -460,6 +620,28 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--quiet", action="store_true", help="no progress bar")
     data_dir(r)
     r.set_defaults(func=cmd_replay)
+
+    c = sub.add_parser(
+        "check",
+        help="validate a JSONL file of messages as the worker would (exit 1 if any is rejected)",
+    )
+    c.add_argument("file", help="JSONL: envelopes, or {topic, key, value} records; - for stdin")
+    c.set_defaults(func=cmd_check)
+
+    pr = sub.add_parser(
+        "produce", help="publish a JSONL file to the configured topics (keys as the contract says)"
+    )
+    pr.add_argument("file", help="JSONL: envelopes, or {topic, key, value} records; - for stdin")
+    pr.add_argument("--quiet", action="store_true", help="no progress bar")
+    pr.set_defaults(func=cmd_produce)
+
+    ct = sub.add_parser(
+        "contract", help="the AsyncAPI document of the topics and messages (JSON on stdout)"
+    )
+    ct.add_argument(
+        "--write", metavar="DIR", help="write asyncapi.json and schemas/*.json under DIR instead"
+    )
+    ct.set_defaults(func=cmd_contract)
 
     lg = sub.add_parser(
         "lag",

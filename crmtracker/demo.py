@@ -608,14 +608,14 @@ async def run_demo(
             # Retrieve the outcome later so asyncio does not warn about an unread exception.
             task.add_done_callback(lambda t: t.cancelled() or t.exception())
             return
-        exc = asyncio.CancelledError() if task.cancelled() else task.exception()
-        if exc is None:
+        error = asyncio.CancelledError() if task.cancelled() else task.exception()
+        if error is None:
             sent += 1
             return
         failures += 1
         # A dead broker would otherwise print one line per message.
         if failures <= 3 or failures % 100 == 0:
-            say(f"demo: send to {msg.topic_role} failed ({failures} so far): {exc!r}")
+            say(f"demo: send to {msg.topic_role} failed ({failures} so far): {error!r}")
 
     try:
         if history_days > 0:

@@ -2,7 +2,8 @@
 
 The worker runs as a child process (faust wants its own event loop and signal handling; a
 child also survives nothing it should not: it is restarted if it dies). The API and the demo
-generator run in this process. SIGINT/SIGTERM stop everything in order.
+generator run in this process. SIGINT/SIGTERM stop everything in order; a ``kill -9`` of
+``up`` takes its children with it (``crmtracker.procs``).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from collections.abc import Iterator
 import uvicorn
 
 from crmtracker.broker import ensure_topics, kafka_client_args
+from crmtracker.procs import ProcessRecord, die_with_parent
 from crmtracker.settings import Settings
 
 log = logging.getLogger("crmtracker.up")
@@ -31,7 +33,9 @@ class _Server(uvicorn.Server):
         yield
 
 
-async def _supervise_worker(settings: Settings, stop: asyncio.Event) -> None:
+async def _supervise_worker(
+    settings: Settings, stop: asyncio.Event, record: ProcessRecord | None = None
+) -> None:
     env = {**os.environ, **settings.child_env()}
     while not stop.is_set():
         proc = await asyncio.create_subprocess_exec(
@@ -41,10 +45,15 @@ async def _supervise_worker(settings: Settings, stop: asyncio.Event) -> None:
             "worker",
             env=env,
             stdin=asyncio.subprocess.DEVNULL,
+            preexec_fn=die_with_parent(signal.SIGTERM),
         )
+        if record is not None:
+            record.add("worker", proc.pid)
         waiter = asyncio.ensure_future(proc.wait())
         stopper = asyncio.ensure_future(stop.wait())
         await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        if record is not None and waiter.done():
+            record.remove(proc.pid)
         if stop.is_set():
             if proc.returncode is None:
                 proc.terminate()
@@ -53,6 +62,8 @@ async def _supervise_worker(settings: Settings, stop: asyncio.Event) -> None:
                 except TimeoutError:
                     proc.kill()
                     await waiter
+            if record is not None:
+                record.remove(proc.pid)
             stopper.cancel()
             return
         stopper.cancel()
@@ -103,9 +114,16 @@ async def _scheduler(settings: Settings, stop: asyncio.Event) -> None:
         log.exception("the reminder scheduler stopped")
 
 
-def _banner(settings: Settings, token: str, demo: bool, supervisor_token: str | None = None) -> str:
+def _banner(
+    settings: Settings,
+    token: str,
+    demo: bool,
+    supervisor_token: str | None = None,
+    database: str | None = None,
+) -> str:
     api = f"http://{settings.api_host}:{settings.api_port}"
-    database = f"SQLite {settings.sqlite_path}" if not settings.database_url else "configured"
+    if database is None:
+        database = f"SQLite {settings.sqlite_path}" if not settings.database_url else "configured"
     broker = "   (embedded broker, memory only)" if settings.embedded_broker else ""
     paths = (
         ["/v1/managers/m-b01-01/tally", "/v1/branches/b01/tally?period=week", "/v1/overdue"]
@@ -153,7 +171,13 @@ def _demo_digest(settings: Settings) -> None:
 
 
 async def run_up(
-    settings: Settings, *, demo: bool, demo_rate: float = 25.0, demo_history_days: int = 0
+    settings: Settings,
+    *,
+    demo: bool,
+    demo_rate: float = 25.0,
+    record: ProcessRecord | None = None,
+    database: str | None = None,
+    demo_history_days: int = 0,
 ) -> int:
     from api.auth import mint_token, parse_ttl
     from api.main import create_app
@@ -180,7 +204,7 @@ async def run_up(
         )
     )
     tasks = [
-        asyncio.create_task(_supervise_worker(settings, stop), name="worker"),
+        asyncio.create_task(_supervise_worker(settings, stop, record), name="worker"),
         asyncio.create_task(server.serve(), name="api"),
     ]
     tasks.append(asyncio.create_task(_scheduler(settings, stop), name="scheduler"))
@@ -207,7 +231,7 @@ async def run_up(
         if demo
         else None
     )
-    print(_banner(settings, token, demo, supervisor), flush=True)
+    print(_banner(settings, token, demo, supervisor, database), flush=True)
 
     await stop.wait()
     print("stopping ...", file=sys.stderr, flush=True)

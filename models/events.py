@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from decimal import Decimal, InvalidOperation
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, cast
 
 from pydantic import (
     BaseModel,
@@ -330,5 +330,5 @@ def decode_event(
         schema_version=env.schema_version,
         occurred_at=env.occurred_at,
         source=env.source,
-        payload=payload,
+        payload=cast(Payload, payload),  # PAYLOADS maps each type to a member of Payload
     )

@@ -132,7 +132,9 @@ def rate(history: Sequence[Observation], now: float, window: float) -> float | N
     obs = [o for o in in_window(history, now, window) if o.committed is not None]
     if len(obs) < 2 or obs[-1].at <= obs[0].at:
         return None
-    return max(0.0, (obs[-1].committed - obs[0].committed) / (obs[-1].at - obs[0].at))  # type: ignore[operator]
+    first, last = obs[0].committed, obs[-1].committed
+    assert first is not None and last is not None  # filtered above
+    return max(0.0, (last - first) / (obs[-1].at - obs[0].at))
 
 
 __all__ = ["LagStatus", "Observation", "evaluate", "in_window", "rate", "worst"]

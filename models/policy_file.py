@@ -183,7 +183,7 @@ class PolicyFile(_Section):
             coefficients=c.model_dump(),
             default_claim_ratio=cr.default,
             fx_rates=dict(self.fx_rates),
-            visit_interval_days=dict(v.interval_days),
+            visit_interval_days={tier: days for tier, days in v.interval_days.items()},
             default_visit_interval_days=v.default_interval_days,
             post_loan_interval_days=v.post_loan_interval_days,
             escalation_grace_days=v.escalation_grace_days,

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -55,7 +55,7 @@ def _insert(conn: AsyncConnection, model: Any) -> Any:
 # --- the reminder.* envelope ---------------------------------------------------------------
 def reminder_payload(r: Any, now: datetime, tz: ZoneInfo) -> dict[str, Any]:
     """The ``reminder.*`` payload (CONTRACT §2) of a reminder row or mapping."""
-    get = r.get if isinstance(r, dict) else lambda k: getattr(r, k)
+    get: Callable[[str], Any] = r.get if isinstance(r, dict) else lambda k: getattr(r, k)
     due_at: datetime = get("due_at")
     return {
         "reminder_id": get("id"),
@@ -235,13 +235,14 @@ async def _recompute_chunk(
     ).all()
     if not active:
         return
-    resolve, moved = [], []
-    for r in active:
-        d, manager_id = dues.get(r.client_id, (None, None))
-        if d is None or d.of(r.kind) != r.due_at:
-            resolve.append(r)
-        elif r.manager_id != manager_id:
-            moved.append((r, manager_id))
+    resolve: list[Any] = []
+    moved: list[tuple[Any, str | None]] = []
+    for row in active:
+        due, holder = dues.get(row.client_id, (None, None))
+        if due is None or due.of(row.kind) != row.due_at:
+            resolve.append(row)
+        elif row.manager_id != holder:
+            moved.append((row, holder))
     if resolve:
         # only those still unresolved: a concurrent worker may have resolved some already
         changed = set(

@@ -97,9 +97,9 @@ async def read_offsets(
         max_partition_fetch_bytes=1024,
         fetch_max_bytes=1024 * 1024,
         fetch_max_wait_ms=100,
-        **client,  # type: ignore[arg-type]
+        **client,
     )
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap, **client)  # type: ignore[arg-type]
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap, **client)
     try:  # a cancelled sample (API shutdown) must still close both clients
         await consumer.start()
         await admin.start()

@@ -22,9 +22,9 @@ from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import bindparam, delete, func, select, update
+from sqlalchemy import Table, bindparam, delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from models.events import decode_event
@@ -172,7 +172,7 @@ async def _replay(
         keys = sorted(acc)
         for i in range(0, len(keys), CHUNK):
             await conn.execute(
-                model.__table__.insert(),
+                cast(Table, model.__table__).insert(),
                 [{key_col: k[0], "day": k[1], **acc[k]} for k in keys[i : i + CHUNK]],
             )
     result.manager_days, result.branch_days = len(per_manager), len(per_branch)

@@ -19,9 +19,10 @@ import json
 import logging
 import os
 import socket
+import ssl
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 import faust
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener
@@ -220,13 +221,13 @@ def broker_credentials(settings: Settings) -> Any:
     ssl_context = args.get("ssl_context")
     if settings.kafka_security_protocol in ("SASL_PLAINTEXT", "SASL_SSL"):
         return faust.SASLCredentials(
-            username=args["sasl_plain_username"],
-            password=args["sasl_plain_password"],
-            ssl_context=ssl_context,
+            username=cast(str | None, args["sasl_plain_username"]),
+            password=cast(str | None, args["sasl_plain_password"]),
+            ssl_context=cast(ssl.SSLContext | None, ssl_context),
             mechanism=settings.kafka_sasl_mechanism,
         )
     if settings.kafka_security_protocol == "SSL":
-        return faust.SSLCredentials(ssl_context)
+        return faust.SSLCredentials(cast(ssl.SSLContext | None, ssl_context))
     return None
 
 
@@ -277,7 +278,7 @@ def create_app(settings: Settings) -> faust.App:
         max_backoff=settings.db_retry_max_backoff,
         on_result=metrics.observe_batch,
     )
-    app.pipeline = pipeline  # type: ignore[attr-defined]
+    app.pipeline = pipeline  # type: ignore[attr-defined]  # our attribute on faust's App
 
     inputs = [
         app.topic(
@@ -298,7 +299,7 @@ def create_app(settings: Settings) -> faust.App:
         # services start as before; the batch consumer is the group's only member.
         app.boot_strategy = BootStrategy(app, enable_kafka_consumer=False)
         direct = DirectConsumer(settings, pipeline, [dlt, *inputs], loop=app.loop)
-        app.service(direct)
+        app.service(direct)  # type: ignore[arg-type]  # faust's stub wants a class; an instance works too
 
         @app.timer(interval=2.0)
         async def record_direct_positions() -> None:
@@ -432,7 +433,7 @@ class DirectConsumer(faust.Service):
         ]
 
 
-class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
+class _Rebalance(ConsumerRebalanceListener):
     """aiokafka rebalance listener of ``DirectConsumer``."""
 
     def __init__(self, owner: DirectConsumer) -> None:
@@ -455,7 +456,8 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
 
 def _make_agent(pipeline: Pipeline, size: int, within: float) -> Callable[[Any], Any]:
     async def apply_batches(stream: faust.StreamT) -> None:
-        async for events in stream.take_events(size, within=within):
+        # faust.Stream has take_events; the StreamT protocol it is typed with does not
+        async for events in stream.take_events(size, within=within):  # type: ignore[attr-defined]
             await pipeline.handle(
                 [
                     Incoming(
@@ -482,7 +484,9 @@ async def _record_positions(app: faust.App, engine: Any, group: str, worker: str
         except Exception:
             end = None
         # faust keeps Kafka's committed offset: the next offset to read
-        found.append((tp.topic, tp.partition, consumer._committed_offset.get(tp), end))
+        # private: faust keeps it on its Consumer, not on the ConsumerT protocol
+        committed = consumer._committed_offset.get(tp)  # type: ignore[attr-defined]
+        found.append((tp.topic, tp.partition, committed, end))
     await _save_positions(engine, group, worker, found)
 
 

@@ -677,7 +677,7 @@ async def test_a_database_refusing_connections_rejects_nothing(pg_url: str) -> N
     maintenance switch) is an outage: the pipeline waits, then applies everything."""
     import asyncpg
 
-    from tests.conftest import PG_URL
+    from tests.conftest import pg_admin_url
 
     for url in (pg_url,):
         name = url.rsplit("/", 1)[1]
@@ -702,7 +702,7 @@ async def test_a_database_refusing_connections_rejects_nothing(pg_url: str) -> N
             )
             for i in range(4)
         ]
-        admin = await asyncpg.connect(PG_URL)
+        admin = await asyncpg.connect(pg_admin_url())
         try:
             await admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
             await admin.execute(

@@ -125,6 +125,7 @@ def test_random_logs_sqlite(seed: int, size: int, spans: list[tuple[date, date]]
 
 
 @pytest.mark.slow
+@pytest.mark.postgres
 @settings(max_examples=3, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(seed=st.integers(0, 10_000), size=st.integers(20, 400), spans=ranges)
 def test_random_logs_postgresql(seed: int, size: int, spans: list[tuple[date, date]]) -> None:

@@ -6,7 +6,7 @@ import base64
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query
-from sqlalchemy import func, select
+from sqlalchemy import ColumnElement, func, select
 
 from api.deps import Admin, ConnDep
 from api.pagination import Cursor, Limit, decode_cursor, encode_cursor
@@ -51,7 +51,7 @@ async def rejected_events(
     cursor: Cursor = None,
 ) -> dict[str, Any]:
     """Dead-lettered and held events with their reasons and raw messages (oldest first)."""
-    conds = (
+    conds: list[ColumnElement[bool]] = (
         [RejectedRow.status == status_]
         if status_
         else [RejectedRow.status.in_(("rejected", "held"))]

