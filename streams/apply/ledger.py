@@ -1,0 +1,230 @@
+"""The write path's database work, one backend per database behind one interface (as
+APScheduler keeps its data stores): claim event ids, add to the daily buckets, take named
+locks. Every method is one statement (or two) per batch, whatever the batch's size.
+
+- PostgreSQL: arrays bound once and expanded by ``unnest`` (no per-row parameter building),
+  transaction-scoped advisory locks so several workers stay exact.
+- SQLite: one writer (``BEGIN IMMEDIATE``; this process queues its own transactions), so no
+  lock is needed; decimals are text, added exactly by the ``decimal_add`` SQL function
+  (``models.db``) inside the upsert.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Iterable
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from models.db import list_value
+from models.tables import COUNT_COLUMNS, MONEY_COLUMNS
+
+BUCKET_COLUMNS: tuple[str, ...] = (*MONEY_COLUMNS, *COUNT_COLUMNS)
+COLUMN_INDEX = {c: i for i, c in enumerate(BUCKET_COLUMNS)}
+_MONEY = len(MONEY_COLUMNS)
+BUCKET_TABLES = {
+    "manager": ("manager_daily", "manager_id"),
+    "branch": ("branch_daily", "branch_id"),
+}
+
+CLAIM_COLUMNS = (
+    ("event_id", "varchar"),
+    ("event_type", "varchar"),
+    ("topic", "varchar"),
+    ("partition", "int"),
+    ("offset", "bigint"),
+    ("occurred_at", "timestamptz"),
+    ("received_at", "timestamptz"),
+    ("status", "varchar"),
+    ("client_id", "varchar"),
+    ("manager_id", "varchar"),
+    ("branch_id", "varchar"),
+    ("day", "date"),
+    ("weighted_profit", "numeric"),
+    ("value", "text"),
+)
+"""An event row as the claim takes it: a tuple in this order."""
+
+HOLD_RELEASE_LOCK = 7235002
+
+Deltas = dict[tuple[str, date], list[Any]]
+"""(manager or branch id, day) → the values to add, in ``BUCKET_COLUMNS`` order."""
+
+
+def zero_row() -> list[Any]:
+    return [Decimal(0)] * _MONEY + [0] * (len(BUCKET_COLUMNS) - _MONEY)
+
+
+class Ledger:
+    """The statements a batch needs; ``for_dialect`` picks the database's backend."""
+
+    dialect: str
+
+    @staticmethod
+    def for_dialect(dialect: str) -> Ledger:
+        return PostgresLedger() if dialect == "postgresql" else SqliteLedger()
+
+    def insert(self, model: Any) -> Any:
+        """The dialect's INSERT (with ON CONFLICT) for a table."""
+        return (postgresql if self.dialect == "postgresql" else sqlite).insert(model)
+
+    @contextlib.asynccontextmanager
+    async def writing(self) -> AsyncIterator[None]:
+        """Around a batch's transaction: whatever this process must serialise itself."""
+        yield
+
+    async def claim(self, conn: AsyncConnection, rows: list[tuple[Any, ...]]) -> set[str]:
+        """Insert event rows (``CLAIM_COLUMNS`` order); return the ids that were new."""
+        raise NotImplementedError
+
+    async def add(self, conn: AsyncConnection, table: str, deltas: Deltas) -> None:
+        """Add to the daily buckets of ``table`` (``manager`` or ``branch``), one statement."""
+        raise NotImplementedError
+
+    async def lock_keys(self, conn: AsyncConnection, keys: Iterable[str]) -> None:
+        """Transaction-scoped named locks, taken in one order (several workers)."""
+
+    async def lock_hold_release(self, conn: AsyncConnection) -> None:
+        """Serialise 'hold an event' against 'release held events' across workers."""
+
+
+class PostgresLedger(Ledger):
+    dialect = "postgresql"
+
+    _CLAIM = (
+        "INSERT INTO events ({cols}) SELECT * FROM unnest({arrays}) "
+        "ON CONFLICT (event_id) DO NOTHING RETURNING event_id"
+    ).format(
+        cols=", ".join(f'"{c}"' for c, _ in CLAIM_COLUMNS),
+        arrays=", ".join(f"${i}::{t}[]" for i, (_, t) in enumerate(CLAIM_COLUMNS, 1)),
+    )
+
+    def __init__(self) -> None:
+        self._upserts = {}
+        for name, (table, key) in BUCKET_TABLES.items():
+            types = ["varchar", "date", *(["numeric"] * _MONEY)]
+            types += ["int"] * (len(BUCKET_COLUMNS) - _MONEY)
+            self._upserts[name] = (
+                f"INSERT INTO {table} ({key}, day, {', '.join(BUCKET_COLUMNS)}) "
+                f"SELECT * FROM unnest({', '.join(f'${i}::{t}[]' for i, t in enumerate(types, 1))})"
+                f" ON CONFLICT ({key}, day) DO UPDATE SET "
+                + ", ".join(f"{c} = {table}.{c} + excluded.{c}" for c in BUCKET_COLUMNS)
+            )
+
+    @staticmethod
+    async def _driver(conn: AsyncConnection) -> Any:
+        return (await conn.get_raw_connection()).driver_connection
+
+    async def claim(self, conn: AsyncConnection, rows: list[tuple[Any, ...]]) -> set[str]:
+        if not rows:
+            return set()
+        rows.sort()  # by event id: the same lock order in every worker
+        found = await (await self._driver(conn)).fetch(self._CLAIM, *zip(*rows, strict=True))
+        return {r[0] for r in found}
+
+    async def add(self, conn: AsyncConnection, table: str, deltas: Deltas) -> None:
+        if not deltas:
+            return
+        keys = sorted(deltas)  # one lock order for every worker: no deadlocks
+        columns = [[k[0] for k in keys], [k[1] for k in keys]]
+        columns += [list(col) for col in zip(*(deltas[k] for k in keys), strict=True)]
+        await (await self._driver(conn)).execute(self._upserts[table], *columns)
+
+    async def lock_keys(self, conn: AsyncConnection, keys: Iterable[str]) -> None:
+        wanted = sorted(set(keys))
+        if not wanted:
+            return
+        await conn.execute(
+            text(
+                "SELECT pg_advisory_xact_lock(k) FROM "
+                "(SELECT DISTINCT hashtextextended(x, 0) AS k FROM unnest(CAST(:keys AS text[])) x"
+                " ORDER BY 1) s"
+            ),
+            {"keys": wanted},
+        )
+
+    async def lock_hold_release(self, conn: AsyncConnection) -> None:
+        await conn.execute(text(f"SELECT pg_advisory_xact_lock({HOLD_RELEASE_LOCK})"))
+
+
+def sqlite_time(at: datetime | None) -> str | None:
+    """A timestamp as SQLAlchemy stores it on SQLite (UTC, naive, microseconds)."""
+    if at is None:
+        return None
+    return at.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
+
+
+class SqliteLedger(Ledger):
+    dialect = "sqlite"
+
+    _EXISTING = "SELECT event_id FROM events WHERE event_id IN (SELECT value FROM json_each(?))"
+    _INSERT = "INSERT INTO events ({cols}) VALUES ({marks})".format(
+        cols=", ".join(f'"{c}"' for c, _ in CLAIM_COLUMNS),
+        marks=", ".join("?" * len(CLAIM_COLUMNS)),
+    )
+
+    def __init__(self) -> None:
+        # SQLite has one writer: queue this process's transactions instead of busy-waiting
+        self._lock = asyncio.Lock()
+        self._upserts = {}
+        for name, (table, key) in BUCKET_TABLES.items():
+            sets = [f"{c} = decimal_add({c}, excluded.{c})" for c in MONEY_COLUMNS]
+            sets += [f"{c} = {c} + excluded.{c}" for c in COUNT_COLUMNS]
+            self._upserts[name] = (
+                f"INSERT INTO {table} ({key}, day, {', '.join(BUCKET_COLUMNS)}) "
+                f"VALUES ({', '.join('?' * (len(BUCKET_COLUMNS) + 2))}) "
+                f"ON CONFLICT ({key}, day) DO UPDATE SET {', '.join(sets)}"
+            )
+
+    @contextlib.asynccontextmanager
+    async def writing(self) -> AsyncIterator[None]:
+        async with self._lock:
+            yield
+
+    async def claim(self, conn: AsyncConnection, rows: list[tuple[Any, ...]]) -> set[str]:
+        if not rows:
+            return set()
+        # the single writer holds the write lock: read what exists, insert the rest
+        ids = [r[0] for r in rows]
+        res = await conn.exec_driver_sql(self._EXISTING, (list_value(ids, "sqlite"),))
+        existing = {r[0] for r in res}
+        new = [_sqlite_event(r) for r in rows if r[0] not in existing]
+        if new:
+            await conn.exec_driver_sql(self._INSERT, new)
+        return {r[0] for r in new}
+
+    async def add(self, conn: AsyncConnection, table: str, deltas: Deltas) -> None:
+        if not deltas:
+            return
+        rows = []
+        for k in sorted(deltas):
+            v = deltas[k]
+            rows.append((k[0], k[1].isoformat(), *(str(x) for x in v[:_MONEY]), *v[_MONEY:]))
+        await conn.exec_driver_sql(self._upserts[table], rows)
+
+
+def _sqlite_event(r: tuple[Any, ...]) -> tuple[Any, ...]:
+    """An event row with SQLite's storage forms (times, day, decimal as text)."""
+    eid, et, topic, part, off, occurred, received, status, cid, mid, bid, day, wp, value = r
+    return (
+        eid,
+        et,
+        topic,
+        part,
+        off,
+        sqlite_time(occurred),
+        sqlite_time(received),
+        status,
+        cid,
+        mid,
+        bid,
+        day.isoformat() if day is not None else None,
+        str(wp) if wp is not None else None,
+        value,
+    )
