@@ -2,7 +2,7 @@
 
 Feeds ``Applier.apply`` in batches straight from memory, so the figure is the apply step's
 own ceiling (decode, resolve, dedupe claim, bucket upserts, stream rows) on each database.
-``--profile FILE`` writes a cProfile dump of the PostgreSQL run's apply loop.
+``--profile FILE`` writes a cProfile dump of the apply loop (``FILE.<db>`` with several).
 
     python bench/apply_only.py --events 200000 [--db sqlite,postgresql] [--batch 1000]
 """
@@ -44,7 +44,7 @@ async def run_db(kind: str, args: argparse.Namespace, workdir: Path) -> dict:
         # the reference data first, as the worker would meet it on a fresh start
         await applier.apply(msgs[: wl.reference])
         body = msgs[wl.reference :]
-        prof = cProfile.Profile() if args.profile and kind == "postgresql" else None
+        prof = cProfile.Profile() if args.profile else None
         started = time.perf_counter()
         cpu0 = time.process_time()
         if prof:
@@ -65,7 +65,7 @@ async def run_db(kind: str, args: argparse.Namespace, workdir: Path) -> dict:
                 seg_t, seg_cpu, seg_n = t, c, 0
         if prof:
             prof.disable()
-            prof.dump_stats(args.profile)
+            prof.dump_stats(f"{args.profile}.{kind}" if "," in args.db else args.profile)
         took = time.perf_counter() - started
         cpu = time.process_time() - cpu0
         await engine.dispose()
@@ -95,7 +95,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--batch", type=int, default=1000)
     p.add_argument("--db", default="sqlite,postgresql")
-    p.add_argument("--profile", help="cProfile dump of the PostgreSQL apply loop")
+    p.add_argument(
+        "--profile", help="cProfile dump of the apply loop (FILE.db when several databases)"
+    )
     p.add_argument("--json", type=Path)
     args = p.parse_args(argv)
     rows = asyncio.run(main_async(args))

@@ -200,6 +200,11 @@ class Event:
     payload: Payload
 
 
+def currency_accepted(currency: str, policy: Policy | None) -> bool:
+    """CNY, or a currency the policy has an FX rate for."""
+    return currency == "CNY" or (policy is not None and currency in policy.fx_rates)
+
+
 def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a number")
 
@@ -238,7 +243,21 @@ def _explain(exc: ValidationError, prefix: str) -> str:
 
 
 def decode_event(raw: bytes | None, policy: Policy | None = None) -> Event:
-    """Validate the bytes of one message value; raise ``InvalidEvent`` with the reason."""
+    """Validate the bytes of one message value; raise ``InvalidEvent`` with the reason.
+
+    The one validation path of the worker. A well-formed message is decoded straight from
+    its bytes by ``models.fast_decode`` (msgspec, exact decimals, ~4 µs); anything that path
+    does not accept as-is is decoded here again by the pydantic models, which give the
+    result or the reason (``_decode_checked``).
+    """
+    if raw is not None:
+        event = _fast.fast_decode(raw, policy)
+        if event is not None:
+            return event
+    return _decode_checked(raw, policy)
+
+
+def _decode_checked(raw: bytes | None, policy: Policy | None) -> Event:
     if raw is None:
         raise InvalidEvent("empty value (a tombstone): deleting records is not supported")
     doc = _loads(raw)
@@ -268,15 +287,13 @@ def decode_event(raw: bytes | None, policy: Policy | None = None) -> Event:
         payload = model.model_validate(env.payload)
     except ValidationError as exc:
         raise InvalidEvent(_explain(exc, "payload."), event_id, event_type) from None
-    if isinstance(payload, TransactionPosted) and payload.currency != "CNY":
-        rates = policy.fx_rates if policy is not None else {}
-        if payload.currency not in rates:
-            raise InvalidEvent(
-                f"payload.currency: {payload.currency!r} is not accepted "
-                "(only CNY unless an FX rate is configured for it)",
-                event_id,
-                event_type,
-            )
+    if isinstance(payload, TransactionPosted) and not currency_accepted(payload.currency, policy):
+        raise InvalidEvent(
+            f"payload.currency: {payload.currency!r} is not accepted "
+            "(only CNY unless an FX rate is configured for it)",
+            event_id,
+            event_type,
+        )
     return Event(
         event_id=env.event_id,
         event_type=env.event_type,
@@ -285,3 +302,6 @@ def decode_event(raw: bytes | None, policy: Policy | None = None) -> Event:
         source=env.source,
         payload=payload,
     )
+
+
+from models import fast_decode as _fast  # noqa: E402  (it builds on the models above)

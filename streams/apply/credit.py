@@ -23,21 +23,28 @@ from __future__ import annotations
 
 import bisect
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, NamedTuple
 from zoneinfo import ZoneInfo
 
 from models.events import AccountOpened, Event, TransactionPosted, VisitLogged
-from models.policy import Policy, claim_ratio, to_cny, weighted_profit
+from models.policy import (
+    ACCOUNT_TYPES,
+    BUSINESS_LINES,
+    VISIT_KINDS,
+    VISIT_METHODS,
+    Policy,
+    claim_ratio,
+    to_cny,
+    weighted_profit,
+)
 
 Assignment = tuple[datetime, str]
 """One row of a client's assignment history: (assigned_at, manager_id)."""
 
 
-@dataclass(frozen=True, slots=True)
-class ClientTerms:
+class ClientTerms(NamedTuple):
     """What the credit rule reads of a client record."""
 
     manager_id: str
@@ -45,17 +52,16 @@ class ClientTerms:
     origin: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class ManagerTerms:
+class ManagerTerms(NamedTuple):
     """What the credit rule reads of a manager record."""
 
     branch_id: str
     active: bool = True
 
 
-@dataclass(frozen=True, slots=True)
-class Credit:
-    """Where a fact counts, and what it adds to that day's bucket."""
+class Credit(NamedTuple):
+    """Where a fact counts, and what it adds to that day's bucket (a named tuple: one is
+    built per fact, and a tuple is the cheapest immutable record Python builds)."""
 
     manager_id: str
     branch_id: str
@@ -68,8 +74,7 @@ class Credit:
     """The bucket columns the fact adds to (column, amount)."""
 
 
-@dataclass(frozen=True, slots=True)
-class Wait:
+class Wait(NamedTuple):
     """The fact cannot be credited yet: the client or the manager is not known."""
 
     reason: str
@@ -77,6 +82,19 @@ class Wait:
     """The client it waits for (None: the client is known)."""
     manager_id: str | None = None
     """The manager it waits for (None: no manager is missing, or none can be named yet)."""
+
+
+_LINE_COLUMNS = {line: (f"volume_{line}", f"profit_{line}") for line in BUSINESS_LINES}
+_ACCOUNT_COLUMNS = {
+    (t, o): ((f"accounts_{t}", 1), (f"accounts_{o}", 1))
+    for t in ACCOUNT_TYPES
+    for o in ("natural", "marketed")
+}
+_VISIT_COLUMNS = {
+    (m, k): (("visits_total", 1), (f"visits_{m}", 1), (f"visits_{k}", 1))
+    for m in VISIT_METHODS
+    for k in VISIT_KINDS
+}
 
 
 def attribution(history: Sequence[Assignment], at: datetime) -> tuple[str | None, int]:
@@ -154,17 +172,18 @@ def credit_to(
             policy,
         )
         weighted = weighted_profit(profit, line, ratio, policy)
+        volume, simulated = _LINE_COLUMNS[line]
         columns: tuple[tuple[str, int | Decimal], ...] = (
             ("transactions", 1),
-            (f"volume_{line}", amount),
-            (f"profit_{line}", profit),
+            (volume, amount),
+            (simulated, profit),
             ("weighted_profit", weighted),
         )
         return Credit(manager_id, branch_id, day, ratio, weighted, columns)
     if isinstance(p, AccountOpened):
-        columns = ((f"accounts_{p.account_type}", 1), (f"accounts_{p.origin}", 1))
+        columns = _ACCOUNT_COLUMNS[(p.account_type, p.origin)]
     elif isinstance(p, VisitLogged):
-        columns = (("visits_total", 1), (f"visits_{p.method}", 1), (f"visits_{p.kind}", 1))
+        columns = _VISIT_COLUMNS[(p.method, p.kind)]
     else:  # pragma: no cover - reference data is never credited
         raise TypeError(f"{event.event_type} is not a fact")
     return Credit(manager_id, branch_id, day, None, None, columns)

@@ -174,7 +174,11 @@ class SqliteLedger(Ledger):
         self._lock = asyncio.Lock()
         self._upserts = {}
         for name, (table, key) in BUCKET_TABLES.items():
-            sets = [f"{c} = decimal_add({c}, excluded.{c})" for c in MONEY_COLUMNS]
+            # a Python call per column and row costs: only where the batch changed the figure
+            sets = [
+                f"{c} = CASE excluded.{c} WHEN '0' THEN {c} ELSE decimal_add({c}, excluded.{c}) END"
+                for c in MONEY_COLUMNS
+            ]
             sets += [f"{c} = {c} + excluded.{c}" for c in COUNT_COLUMNS]
             self._upserts[name] = (
                 f"INSERT INTO {table} ({key}, day, {', '.join(BUCKET_COLUMNS)}) "
