@@ -30,7 +30,7 @@ from models.policy import Policy
 from models.tables import BranchDayRow, EventRow, ManagerDayRow, ManagerRow
 from streams.apply.buckets import Tally
 from streams.apply.credit import Credit, ManagerTerms, attribution, credit, credit_to
-from streams.apply.ledger import BUCKET_COLUMNS
+from streams.apply.ledger import BUCKET_COLUMNS, full_row
 from streams.apply.terms import load_clients, load_history
 
 log = logging.getLogger("crmtracker.replay")
@@ -175,7 +175,11 @@ async def _replay(
             await conn.execute(
                 model.__table__.insert(),
                 [
-                    {key_col: k[0], "day": k[1], **dict(zip(BUCKET_COLUMNS, acc[k], strict=True))}
+                    {
+                        key_col: k[0],
+                        "day": k[1],
+                        **dict(zip(BUCKET_COLUMNS, full_row(acc[k]), strict=True)),
+                    }
                     for k in keys[i : i + CHUNK]
                 ],
             )

@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from streams.apply.credit import Credit
-from streams.apply.ledger import COLUMN_INDEX, Deltas, Ledger, zero_row
+from streams.apply.ledger import COLUMN_INDEX, Deltas, Ledger
 
 
 class Tally:
@@ -38,16 +38,16 @@ class Tally:
         self.touched.add((manager_id, branch_id, day))
         m = self.manager.get((manager_id, day))
         if m is None:
-            m = self.manager[(manager_id, day)] = zero_row()
+            m = self.manager[(manager_id, day)] = {}
         b = self.branch.get((branch_id, day))
         if b is None:
-            b = self.branch[(branch_id, day)] = zero_row()
+            b = self.branch[(branch_id, day)] = {}
         for col, v in columns:
             i = COLUMN_INDEX[col]
             if sign < 0:
                 v = -v
-            m[i] += v
-            b[i] += v
+            m[i] = m.get(i, 0) + v
+            b[i] = b.get(i, 0) + v
 
     async def write(self, ledger: Ledger, conn: AsyncConnection) -> None:
         await ledger.add(conn, "manager", self.manager)

@@ -53,12 +53,17 @@ CLAIM_COLUMNS = (
 
 HOLD_RELEASE_LOCK = 7235002
 
-Deltas = dict[tuple[str, date], list[Any]]
-"""(manager or branch id, day) → the values to add, in ``BUCKET_COLUMNS`` order."""
+Deltas = dict[tuple[str, date], dict[int, Any]]
+"""(manager or branch id, day) → {column index in ``BUCKET_COLUMNS``: the value to add};
+columns the batch did not change are absent."""
 
 
-def zero_row() -> list[Any]:
-    return [Decimal(0)] * _MONEY + [0] * (len(BUCKET_COLUMNS) - _MONEY)
+def full_row(cells: dict[int, Any]) -> list[Any]:
+    """Every column of a bucket delta, in ``BUCKET_COLUMNS`` order."""
+    row: list[Any] = [Decimal(0)] * _MONEY + [0] * (len(BUCKET_COLUMNS) - _MONEY)
+    for i, v in cells.items():
+        row[i] = v
+    return row
 
 
 class Ledger:
@@ -106,14 +111,19 @@ class PostgresLedger(Ledger):
     )
 
     def __init__(self) -> None:
+        # the batch's changed cells go as four arrays (key, day, column, value); the database
+        # pivots them into rows, sums per (key, day) and adds them in key order
         self._upserts = {}
         for name, (table, key) in BUCKET_TABLES.items():
-            types = ["varchar", "date", *(["numeric"] * _MONEY)]
-            types += ["int"] * (len(BUCKET_COLUMNS) - _MONEY)
+            sums = [
+                f"COALESCE(sum(v) FILTER (WHERE i = {i}), 0)" + ("" if i < _MONEY else "::int")
+                for i in range(len(BUCKET_COLUMNS))
+            ]
             self._upserts[name] = (
                 f"INSERT INTO {table} ({key}, day, {', '.join(BUCKET_COLUMNS)}) "
-                f"SELECT * FROM unnest({', '.join(f'${i}::{t}[]' for i, t in enumerate(types, 1))})"
-                f" ON CONFLICT ({key}, day) DO UPDATE SET "
+                f"SELECT k, d, {', '.join(sums)} "
+                "FROM unnest($1::varchar[], $2::date[], $3::int[], $4::numeric[]) AS t(k, d, i, v) "
+                f"GROUP BY k, d ORDER BY k, d ON CONFLICT ({key}, day) DO UPDATE SET "
                 + ", ".join(f"{c} = {table}.{c} + excluded.{c}" for c in BUCKET_COLUMNS)
             )
 
@@ -131,10 +141,18 @@ class PostgresLedger(Ledger):
     async def add(self, conn: AsyncConnection, table: str, deltas: Deltas) -> None:
         if not deltas:
             return
-        keys = sorted(deltas)  # one lock order for every worker: no deadlocks
-        columns = [[k[0] for k in keys], [k[1] for k in keys]]
-        columns += [list(col) for col in zip(*(deltas[k] for k in keys), strict=True)]
-        await (await self._driver(conn)).execute(self._upserts[table], *columns)
+        keys: list[str] = []
+        days: list[date] = []
+        cols: list[int] = []
+        values: list[Any] = []
+        for (k, d), cells in deltas.items():
+            for i, v in cells.items():
+                keys.append(k)
+                days.append(d)
+                cols.append(i)
+                values.append(v)
+        # rows are inserted in (key, day) order (ORDER BY): one lock order, no deadlocks
+        await (await self._driver(conn)).execute(self._upserts[table], keys, days, cols, values)
 
     async def lock_keys(self, conn: AsyncConnection, keys: Iterable[str]) -> None:
         wanted = sorted(set(keys))
@@ -208,7 +226,7 @@ class SqliteLedger(Ledger):
             return
         rows = []
         for k in sorted(deltas):
-            v = deltas[k]
+            v = full_row(deltas[k])
             rows.append((k[0], k[1].isoformat(), *(str(x) for x in v[:_MONEY]), *v[_MONEY:]))
         await conn.exec_driver_sql(self._upserts[table], rows)
 
