@@ -148,6 +148,8 @@ class Applier:
         return await self.held.load(conn, written.clients, written.managers)
 
     async def _write_reference(self, conn: AsyncConnection, fresh: list[Event]) -> Written:
+        """The records' write, on its own so that a test can stop a worker right after it
+        (tests/test_apply.py, a transfer racing a release)."""
         return await self.reference.write(conn, fresh)
 
     # --- facts ---------------------------------------------------------------------------
@@ -160,12 +162,12 @@ class Applier:
         now: datetime,
         result: BatchResult,
     ) -> None:
-        await resolve(conn, new + released, self.policy, self.tz)
+        await resolve(self.ledger, conn, new + released, self.policy, self.tz)
         waiting = [f for f in new if f.wait is not None]
         if waiting:
             # under the hold/release lock, with what committed while we waited for it
             await self.ledger.lock_hold_release(conn)
-            await resolve(conn, waiting, self.policy, self.tz)
+            await resolve(self.ledger, conn, waiting, self.policy, self.tz)
         # dedupe: claim the batch's ids with the credit they get now
         new_ids = await self.ledger.claim(conn, [self._fact_row(f, now) for f in new])
         result.duplicates += len(new) - len(new_ids)

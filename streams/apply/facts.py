@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from zoneinfo import ZoneInfo
 
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -13,8 +12,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from models.events import Event
 from models.policy import Policy
 from streams.apply.credit import Credit, Wait, credit
+from streams.apply.ledger import Ledger
 from streams.apply.messages import Incoming
-from streams.apply.terms import load_terms
 
 
 @dataclass(slots=True)
@@ -33,18 +32,14 @@ class Fact:
     def wait(self) -> Wait | None:
         return self.outcome if isinstance(self.outcome, Wait) else None
 
-    @property
-    def occurred_at(self) -> datetime:
-        return self.event.occurred_at
-
 
 async def resolve(
-    conn: AsyncConnection, facts: Sequence[Fact], policy: Policy, tz: ZoneInfo
+    ledger: Ledger, conn: AsyncConnection, facts: Sequence[Fact], policy: Policy, tz: ZoneInfo
 ) -> None:
     """Credit each fact (or say what it waits for), reading the terms in three statements."""
     if not facts:
         return
-    terms = await load_terms(
+    terms = await ledger.load_terms(
         conn,
         {f.event.payload.client_id for f in facts},  # type: ignore[union-attr]
         {m for f in facts if (m := f.event.payload.manager_id) is not None},  # type: ignore[union-attr]

@@ -24,6 +24,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from models.db import list_value
 from models.tables import COUNT_COLUMNS, MONEY_COLUMNS
+from streams.apply.credit import ClientTerms, ManagerTerms
+from streams.apply.terms import Terms, load_terms
 
 BUCKET_COLUMNS: tuple[str, ...] = (*MONEY_COLUMNS, *COUNT_COLUMNS)
 COLUMN_INDEX = {c: i for i, c in enumerate(BUCKET_COLUMNS)}
@@ -92,6 +94,12 @@ class Ledger:
         """Add to the daily buckets of ``table`` (``manager`` or ``branch``), one statement."""
         raise NotImplementedError
 
+    async def load_terms(
+        self, conn: AsyncConnection, client_ids: Iterable[str], named_managers: Iterable[str]
+    ) -> Terms:
+        """What the credit rule reads for these clients' facts (``streams.apply.terms``)."""
+        return await load_terms(conn, client_ids, named_managers)
+
     async def lock_keys(self, conn: AsyncConnection, keys: Iterable[str]) -> None:
         """Transaction-scoped named locks, taken in one order (several workers)."""
 
@@ -153,6 +161,40 @@ class PostgresLedger(Ledger):
                 values.append(v)
         # rows are inserted in (key, day) order (ORDER BY): one lock order, no deadlocks
         await (await self._driver(conn)).execute(self._upserts[table], keys, days, cols, values)
+
+    _TERMS = (
+        "SELECT c.client_id, c.manager_id, c.claim_ratio, c.origin,"
+        " array_agg(a.assigned_at ORDER BY a.assigned_at) FILTER (WHERE a.client_id IS NOT NULL),"
+        " array_agg(a.manager_id ORDER BY a.assigned_at) FILTER (WHERE a.client_id IS NOT NULL)"
+        " FROM clients c LEFT JOIN client_assignments a ON a.client_id = c.client_id"
+        " WHERE c.client_id IN (SELECT unnest($1::varchar[]))"
+        " GROUP BY c.client_id, c.manager_id, c.claim_ratio, c.origin"
+    )
+    _MANAGERS = (
+        "SELECT manager_id, branch_id, active FROM managers"
+        " WHERE manager_id IN (SELECT unnest($1::varchar[]))"
+    )
+
+    async def load_terms(
+        self, conn: AsyncConnection, client_ids: Iterable[str], named_managers: Iterable[str]
+    ) -> Terms:
+        # two statements on the driver: a client with its history in one row, then managers
+        # (SQLAlchemy's per-row result processing cost more than the rest of the batch)
+        driver = await self._driver(conn)
+        terms = Terms()
+        wanted = set(named_managers)
+        for cid, mid, ratio, origin, ats, mids in await driver.fetch(
+            self._TERMS, sorted(set(client_ids))
+        ):
+            terms.clients[cid] = ClientTerms(mid, ratio, origin)
+            wanted.add(mid)
+            if ats:
+                terms.history[cid] = list(zip(ats, mids, strict=True))
+                wanted.update(mids)
+        if wanted:
+            for mid, bid, active in await driver.fetch(self._MANAGERS, sorted(wanted)):
+                terms.managers[mid] = ManagerTerms(bid, bool(active))
+        return terms
 
     async def lock_keys(self, conn: AsyncConnection, keys: Iterable[str]) -> None:
         wanted = sorted(set(keys))

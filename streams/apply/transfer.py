@@ -21,7 +21,6 @@ from streams.apply.buckets import Tally
 from streams.apply.credit import Credit, credit, fact_columns
 from streams.apply.ledger import Ledger
 from streams.apply.messages import Incoming, problem_row
-from streams.apply.terms import load_terms
 
 _REHOLD_COLUMNS = (
     "status",
@@ -35,6 +34,7 @@ _REHOLD_COLUMNS = (
 
 class Transfers:
     def __init__(self, ledger: Ledger, policy: Policy) -> None:
+        self.ledger = ledger
         self.policy = policy
         self.tz: ZoneInfo = policy.tz
         self._move_stmt = (
@@ -95,7 +95,7 @@ class Transfers:
         ).all()
         if not rows:
             return 0
-        terms = await load_terms(conn, ids, ())
+        terms = await self.ledger.load_terms(conn, ids, ())
         moved, rehold = [], []
         for r in rows:
             ev = decode_event(r.value.encode(), self.policy)
