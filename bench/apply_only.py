@@ -5,6 +5,7 @@ own ceiling (decode, resolve, dedupe claim, bucket upserts, stream rows) on each
 ``--profile FILE`` writes a cProfile dump of the apply loop (``FILE.<db>`` with several).
 
     python bench/apply_only.py --events 200000 [--db sqlite,postgresql] [--batch 1000]
+        [--settle-heap]   # the worker's garbage-collector settings (crmtracker/heap.py)
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ if str(ROOT) not in sys.path:
 
 from bench.common import scratch_database  # noqa: E402
 from bench.throughput import build_workload  # noqa: E402
+from crmtracker.heap import settle_heap  # noqa: E402
 from crmtracker.settings import Settings  # noqa: E402
 from models.db import make_engine  # noqa: E402
 from streams.apply import Applier, Incoming  # noqa: E402
@@ -44,6 +46,8 @@ async def run_db(kind: str, args: argparse.Namespace, workdir: Path) -> dict:
         # the reference data first, as the worker would meet it on a fresh start
         await applier.apply(msgs[: wl.reference])
         body = msgs[wl.reference :]
+        if args.settle_heap:  # as `crm-tracker worker` does once it has started
+            settle_heap()
         prof = cProfile.Profile() if args.profile else None
         started = time.perf_counter()
         cpu0 = time.process_time()
@@ -102,6 +106,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--db", default="sqlite,postgresql")
     p.add_argument(
         "--profile", help="cProfile dump of the apply loop (FILE.db when several databases)"
+    )
+    p.add_argument(
+        "--settle-heap",
+        action="store_true",
+        help="freeze the heap and collect less often before the timed part, as the worker does",
     )
     p.add_argument("--json", type=Path)
     args = p.parse_args(argv)
