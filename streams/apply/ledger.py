@@ -224,7 +224,8 @@ class SqliteLedger(Ledger):
     dialect = "sqlite"
 
     _EXISTING = "SELECT event_id FROM events WHERE event_id IN (SELECT value FROM json_each(?))"
-    _INSERT = "INSERT INTO events ({cols}) VALUES ({marks})".format(
+    # ON CONFLICT only as a safety net: under the write lock the ids read are the ids there
+    _INSERT = "INSERT INTO events ({cols}) VALUES ({marks}) ON CONFLICT DO NOTHING".format(
         cols=", ".join(f'"{c}"' for c, _ in CLAIM_COLUMNS),
         marks=", ".join("?" * len(CLAIM_COLUMNS)),
     )
