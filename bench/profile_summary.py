@@ -24,7 +24,7 @@ INTEREST = {
     "aiokafka fetcher/protocol": re.compile(r"aiokafka/"),
     "mode Service.wait_first": re.compile(r"wait_first \(.*mode/services\.py"),
     "pipeline.handle (streams/worker.py)": re.compile(r"\bhandle \(.*streams/worker\.py"),
-    "apply (streams/apply.py)": re.compile(r"streams/apply\.py"),
+    "apply (streams/apply/)": re.compile(r"streams/apply/"),
     "decode_event (models/events.py)": re.compile(r"models/events\.py"),
     "pydantic": re.compile(r"pydantic"),
     "json": re.compile(r"json/"),

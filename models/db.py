@@ -66,6 +66,15 @@ class _DecimalSum:
         return None if self.total is None else str(self.total)
 
 
+def _decimal_add(a: Any, b: Any) -> str | None:
+    """SQLite function ``decimal_add(text, text)``: the exact sum of two decimals kept as
+    text (NULL counts as 0), as text; the write path's bucket upsert adds with it."""
+    if a is None and b is None:
+        return None
+    total = Decimal(0 if a is None else a if isinstance(a, str) else str(a))
+    return str(total + Decimal(0 if b is None else b if isinstance(b, str) else str(b)))
+
+
 def is_sqlite(url: str) -> bool:
     return make_url(url).get_backend_name() == "sqlite"
 
@@ -98,6 +107,11 @@ def make_engine(url: str, *, writer: bool = False, pool_size: int = 5) -> AsyncE
             # the aggregate lives on the driver's connection, in aiosqlite's own thread
             inner = dbapi_conn._connection  # aiosqlite.Connection
             await_only(inner._execute(inner._conn.create_aggregate, "decimal_sum", 1, _DecimalSum))
+            await_only(
+                inner._execute(
+                    inner._conn.create_function, "decimal_add", 2, _decimal_add, deterministic=True
+                )
+            )
 
         @event.listens_for(sync, "begin")
         def _begin(conn: Any) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -159,17 +159,22 @@ async def recompute_due(
     now: datetime,
     *,
     source: str,
+    visits: Mapping[str, tuple[datetime | None, datetime | None]] | None = None,
 ) -> RecomputeResult:
     """Recompute the due dates of these clients and settle their reminders accordingly.
 
     A reminder whose due instant is no longer the client's (a qualifying visit, a tier or
     override change, credit withdrawn) is resolved and a ``reminder.resolved`` event goes to
     the outbox; a reminder of a transferred client follows the client to its new manager.
+    ``visits``: client → (latest visit, latest post-loan check) of the visits being applied;
+    the clients' clocks move forward to them (never back) in the same statement.
     """
     out = RecomputeResult()
     ids = sorted(set(client_ids))
     for start in range(0, len(ids), CHUNK):
-        await _recompute_chunk(conn, ids[start : start + CHUNK], policy, now, source, out)
+        await _recompute_chunk(
+            conn, ids[start : start + CHUNK], policy, now, source, out, visits or {}
+        )
     return out
 
 
@@ -180,6 +185,7 @@ async def _recompute_chunk(
     now: datetime,
     source: str,
     out: RecomputeResult,
+    visits: Mapping[str, tuple[datetime | None, datetime | None]],
 ) -> None:
     c = ClientRow
     rows = (
@@ -201,25 +207,49 @@ async def _recompute_chunk(
     dues = {}
     changes = []
     for r in rows:
+        last_visit, last_check = r.last_visit_at, r.last_post_loan_at
+        seen, checked = visits.get(r.client_id, (None, None))
+        if seen is not None and (last_visit is None or last_visit < seen):
+            last_visit = seen
+        if checked is not None and (last_check is None or last_check < checked):
+            last_check = checked
         d = due_dates(
             ClientClock(
                 r.tier,
                 r.credit_client,
                 r.visit_interval_days,
                 r.assigned_at,
-                r.last_visit_at,
-                r.last_post_loan_at,
+                last_visit,
+                last_check,
             ),
             policy,
         )
         dues[r.client_id] = (d, r.manager_id)
-        if d.visit != r.next_visit_due or d.post_loan_check != r.next_post_loan_due:
-            changes.append({"cid": r.client_id, "v": d.visit, "p": d.post_loan_check})
+        if (d.visit, d.post_loan_check, last_visit, last_check) != (
+            r.next_visit_due,
+            r.next_post_loan_due,
+            r.last_visit_at,
+            r.last_post_loan_at,
+        ):
+            changes.append(
+                {
+                    "cid": r.client_id,
+                    "v": d.visit,
+                    "p": d.post_loan_check,
+                    "lv": last_visit,
+                    "lp": last_check,
+                }
+            )
     if changes:
         await conn.execute(
             update(ClientRow)
             .where(ClientRow.client_id == bindparam("cid"))
-            .values(next_visit_due=bindparam("v"), next_post_loan_due=bindparam("p")),
+            .values(
+                next_visit_due=bindparam("v"),
+                next_post_loan_due=bindparam("p"),
+                last_visit_at=bindparam("lv"),
+                last_post_loan_at=bindparam("lp"),
+            ),
             changes,
         )
         out.changed += len(changes)

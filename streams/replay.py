@@ -18,25 +18,21 @@ held (they are released by the reference data they wait for, as always).
 from __future__ import annotations
 
 import logging
-from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import date, datetime
-from typing import Any, cast
+from datetime import date
+from typing import cast
 
 from sqlalchemy import Table, bindparam, delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from models.events import decode_event
-from models.policy import Policy, bank_day
-from models.tables import (
-    BranchDayRow,
-    ClientRow,
-    EventRow,
-    ManagerDayRow,
-    ManagerRow,
-)
-from streams.apply import _zero, attribution, fact_delta, load_history
+from models.policy import Policy
+from models.tables import BranchDayRow, EventRow, ManagerDayRow, ManagerRow
+from streams.apply.buckets import Tally
+from streams.apply.credit import Credit, ManagerTerms, attribution, credit, credit_to
+from streams.apply.ledger import BUCKET_COLUMNS, full_row
+from streams.apply.terms import load_clients, load_history
 
 log = logging.getLogger("crmtracker.replay")
 
@@ -83,15 +79,20 @@ async def _replay(
         # a time-zone change can move an event across midnight: take a day's margin
         conds.append(EventRow.day >= date.fromordinal(since.toordinal() - 1))
     total = (await conn.execute(select(func.count()).where(*conds))).scalar_one()
-    managers = {m.manager_id: m for m in (await conn.execute(select(ManagerRow))).all()}
-    per_manager: dict[tuple[str, date], dict[str, Any]] = defaultdict(_zero)
-    per_branch: dict[tuple[str, date], dict[str, Any]] = defaultdict(_zero)
+    managers = {
+        mid: ManagerTerms(bid, bool(active))
+        for mid, bid, active in (
+            await conn.execute(
+                select(ManagerRow.manager_id, ManagerRow.branch_id, ManagerRow.active)
+            )
+        ).all()
+    }
+    tally = Tally()
     rows = (
         await conn.execute(
             select(
                 EventRow.event_id,
                 EventRow.client_id,
-                EventRow.occurred_at,
                 EventRow.manager_id,
                 EventRow.branch_id,
                 EventRow.day,
@@ -104,33 +105,33 @@ async def _replay(
     ).all()
     for start in range(0, len(rows), CHUNK):
         chunk = rows[start : start + CHUNK]
-        clients, history = await _clients(conn, {r.client_id for r in chunk})
+        ids = {r.client_id for r in chunk if r.client_id}
+        clients, history = await load_clients(conn, ids), await load_history(conn, ids)
         fixes = []
         for r in chunk:
             ev = decode_event(r.value.encode(), policy)
-            day = bank_day(ev.occurred_at, tz)
-            if since is not None and day < since:
-                continue
-            client = clients.get(r.client_id)
-            holder, index = attribution(history.get(r.client_id, []), ev.occurred_at)
-            override = getattr(ev.payload, "manager_id", None)
-            manager = managers.get(override or holder or (client.manager_id if client else ""))
-            if manager is None:
-                manager = managers.get(r.manager_id)
-                if manager is None:
+            hist = history.get(r.client_id, ())
+            c = credit(ev, clients.get(r.client_id), hist, managers, policy, tz)
+            if not isinstance(c, Credit):
+                stored = managers.get(r.manager_id)
+                if stored is None:
                     result.skipped += 1
                     log.warning("event %s: its manager is not known; left as it was", r.event_id)
                     continue
-            delta = fact_delta(ev, client, policy, handed_over=index > 0)
-            for acc, key in (
-                (per_manager, (manager.manager_id, day)),
-                (per_branch, (manager.branch_id, day)),
-            ):
-                bucket = acc[key]
-                for col, v in delta.items():
-                    bucket[col] += v
-            weighted = delta.get("weighted_profit")
-            if (manager.manager_id, manager.branch_id, day, weighted) != (
+                handed_over = attribution(hist, ev.occurred_at)[1] > 0
+                c = credit_to(
+                    ev,
+                    r.manager_id,
+                    stored.branch_id,
+                    clients.get(r.client_id),
+                    handed_over,
+                    policy,
+                    tz,
+                )
+            if since is not None and c.day < since:
+                continue
+            tally.add(c)
+            if (c.manager_id, c.branch_id, c.day, c.weighted_profit) != (
                 r.manager_id,
                 r.branch_id,
                 r.day,
@@ -139,10 +140,10 @@ async def _replay(
                 fixes.append(
                     {
                         "eid": r.event_id,
-                        "mid": manager.manager_id,
-                        "bid": manager.branch_id,
-                        "day": day,
-                        "wp": weighted,
+                        "mid": c.manager_id,
+                        "bid": c.branch_id,
+                        "day": c.day,
+                        "wp": c.weighted_profit,
                     }
                 )
             result.events += 1
@@ -161,6 +162,7 @@ async def _replay(
             result.corrected += len(fixes)
         if progress is not None:
             progress(min(start + CHUNK, total), total)
+    per_manager, per_branch = tally.manager, tally.branch
     for model, key_col, acc in (
         (ManagerDayRow, "manager_id", per_manager),
         (BranchDayRow, "branch_id", per_branch),
@@ -173,20 +175,16 @@ async def _replay(
         for i in range(0, len(keys), CHUNK):
             await conn.execute(
                 cast(Table, model.__table__).insert(),
-                [{key_col: k[0], "day": k[1], **acc[k]} for k in keys[i : i + CHUNK]],
+                [
+                    {
+                        key_col: k[0],
+                        "day": k[1],
+                        **dict(zip(BUCKET_COLUMNS, full_row(acc[k]), strict=True)),
+                    }
+                    for k in keys[i : i + CHUNK]
+                ],
             )
     result.manager_days, result.branch_days = len(per_manager), len(per_branch)
     if progress is not None:
         progress(total, total)
     return result
-
-
-async def _clients(
-    conn: AsyncConnection, ids: set[str | None]
-) -> tuple[dict[str, Any], dict[str, list[tuple[datetime, str]]]]:
-    wanted = sorted(i for i in ids if i)
-    clients = {
-        c.client_id: c
-        for c in (await conn.execute(select(ClientRow).where(ClientRow.client_id.in_(wanted))))
-    }
-    return clients, await load_history(conn, wanted)

@@ -573,7 +573,7 @@ async def test_a_transfer_racing_the_release_of_its_clients_held_fact(pg_url: st
     # worker A: the transfer (dated before the opening), stopped after its history write
     transfer = Applier(engine, policy)
     written, resume = asyncio.Event(), asyncio.Event()
-    original = transfer._apply_reference
+    original = transfer._write_reference
 
     async def stop_after(conn: Any, fresh: Any) -> Any:
         out = await original(conn, fresh)
@@ -581,7 +581,7 @@ async def test_a_transfer_racing_the_release_of_its_clients_held_fact(pg_url: st
         await resume.wait()
         return out
 
-    transfer._apply_reference = stop_after  # type: ignore[method-assign]
+    transfer._write_reference = stop_after  # type: ignore[method-assign]
     a = asyncio.create_task(
         transfer.apply(
             up(

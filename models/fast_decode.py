@@ -1,0 +1,182 @@
+"""The fast path of ``models.events.decode_event``: well-formed messages straight from bytes.
+
+Why msgspec and not pydantic's own JSON mode (measured on a 300-byte transaction, this
+machine): ``decode_event`` through ``json`` + pydantic took 9.4 µs; pydantic
+``model_validate_json`` 2.6 µs but it reads a JSON *number* for a Decimal field through a
+float (``0.1000000000000000055511151231257827`` became ``Decimal('0.1')``), and its
+``BeforeValidator`` for money then sees that float: money would no longer be exact. msgspec
+decodes a number for a ``Decimal`` field from its text (exact), in 1.9 µs; with the checks
+below and the pydantic payload object built without a second validation, about 3 µs.
+
+The structs mirror the pydantic models of ``models.events`` field by field (a test keeps
+them in step). This path only ever *accepts*: anything it does not take exactly as the
+pydantic models would (a type mismatch, a constraint, an odd timestamp, an unknown type or
+version, a foreign currency) returns None, and ``decode_event`` decodes the message again
+with the pydantic models, which give the same event or the reason for rejecting it.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Annotated, Any, Literal
+
+import msgspec
+
+from models.events import (
+    MAX_MONEY,
+    SUPPORTED_SCHEMA_VERSIONS,
+    AccountOpened,
+    ClientUpserted,
+    Event,
+    TransactionPosted,
+    VisitLogged,
+    _rfc3339,
+    currency_accepted,
+)
+from models.policy import Policy
+
+_Id = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
+_Str256 = Annotated[str, msgspec.Meta(max_length=256)]
+_Name = Annotated[str, msgspec.Meta(max_length=512)]
+_Line = Literal["asset", "liability", "intermediary", "off_balance"]
+
+
+class _Envelope(msgspec.Struct):
+    event_id: _Id
+    event_type: str
+    schema_version: int
+    occurred_at: str
+    payload: msgspec.Raw
+    source: _Str256 | None = None
+
+
+class _Transaction(msgspec.Struct):
+    client_id: _Id
+    account_id: _Id
+    business_line: _Line
+    amount: Decimal
+    product: _Str256 | None = None
+    simulated_profit: Decimal = Decimal(0)
+    currency: Annotated[str, msgspec.Meta(min_length=3, max_length=3)] = "CNY"
+    manager_id: _Id | None = None
+
+
+class _Account(msgspec.Struct):
+    client_id: _Id
+    account_id: _Id
+    account_type: Literal[
+        "basic_settlement",
+        "general_settlement",
+        "special",
+        "temporary",
+        "usd_settlement",
+        "payroll",
+        "ebanking",
+        "personal",
+    ]
+    origin: Literal["natural", "marketed"] = "marketed"
+    manager_id: _Id | None = None
+
+
+class _Visit(msgspec.Struct):
+    client_id: _Id
+    manager_id: _Id
+    method: Literal["on_site", "phone", "sms", "online"]
+    kind: Literal["routine", "business", "post_loan_check", "surprise"]
+    duration_minutes: Annotated[int, msgspec.Meta(ge=0, le=1440)] | None = None
+    notes: Annotated[str, msgspec.Meta(max_length=4000)] | None = None
+
+
+class _Client(msgspec.Struct):
+    client_id: _Id
+    manager_id: _Id
+    name: _Name | None = None
+    segment: Literal["corporate", "retail"] | None = None
+    tier: Literal["diamond", "platinum", "gold", "silver", "bronze"] | None = None
+    branch_id: _Id | None = None
+    credit_client: bool = False
+    claim_ratio: Decimal | None = None
+    visit_interval_days: Annotated[int, msgspec.Meta(ge=1, le=3660)] | None = None
+    assigned_at: str | None = None
+    origin: Literal["marketed", "natural", "public_resource", "handed_over"] | None = None
+
+
+# manager records (rare, and the fields that say where reminders go and when the manager
+# was hired) always take the checked path
+MIRRORS: dict[str, tuple[type[msgspec.Struct], Any]] = {
+    "transaction.posted": (_Transaction, TransactionPosted),
+    "account.opened": (_Account, AccountOpened),
+    "visit.logged": (_Visit, VisitLogged),
+    "client.upserted": (_Client, ClientUpserted),
+}
+"""event type → (the msgspec struct, the pydantic model it mirrors)."""
+
+_ENVELOPE = msgspec.json.Decoder(_Envelope)
+_PAYLOADS = {t: (msgspec.json.Decoder(s), m, s.__struct_fields__) for t, (s, m) in MIRRORS.items()}
+
+
+def _money_ok(d: Decimal | None, low: Decimal | None = None, high: Decimal | None = None) -> bool:
+    if d is None:
+        return True
+    if not d.is_finite() or abs(d) >= MAX_MONEY:
+        return False
+    return (low is None or d >= low) and (high is None or d <= high)
+
+
+_ZERO, _ONE = Decimal(0), Decimal(1)
+
+
+def _payload_ok(p: Any, policy: Policy | None) -> bool:
+    """The checks the structs cannot say: finite bounded money, ranges, currencies."""
+    if isinstance(p, _Transaction):
+        return (
+            _money_ok(p.amount, _ZERO)
+            and _money_ok(p.simulated_profit)
+            and currency_accepted(p.currency, policy)
+        )
+    if isinstance(p, _Client):
+        return _money_ok(p.claim_ratio, _ZERO, _ONE)
+    return True
+
+
+def fast_decode(raw: bytes, policy: Policy | None) -> Event | None:
+    """The event, if the message is well-formed as it stands; else None (decode it the
+    checked way)."""
+    try:
+        env = _ENVELOPE.decode(raw)
+        kind = _PAYLOADS.get(env.event_type)
+        if kind is None or env.schema_version not in SUPPORTED_SCHEMA_VERSIONS:
+            return None
+        decoder, model, fields = kind
+        p = decoder.decode(env.payload)
+        occurred_at = _rfc3339(env.occurred_at)
+        values = {f: getattr(p, f) for f in fields}
+        if isinstance(p, _Client) and p.assigned_at is not None:
+            values["assigned_at"] = _rfc3339(p.assigned_at)
+    except (msgspec.ValidationError, msgspec.DecodeError, ValueError):
+        return None
+    if type(env.schema_version) is not int or not _payload_ok(p, policy):
+        return None
+    return Event(
+        event_id=env.event_id,
+        event_type=env.event_type,
+        schema_version=env.schema_version,
+        occurred_at=occurred_at,
+        source=env.source,
+        payload=_construct(model, values),
+    )
+
+
+_set = object.__setattr__
+
+
+def _construct(model: Any, values: dict[str, Any]) -> Any:
+    """The pydantic payload from values already validated: what ``model_construct`` does
+    for a model without defaults to fill, private attributes or extras, without its
+    per-field loop (which cost more than the whole msgspec decode)."""
+    obj = model.__new__(model)
+    _set(obj, "__dict__", values)
+    _set(obj, "__pydantic_fields_set__", set(values))
+    _set(obj, "__pydantic_extra__", None)
+    _set(obj, "__pydantic_private__", None)
+    return obj

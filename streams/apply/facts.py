@@ -1,0 +1,50 @@
+"""Facts (transactions, account openings, visits) on their way through a batch: each is
+credited by the one rule (``credit``) against terms read once for the whole batch."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from zoneinfo import ZoneInfo
+
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from models.events import Event
+from models.policy import Policy
+from streams.apply.credit import Credit, Wait, credit
+from streams.apply.ledger import Ledger
+from streams.apply.messages import Incoming
+
+
+@dataclass(slots=True)
+class Fact:
+    event: Event
+    msg: Incoming | None
+    """None for a released held event (it was claimed when it was held)."""
+    held_id: int | None = None
+    outcome: Credit | Wait | None = None
+
+    @property
+    def credit(self) -> Credit | None:
+        return self.outcome if isinstance(self.outcome, Credit) else None
+
+    @property
+    def wait(self) -> Wait | None:
+        return self.outcome if isinstance(self.outcome, Wait) else None
+
+
+async def resolve(
+    ledger: Ledger, conn: AsyncConnection, facts: Sequence[Fact], policy: Policy, tz: ZoneInfo
+) -> None:
+    """Credit each fact (or say what it waits for), reading the terms in three statements."""
+    if not facts:
+        return
+    terms = await ledger.load_terms(
+        conn,
+        {f.event.payload.client_id for f in facts},  # type: ignore[union-attr]
+        {m for f in facts if (m := f.event.payload.manager_id) is not None},  # type: ignore[union-attr]
+    )
+    clients, history, managers = terms.clients, terms.history, terms.managers
+    for f in facts:
+        cid = f.event.payload.client_id  # type: ignore[union-attr]
+        f.outcome = credit(f.event, clients.get(cid), history.get(cid, ()), managers, policy, tz)

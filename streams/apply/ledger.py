@@ -1,0 +1,333 @@
+"""The write path's database work, one backend per database behind one interface (as
+APScheduler keeps its data stores): claim event ids, add to the daily buckets, take named
+locks. Every method is one statement (or two) per batch, whatever the batch's size.
+
+- PostgreSQL: arrays bound once and expanded by ``unnest`` (no per-row parameter building),
+  transaction-scoped advisory locks so several workers stay exact.
+- SQLite: one writer (``BEGIN IMMEDIATE``; this process queues its own transactions), so no
+  lock is needed; decimals are text, added exactly by the ``decimal_add`` SQL function
+  (``models.db``) inside the upsert.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Iterable
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from models.db import list_value
+from models.tables import COUNT_COLUMNS, MONEY_COLUMNS
+from streams.apply.credit import ClientTerms, ManagerTerms
+from streams.apply.terms import Terms
+
+BUCKET_COLUMNS: tuple[str, ...] = (*MONEY_COLUMNS, *COUNT_COLUMNS)
+COLUMN_INDEX = {c: i for i, c in enumerate(BUCKET_COLUMNS)}
+_MONEY = len(MONEY_COLUMNS)
+BUCKET_TABLES = {
+    "manager": ("manager_daily", "manager_id"),
+    "branch": ("branch_daily", "branch_id"),
+}
+
+CLAIM_COLUMNS = (
+    ("event_id", "varchar"),
+    ("event_type", "varchar"),
+    ("topic", "varchar"),
+    ("partition", "int"),
+    ("offset", "bigint"),
+    ("occurred_at", "timestamptz"),
+    ("received_at", "timestamptz"),
+    ("status", "varchar"),
+    ("client_id", "varchar"),
+    ("manager_id", "varchar"),
+    ("branch_id", "varchar"),
+    ("day", "date"),
+    ("weighted_profit", "numeric"),
+    ("value", "text"),
+)
+"""An event row as the claim takes it: a tuple in this order."""
+
+HOLD_RELEASE_LOCK = 7235002
+
+Deltas = dict[tuple[str, date], dict[int, Any]]
+"""(manager or branch id, day) → {column index in ``BUCKET_COLUMNS``: the value to add};
+columns the batch did not change are absent."""
+
+
+def full_row(cells: dict[int, Any]) -> list[Any]:
+    """Every column of a bucket delta, in ``BUCKET_COLUMNS`` order."""
+    row: list[Any] = [Decimal(0)] * _MONEY + [0] * (len(BUCKET_COLUMNS) - _MONEY)
+    for i, v in cells.items():
+        row[i] = v
+    return row
+
+
+class Ledger:
+    """The statements a batch needs; ``for_dialect`` picks the database's backend."""
+
+    dialect: str
+
+    @staticmethod
+    def for_dialect(dialect: str) -> Ledger:
+        return PostgresLedger() if dialect == "postgresql" else SqliteLedger()
+
+    def insert(self, model: Any) -> Any:
+        """The dialect's INSERT (with ON CONFLICT) for a table."""
+        return (postgresql if self.dialect == "postgresql" else sqlite).insert(model)
+
+    @contextlib.asynccontextmanager
+    async def writing(self) -> AsyncIterator[None]:
+        """Around a batch's transaction: whatever this process must serialise itself."""
+        yield
+
+    async def claim(self, conn: AsyncConnection, rows: list[tuple[Any, ...]]) -> set[str]:
+        """Insert event rows (``CLAIM_COLUMNS`` order); return the ids that were new."""
+        raise NotImplementedError
+
+    async def add(self, conn: AsyncConnection, table: str, deltas: Deltas) -> None:
+        """Add to the daily buckets of ``table`` (``manager`` or ``branch``), one statement."""
+        raise NotImplementedError
+
+    async def load_terms(
+        self, conn: AsyncConnection, client_ids: Iterable[str], named_managers: Iterable[str]
+    ) -> Terms:
+        """What the credit rule reads for these clients' facts: the clients, their histories
+        and every manager a fact of theirs may be credited to (any manager of a history, the
+        clients' current ones, and those the facts name)."""
+        raise NotImplementedError
+
+    async def lock_keys(self, conn: AsyncConnection, keys: Iterable[str]) -> None:
+        """Transaction-scoped named locks, taken in one order (several workers)."""
+
+    async def lock_hold_release(self, conn: AsyncConnection) -> None:
+        """Serialise 'hold an event' against 'release held events' across workers."""
+
+
+class PostgresLedger(Ledger):
+    dialect = "postgresql"
+
+    _CLAIM = (
+        "INSERT INTO events ({cols}) SELECT * FROM unnest({arrays}) "
+        "ON CONFLICT (event_id) DO NOTHING RETURNING event_id"
+    ).format(
+        cols=", ".join(f'"{c}"' for c, _ in CLAIM_COLUMNS),
+        arrays=", ".join(f"${i}::{t}[]" for i, (_, t) in enumerate(CLAIM_COLUMNS, 1)),
+    )
+
+    def __init__(self) -> None:
+        # the batch's changed cells go as four arrays (key, day, column, value); the database
+        # pivots them into rows, sums per (key, day) and adds them in key order
+        self._upserts = {}
+        for name, (table, key) in BUCKET_TABLES.items():
+            sums = [
+                f"COALESCE(sum(v) FILTER (WHERE i = {i}), 0)" + ("" if i < _MONEY else "::int")
+                for i in range(len(BUCKET_COLUMNS))
+            ]
+            self._upserts[name] = (
+                f"INSERT INTO {table} ({key}, day, {', '.join(BUCKET_COLUMNS)}) "
+                f"SELECT k, d, {', '.join(sums)} "
+                "FROM unnest($1::varchar[], $2::date[], $3::int[], $4::numeric[]) AS t(k, d, i, v) "
+                f"GROUP BY k, d ORDER BY k, d ON CONFLICT ({key}, day) DO UPDATE SET "
+                + ", ".join(f"{c} = {table}.{c} + excluded.{c}" for c in BUCKET_COLUMNS)
+            )
+
+    @staticmethod
+    async def _driver(conn: AsyncConnection) -> Any:
+        return (await conn.get_raw_connection()).driver_connection
+
+    async def claim(self, conn: AsyncConnection, rows: list[tuple[Any, ...]]) -> set[str]:
+        if not rows:
+            return set()
+        rows.sort()  # by event id: the same lock order in every worker
+        found = await (await self._driver(conn)).fetch(self._CLAIM, *zip(*rows, strict=True))
+        return {r[0] for r in found}
+
+    async def add(self, conn: AsyncConnection, table: str, deltas: Deltas) -> None:
+        if not deltas:
+            return
+        keys: list[str] = []
+        days: list[date] = []
+        cols: list[int] = []
+        values: list[Any] = []
+        for (k, d), cells in deltas.items():
+            for i, v in cells.items():
+                keys.append(k)
+                days.append(d)
+                cols.append(i)
+                values.append(v)
+        # rows are inserted in (key, day) order (ORDER BY): one lock order, no deadlocks
+        await (await self._driver(conn)).execute(self._upserts[table], keys, days, cols, values)
+
+    _TERMS = (
+        "SELECT c.client_id, c.manager_id, c.claim_ratio, c.origin,"
+        " array_agg(a.assigned_at ORDER BY a.assigned_at) FILTER (WHERE a.client_id IS NOT NULL),"
+        " array_agg(a.manager_id ORDER BY a.assigned_at) FILTER (WHERE a.client_id IS NOT NULL)"
+        " FROM clients c LEFT JOIN client_assignments a ON a.client_id = c.client_id"
+        " WHERE c.client_id IN (SELECT unnest($1::varchar[]))"
+        " GROUP BY c.client_id, c.manager_id, c.claim_ratio, c.origin"
+    )
+    _MANAGERS = (
+        "SELECT manager_id, branch_id, active FROM managers"
+        " WHERE manager_id IN (SELECT unnest($1::varchar[]))"
+    )
+
+    async def load_terms(
+        self, conn: AsyncConnection, client_ids: Iterable[str], named_managers: Iterable[str]
+    ) -> Terms:
+        # two statements on the driver: a client with its history in one row, then managers
+        # (SQLAlchemy's per-row result processing cost more than the rest of the batch)
+        driver = await self._driver(conn)
+        terms = Terms()
+        wanted = set(named_managers)
+        for cid, mid, ratio, origin, ats, mids in await driver.fetch(
+            self._TERMS, sorted(set(client_ids))
+        ):
+            terms.clients[cid] = ClientTerms(mid, ratio, origin)
+            wanted.add(mid)
+            if ats:
+                terms.history[cid] = list(zip(ats, mids, strict=True))
+                wanted.update(mids)
+        if wanted:
+            for mid, bid, active in await driver.fetch(self._MANAGERS, sorted(wanted)):
+                terms.managers[mid] = ManagerTerms(bid, bool(active))
+        return terms
+
+    async def lock_keys(self, conn: AsyncConnection, keys: Iterable[str]) -> None:
+        wanted = sorted(set(keys))
+        if not wanted:
+            return
+        await conn.execute(
+            text(
+                "SELECT pg_advisory_xact_lock(k) FROM "
+                "(SELECT DISTINCT hashtextextended(x, 0) AS k FROM unnest(CAST(:keys AS text[])) x"
+                " ORDER BY 1) s"
+            ),
+            {"keys": wanted},
+        )
+
+    async def lock_hold_release(self, conn: AsyncConnection) -> None:
+        await conn.execute(text(f"SELECT pg_advisory_xact_lock({HOLD_RELEASE_LOCK})"))
+
+
+def sqlite_time(at: datetime | None) -> str | None:
+    """A timestamp as SQLAlchemy stores it on SQLite (UTC, naive, microseconds)."""
+    if at is None:
+        return None
+    return at.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
+
+
+class SqliteLedger(Ledger):
+    dialect = "sqlite"
+
+    _EXISTING = "SELECT event_id FROM events WHERE event_id IN (SELECT value FROM json_each(?))"
+    # ON CONFLICT only as a safety net: under the write lock the ids read are the ids there
+    _INSERT = "INSERT INTO events ({cols}) VALUES ({marks}) ON CONFLICT DO NOTHING".format(
+        cols=", ".join(f'"{c}"' for c, _ in CLAIM_COLUMNS),
+        marks=", ".join("?" * len(CLAIM_COLUMNS)),
+    )
+
+    def __init__(self) -> None:
+        # SQLite has one writer: queue this process's transactions instead of busy-waiting
+        self._lock = asyncio.Lock()
+        self._upserts = {}
+        for name, (table, key) in BUCKET_TABLES.items():
+            # a Python call per column and row costs: only where the batch changed the figure
+            sets = [
+                f"{c} = CASE excluded.{c} WHEN '0' THEN {c} ELSE decimal_add({c}, excluded.{c}) END"
+                for c in MONEY_COLUMNS
+            ]
+            sets += [f"{c} = {c} + excluded.{c}" for c in COUNT_COLUMNS]
+            self._upserts[name] = (
+                f"INSERT INTO {table} ({key}, day, {', '.join(BUCKET_COLUMNS)}) "
+                f"VALUES ({', '.join('?' * (len(BUCKET_COLUMNS) + 2))}) "
+                f"ON CONFLICT ({key}, day) DO UPDATE SET {', '.join(sets)}"
+            )
+
+    @contextlib.asynccontextmanager
+    async def writing(self) -> AsyncIterator[None]:
+        async with self._lock:
+            yield
+
+    _CLIENTS = (
+        "SELECT client_id, manager_id, claim_ratio, origin FROM clients"
+        " WHERE client_id IN (SELECT value FROM json_each(?))"
+    )
+    _HISTORY = (
+        "SELECT client_id, assigned_at, manager_id FROM client_assignments"
+        " WHERE client_id IN (SELECT value FROM json_each(?)) ORDER BY client_id, assigned_at"
+    )
+    _MANAGERS = (
+        "SELECT manager_id, branch_id, active FROM managers"
+        " WHERE manager_id IN (SELECT value FROM json_each(?))"
+    )
+
+    async def load_terms(
+        self, conn: AsyncConnection, client_ids: Iterable[str], named_managers: Iterable[str]
+    ) -> Terms:
+        # three statements on the driver, values read as SQLAlchemy stores them (decimals as
+        # text, times as naive UTC text)
+        terms = Terms()
+        ids = list_value(sorted(set(client_ids)), "sqlite")
+        wanted = set(named_managers)
+        for cid, mid, ratio, origin in await conn.exec_driver_sql(self._CLIENTS, (ids,)):
+            terms.clients[cid] = ClientTerms(mid, None if ratio is None else Decimal(ratio), origin)
+            wanted.add(mid)
+        if terms.clients:
+            known = list_value(sorted(terms.clients), "sqlite")
+            for cid, at, mid in await conn.exec_driver_sql(self._HISTORY, (known,)):
+                when = datetime.fromisoformat(at).replace(tzinfo=UTC)
+                terms.history.setdefault(cid, []).append((when, mid))
+                wanted.add(mid)
+        if wanted:
+            managers = list_value(sorted(wanted), "sqlite")
+            for mid, bid, active in await conn.exec_driver_sql(self._MANAGERS, (managers,)):
+                terms.managers[mid] = ManagerTerms(bid, bool(active))
+        return terms
+
+    async def claim(self, conn: AsyncConnection, rows: list[tuple[Any, ...]]) -> set[str]:
+        if not rows:
+            return set()
+        # the single writer holds the write lock: read what exists, insert the rest
+        ids = [r[0] for r in rows]
+        res = await conn.exec_driver_sql(self._EXISTING, (list_value(ids, "sqlite"),))
+        existing = {r[0] for r in res}
+        new = [_sqlite_event(r) for r in rows if r[0] not in existing]
+        if new:
+            await conn.exec_driver_sql(self._INSERT, new)
+        return {r[0] for r in new}
+
+    async def add(self, conn: AsyncConnection, table: str, deltas: Deltas) -> None:
+        if not deltas:
+            return
+        rows = []
+        for k in sorted(deltas):
+            v = full_row(deltas[k])
+            rows.append((k[0], k[1].isoformat(), *(str(x) for x in v[:_MONEY]), *v[_MONEY:]))
+        await conn.exec_driver_sql(self._upserts[table], rows)
+
+
+def _sqlite_event(r: tuple[Any, ...]) -> tuple[Any, ...]:
+    """An event row with SQLite's storage forms (times, day, decimal as text)."""
+    eid, et, topic, part, off, occurred, received, status, cid, mid, bid, day, wp, value = r
+    return (
+        eid,
+        et,
+        topic,
+        part,
+        off,
+        sqlite_time(occurred),
+        sqlite_time(received),
+        status,
+        cid,
+        mid,
+        bid,
+        day.isoformat() if day is not None else None,
+        str(wp) if wp is not None else None,
+        value,
+    )
