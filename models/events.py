@@ -1,4 +1,4 @@
-"""Wire events: the envelope and the five payload types of CONTRACT.md §1.
+"""Wire events: the envelope and the six payload types of CONTRACT.md §1.
 
 ``decode_event`` turns the exact bytes of a Kafka message value into a validated event or
 raises ``InvalidEvent`` with a reason a person can act on. Money is parsed as ``Decimal``
@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Annotated, Any, Literal
 
@@ -33,13 +33,15 @@ EVENT_TYPES = (
     "visit.logged",
     "client.upserted",
     "manager.upserted",
+    "balance.snapshot",
 )
-FACT_TYPES = ("transaction.posted", "account.opened", "visit.logged")
+FACT_TYPES = ("transaction.posted", "account.opened", "visit.logged", "balance.snapshot")
 SUPPORTED_SCHEMA_VERSIONS = (1,)
 
 _RFC3339 = re.compile(
     r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$"
 )
+_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 MAX_MONEY = Decimal("1e18")
 
 
@@ -166,15 +168,46 @@ class ManagerUpserted(_Payload):
     active: StrictBool = True
 
 
+def _bank_date(v: Any) -> date:
+    if not isinstance(v, str) or _DATE.match(v) is None:
+        raise ValueError("must be a date written YYYY-MM-DD")
+    try:
+        return date.fromisoformat(v)
+    except ValueError as exc:
+        raise ValueError(f"not a valid date: {exc}") from None
+
+
+BankDate = Annotated[date, BeforeValidator(_bank_date)]
+
+
+class BalanceSnapshot(_Payload):
+    """An account's balance at the end of a bank date (core banking, nightly)."""
+
+    client_id: Id
+    account_id: Id
+    business_line: Literal["liability", "asset"]
+    balance: Money = Field(ge=0)
+    as_of_date: BankDate
+    currency: Annotated[StrictStr, Field(min_length=3, max_length=3)] = "CNY"
+
+
 PAYLOADS: dict[str, type[_Payload]] = {
     "transaction.posted": TransactionPosted,
     "account.opened": AccountOpened,
     "visit.logged": VisitLogged,
     "client.upserted": ClientUpserted,
     "manager.upserted": ManagerUpserted,
+    "balance.snapshot": BalanceSnapshot,
 }
 
-Payload = TransactionPosted | AccountOpened | VisitLogged | ClientUpserted | ManagerUpserted
+Payload = (
+    TransactionPosted
+    | AccountOpened
+    | VisitLogged
+    | ClientUpserted
+    | ManagerUpserted
+    | BalanceSnapshot
+)
 
 
 class Envelope(BaseModel):
@@ -268,7 +301,7 @@ def decode_event(raw: bytes | None, policy: Policy | None = None) -> Event:
         payload = model.model_validate(env.payload)
     except ValidationError as exc:
         raise InvalidEvent(_explain(exc, "payload."), event_id, event_type) from None
-    if isinstance(payload, TransactionPosted) and payload.currency != "CNY":
+    if isinstance(payload, TransactionPosted | BalanceSnapshot) and payload.currency != "CNY":
         rates = policy.fx_rates if policy is not None else {}
         if payload.currency not in rates:
             raise InvalidEvent(

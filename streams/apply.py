@@ -54,6 +54,7 @@ from models.tables import (
     RejectedRow,
 )
 from models.visits import resets_post_loan_clock
+from streams.balances import apply_snapshots, move_clients
 
 _RESOLVE_CLIENT_COLS = (
     ClientRow.client_id,
@@ -371,6 +372,12 @@ class Applier:
                 # under the lock: a fact another worker is releasing right now was credited
                 # by the history before this transfer; once it commits, it is found here
                 await self._reattribute(conn, moved)
+                # --- balances (issue 19, streams/balances.py): a transfer moves the clients'
+                # carried balances to the new holder's days
+                result.changed_managers |= await move_clients(
+                    conn, moved, self.policy, bank_day(now, self.tz)
+                )
+                # --- end balances
                 released = await self._load_held(conn, client_ids, manager_ids)
             if facts or released:
                 await self._apply_facts(conn, facts, released, now, result)
@@ -739,6 +746,17 @@ class Applier:
                 ],
             )
             result.released += len(done_held)
+        # --- balances (issue 19, streams/balances.py): snapshots are applied there, as one
+        # list per batch (claimed and resolved like every fact; no day-bucket columns)
+        snapshots = [f for f in to_apply if f.event.event_type == "balance.snapshot"]
+        if snapshots:
+            to_apply = [f for f in to_apply if f.event.event_type != "balance.snapshot"]
+            result.changed_managers |= await apply_snapshots(
+                conn, [f.event for f in snapshots], self.policy, bank_day(now, self.tz)
+            )
+            result.applied["balance.snapshot"] += len(snapshots)
+            result.latest_occurred.extend(f.event.occurred_at for f in snapshots)
+        # --- end balances
         if to_apply:
             await self._add_to_buckets(conn, to_apply)
             visited = await self._record_visits(conn, to_apply)

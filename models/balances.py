@@ -1,0 +1,265 @@
+"""Balances and daily averages (日均): the rules, and the period queries.
+
+Core banking sends each account's end-of-day balance (``balance.snapshot``). A day without a
+snapshot carries the account's last known balance forward (0 before its first one). The
+average daily balance of a period is Σ over its days of the end-of-day balance ÷ its days.
+
+What is stored (streams/balances.py writes it): per manager and per branch, the **change** of
+the carried balance on the days it changes (``balance_daily``), and the carried balance at the
+start of each year (``balance_openings``). With B(d) = opening + Σ changes up to d, a period
+[a, b] of n days sums to
+
+    Σ_{d=a..b} B(d) = B(a-1) · n + Σ_{e=a..b} change(e) · (b - e + 1)
+
+so a year's average reads one opening row and at most 366 change rows, and a night's batch
+writes one change row per manager and branch instead of rewriting every later day.
+
+Each day is credited to the manager holding the client at the end of that day (the
+assignment history; before the first assignment, the first manager): a transfer on
+15 November credits the 15th to the new manager.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from models.db import one_of
+from models.policy import bank_day
+from models.tables import BalanceDayRow, BalanceOpeningRow, BalanceSnapshotRow, ExactDecimal
+
+LINES = ("liability", "asset")
+ZERO = Decimal(0)
+
+Segment = tuple[date | None, str, str | None]
+"""(first bank day or None for 'since always', manager_id, branch_id): the holder from that
+day until the next segment's first day."""
+
+
+def holder_segments(
+    history: Sequence[tuple[datetime, str]], branches: dict[str, str | None], tz: ZoneInfo
+) -> list[Segment]:
+    """Who holds the client on each bank day, from its assignment history (oldest first).
+
+    The holder of day d is the manager of the last assignment made before day d ended; days
+    before the first assignment go to the first manager. Several assignments on one day: the
+    last one holds that day.
+    """
+    out: list[Segment] = []
+    for i, (at, manager_id) in enumerate(history):
+        first = None if i == 0 else bank_day(at, tz)
+        while out and out[-1][0] is not None and first is not None and out[-1][0] >= first:
+            out.pop()  # superseded the same day
+        if out and out[-1][1] == manager_id:
+            continue  # the same holder goes on
+        out.append((first, manager_id, branches.get(manager_id)))
+    return out
+
+
+def dump_segments(segments: Sequence[Segment]) -> str:
+    return json.dumps([[s.isoformat() if s else None, m, b] for s, m, b in segments])
+
+
+def load_segments(text: str) -> list[Segment]:
+    return [(date.fromisoformat(s) if s else None, m, b) for s, m, b in json.loads(text)]
+
+
+Deltas = dict[tuple[str, str, date], dict[str, Decimal]]
+"""(scope, owner_id, day) → {line: change of the carried balance}."""
+
+
+def add_change(
+    out: Deltas,
+    segments: Sequence[Segment],
+    line: str,
+    amount: Decimal,
+    start: date,
+    stop: date | None,
+) -> None:
+    """Credit a change of ``amount`` to the client's ``line`` balance on the days
+    [start, stop) (stop None: from then on) to whoever holds the client on those days."""
+    if not amount:
+        return
+    for i, (first, manager_id, branch_id) in enumerate(segments):
+        end = segments[i + 1][0] if i + 1 < len(segments) else None
+        lo = start if first is None else max(start, first)
+        hi = stop if end is None else (end if stop is None else min(stop, end))
+        if hi is not None and lo >= hi:
+            continue
+        for scope, owner in (("manager", manager_id), ("branch", branch_id)):
+            if owner is None:
+                continue
+            _bump(out, (scope, owner, lo), line, amount)
+            if hi is not None:
+                _bump(out, (scope, owner, hi), line, -amount)
+
+
+def _bump(out: Deltas, key: tuple[str, str, date], line: str, amount: Decimal) -> None:
+    row = out.get(key)
+    if row is None:
+        row = out[key] = {line: ZERO for line in LINES}
+    row[line] += amount
+
+
+def drop_zeros(deltas: Deltas) -> Deltas:
+    return {k: v for k, v in deltas.items() if any(v.values())}
+
+
+# --- period sums -----------------------------------------------------------------------------
+def period_sum(
+    opening: Decimal, changes: Iterable[tuple[date, Decimal]], start: date, end: date
+) -> Decimal:
+    """Σ over the days [start, end] of the carried balance, given the balance carried into
+    the first change row (``opening``) and the change rows up to ``end`` (any order)."""
+    total = ZERO
+    carried = opening
+    for day, change in changes:
+        if day < start:
+            carried += change
+        elif day <= end:
+            total += change * ((end - day).days + 1)
+    return carried * ((end - start).days + 1) + total
+
+
+def average(total: Decimal, days: int) -> Decimal:
+    return total / days if days > 0 else ZERO
+
+
+def counted_days(start: date, end: date, today: date) -> tuple[date, int]:
+    """The last day a period's average counts (a running period: today) and how many days."""
+    last = min(end, today)
+    return last, max((last - start).days + 1, 0)
+
+
+async def average_balances(
+    conn: AsyncConnection,
+    scope: str,
+    owner_ids: Iterable[str],
+    start: date,
+    end: date,
+    today: date,
+) -> dict[str, dict[str, Decimal]]:
+    """Per owner (manager or branch), the exact average daily balance per line over
+    [start, end] (its days up to ``today`` for a running period). Owners without balances
+    get zeros. Reads one opening row and the change rows of [1 January, end] per owner."""
+    ids = sorted(set(owner_ids))
+    out = {o: {line: ZERO for line in LINES} for o in ids}
+    last, days = counted_days(start, end, today)
+    if not ids or days == 0:
+        return out
+    dialect = conn.dialect.name
+    openings: dict[str, tuple[int, dict[str, Decimal]]] = {}
+    rows = await conn.execute(
+        select(
+            BalanceOpeningRow.owner_id,
+            BalanceOpeningRow.year,
+            BalanceOpeningRow.liability,
+            BalanceOpeningRow.asset,
+        ).where(
+            BalanceOpeningRow.scope == scope,
+            one_of(BalanceOpeningRow.owner_id, ids, dialect),
+            BalanceOpeningRow.year <= start.year,
+        )
+    )
+    for owner, year, liability, asset in rows.all():
+        if owner not in openings or year > openings[owner][0]:
+            openings[owner] = (year, {"liability": liability, "asset": asset})
+    # the earliest year start any owner needs (an owner without an opening reads from its
+    # first change: it has none before a year it has no opening for, see streams/balances.py)
+    lo = min((date(y, 1, 1) for y, _ in openings.values()), default=None)
+    if len(openings) < len(ids):
+        lo = None
+    q = select(
+        BalanceDayRow.owner_id, BalanceDayRow.day, BalanceDayRow.liability, BalanceDayRow.asset
+    ).where(
+        BalanceDayRow.scope == scope,
+        one_of(BalanceDayRow.owner_id, ids, dialect),
+        BalanceDayRow.day <= last,
+    )
+    if lo is not None:
+        q = q.where(BalanceDayRow.day >= lo)
+    changes: dict[str, list[tuple[date, dict[str, Decimal]]]] = defaultdict(list)
+    for owner, day, liability, asset in (await conn.execute(q)).all():
+        year = openings.get(owner, (None,))[0]
+        if year is not None and day < date(year, 1, 1):
+            continue
+        changes[owner].append((day, {"liability": liability, "asset": asset}))
+    for owner in ids:
+        opening = openings.get(owner, (0, {line: ZERO for line in LINES}))[1]
+        for line in LINES:
+            total = period_sum(
+                opening[line], ((d, c[line]) for d, c in changes.get(owner, [])), start, last
+            )
+            out[owner][line] = average(total, days)
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    account_id: str
+    as_of_date: date
+    business_line: str
+    balance: Decimal
+
+
+def client_daily_sums(snapshots: Iterable[Snapshot], start: date, end: date) -> dict[str, Decimal]:
+    """Σ over [start, end] of a client's carried end-of-day balance per line, from all the
+    snapshots of its accounts up to ``end`` (the pure oracle of the stored day deltas)."""
+    per_account: dict[str, list[Snapshot]] = defaultdict(list)
+    for s in snapshots:
+        if s.as_of_date <= end:
+            per_account[s.account_id].append(s)
+    totals = {line: ZERO for line in LINES}
+    for series in per_account.values():
+        series.sort(key=lambda s: s.as_of_date)
+        for i, s in enumerate(series):
+            nxt = series[i + 1].as_of_date if i + 1 < len(series) else end + timedelta(days=1)
+            lo, hi = max(s.as_of_date, start), min(nxt, end + timedelta(days=1))
+            if hi > lo:
+                totals[s.business_line] += s.balance * (hi - lo).days
+    return totals
+
+
+async def client_averages(
+    conn: AsyncConnection, client_ids: Iterable[str], start: date, end: date, today: date
+) -> dict[str, dict[str, Decimal]]:
+    """Per client, the exact average daily balance per line over [start, end] (its days up
+    to ``today`` for a running period), from the stored snapshots."""
+    ids = sorted(set(client_ids))
+    out = {c: {line: ZERO for line in LINES} for c in ids}
+    last, days = counted_days(start, end, today)
+    if not ids or days == 0:
+        return out
+    rows = await conn.execute(
+        select(
+            BalanceSnapshotRow.client_id,
+            BalanceSnapshotRow.account_id,
+            BalanceSnapshotRow.as_of_date,
+            BalanceSnapshotRow.business_line,
+            BalanceSnapshotRow.balance,
+        ).where(
+            one_of(BalanceSnapshotRow.client_id, ids, conn.dialect.name),
+            BalanceSnapshotRow.as_of_date <= last,
+        )
+    )
+    per_client: dict[str, list[Snapshot]] = defaultdict(list)
+    for cid, acc, day, line, bal in rows.all():
+        per_client[cid].append(Snapshot(acc, day, line, bal))
+    for cid, snaps in per_client.items():
+        sums = client_daily_sums(snaps, start, last)
+        out[cid] = {line: average(sums[line], days) for line in LINES}
+    return out
+
+
+def exact_sum(col: Any, dialect: str) -> Any:
+    fn = func.sum if dialect == "postgresql" else func.decimal_sum
+    return fn(col, type_=ExactDecimal())

@@ -1,0 +1,381 @@
+"""Balances (日均): the shared vectors, an independent oracle with gaps, corrections, late
+snapshots and a mid-month transfer, on both databases."""
+
+from __future__ import annotations
+
+import json
+import random
+from collections import defaultdict
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import func, select
+
+from models.balances import average_balances, client_averages
+from models.db import make_engine
+from models.events import InvalidEvent, decode_event
+from models.policy import Policy, money, period_range
+from models.tables import BalanceDayRow, RejectedRow
+from streams.apply import Applier, Incoming
+from tests.conftest import VECTORS
+from tests.test_apply import Feed, env, vector_batches
+
+TODAY = date(2026, 12, 3)
+
+
+def balance_batches(size: int = 100) -> list[list[Incoming]]:
+    feed = Feed()
+    msgs = [
+        feed.msg(m["topic"], m["value"].encode(), m["key"])
+        for m in map(json.loads, (VECTORS / "balances.jsonl").read_text().splitlines())
+    ]
+    return [msgs[i : i + size] for i in range(0, len(msgs), size)]
+
+
+def month_of(key: str) -> tuple[str, date, date]:
+    owner, ym = key.split("|")
+    start, end = period_range("month", date(int(ym[:4]), int(ym[5:]), 1))
+    return owner, start, end
+
+
+async def manager_month(engine: Any, key: str, today: date = TODAY) -> dict[str, str]:
+    owner, start, end = month_of(key)
+    async with engine.connect() as conn:
+        avg = (await average_balances(conn, "manager", [owner], start, end, today))[owner]
+    return {line: money(v) for line, v in avg.items()}
+
+
+async def test_vectors_reproduce_the_expected_averages(db_url: str) -> None:
+    engine = make_engine(db_url, writer=True)
+    applier = Applier(engine, Policy())
+    for batch in vector_batches():
+        await applier.apply(batch)
+    batches = balance_batches()
+    for batch in batches:
+        await applier.apply(batch)
+    expected = json.loads((VECTORS / "balances_expected.json").read_text())
+    got = {k: await manager_month(engine, k) for k in expected["average_balance"]}
+    assert got == expected["average_balance"]
+    # redelivered in other batch shapes: nothing changes
+    for batch in balance_batches(size=37)[::-1]:
+        r = await applier.apply(batch)
+        assert sum(r.applied.values()) == 0
+    got = {k: await manager_month(engine, k) for k in expected["average_balance"]}
+    assert got == expected["average_balance"]
+    await engine.dispose()
+
+
+# --- the independent oracle -----------------------------------------------------------------
+def oracle(
+    snapshots: list[dict[str, Any]],
+    history: dict[str, list[tuple[date, str]]],
+    start: date,
+    end: date,
+) -> dict[str, dict[str, Decimal]]:
+    """Day by day: each account's winning snapshot per date (latest occurred_at; the first
+    of equals), carried forward; each day credited to the holder of that day."""
+    best: dict[tuple[str, date], dict[str, Any]] = {}
+    for s in snapshots:
+        k = (s["account_id"], s["as_of_date"])
+        if k not in best or s["occurred_at"] > best[k]["occurred_at"]:
+            best[k] = s
+    accounts = {s["account_id"]: (s["client_id"], s["business_line"]) for s in snapshots}
+    sums: dict[str, dict[str, Decimal]] = defaultdict(
+        lambda: {"liability": Decimal(0), "asset": Decimal(0)}
+    )
+    days = (end - start).days + 1
+    for acc, (client, line) in accounts.items():
+        balance = Decimal(0)
+        day = min(s["as_of_date"] for s in snapshots)
+        while day <= end:
+            if (acc, day) in best:
+                balance = best[(acc, day)]["balance"]
+            if day >= start:
+                holder = history[client][0][1]
+                for first, mid in history[client]:
+                    if first <= day:
+                        holder = mid
+                sums[holder][line] += balance
+            day += timedelta(days=1)
+    return {m: {k: v / days for k, v in lines.items()} for m, lines in sums.items()}
+
+
+def snap(
+    eid: str, client: str, account: str, line: str, balance: Decimal, day: date, at: datetime
+) -> tuple[bytes, dict[str, Any]]:
+    value = env(
+        eid,
+        "balance.snapshot",
+        at.isoformat(),
+        client_id=client,
+        account_id=account,
+        business_line=line,
+        balance=str(balance),
+        as_of_date=day.isoformat(),
+    )
+    record = {
+        "client_id": client,
+        "account_id": account,
+        "business_line": line,
+        "balance": balance,
+        "as_of_date": day,
+        "occurred_at": at,
+    }
+    return value, record
+
+
+def reference(feed: Feed) -> list[Incoming]:
+    out = []
+    for m in ("ma", "mb", "mc"):
+        out.append(
+            feed.msg(
+                "crm.managers",
+                env(
+                    f"{m}-1",
+                    "manager.upserted",
+                    "2026-01-01T08:00:00+08:00",
+                    manager_id=m,
+                    branch_id="b1" if m != "mc" else "b2",
+                ),
+            )
+        )
+    return out
+
+
+def client_msg(feed: Feed, eid: str, client: str, manager: str, at: str) -> Incoming:
+    return feed.msg(
+        "crm.clients",
+        env(eid, "client.upserted", at, client_id=client, manager_id=manager, assigned_at=at),
+    )
+
+
+def random_log(rng: random.Random) -> tuple[list[tuple[bytes, dict[str, Any]]], list[str]]:
+    """Snapshots of 6 accounts of 4 clients, Sept-Nov 2026: gaps, corrections (later
+    occurred_at), stale corrections (earlier), resends, shuffled."""
+    accounts = [
+        ("c1", "a1", "liability"),
+        ("c1", "a2", "asset"),
+        ("c2", "a3", "liability"),
+        ("c3", "a4", "liability"),
+        ("c4", "a5", "asset"),
+        ("c4", "a6", "liability"),
+    ]
+    out = []
+    n = 0
+    for client, acc, line in accounts:
+        day = date(2026, 9, 1) + timedelta(days=rng.randrange(20))
+        while day <= date(2026, 11, 20):
+            if rng.random() < 0.7:  # a gap otherwise
+                at = datetime(day.year, day.month, day.day, 18, tzinfo=UTC)
+                bal = Decimal(rng.randrange(0, 10**9)) / 100
+                n += 1
+                out.append(snap(f"s{n}", client, acc, line, bal, day, at))
+                r = rng.random()
+                if r < 0.15:  # a correction, later
+                    n += 1
+                    bal2 = Decimal(rng.randrange(0, 10**9)) / 100
+                    out.append(snap(f"s{n}", client, acc, line, bal2, day, at + timedelta(hours=5)))
+                elif r < 0.3:  # a stale correction, earlier: loses
+                    n += 1
+                    bal2 = Decimal(rng.randrange(0, 10**9)) / 100
+                    out.append(snap(f"s{n}", client, acc, line, bal2, day, at - timedelta(hours=5)))
+            day += timedelta(days=1)
+    resent = [out[i] for i in rng.sample(range(len(out)), 20)]
+    out.extend(resent)
+    rng.shuffle(out)
+    return out, ["c1", "c2", "c3", "c4"]
+
+
+TRANSFER_AT = "2026-10-15T10:00:00+08:00"
+HISTORY = {
+    "c1": [(date(2026, 1, 1), "ma"), (date(2026, 10, 15), "mb")],
+    "c2": [(date(2026, 1, 1), "ma")],
+    "c3": [(date(2026, 1, 1), "mb"), (date(2026, 10, 15), "mc")],
+    "c4": [(date(2026, 1, 1), "mc")],
+}
+
+
+async def check_against_oracle(engine: Any, records: list[dict[str, Any]]) -> None:
+    wrong = []
+    for ym in ("2026-09", "2026-10", "2026-11"):
+        start, end = period_range("month", date(int(ym[:4]), int(ym[5:]), 1))
+        want = oracle(records, HISTORY, start, end)
+        async with engine.connect() as conn:
+            got = await average_balances(conn, "manager", ["ma", "mb", "mc"], start, end, TODAY)
+            branches = await average_balances(conn, "branch", ["b1", "b2"], start, end, TODAY)
+        zero = {"liability": Decimal(0), "asset": Decimal(0)}
+        for m in ("ma", "mb", "mc"):
+            w = {k: money(v) for k, v in want.get(m, zero).items()}
+            g = {k: money(v) for k, v in got[m].items()}
+            if w != g:
+                wrong.append((m, ym, w, g))
+        b1 = {
+            k: money(want.get("ma", zero)[k] + want.get("mb", zero)[k])
+            for k in ("liability", "asset")
+        }
+        if b1 != {k: money(v) for k, v in branches["b1"].items()}:
+            wrong.append(("b1", ym, b1, branches["b1"]))
+    assert not wrong, wrong
+
+
+async def test_oracle_gaps_corrections_late_and_a_mid_month_transfer(db_url: str) -> None:
+    rng = random.Random(19)
+    log, _clients = random_log(rng)
+    engine = make_engine(db_url, writer=True)
+    applier = Applier(engine, Policy())
+    feed = Feed()
+    await applier.apply(reference(feed))
+    start = "2026-01-01T09:00:00+08:00"
+    # c4's snapshots arrive before the client: held, then applied
+    early = [m for m in log if m[1]["client_id"] == "c4"][:10]
+    r = await applier.apply([feed.msg("bank.balances", v, key="c4") for v, _ in early])
+    assert r.held == len(early)
+    await applier.apply(
+        [client_msg(feed, f"{c}-1", c, HISTORY[c][0][1], start) for c in ("c1", "c2", "c3", "c4")]
+    )
+    # the first part of the log, then the transfers (late: facts dated past them are in),
+    # then the rest in batches of every size
+    first, rest = log[:150], log[150:]
+    await applier.apply([feed.msg("bank.balances", v) for v, _ in first])
+    await applier.apply(
+        [
+            client_msg(feed, "c1-2", "c1", "mb", TRANSFER_AT),
+            client_msg(feed, "c3-2", "c3", "mc", TRANSFER_AT),
+        ]
+    )
+    i = 0
+    while i < len(rest):
+        n = rng.randrange(1, 60)
+        await applier.apply([feed.msg("bank.balances", v) for v, _ in rest[i : i + n]])
+        i += n
+    await check_against_oracle(engine, [rec for _, rec in log])
+    # per client, from the snapshots
+    async with engine.connect() as conn:
+        per_client = await client_averages(
+            conn, ["c2"], date(2026, 10, 1), date(2026, 10, 31), TODAY
+        )
+    want = oracle(
+        [rec for _, rec in log if rec["client_id"] == "c2"],
+        HISTORY,
+        date(2026, 10, 1),
+        date(2026, 10, 31),
+    )["ma"]
+    assert {k: money(v) for k, v in per_client["c2"].items()} == {
+        k: money(v) for k, v in want.items()
+    }
+    await engine.dispose()
+
+
+async def test_a_year_reads_at_most_366_change_rows_and_one_opening(db_url: str) -> None:
+    """Balances over two years: next year's query does not read the year before."""
+    engine = make_engine(db_url, writer=True)
+    applier = Applier(engine, Policy(), now=lambda: datetime(2027, 12, 31, tzinfo=UTC))
+    feed = Feed()
+    await applier.apply(reference(feed))
+    await applier.apply([client_msg(feed, "c1-1", "c1", "ma", "2025-12-01T09:00:00+08:00")])
+    msgs, total = [], Decimal(0)
+    day, n = date(2026, 1, 1), 0
+    while day <= date(2027, 12, 31):
+        n += 1
+        bal = Decimal(n * 10)
+        at = datetime(day.year, day.month, day.day, 20, tzinfo=UTC)
+        msgs.append(
+            feed.msg("bank.balances", snap(f"y{n}", "c1", "a1", "liability", bal, day, at)[0])
+        )
+        if day.year == 2027:
+            total += bal
+        day += timedelta(days=1)
+    for i in range(0, len(msgs), 200):
+        await applier.apply(msgs[i : i + 200])
+    async with engine.connect() as conn:
+        got = await average_balances(
+            conn, "manager", ["ma"], date(2027, 1, 1), date(2027, 12, 31), date(2028, 1, 5)
+        )
+        rows = (
+            await conn.execute(
+                select(func.count())
+                .select_from(BalanceDayRow)
+                .where(BalanceDayRow.owner_id == "ma", BalanceDayRow.day >= date(2027, 1, 1))
+            )
+        ).scalar_one()
+    assert rows <= 365
+    assert money(got["ma"]["liability"]) == money(total / 365)
+    # a late correction in 2026 moves 2027's opening too
+    at = datetime(2026, 3, 1, 23, tzinfo=UTC)
+    await applier.apply(
+        [
+            feed.msg(
+                "bank.balances",
+                snap("late", "c1", "a1", "liability", Decimal("1e6"), date(2026, 6, 30), at)[0],
+            )
+        ]
+    )
+    async with engine.connect() as conn:
+        got2 = await average_balances(
+            conn, "manager", ["ma"], date(2027, 1, 1), date(2027, 12, 31), date(2028, 1, 5)
+        )
+    assert got2 == got  # 1 July 2026 has its own snapshot: nothing carried into 2027
+    await engine.dispose()
+
+
+def test_balance_snapshot_validation() -> None:
+    ok = env(
+        "e1",
+        "balance.snapshot",
+        "2026-11-10T01:00:00+08:00",
+        client_id="c",
+        account_id="a",
+        business_line="liability",
+        balance="12.50",
+        as_of_date="2026-11-09",
+    )
+    ev = decode_event(ok)
+    assert ev.payload.balance == Decimal("12.50")  # type: ignore[union-attr]
+    bad = {
+        "business_line": ("intermediary", "payload.business_line"),
+        "balance": ("-1", "payload.balance"),
+        "as_of_date": ("2026/11/09", "payload.as_of_date"),
+        "currency": ("USD", "payload.currency"),
+    }
+    for field, (value, where) in bad.items():
+        doc = json.loads(ok)
+        doc["payload"][field] = value
+        try:
+            decode_event(json.dumps(doc).encode())
+        except InvalidEvent as exc:
+            assert exc.reason.startswith(where), exc.reason
+        else:
+            raise AssertionError(f"{field}={value!r} accepted")
+    doc = json.loads(ok)
+    del doc["payload"]["as_of_date"]
+    try:
+        decode_event(json.dumps(doc).encode())
+    except InvalidEvent as exc:
+        assert "as_of_date: required field is missing" in exc.reason
+    else:
+        raise AssertionError("missing as_of_date accepted")
+
+
+async def test_a_bad_snapshot_is_rejected_with_its_reason(sqlite_url: str) -> None:
+    engine = make_engine(sqlite_url, writer=True)
+    applier = Applier(engine, Policy())
+    feed = Feed()
+    value = env(
+        "x",
+        "balance.snapshot",
+        "2026-11-10T01:00:00+08:00",
+        client_id="c",
+        account_id="a",
+        business_line="asset",
+        balance="abc",
+        as_of_date="2026-11-09",
+    )
+    r = await applier.apply([feed.msg("bank.balances", value)])
+    assert len(r.rejected) == 1
+    async with engine.connect() as conn:
+        row = (await conn.execute(select(RejectedRow))).one()
+    assert row.status == "rejected" and "payload.balance" in row.reason
+    assert row.reason.startswith("bank.balances[0]@0")
+    await engine.dispose()
+
