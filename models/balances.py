@@ -34,7 +34,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from models.db import one_of
-from models.policy import bank_day
+from models.policy import bank_day, money
 from models.tables import BalanceDayRow, BalanceOpeningRow, BalanceSnapshotRow, ExactDecimal
 
 LINES = ("liability", "asset")
@@ -263,3 +263,20 @@ async def client_averages(
 def exact_sum(col: Any, dialect: str) -> Any:
     fn = func.sum if dialect == "postgresql" else func.decimal_sum
     return fn(col, type_=ExactDecimal())
+
+
+BALANCE_METRICS = {"average_deposits": "liability", "average_loans": "asset"}
+"""Leaderboard metrics read from the balances: the period's average daily balance of a line."""
+
+
+async def average_documents(
+    conn: AsyncConnection,
+    scope: str,
+    owner_ids: Iterable[str],
+    start: date,
+    end: date,
+    today: date,
+) -> dict[str, dict[str, str]]:
+    """The tally's ``average_balance`` per owner: {"liability": "...", "asset": "..."}."""
+    found = await average_balances(conn, scope, owner_ids, start, end, today)
+    return {o: {line: money(v) for line, v in lines.items()} for o, lines in found.items()}

@@ -8,10 +8,17 @@ import random
 from collections import defaultdict
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
+import httpx
+import pytest
 from sqlalchemy import func, select
 
+from api.auth import mint_token
+from api.main import create_app
+from crmtracker.broker import ensure_topics
+from crmtracker.settings import Settings
 from models.balances import average_balances, client_averages
 from models.db import make_engine
 from models.events import InvalidEvent, decode_event
@@ -19,6 +26,7 @@ from models.policy import Policy, money, period_range
 from models.tables import BalanceDayRow, RejectedRow
 from streams.apply import Applier, Incoming
 from tests.conftest import VECTORS
+from tests.kafka_helpers import WorkerProcess, isolated_settings, produce, wait_for_counts
 from tests.test_apply import Feed, env, vector_batches
 
 TODAY = date(2026, 12, 3)
@@ -379,3 +387,163 @@ async def test_a_bad_snapshot_is_rejected_with_its_reason(sqlite_url: str) -> No
     assert row.reason.startswith("bank.balances[0]@0")
     await engine.dispose()
 
+
+# --- through the real broker and the worker process ------------------------------------------
+def _jsonl(name: str) -> list[tuple[str, bytes | None, bytes | None]]:
+    out = []
+    for line in (VECTORS / name).read_text().splitlines():
+        m = json.loads(line)
+        key, value = m.get("key"), m.get("value")
+        out.append(
+            (
+                m["topic"],
+                None if key is None else key.encode(),
+                None if value is None else value.encode(),
+            )
+        )
+    return out
+
+
+def _ids(messages: list[tuple[str, bytes | None, bytes | None]]) -> tuple[int, int]:
+    """(distinct valid event ids, invalid messages)."""
+    ids, bad = set(), 0
+    for _t, _k, v in messages:
+        try:
+            ids.add(decode_event(v).event_id)
+        except InvalidEvent:
+            bad += 1
+    return len(ids), bad
+
+
+@pytest.mark.kafka
+async def test_vectors_and_oracle_through_the_broker(
+    broker: Any, db_url: str, tmp_path: Path
+) -> None:
+    rng = random.Random(7)
+    log, _clients = random_log(rng)
+    start = "2026-01-01T09:00:00+08:00"
+    oracle_msgs: list[tuple[str, bytes | None, bytes | None]] = []
+    for m in ("ma", "mb", "mc"):
+        oracle_msgs.append(
+            (
+                "crm.managers",
+                m.encode(),
+                env(
+                    f"{m}-1",
+                    "manager.upserted",
+                    start,
+                    manager_id=m,
+                    branch_id="b1" if m != "mc" else "b2",
+                ),
+            )
+        )
+    for c in ("c1", "c2", "c3", "c4"):
+        oracle_msgs.append(
+            (
+                "crm.clients",
+                c.encode(),
+                env(
+                    f"{c}-1",
+                    "client.upserted",
+                    start,
+                    client_id=c,
+                    manager_id=HISTORY[c][0][1],
+                    assigned_at=start,
+                ),
+            )
+        )
+    for c, m in (("c1", "mb"), ("c3", "mc")):
+        oracle_msgs.append(
+            (
+                "crm.clients",
+                c.encode(),
+                env(
+                    f"{c}-2",
+                    "client.upserted",
+                    TRANSFER_AT,
+                    client_id=c,
+                    manager_id=m,
+                    assigned_at=TRANSFER_AT,
+                ),
+            )
+        )
+    oracle_msgs += [("bank.balances", rec["client_id"].encode(), v) for v, rec in log]
+    messages = _jsonl("events.jsonl") + _jsonl("balances.jsonl") + oracle_msgs
+    valid, bad = _ids(messages)
+    settings = isolated_settings(broker.bootstrap, db_url, tmp_path)
+    await ensure_topics(settings)
+    await produce(settings, messages)
+    worker = WorkerProcess(settings, tmp_path / "worker.log")
+    engine = make_engine(db_url)
+    worker.start()
+    try:
+        await wait_for_counts(engine, valid, bad, 240, worker)
+        expected = json.loads((VECTORS / "balances_expected.json").read_text())
+        got = {k: await manager_month(engine, k) for k in expected["average_balance"]}
+        assert got == expected["average_balance"]
+        await check_against_oracle(engine, [rec for _, rec in log])
+    finally:
+        assert worker.stop() == 0, worker.log_tail()
+        await engine.dispose()
+
+
+# --- the API ---------------------------------------------------------------------------------
+SECRET = "test-secret-" + "x" * 40
+
+
+async def test_tallies_and_leaderboards_carry_average_balances(db_url: str, tmp_path: Path) -> None:
+    engine = make_engine(db_url, writer=True)
+    applier = Applier(engine, Policy())
+    for batch in vector_batches() + balance_batches():
+        await applier.apply(batch)
+    await engine.dispose()
+    expected = json.loads((VECTORS / "balances_expected.json").read_text())["average_balance"]
+    settings = Settings(database_url=db_url, data_dir=tmp_path, auth_secret=SECRET)
+    app = create_app(settings)
+    headers = {"Authorization": f"Bearer {mint_token(SECRET, 'admin')}"}
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
+            r = await c.get(
+                "/v1/managers/m010/tally",
+                params={"period": "month", "at": "2026-10-05"},
+                headers=headers,
+            )
+            assert r.status_code == 200
+            assert r.json()["average_balance"] == expected["m010|2026-10"]
+            branch = r.json()["branch_id"]
+            # the branch: the sum of its managers' averages (same days), rounded once
+            r = await c.get(
+                f"/v1/branches/{branch}/leaderboard",
+                params={"period": "month", "at": "2026-10-05", "metric": "average_deposits"},
+                headers=headers,
+            )
+            assert r.status_code == 200
+            board = r.json()["items"]
+            assert board[0]["manager_id"] == "m010"
+            assert board[0]["value"] == expected["m010|2026-10"]["liability"]
+            assert board[0]["tally"]["average_balance"] == expected["m010|2026-10"]
+            values = [Decimal(i["value"]) for i in board]
+            assert values == sorted(values, reverse=True)
+            r = await c.get(
+                f"/v1/branches/{branch}/tally",
+                params={"period": "month", "at": "2026-10-05"},
+                headers=headers,
+            )
+            want = sum(
+                (
+                    Decimal(expected[f"{i['manager_id']}|2026-10"]["liability"])
+                    for i in board
+                    if f"{i['manager_id']}|2026-10" in expected
+                ),
+                Decimal(0),
+            )
+            assert abs(Decimal(r.json()["average_balance"]["liability"]) - want) <= Decimal(
+                "0.01"
+            ) * len(board)
+            r = await c.get(
+                f"/v1/branches/{branch}/leaderboard",
+                params={"period": "month", "metric": "average_nothing"},
+                headers=headers,
+            )
+            assert r.status_code == 422
