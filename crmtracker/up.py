@@ -83,6 +83,7 @@ async def _demo(settings: Settings, stop: asyncio.Event, rate: float) -> None:
             stop=stop,
             rate=rate,
             log=log.info,
+            balance_nights=30,  # 日均 on the dashboard from the first minute
         )
         log.info("demo sent %d messages", sent)
     finally:
