@@ -114,6 +114,16 @@ def drop_zeros(deltas: Deltas) -> Deltas:
     return {k: v for k, v in deltas.items() if any(v.values())}
 
 
+ALERT_KINDS = ("outflow", "tier_drop")
+"""Reminder kinds raised by balances (大额资金流出, 客户等级下降); a visit after one answers it."""
+
+
+def outflow(before: Decimal, after: Decimal, policy: Any) -> bool:
+    """A fall of a client's deposits past the policy's share (of ``before``) or amount."""
+    fall = before - after
+    return fall > 0 and (fall > before * policy.outflow_share or fall > policy.outflow_amount)
+
+
 # --- period sums -----------------------------------------------------------------------------
 def period_sum(
     opening: Decimal, changes: Iterable[tuple[date, Decimal]], start: date, end: date

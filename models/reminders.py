@@ -21,6 +21,7 @@ from sqlalchemy import and_, bindparam, case, exists, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from models.balances import ALERT_KINDS
 from models.db import one_of
 from models.policy import Policy
 from models.stream import publish
@@ -132,7 +133,7 @@ def _get(r: Any, key: str) -> Any:
     return r.get(key) if isinstance(r, dict) else getattr(r, key, None)
 
 
-_REMINDER_COLS = (
+REMINDER_COLUMNS = _REMINDER_COLS = (
     ReminderRow.id,
     ReminderRow.client_id,
     ReminderRow.kind,
@@ -236,8 +237,16 @@ async def _recompute_chunk(
     if not active:
         return
     resolve, moved = [], []
+    last_visit = {r.client_id: r.last_visit_at for r in rows}
     for r in active:
         d, manager_id = dues.get(r.client_id, (None, None))
+        if r.kind in ALERT_KINDS:  # balances alerts: answered by a visit made after them
+            seen = last_visit.get(r.client_id)
+            if seen is not None and seen >= r.due_at:
+                resolve.append(r)
+            elif d is not None and r.manager_id != manager_id:
+                moved.append((r, manager_id))
+            continue
         if d is None or d.of(r.kind) != r.due_at:
             resolve.append(r)
         elif r.manager_id != manager_id:

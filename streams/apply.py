@@ -752,7 +752,7 @@ class Applier:
         if snapshots:
             to_apply = [f for f in to_apply if f.event.event_type != "balance.snapshot"]
             result.changed_managers |= await apply_snapshots(
-                conn, [f.event for f in snapshots], self.policy, bank_day(now, self.tz)
+                conn, [f.event for f in snapshots], self.policy, now
             )
             result.applied["balance.snapshot"] += len(snapshots)
             result.latest_occurred.extend(f.event.occurred_at for f in snapshots)

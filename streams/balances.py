@@ -20,7 +20,7 @@ from __future__ import annotations
 import bisect
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -39,10 +39,12 @@ from models.balances import (
     exact_sum,
     holder_segments,
     load_segments,
+    outflow,
 )
 from models.db import one_of
 from models.events import BalanceSnapshot, Event
 from models.policy import Policy, to_cny
+from models.reminders import REMINDER_COLUMNS, write_outbox
 from models.tables import (
     AssignmentRow,
     BalanceAccountRow,
@@ -50,8 +52,12 @@ from models.tables import (
     BalanceHolderRow,
     BalanceOpeningRow,
     BalanceSnapshotRow,
+    ClientRow,
     ManagerRow,
+    ReminderRow,
 )
+
+ALERT_SOURCE = "crm-tracker-worker"
 
 Vector = dict[tuple[str, str], Decimal]
 """What one snapshot puts into the carried balances: {(client_id, line): balance}."""
@@ -69,10 +75,11 @@ def _insert(conn: AsyncConnection, model: Any) -> Any:
 
 
 async def apply_snapshots(
-    conn: AsyncConnection, events: Sequence[Event], policy: Policy, today: date
+    conn: AsyncConnection, events: Sequence[Event], policy: Policy, now: datetime
 ) -> set[str]:
     """Apply new (already claimed) ``balance.snapshot`` events; returns the managers whose
-    balances changed."""
+    balances changed. Fires ``outflow`` alerts (models/balances.py ``outflow``)."""
+    today = now.astimezone(policy.tz).date()
     incoming: dict[str, list[tuple[date, tuple[Any, ...]]]] = defaultdict(list)
     for e in events:
         p = e.payload
@@ -115,6 +122,19 @@ async def apply_snapshots(
         else:
             late.append(acc)
             series[acc] = {}
+    # every account of the batch's clients as it was before the batch (outflow alerts)
+    clients = sorted({row[1] for items in incoming.values() for _d, row in items})
+    prior_accounts = (
+        await conn.execute(
+            select(
+                BalanceAccountRow.account_id,
+                BalanceAccountRow.client_id,
+                BalanceAccountRow.business_line,
+                BalanceAccountRow.last_date,
+                BalanceAccountRow.last_balance,
+            ).where(one_of(BalanceAccountRow.client_id, clients, dialect))
+        )
+    ).all()
     if late:
         rows = await conn.execute(
             select(
@@ -207,6 +227,7 @@ async def apply_snapshots(
             },
         )
         await conn.execute(stmt, account_rows)
+    await fire_outflows(conn, prior_accounts, account_rows, policy, now)
     if not changes:
         return set()
     segments = await holders(conn, {c[0] for c in changes}, policy)
@@ -215,6 +236,105 @@ async def apply_snapshots(
         add_change(deltas, segments[cid], line, change, start, stop)
     await write_deltas(conn, deltas, today)
     return {k[1] for k in deltas if k[0] == "manager"}
+
+
+async def fire_outflows(
+    conn: AsyncConnection,
+    before: Sequence[Any],
+    after: Sequence[dict[str, Any]],
+    policy: Policy,
+    now: datetime,
+) -> int:
+    """大额资金流出: per client whose newest bank date moved on, its deposits (the carried
+    balances of its liability accounts) at the newest date before the batch against the
+    newest after it; a fall past the policy's share or amount fires one ``outflow`` alert
+    for that date (one per client and date: a redelivered batch fires nothing new)."""
+    old: dict[str, dict[str, tuple[str, str, date, Decimal]]] = defaultdict(dict)
+    for acc, cid, line, day, bal in before:
+        old[cid][acc] = (cid, line, day, bal)
+    new = {cid: dict(accounts) for cid, accounts in old.items()}
+    for r in after:
+        new.setdefault(r["client_id"], {})[r["account_id"]] = (
+            r["client_id"],
+            r["business_line"],
+            r["last_date"],
+            r["last_balance"],
+        )
+    fired: list[tuple[str, date, Decimal, Decimal]] = []
+    for cid, accounts in new.items():
+        if not old.get(cid):
+            continue  # a client's first balances are no fall
+        was_day = max(a[2] for a in old[cid].values())
+        day = max(a[2] for a in accounts.values())
+        if day <= was_day:
+            continue  # a late or corrected past day: no alert for the past
+        was = sum((a[3] for a in old[cid].values() if a[1] == "liability"), ZERO)
+        now_total = sum((a[3] for a in accounts.values() if a[1] == "liability"), ZERO)
+        if outflow(was, now_total, policy):
+            fired.append((cid, day, was, now_total))
+    if fired:
+        await fire_alerts(conn, "outflow", [(cid, day) for cid, day, _w, _n in fired], policy, now)
+    return len(fired)
+
+
+async def fire_alerts(
+    conn: AsyncConnection,
+    kind: str,
+    found: Sequence[tuple[str, date]],
+    policy: Policy,
+    now: datetime,
+) -> list[dict[str, Any]]:
+    """Alert reminders (``outflow``, ``tier_drop``) for (client, bank date): due when that
+    bank date closed, to the client's manager now; one per (client, kind, due instant), with
+    the visit reminders' lifecycle and delivery (outbox → topic and webhooks)."""
+    ids = sorted({cid for cid, _d in found})
+    who = {
+        r.client_id: r
+        for r in (
+            await conn.execute(
+                select(
+                    ClientRow.client_id,
+                    ClientRow.manager_id,
+                    ManagerRow.supervisor_id,
+                    ManagerRow.branch_id,
+                )
+                .select_from(ClientRow)
+                .outerjoin(ManagerRow, ManagerRow.manager_id == ClientRow.manager_id)
+                .where(one_of(ClientRow.client_id, ids, conn.dialect.name))
+            )
+        ).all()
+    }
+    rows = []
+    for cid, day in found:
+        w = who.get(cid)
+        if w is None:
+            continue
+        closed = datetime(day.year, day.month, day.day, tzinfo=policy.tz) + timedelta(days=1)
+        rows.append(
+            {
+                "client_id": cid,
+                "kind": kind,
+                "due_at": closed,
+                "status": "open",
+                "manager_id": w.manager_id,
+                "supervisor_id": w.supervisor_id,
+                "branch_id": w.branch_id,
+                "fired_at": now,
+                "updated_at": now,
+            }
+        )
+    if not rows:
+        return []
+    stmt = (
+        _insert(conn, ReminderRow)
+        .on_conflict_do_nothing(index_elements=["client_id", "kind", "due_at"])
+        .returning(*REMINDER_COLUMNS)
+    )
+    created = sorted(
+        (r._asdict() for r in (await conn.execute(stmt, rows)).all()), key=lambda r: r["id"]
+    )
+    await write_outbox(conn, "reminder.fired", created, now, policy.tz, ALERT_SOURCE)
+    return created
 
 
 async def _history(

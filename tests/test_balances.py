@@ -547,3 +547,101 @@ async def test_tallies_and_leaderboards_carry_average_balances(db_url: str, tmp_
                 headers=headers,
             )
             assert r.status_code == 422
+
+
+# --- alerts: 大额资金流出 --------------------------------------------------------------------
+async def test_an_outflow_fires_one_alert_that_is_delivered(db_url: str, tmp_path: Path) -> None:
+    from aiohttp import web
+
+    from crmtracker.broker import free_port
+    from models.tables import ReminderRow
+    from scheduler.delivery import WebhookTarget
+    from scheduler.service import ReminderScheduler
+
+    engine = make_engine(db_url, writer=True)
+    clock = [datetime(2026, 11, 12, 2, tzinfo=UTC)]
+    applier = Applier(engine, Policy(), now=lambda: clock[0])
+    feed = Feed()
+    await applier.apply(reference(feed))
+    await applier.apply([client_msg(feed, "k-1", "k", "ma", "2026-01-01T09:00:00+08:00")])
+
+    def night(n: int, day: date, balances: dict[str, str]) -> list[Incoming]:
+        at = datetime(day.year, day.month, day.day, 18, tzinfo=UTC)
+        return [
+            feed.msg(
+                "bank.balances",
+                snap(f"n{n}-{acc}", "k", acc, "liability", Decimal(b), day, at)[0],
+            )
+            for acc, b in balances.items()
+        ]
+
+    await applier.apply(night(1, date(2026, 11, 9), {"d1": "8000000", "d2": "2000000"}))
+    # 10 Nov: down 20 % and 2,000,000: within the policy (30 %, 5,000,000)
+    await applier.apply(night(2, date(2026, 11, 10), {"d1": "6000000"}))
+    # 11 Nov: 8,000,000 → 4,000,000 (d2 carried): a 50 % fall
+    last = night(3, date(2026, 11, 11), {"d1": "2000000"})
+    await applier.apply(last)
+    await applier.apply(last)  # redelivered: nothing new
+    # a late correction of a past day never alerts
+    await applier.apply(night(4, date(2026, 11, 10), {"d2": "10"})[:1])
+
+    async def alerts() -> list[Any]:
+        async with engine.connect() as conn:
+            return list(
+                (await conn.execute(select(ReminderRow).where(ReminderRow.kind == "outflow"))).all()
+            )
+
+    rows = await alerts()
+    assert len(rows) == 1
+    alert = rows[0]
+    assert alert.client_id == "k" and alert.manager_id == "ma" and alert.status == "open"
+    assert alert.due_at == datetime(2026, 11, 11, 16, tzinfo=UTC)  # 12 Nov 00:00 bank time
+
+    received: list[dict[str, Any]] = []
+
+    async def hook(request: web.Request) -> web.Response:
+        received.append(json.loads(await request.read()))
+        return web.Response(status=204)
+
+    app = web.Application()
+    app.router.add_post("/hook", hook)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        settings = Settings(database_url=db_url, data_dir=tmp_path)
+        sched = ReminderScheduler(
+            settings,
+            engine,
+            now=lambda: clock[0],
+            targets=[WebhookTarget(f"http://127.0.0.1:{port}/hook", None)],
+        )
+        r = await sched.deliver_once()
+        assert r.delivered == 1
+        assert (await sched.deliver_once()).delivered == 0
+        await sched.stop()
+    finally:
+        await runner.cleanup()
+    assert [
+        (e["event_type"], e["payload"]["kind"], e["payload"]["client_id"]) for e in received
+    ] == [("reminder.fired", "outflow", "k")]
+    # the manager answers with a visit: the alert is resolved
+    await applier.apply(
+        [
+            feed.msg(
+                "crm.visits",
+                env(
+                    "v1",
+                    "visit.logged",
+                    "2026-11-12T15:00:00+08:00",
+                    client_id="k",
+                    manager_id="ma",
+                    method="phone",
+                    kind="business",
+                ),
+            )
+        ]
+    )
+    assert [a.status for a in await alerts()] == ["resolved"]
+    await engine.dispose()
