@@ -16,6 +16,7 @@ from api.reads import ReadCache
 from api.routes import (
     assessment,
     audit,
+    balances,
     clients,
     dashboard,
     events,
@@ -69,6 +70,8 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(events.router, responses=ERRORS)
     app.include_router(audit.router, responses=ERRORS)
     app.include_router(stream.router, responses=ERRORS)
+    # before clients: /v1/clients/tier-review is not a client id
+    app.include_router(balances.router, responses=ERRORS)
     app.include_router(clients.router, responses=ERRORS)
     app.include_router(reminders.router, responses=ERRORS)
     app.include_router(ops.router, responses=ERRORS)  # also starts the lag sampler

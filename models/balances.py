@@ -290,3 +290,142 @@ async def average_documents(
     """The tally's ``average_balance`` per owner: {"liability": "...", "asset": "..."}."""
     found = await average_balances(conn, scope, owner_ids, start, end, today)
     return {o: {line: money(v) for line, v in lines.items()} for o, lines in found.items()}
+
+
+# --- standard deposits (标准存款) and tier review -----------------------------------------------
+TIER_ORDER = ("diamond", "platinum", "gold", "silver", "bronze")
+
+
+def standard_deposits(averages: dict[str, Decimal], policy: Any) -> Decimal:
+    """Σ line average daily balance × the policy's conversion coefficient."""
+    return sum(
+        (averages.get(line, ZERO) * c for line, c in policy.standard_coefficients.items()), ZERO
+    )
+
+
+def computed_tier(
+    standard: Decimal, bad_credit: bool, relationship_days: int, policy: Any
+) -> str | None:
+    """The tier standard deposits give: bad credit → bronze whatever the deposits; a
+    relationship shorter than the policy's half-year → not classified (None)."""
+    if bad_credit:
+        return "bronze"
+    if relationship_days < policy.relationship_min_days:
+        return None
+    for tier in TIER_ORDER[:-1]:
+        if standard >= policy.tier_thresholds[tier]:
+            return tier
+    return "bronze"
+
+
+def review_window(today: date, policy: Any) -> tuple[date, date]:
+    """The last ``standard_window_days`` complete bank days (today's balance is not closed)."""
+    end = today - timedelta(days=1)
+    return end - timedelta(days=policy.standard_window_days - 1), end
+
+
+async def client_tiers(
+    conn: AsyncConnection, clients: Sequence[Any], policy: Any, today: date
+) -> dict[str, dict[str, Any]]:
+    """Per client row (client_id, bad_credit), its standard deposits and computed tier."""
+    from models.tables import AssignmentRow
+
+    ids = [c.client_id for c in clients]
+    if not ids:
+        return {}
+    start, end = review_window(today, policy)
+    averages = await client_averages(conn, ids, start, end, today)
+    first = dict(
+        (
+            await conn.execute(
+                select(AssignmentRow.client_id, func.min(AssignmentRow.assigned_at))
+                .where(one_of(AssignmentRow.client_id, ids, conn.dialect.name))
+                .group_by(AssignmentRow.client_id)
+            )
+        ).all()
+    )
+    out = {}
+    for c in clients:
+        since = first.get(c.client_id)
+        days = (today - bank_day(since, policy.tz)).days if since is not None else 0
+        standard = standard_deposits(averages[c.client_id], policy)
+        out[c.client_id] = {
+            "standard_deposits": standard,
+            "average_deposits": averages[c.client_id]["liability"],
+            "average_loans": averages[c.client_id]["asset"],
+            "relationship_days": days,
+            "computed_tier": computed_tier(standard, bool(c.bad_credit), days, policy),
+        }
+    return out
+
+
+async def tier_review_page(
+    conn: AsyncConnection,
+    policy: Any,
+    today: date,
+    *,
+    manager_ids: Iterable[str] | None = None,
+    branch_ids: Iterable[str] | None = None,
+    after: str | None = None,
+    limit: int = 100,
+    chunk: int = 500,
+) -> tuple[list[dict[str, Any]], str | None]:
+    """Clients (in client_id order, after ``after``) whose sent tier differs from the one
+    their standard deposits give; unclassified clients (too short a relationship) are left
+    out. Clients are read in chunks until the page is full; returns the items and the last
+    client id of the page when there may be more."""
+    from models.tables import ClientRow, ManagerRow
+
+    start, end = review_window(today, policy)
+    items: list[dict[str, Any]] = []
+    cursor = after
+    while True:
+        q = (
+            select(
+                ClientRow.client_id,
+                ClientRow.name,
+                ClientRow.tier,
+                ClientRow.bad_credit,
+                ClientRow.manager_id,
+                ManagerRow.branch_id,
+            )
+            .select_from(ClientRow)
+            .outerjoin(ManagerRow, ManagerRow.manager_id == ClientRow.manager_id)
+            .order_by(ClientRow.client_id)
+            .limit(chunk)
+        )
+        if cursor is not None:
+            q = q.where(ClientRow.client_id > cursor)
+        if manager_ids is not None:
+            q = q.where(ClientRow.manager_id.in_(sorted(manager_ids)))
+        if branch_ids is not None:
+            q = q.where(ManagerRow.branch_id.in_(sorted(branch_ids)))
+        rows = (await conn.execute(q)).all()
+        if not rows:
+            return items, None
+        tiers = await client_tiers(conn, rows, policy, today)
+        for r in rows:
+            t = tiers[r.client_id]
+            cursor = r.client_id
+            if t["computed_tier"] is None or t["computed_tier"] == r.tier:
+                continue
+            items.append(
+                {
+                    "client_id": r.client_id,
+                    "name": r.name,
+                    "manager_id": r.manager_id,
+                    "branch_id": r.branch_id,
+                    "tier": r.tier,
+                    "computed_tier": t["computed_tier"],
+                    "standard_deposits": money(t["standard_deposits"]),
+                    "average_deposits": money(t["average_deposits"]),
+                    "average_loans": money(t["average_loans"]),
+                    "relationship_days": t["relationship_days"],
+                    "bad_credit": bool(r.bad_credit),
+                    "window": {"from": start.isoformat(), "to": end.isoformat()},
+                }
+            )
+            if len(items) == limit:
+                return items, cursor
+        if len(rows) < chunk:
+            return items, None

@@ -156,6 +156,8 @@ class ClientUpserted(_Payload):
     assigned_at: Timestamp | None = None
     origin: Literal["marketed", "natural", "handed_over"] | None = None
     """Extension: how the client came (picks the policy's default claim ratio)."""
+    bad_credit: StrictBool = False
+    """A bad-credit record or a pending lawsuit: bronze whatever its deposits."""
 
 
 class ManagerUpserted(_Payload):

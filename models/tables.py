@@ -23,6 +23,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -164,6 +165,8 @@ class ClientRow(Base):
     origin: Mapped[str | None] = mapped_column(String(16))
     """marketed | natural | handed_over: picks the default claim ratio when none is set."""
     visit_interval_days: Mapped[int | None] = mapped_column(Integer)
+    bad_credit: Mapped[bool] = mapped_column(default=False, server_default=false())
+    """A bad-credit record or a pending lawsuit (tier review: bronze)."""
     assigned_at: Mapped[datetime] = mapped_column(UTCDateTime())
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
     last_visit_at: Mapped[datetime | None] = mapped_column(UTCDateTime())

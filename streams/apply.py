@@ -551,6 +551,7 @@ class Applier:
                     "claim_ratio": p.claim_ratio,
                     "visit_interval_days": p.visit_interval_days,
                     "origin": p.origin,
+                    "bad_credit": p.bad_credit,  # balances (issue 19): tier review
                     "assigned_at": assigned_at,
                     "updated_at": e.occurred_at,
                 }

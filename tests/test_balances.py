@@ -645,3 +645,105 @@ async def test_an_outflow_fires_one_alert_that_is_delivered(db_url: str, tmp_pat
     )
     assert [a.status for a in await alerts()] == ["resolved"]
     await engine.dispose()
+
+
+# --- standard deposits and the tier review ---------------------------------------------------
+async def test_tier_review_on_hand_made_clients(db_url: str, tmp_path: Path) -> None:
+    tz = Policy().tz
+    today = datetime.now(tz).date()
+    engine = make_engine(db_url, writer=True)
+    applier = Applier(engine, Policy())
+    feed = Feed()
+    await applier.apply(reference(feed))
+    long_ago = datetime.combine(today - timedelta(days=400), datetime.min.time(), tz)
+    recent = datetime.combine(today - timedelta(days=60), datetime.min.time(), tz)
+    # (client, manager, since, sent tier, bad credit, {account: (line, balance)})
+    clients = [
+        ("k1", "ma", long_ago, "gold", False, {"k1-d": ("liability", "60000000")}),
+        ("k2", "ma", long_ago, "diamond", True, {"k2-d": ("liability", "300000000")}),
+        ("k3", "ma", recent, "bronze", False, {"k3-d": ("liability", "300000000")}),
+        (
+            "k4",
+            "mb",
+            long_ago,
+            "gold",
+            False,
+            {"k4-d": ("liability", "5000000"), "k4-l": ("asset", "2000000")},
+        ),
+        ("k5", "mb", long_ago, "silver", False, {"k5-l": ("asset", "3000000")}),
+        ("k6", "mc", long_ago, None, False, {}),
+        ("k7", "ma", long_ago, "gold", False, {"k7-d": ("liability", "4999999.99")}),
+    ]
+    msgs = []
+    for cid, mid, since, tier, bad, _accounts in clients:
+        payload: dict[str, Any] = {
+            "client_id": cid,
+            "manager_id": mid,
+            "bad_credit": bad,
+            "assigned_at": since.isoformat(),
+        }
+        if tier:
+            payload["tier"] = tier
+        msgs.append(
+            feed.msg(
+                "crm.clients", env(f"{cid}-up", "client.upserted", since.isoformat(), **payload)
+            )
+        )
+    await applier.apply(msgs)
+    day = today - timedelta(days=300)
+    at = datetime.combine(day + timedelta(days=1), datetime.min.time(), tz)
+    await applier.apply(
+        [
+            feed.msg("bank.balances", snap(f"{acc}-s", cid, acc, line, Decimal(bal), day, at)[0])
+            for cid, _m, _s, _t, _b, accounts in clients
+            for acc, (line, bal) in accounts.items()
+        ]
+    )
+    await engine.dispose()
+    settings = Settings(database_url=db_url, data_dir=tmp_path, auth_secret=SECRET)
+    app = create_app(settings)
+
+    def as_(role: str, **kw: Any) -> dict[str, str]:
+        return {"Authorization": f"Bearer {mint_token(SECRET, role, **kw)}"}
+
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
+            r = await c.get("/v1/clients/tier-review", headers=as_("admin"))
+            assert r.status_code == 200, r.text
+            got = {i["client_id"]: i for i in r.json()["items"]}
+            assert {k: (i["tier"], i["computed_tier"]) for k, i in got.items()} == {
+                "k1": ("gold", "platinum"),
+                "k2": ("diamond", "bronze"),  # bad credit, whatever the deposits
+                "k6": (None, "bronze"),
+                "k7": ("gold", "silver"),  # a cent below gold
+            }
+            assert got["k1"]["standard_deposits"] == "60000000.00"
+            assert got["k7"]["standard_deposits"] == "4999999.99"
+            assert got["k1"]["relationship_days"] >= 399
+            # k3: under half a year, not classified; k4: 5M + 0.5 × 2M = gold; k5: silver
+            # paged one by one, the same list
+            seen, cursor = [], None
+            while True:
+                params = {"limit": 1} | ({"cursor": cursor} if cursor else {})
+                r = await c.get("/v1/clients/tier-review", params=params, headers=as_("admin"))
+                seen += [i["client_id"] for i in r.json()["items"]]
+                cursor = r.json()["next_cursor"]
+                if cursor is None:
+                    break
+            assert seen == ["k1", "k2", "k6", "k7"]
+            # scope: a manager sees their own clients only; another manager's filter is a 403
+            r = await c.get("/v1/clients/tier-review", headers=as_("manager", manager_id="mb"))
+            assert r.json()["items"] == []
+            r = await c.get(
+                "/v1/clients/tier-review",
+                params={"manager_id": "ma"},
+                headers=as_("manager", manager_id="mb"),
+            )
+            assert r.status_code == 403
+            r = await c.get("/v1/clients/tier-review", headers=as_("supervisor", branches=["b2"]))
+            assert [i["client_id"] for i in r.json()["items"]] == ["k6"]
+            r = await c.get(
+                "/v1/clients/tier-review", params={"cursor": "%%%"}, headers=as_("admin")
+            )
+            assert r.status_code == 422

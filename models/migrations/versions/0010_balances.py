@@ -31,6 +31,12 @@ def _money(name: str) -> sa.Column:
 
 
 def upgrade() -> None:
+    # client.upserted's bad_credit (a bad-credit record or a lawsuit): bronze in the tier review
+    if "bad_credit" not in {c["name"] for c in sa.inspect(op.get_bind()).get_columns("clients")}:
+        with op.batch_alter_table("clients") as batch:
+            batch.add_column(
+                sa.Column("bad_credit", sa.Boolean(), server_default=sa.false(), nullable=False)
+            )
     op.create_table(
         "balance_snapshots",
         sa.Column("account_id", sa.String(length=128), nullable=False),
@@ -96,6 +102,8 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("clients") as batch:
+        batch.drop_column("bad_credit")
     for table in ("balance_openings", "balance_daily", "balance_holders", "balance_accounts"):
         op.drop_table(table)
     op.drop_index("ix_balance_snapshots_client", table_name="balance_snapshots")
