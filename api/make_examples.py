@@ -66,6 +66,7 @@ CALLS: list[tuple[str, str, str, Any]] = [
     ("GET", "/v1/audit", "/v1/audit?limit=1", None),
     ("GET", "/v1/clients/{client_id}", "/v1/clients/{client}", None),
     ("GET", "/v1/overdue", "/v1/overdue?branch_id=b05&limit=1", None),
+    ("GET", "/v1/clients/tier-review", "/v1/clients/tier-review?limit=1", None),
     ("GET", "/v1/reminders", "/v1/reminders?manager_id=m036&limit=1", None),
     ("POST", "/v1/reminders/{reminder_id}/ack", "/v1/reminders/{reminder}/ack", None),
     ("GET", "/v1/reminders/deliveries", "/v1/reminders/deliveries?limit=1", None),
