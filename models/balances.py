@@ -157,15 +157,33 @@ async def average_balances(
     start: date,
     end: date,
     today: date,
+    policy: Any = None,
 ) -> dict[str, dict[str, Decimal]]:
     """Per owner (manager or branch), the exact average daily balance per line over
     [start, end] (its days up to ``today`` for a running period). Owners without balances
-    get zeros. Reads one opening row and the change rows of [1 January, end] per owner."""
+    get zeros. Reads one opening row and the change rows of [1 January, end] per owner;
+    with the policy's ``increment`` hand-over mode, the base of handed-over clients moves
+    back to their previous managers (``handover_split``)."""
     ids = sorted(set(owner_ids))
-    out = {o: {line: ZERO for line in LINES} for o in ids}
     last, days = counted_days(start, end, today)
     if not ids or days == 0:
-        return out
+        return {o: {line: ZERO for line in LINES} for o in ids}
+    sums = await _period_sums(conn, scope, ids, start, last)
+    if policy is None:
+        from models.policy import Policy
+
+        policy = Policy()
+    if policy.handover_mode == "increment":
+        for owner, moved in (await handover_split(conn, scope, ids, start, last, policy)).items():
+            sums[owner]["liability"] += moved
+    return {o: {line: average(sums[o][line], days) for line in LINES} for o in ids}
+
+
+async def _period_sums(
+    conn: AsyncConnection, scope: str, ids: list[str], start: date, last: date
+) -> dict[str, dict[str, Decimal]]:
+    """Per owner, Σ over [start, last] of the carried end-of-day balances per line."""
+    out = {o: {line: ZERO for line in LINES} for o in ids}
     dialect = conn.dialect.name
     openings: dict[str, tuple[int, dict[str, Decimal]]] = {}
     rows = await conn.execute(
@@ -206,10 +224,121 @@ async def average_balances(
     for owner in ids:
         opening = openings.get(owner, (0, {line: ZERO for line in LINES}))[1]
         for line in LINES:
-            total = period_sum(
+            out[owner][line] = period_sum(
                 opening[line], ((d, c[line]) for d, c in changes.get(owner, [])), start, last
             )
-            out[owner][line] = average(total, days)
+    return out
+
+
+def daily_balances(
+    snapshots: Iterable[Snapshot], line: str, start: date, end: date
+) -> list[Decimal]:
+    """A client's carried end-of-day balance of ``line`` on each day of [start, end]."""
+    per_account: dict[str, list[Snapshot]] = defaultdict(list)
+    for s in snapshots:
+        if s.as_of_date <= end and s.business_line == line:
+            per_account[s.account_id].append(s)
+    n = (end - start).days + 1
+    out = [ZERO] * n
+    for series in per_account.values():
+        series.sort(key=lambda s: s.as_of_date)
+        for i, s in enumerate(series):
+            nxt = series[i + 1].as_of_date if i + 1 < len(series) else end + timedelta(days=1)
+            lo, hi = max((s.as_of_date - start).days, 0), min((nxt - start).days, n)
+            for k in range(lo, hi):
+                out[k] += s.balance
+    return out
+
+
+def handover_base_window(handed: date, policy: Any) -> tuple[date, date]:
+    """The half-year before a hand-over day (``standard_window_days`` days, the day before
+    the hand-over last): its average daily deposits are the base."""
+    return handed - timedelta(days=policy.standard_window_days), handed - timedelta(days=1)
+
+
+async def handover_split(
+    conn: AsyncConnection,
+    scope: str,
+    owner_ids: Iterable[str],
+    start: date,
+    last: date,
+    policy: Any,
+) -> dict[str, Decimal]:
+    """增量认领 (increment mode): on each day a handed-over client is held by its new
+    manager, the part of its deposits up to the base (its average daily deposits over the
+    half-year before the hand-over) stays with the previous manager; the new one keeps the
+    increment above it. Returns, per owner of ``owner_ids``, the change of its Σ daily
+    deposits over [start, last]. A previous manager who has left (inactive) hands over
+    everything (a full transfer)."""
+    from models.tables import BalanceHolderRow, ManagerRow
+
+    wanted = set(owner_ids)
+    rows = (
+        await conn.execute(
+            select(BalanceHolderRow.client_id, BalanceHolderRow.segments).where(
+                BalanceHolderRow.handed_over.is_(True)
+            )
+        )
+    ).all()
+    key = 1 if scope == "manager" else 2
+    # (client, from, to, hand-over day, previous owner, new owner, previous manager)
+    pending: list[tuple[str, date, date, date, str, str, str]] = []
+    managers: set[str] = set()
+    for cid, text in rows:
+        segs = load_segments(text)
+        for i in range(1, len(segs)):
+            prev, cur = segs[i - 1], segs[i]
+            first = cur[0]
+            assert first is not None
+            stop = segs[i + 1][0] if i + 1 < len(segs) else None
+            lo = max(first, start)
+            hi = last if stop is None else min(last, stop - timedelta(days=1))
+            if lo > hi or (prev[key] not in wanted and cur[key] not in wanted):
+                continue
+            if prev[key] == cur[key]:
+                continue  # the same branch on both sides: nothing moves between branches
+            pending.append((cid, lo, hi, first, prev[key], cur[key], prev[1]))  # type: ignore[arg-type]
+            managers.add(prev[1])
+    out: dict[str, Decimal] = defaultdict(lambda: ZERO)
+    if not pending:
+        return out
+    active = dict(
+        (
+            await conn.execute(
+                select(ManagerRow.manager_id, ManagerRow.active).where(
+                    one_of(ManagerRow.manager_id, sorted(managers), conn.dialect.name)
+                )
+            )
+        ).all()
+    )
+    clients = sorted({p[0] for p in pending})
+    snaps: dict[str, list[Snapshot]] = defaultdict(list)
+    for cid, acc, day, line, bal in (
+        await conn.execute(
+            select(
+                BalanceSnapshotRow.client_id,
+                BalanceSnapshotRow.account_id,
+                BalanceSnapshotRow.as_of_date,
+                BalanceSnapshotRow.business_line,
+                BalanceSnapshotRow.balance,
+            ).where(
+                one_of(BalanceSnapshotRow.client_id, clients, conn.dialect.name),
+                BalanceSnapshotRow.business_line == "liability",
+                BalanceSnapshotRow.as_of_date <= last,
+            )
+        )
+    ).all():
+        snaps[cid].append(Snapshot(acc, day, line, bal))
+    for cid, lo, hi, handed, prev_owner, new_owner, prev_manager in pending:
+        if not active.get(prev_manager, True):
+            continue  # the previous manager has left: a full transfer
+        b0, b1 = handover_base_window(handed, policy)
+        base = average(
+            sum(daily_balances(snaps[cid], "liability", b0, b1), ZERO), (b1 - b0).days + 1
+        )
+        kept = sum((min(d, base) for d in daily_balances(snaps[cid], "liability", lo, hi)), ZERO)
+        out[prev_owner] += kept
+        out[new_owner] -= kept
     return out
 
 
@@ -286,9 +415,10 @@ async def average_documents(
     start: date,
     end: date,
     today: date,
+    policy: Any = None,
 ) -> dict[str, dict[str, str]]:
     """The tally's ``average_balance`` per owner: {"liability": "...", "asset": "..."}."""
-    found = await average_balances(conn, scope, owner_ids, start, end, today)
+    found = await average_balances(conn, scope, owner_ids, start, end, today, policy)
     return {o: {line: money(v) for line, v in lines.items()} for o, lines in found.items()}
 
 

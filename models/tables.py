@@ -374,6 +374,8 @@ class BalanceHolderRow(Base):
 
     client_id: Mapped[str] = mapped_column(String(128), primary_key=True)
     segments: Mapped[str] = mapped_column(Text)
+    handed_over: Mapped[bool] = mapped_column(default=False, index=True)
+    """More than one holder: the hand-over increment split applies (models/balances.py)."""
 
 
 class BalanceDayRow(Base):

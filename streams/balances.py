@@ -389,7 +389,14 @@ async def holders(
         fresh = await _segments_now(conn, missing, policy)
         await conn.execute(
             _insert(conn, BalanceHolderRow).on_conflict_do_nothing(),
-            [{"client_id": c, "segments": dump_segments(fresh[c])} for c in missing],
+            [
+                {
+                    "client_id": c,
+                    "segments": dump_segments(fresh[c]),
+                    "handed_over": len(fresh[c]) > 1,
+                }
+                for c in missing
+            ],
         )
         stored.update(fresh)
     return stored
@@ -446,9 +453,16 @@ async def move_clients(
         previous[acc] = (line, bal)
     stmt = _insert(conn, BalanceHolderRow)
     stmt = stmt.on_conflict_do_update(
-        index_elements=["client_id"], set_={"segments": stmt.excluded.segments}
+        index_elements=["client_id"],
+        set_={"segments": stmt.excluded.segments, "handed_over": stmt.excluded.handed_over},
     )
-    await conn.execute(stmt, [{"client_id": c, "segments": dump_segments(now[c])} for c in moved])
+    await conn.execute(
+        stmt,
+        [
+            {"client_id": c, "segments": dump_segments(now[c]), "handed_over": len(now[c]) > 1}
+            for c in moved
+        ],
+    )
     deltas = drop_zeros(deltas)
     await write_deltas(conn, deltas, today)
     return {k[1] for k in deltas if k[0] == "manager"}

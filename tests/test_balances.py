@@ -80,31 +80,51 @@ def oracle(
     history: dict[str, list[tuple[date, str]]],
     start: date,
     end: date,
+    mode: str = "increment",
+    window: int = 183,
 ) -> dict[str, dict[str, Decimal]]:
     """Day by day: each account's winning snapshot per date (latest occurred_at; the first
-    of equals), carried forward; each day credited to the holder of that day."""
+    of equals), carried forward; each day credited to the holder of that day. Increment
+    mode: after a hand-over, the client's deposits up to its base (average daily deposits
+    of the ``window`` days before the hand-over) stay with the previous holder."""
     best: dict[tuple[str, date], dict[str, Any]] = {}
     for s in snapshots:
         k = (s["account_id"], s["as_of_date"])
         if k not in best or s["occurred_at"] > best[k]["occurred_at"]:
             best[k] = s
     accounts = {s["account_id"]: (s["client_id"], s["business_line"]) for s in snapshots}
+    first_day = min(s["as_of_date"] for s in snapshots) - timedelta(days=window + 1)
+    # per (client, line): day → carried balance (all its accounts)
+    per_client: dict[tuple[str, str], dict[date, Decimal]] = defaultdict(
+        lambda: defaultdict(Decimal)
+    )
+    for acc, (client, line) in accounts.items():
+        balance = Decimal(0)
+        day = first_day
+        while day <= end:
+            if (acc, day) in best:
+                balance = best[(acc, day)]["balance"]
+            per_client[(client, line)][day] += balance
+            day += timedelta(days=1)
     sums: dict[str, dict[str, Decimal]] = defaultdict(
         lambda: {"liability": Decimal(0), "asset": Decimal(0)}
     )
     days = (end - start).days + 1
-    for acc, (client, line) in accounts.items():
-        balance = Decimal(0)
-        day = min(s["as_of_date"] for s in snapshots)
+    for (client, line), series in per_client.items():
+        day = start
         while day <= end:
-            if (acc, day) in best:
-                balance = best[(acc, day)]["balance"]
-            if day >= start:
-                holder = history[client][0][1]
-                for first, mid in history[client]:
-                    if first <= day:
-                        holder = mid
-                sums[holder][line] += balance
+            hist = history[client]
+            i = max([k for k, (first, _m) in enumerate(hist) if first <= day], default=0)
+            holder = hist[i][1]
+            amount = series[day]
+            if mode == "increment" and line == "liability" and i > 0:
+                handed = hist[i][0]
+                base_days = [handed - timedelta(days=n) for n in range(1, window + 1)]
+                base = sum((series[d] for d in base_days), Decimal(0)) / window
+                kept = min(amount, base)
+                sums[hist[i - 1][1]][line] += kept
+                amount -= kept
+            sums[holder][line] += amount
             day += timedelta(days=1)
     return {m: {k: v / days for k, v in lines.items()} for m, lines in sums.items()}
 
@@ -747,3 +767,85 @@ async def test_tier_review_on_hand_made_clients(db_url: str, tmp_path: Path) -> 
                 "/v1/clients/tier-review", params={"cursor": "%%%"}, headers=as_("admin")
             )
             assert r.status_code == 422
+
+
+# --- hand-over increments (增量认领): the README's worked example -----------------------------
+async def test_handover_worked_example(db_url: str) -> None:
+    engine = make_engine(db_url, writer=True)
+    applier = Applier(engine, Policy(), now=lambda: datetime(2026, 12, 1, tzinfo=UTC))
+    feed = Feed()
+    await applier.apply(reference(feed))
+    await applier.apply([client_msg(feed, "h-1", "h", "ma", "2025-11-01T09:00:00+08:00")])
+    at = datetime(2026, 9, 1, tzinfo=UTC)  # one late file: the days fill in whatever the order
+    await applier.apply(
+        [
+            feed.msg("bank.balances", snap(f"h{n}", "h", "hd", "liability", Decimal(b), d, at)[0])
+            for n, (d, b) in enumerate(
+                [
+                    (date(2025, 12, 1), "1000000"),
+                    (date(2026, 7, 1), "1500000"),
+                    (date(2026, 8, 16), "600000"),
+                ]
+            )
+        ]
+    )
+    # handed over to mc (branch b2) on 1 July 2026
+    await applier.apply([client_msg(feed, "h-2", "h", "mc", "2026-07-01T10:00:00+08:00")])
+
+    async def month(m: int, policy: Policy) -> dict[str, dict[str, str]]:
+        start, end = period_range("month", date(2026, m, 1))
+        async with engine.connect() as conn:
+            mgr = await average_balances(
+                conn, "manager", ["ma", "mc"], start, end, date(2026, 12, 1), policy
+            )
+            br = await average_balances(
+                conn, "branch", ["b1", "b2"], start, end, date(2026, 12, 1), policy
+            )
+        return {k: money(v["liability"]) for k, v in (mgr | br).items()}  # type: ignore[misc]
+
+    # June: before the hand-over, all of it with ma
+    assert await month(6, Policy()) == {
+        "ma": "1000000.00",
+        "mc": "0.00",
+        "b1": "1000000.00",
+        "b2": "0.00",
+    }
+    # July: base 1,000,000 stays with ma, the increment 500,000 goes to mc
+    assert await month(7, Policy()) == {
+        "ma": "1000000.00",
+        "mc": "500000.00",
+        "b1": "1000000.00",
+        "b2": "500000.00",
+    }
+    # August: 15 days at 1,500,000 then 16 at 600,000 (below the base: all with ma)
+    assert await month(8, Policy()) == {
+        "ma": "793548.39",
+        "mc": "241935.48",
+        "b1": "793548.39",
+        "b2": "241935.48",
+    }
+    # full mode: everything from the hand-over on is the new manager's
+    assert await month(8, Policy(handover_mode="full")) == {
+        "ma": "0.00",
+        "mc": "1035483.87",
+        "b1": "0.00",
+        "b2": "1035483.87",
+    }
+    # the previous manager has left: a full transfer whatever the mode
+    await applier.apply(
+        [
+            feed.msg(
+                "crm.managers",
+                env(
+                    "ma-2",
+                    "manager.upserted",
+                    "2026-11-01T08:00:00+08:00",
+                    manager_id="ma",
+                    branch_id="b1",
+                    active=False,
+                ),
+            )
+        ]
+    )
+    assert (await month(8, Policy()))["mc"] == "1035483.87"
+    await engine.dispose()

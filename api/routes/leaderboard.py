@@ -65,7 +65,9 @@ async def _board(
     # rank on the metric's own columns; full tallies only for the page shown
     line = BALANCE_METRICS.get(metric)
     if line is not None:  # average daily balances (models/balances.py)
-        averages = await average_balances(conn, "manager", ids, span.start, span.end, span.today)
+        averages = await average_balances(
+            conn, "manager", ids, span.start, span.end, span.today, settings.policy
+        )
         found: dict[str, Any] = {m: v[line] for m, v in averages.items() if v[line]}
         zero: Any = Decimal(0)
     else:
@@ -81,7 +83,9 @@ async def _board(
     page = ranked[start : start + limit]
     shown = [mid for _, mid, _ in page]
     totals = await managers_totals(conn, shown, span.start, span.end)
-    balances = await average_documents(conn, "manager", shown, span.start, span.end, span.today)
+    balances = await average_documents(
+        conn, "manager", shown, span.start, span.end, span.today, settings.policy
+    )
     info = {m.manager_id: m for m in managers}
     items = []
     for position, manager_id, value in page:

@@ -105,7 +105,15 @@ async def manager_tally(
         doc = tally_document(("manager_id", manager_id), span.start, span.end, totals, tz)
         doc["branch_id"] = branch_id
         doc["average_balance"] = (
-            await average_documents(conn, "manager", [manager_id], span.start, span.end, span.today)
+            await average_documents(
+                conn,
+                "manager",
+                [manager_id],
+                span.start,
+                span.end,
+                span.today,
+                reading.settings.policy,
+            )
         )[manager_id]
         history = (await target_history(conn, [manager_id]))[manager_id]
         target = period_target(history, span.start, span.end, tz)
@@ -141,7 +149,9 @@ async def _branch_tally(
     totals = await branch_totals(conn, branch_id, span.start, span.end)
     doc = tally_document(("branch_id", branch_id), span.start, span.end, totals, settings.tz)
     doc["average_balance"] = (
-        await average_documents(conn, "branch", [branch_id], span.start, span.end, span.today)
+        await average_documents(
+            conn, "branch", [branch_id], span.start, span.end, span.today, settings.policy
+        )
     )[branch_id]
     accounts = {t: totals[f"accounts_{t}"] for t in ACCOUNT_TYPES}
     targets = branch_account_targets(span.period, span.start, span.end, accounts, settings.policy)

@@ -66,7 +66,11 @@ def upgrade() -> None:
         "balance_holders",
         sa.Column("client_id", sa.String(length=128), nullable=False),
         sa.Column("segments", sa.Text(), nullable=False),
+        sa.Column("handed_over", sa.Boolean(), nullable=False),
         sa.PrimaryKeyConstraint("client_id"),
+    )
+    op.create_index(
+        op.f("ix_balance_holders_handed_over"), "balance_holders", ["handed_over"], unique=False
     )
     op.create_table(
         "balance_daily",
