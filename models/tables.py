@@ -376,6 +376,9 @@ class BalanceHolderRow(Base):
     segments: Mapped[str] = mapped_column(Text)
     handed_over: Mapped[bool] = mapped_column(default=False, index=True)
     """More than one holder: the hand-over increment split applies (models/balances.py)."""
+    computed_tier: Mapped[str | None] = mapped_column(String(16))
+    """The tier its standard deposits gave when last checked (客户等级下降 alerts)."""
+    tier_checked: Mapped[date | None] = mapped_column(Date)
 
 
 class BalanceDayRow(Base):

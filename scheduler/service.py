@@ -30,6 +30,7 @@ from models.reminders import (
 from models.visits import REMINDER_KINDS
 from scheduler.delivery import Deliverer, DeliveryResult, KafkaTarget, Target, WebhookTarget
 from scheduler.metrics import REMINDERS_ESCALATED, REMINDERS_FIRED
+from streams.balances import check_tiers
 
 log = logging.getLogger("crmtracker.scheduler")
 
@@ -42,6 +43,7 @@ class ScanResult:
     escalated: int = 0
     woken: int = 0
     heads_up: int = 0
+    tier_drops: int = 0
 
     @property
     def total_fired(self) -> int:
@@ -128,6 +130,11 @@ class ReminderScheduler:
                     out.heads_up += len(sent)
                     if after is None:
                         break
+        # --- balances (issue 19, streams/balances.py): 客户等级下降, one chunk per scan
+        async with self.engine.begin() as conn:
+            drops = await check_tiers(conn, self.policy, now, limit=self.chunk)
+        out.tier_drops += len(drops)
+        # --- end balances
         while True:
             async with self.engine.begin() as conn:
                 escalated = await escalate_due(

@@ -24,16 +24,18 @@ from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import select, text
+from sqlalchemy import bindparam, or_, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from models.balances import (
     LINES,
+    TIER_ORDER,
     ZERO,
     Deltas,
     Segment,
     add_change,
+    client_tiers,
     drop_zeros,
     dump_segments,
     exact_sum,
@@ -335,6 +337,45 @@ async def fire_alerts(
     )
     await write_outbox(conn, "reminder.fired", created, now, policy.tz, ALERT_SOURCE)
     return created
+
+
+async def check_tiers(
+    conn: AsyncConnection, policy: Policy, now: datetime, *, limit: int = 2000
+) -> list[dict[str, Any]]:
+    """客户等级下降: recompute the tier of up to ``limit`` clients with balances not checked
+    yet today (bank date); a tier lower than the one computed at the previous check fires a
+    ``tier_drop`` alert for yesterday's close. Returns the alerts fired."""
+    today = now.astimezone(policy.tz).date()
+    rows = (
+        await conn.execute(
+            select(BalanceHolderRow.client_id, BalanceHolderRow.computed_tier, ClientRow.bad_credit)
+            .join(ClientRow, ClientRow.client_id == BalanceHolderRow.client_id)
+            .where(
+                or_(BalanceHolderRow.tier_checked.is_(None), BalanceHolderRow.tier_checked < today)
+            )
+            .order_by(BalanceHolderRow.client_id)
+            .limit(limit)
+        )
+    ).all()
+    if not rows:
+        return []
+    tiers = await client_tiers(conn, rows, policy, today)
+    drops = []
+    for r in rows:
+        new = tiers[r.client_id]["computed_tier"]
+        old = r.computed_tier
+        if old is not None and new is not None and TIER_ORDER.index(new) > TIER_ORDER.index(old):
+            drops.append((r.client_id, today - timedelta(days=1)))
+    await conn.execute(
+        update(BalanceHolderRow)
+        .where(BalanceHolderRow.client_id == bindparam("cid"))
+        .values(computed_tier=bindparam("tier"), tier_checked=bindparam("today")),
+        [
+            {"cid": r.client_id, "tier": tiers[r.client_id]["computed_tier"], "today": today}
+            for r in rows
+        ],
+    )
+    return await fire_alerts(conn, "tier_drop", drops, policy, now) if drops else []
 
 
 async def _history(

@@ -849,3 +849,50 @@ async def test_handover_worked_example(db_url: str) -> None:
     )
     assert (await month(8, Policy()))["mc"] == "1035483.87"
     await engine.dispose()
+
+
+# --- alerts: 客户等级下降 ----------------------------------------------------------------------
+async def test_a_computed_tier_drop_fires_one_alert(db_url: str, tmp_path: Path) -> None:
+    from models.tables import ReminderRow
+    from scheduler.service import ReminderScheduler
+
+    # standard deposits over one day (yesterday's close), so a drop shows the next morning
+    policy = Policy(standard_window_days=1, relationship_min_days=0)
+    clock = [datetime(2026, 11, 10, 1, tzinfo=UTC)]
+    engine = make_engine(db_url, writer=True)
+    applier = Applier(engine, policy, now=lambda: clock[0])
+    feed = Feed()
+    await applier.apply(reference(feed))
+    await applier.apply(
+        [
+            client_msg(feed, "t-1", "t", "ma", "2026-01-01T09:00:00+08:00"),
+            client_msg(feed, "u-1", "u", "mb", "2026-01-01T09:00:00+08:00"),
+        ]
+    )
+
+    async def close(day: date, balances: dict[str, str]) -> None:
+        at = datetime(day.year, day.month, day.day, 18, tzinfo=UTC)
+        await applier.apply(
+            [
+                feed.msg(
+                    "bank.balances",
+                    snap(f"{c}-{day}", c, f"{c}-d", "liability", Decimal(b), day, at)[0],
+                )
+                for c, b in balances.items()
+            ]
+        )
+
+    settings = Settings(database_url=db_url, data_dir=tmp_path)
+    sched = ReminderScheduler(settings, engine, policy=policy, now=lambda: clock[0], targets=[])
+    await close(date(2026, 11, 9), {"t": "60000000", "u": "6000000"})
+    assert (await sched.scan_once()).tier_drops == 0  # platinum and gold: the first look
+    await close(date(2026, 11, 10), {"t": "6000000", "u": "60000000"})  # t falls, u rises
+    clock[0] += timedelta(days=1)
+    assert (await sched.scan_once()).tier_drops == 1
+    assert (await sched.scan_once()).tier_drops == 0  # checked today already
+    async with engine.connect() as conn:
+        rows = (
+            await conn.execute(select(ReminderRow).where(ReminderRow.kind == "tier_drop"))
+        ).all()
+    assert [(r.client_id, r.manager_id, r.status) for r in rows] == [("t", "ma", "open")]
+    await engine.dispose()

@@ -67,6 +67,8 @@ def upgrade() -> None:
         sa.Column("client_id", sa.String(length=128), nullable=False),
         sa.Column("segments", sa.Text(), nullable=False),
         sa.Column("handed_over", sa.Boolean(), nullable=False),
+        sa.Column("computed_tier", sa.String(length=16), nullable=True),
+        sa.Column("tier_checked", sa.Date(), nullable=True),
         sa.PrimaryKeyConstraint("client_id"),
     )
     op.create_index(
