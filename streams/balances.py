@@ -94,16 +94,29 @@ async def apply_snapshots(
         return set()
     dialect = conn.dialect.name
     accounts = sorted(incoming)
-    newest = {
-        r.account_id: r
-        for r in (
+    # every account of the batch's clients as it was before the batch (also what the night
+    # needs of the batch's accounts; outflow alerts compare the clients' totals)
+    clients = sorted({row[1] for items in incoming.values() for _d, row in items})
+    prior_accounts = list(
+        (
             await conn.execute(
                 select(BalanceAccountRow).where(
-                    one_of(BalanceAccountRow.account_id, accounts, dialect)
+                    one_of(BalanceAccountRow.client_id, clients, dialect)
                 )
             )
         ).all()
-    }
+    )
+    newest = {r.account_id: r for r in prior_accounts}
+    missing = [a for a in accounts if a not in newest]
+    if missing:  # new accounts, or one now reported under another client
+        for r in (
+            await conn.execute(
+                select(BalanceAccountRow).where(
+                    one_of(BalanceAccountRow.account_id, missing, dialect)
+                )
+            )
+        ).all():
+            newest[r.account_id] = r
     # the account's known series: only its newest day when every incoming day is past it
     series: dict[str, dict[date, tuple[Any, ...]]] = {}
     late = []
@@ -124,19 +137,6 @@ async def apply_snapshots(
         else:
             late.append(acc)
             series[acc] = {}
-    # every account of the batch's clients as it was before the batch (outflow alerts)
-    clients = sorted({row[1] for items in incoming.values() for _d, row in items})
-    prior_accounts = (
-        await conn.execute(
-            select(
-                BalanceAccountRow.account_id,
-                BalanceAccountRow.client_id,
-                BalanceAccountRow.business_line,
-                BalanceAccountRow.last_date,
-                BalanceAccountRow.last_balance,
-            ).where(one_of(BalanceAccountRow.client_id, clients, dialect))
-        )
-    ).all()
     if late:
         rows = await conn.execute(
             select(
@@ -172,11 +172,15 @@ async def apply_snapshots(
                 before = known[days[i - 1]] if i > 0 else None
                 after = days[i] if i < len(days) else None
                 days.insert(i, day)
-            old, fresh = _vector(before), _vector(new)
-            for key in old.keys() | fresh.keys():
-                change = fresh.get(key, ZERO) - old.get(key, ZERO)
-                if change:
-                    changes.append((key[0], key[1], change, day, after))
+            if before is not None and before[1:3] == new[1:3]:  # same client and line
+                if new[3] != before[3]:
+                    changes.append((new[1], new[2], new[3] - before[3], day, after))
+            else:
+                old, fresh = _vector(before), _vector(new)
+                for key in old.keys() | fresh.keys():
+                    change = fresh.get(key, ZERO) - old.get(key, ZERO)
+                    if change:
+                        changes.append((key[0], key[1], change, day, after))
             known[day] = new
             written[day] = new
         for day, (at, cid, line, bal, eid) in sorted(written.items()):
@@ -203,33 +207,17 @@ async def apply_snapshots(
                     "last_occurred_at": at,
                 }
             )
-    if snapshot_rows:
-        stmt = _insert(conn, BalanceSnapshotRow)
-        stmt = stmt.on_conflict_do_update(
-            index_elements=["account_id", "as_of_date"],
-            set_={
-                c: stmt.excluded[c]
-                for c in ("client_id", "business_line", "balance", "occurred_at", "event_id")
-            },
-        )
-        await conn.execute(stmt, snapshot_rows)
-    if account_rows:
-        stmt = _insert(conn, BalanceAccountRow)
-        stmt = stmt.on_conflict_do_update(
-            index_elements=["account_id"],
-            set_={
-                c: stmt.excluded[c]
-                for c in (
-                    "client_id",
-                    "business_line",
-                    "last_date",
-                    "last_balance",
-                    "last_occurred_at",
-                )
-            },
-        )
-        await conn.execute(stmt, account_rows)
-    await fire_outflows(conn, prior_accounts, account_rows, policy, now)
+    await _upsert_snapshots(conn, snapshot_rows, account_rows)
+    await fire_outflows(
+        conn,
+        [
+            (r.account_id, r.client_id, r.business_line, r.last_date, r.last_balance)
+            for r in prior_accounts
+        ],
+        account_rows,
+        policy,
+        now,
+    )
     if not changes:
         return set()
     segments = await holders(conn, {c[0] for c in changes}, policy)
@@ -238,6 +226,72 @@ async def apply_snapshots(
         add_change(deltas, segments[cid], line, change, start, stop)
     await write_deltas(conn, deltas, today)
     return {k[1] for k in deltas if k[0] == "manager"}
+
+
+_SNAPSHOT_COLUMNS = (
+    ("account_id", "varchar"),
+    ("as_of_date", "date"),
+    ("client_id", "varchar"),
+    ("business_line", "varchar"),
+    ("balance", "numeric"),
+    ("occurred_at", "timestamptz"),
+    ("event_id", "varchar"),
+)
+_ACCOUNT_COLUMNS = (
+    ("account_id", "varchar"),
+    ("client_id", "varchar"),
+    ("business_line", "varchar"),
+    ("last_date", "date"),
+    ("last_balance", "numeric"),
+    ("last_occurred_at", "timestamptz"),
+)
+
+
+def _pg_upsert(table: str, columns: Sequence[tuple[str, str]], key: Sequence[str]) -> str:
+    """One INSERT over arrays (unnest) with ON CONFLICT DO UPDATE of the other columns."""
+    names = [c for c, _ in columns]
+    return (
+        f"INSERT INTO {table} ({', '.join(names)}) SELECT * FROM unnest("
+        + ", ".join(f"${i}::{t}[]" for i, (_, t) in enumerate(columns, 1))
+        + f") ON CONFLICT ({', '.join(key)}) DO UPDATE SET "
+        + ", ".join(f"{c} = excluded.{c}" for c in names if c not in key)
+    )
+
+
+_PG_SNAPSHOTS = _pg_upsert("balance_snapshots", _SNAPSHOT_COLUMNS, ("account_id", "as_of_date"))
+_PG_ACCOUNTS = _pg_upsert("balance_accounts", _ACCOUNT_COLUMNS, ("account_id",))
+
+
+async def _upsert_snapshots(
+    conn: AsyncConnection,
+    snapshot_rows: list[dict[str, Any]],
+    account_rows: list[dict[str, Any]],
+) -> None:
+    """The batch's winning snapshots and the accounts' newest days: on PostgreSQL one
+    statement over arrays each (no per-row parameter building), else executemany."""
+    if conn.dialect.name == "postgresql":
+        raw = (await conn.get_raw_connection()).driver_connection
+        for sql, columns, rows in (
+            (_PG_SNAPSHOTS, _SNAPSHOT_COLUMNS, snapshot_rows),
+            (_PG_ACCOUNTS, _ACCOUNT_COLUMNS, account_rows),
+        ):
+            if rows:
+                await raw.execute(sql, *([r[c] for r in rows] for c, _ in columns))  # type: ignore[union-attr]
+        return
+    if snapshot_rows:
+        stmt = _insert(conn, BalanceSnapshotRow)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["account_id", "as_of_date"],
+            set_={c: stmt.excluded[c] for c, _ in _SNAPSHOT_COLUMNS[2:]},
+        )
+        await conn.execute(stmt, snapshot_rows)
+    if account_rows:
+        stmt = _insert(conn, BalanceAccountRow)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["account_id"],
+            set_={c: stmt.excluded[c] for c, _ in _ACCOUNT_COLUMNS[1:]},
+        )
+        await conn.execute(stmt, account_rows)
 
 
 async def fire_outflows(
