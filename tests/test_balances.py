@@ -561,6 +561,19 @@ async def test_tallies_and_leaderboards_carry_average_balances(db_url: str, tmp_
             assert abs(Decimal(r.json()["average_balance"]["liability"]) - want) <= Decimal(
                 "0.01"
             ) * len(board)
+            # per client: c0092 is m010's only client with balances
+            r = await c.get(
+                "/v1/clients/c0092/balances",
+                params={"period": "month", "at": "2026-10-05"},
+                headers=headers,
+            )
+            assert r.status_code == 200
+            assert r.json()["average_balance"] == expected["m010|2026-10"]
+            assert r.json()["days"] == 31
+            r = await c.get(
+                "/v1/clients/c0092/balances", params={"from": "2026-10-05"}, headers=headers
+            )
+            assert r.status_code == 422
             r = await c.get(
                 f"/v1/branches/{branch}/leaderboard",
                 params={"period": "month", "metric": "average_nothing"},

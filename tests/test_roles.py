@@ -112,6 +112,7 @@ ROUTES: list[tuple[str, str, Any, set[str]]] = [
     ("GET", "/v1/branches/b05/leaderboard?period=month", None, BRANCH_DATA),
     ("GET", "/v1/leaderboard", None, ADMIN),
     ("GET", "/v1/clients/{client}", None, MANAGER_DATA),
+    ("GET", "/v1/clients/{client}/balances?period=month", None, MANAGER_DATA),
     ("GET", "/v1/overdue?manager_id=m036", None, MANAGER_DATA),
     ("GET", "/v1/overdue?branch_id=b05", None, {"own_sup", "admin", "own_manager"}),
     (

@@ -1,4 +1,5 @@
-"""Balances: the tier review (clients whose sent tier differs from their standard deposits')."""
+"""Balances: a client's 日均, and the tier review (clients whose sent tier differs from the one
+their standard deposits give)."""
 
 from __future__ import annotations
 
@@ -6,12 +7,16 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query, status
+from sqlalchemy import select
 
 from api.deps import ConnDep, Reader, SettingsDep
 from api.pagination import Cursor, Limit
 from api.routes.clients import decode_key, encode_key
-from api.scope import caller_scope, forbid_out_of_scope
-from models.balances import tier_review_page
+from api.routes.tally import DateRange
+from api.scope import ClientInScope, caller_scope, forbid_out_of_scope
+from models.balances import client_averages, counted_days, tier_review_page
+from models.policy import money
+from models.tables import BalanceAccountRow
 
 router = APIRouter(prefix="/v1", tags=["balances"])
 
@@ -56,4 +61,44 @@ async def tier_review(
     return {
         "items": items,
         "next_cursor": encode_key(last) if last is not None else None,
+    }
+
+
+@router.get("/clients/{client_id}/balances")
+async def client_balances(
+    c: ClientInScope,
+    conn: ConnDep,
+    span: DateRange,
+) -> dict[str, Any]:
+    """The client's average daily balance (日均) per line for the period containing `at` (or
+    from/to; a running period: its days up to today), from its accounts' end-of-day balances,
+    last known balance carried forward; and each account's newest snapshot."""
+    found = await client_averages(conn, [c.client_id], span.start, span.end, span.today)
+    _last, days = counted_days(span.start, span.end, span.today)
+    accounts = (
+        await conn.execute(
+            select(
+                BalanceAccountRow.account_id,
+                BalanceAccountRow.business_line,
+                BalanceAccountRow.last_date,
+                BalanceAccountRow.last_balance,
+            )
+            .where(BalanceAccountRow.client_id == c.client_id)
+            .order_by(BalanceAccountRow.account_id)
+        )
+    ).all()
+    return {
+        "client_id": c.client_id,
+        "period": {"from": span.start.isoformat(), "to": span.end.isoformat()},
+        "days": days,
+        "average_balance": {line: money(v) for line, v in found[c.client_id].items()},
+        "accounts": [
+            {
+                "account_id": a.account_id,
+                "business_line": a.business_line,
+                "as_of_date": a.last_date.isoformat(),
+                "balance": money(a.last_balance),
+            }
+            for a in accounts
+        ],
     }
