@@ -17,6 +17,7 @@ from api.reads import ReadCache
 from api.routes import (
     assessment,
     audit,
+    balances,
     book,
     clients,
     dashboard,
@@ -78,6 +79,8 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(events.router, responses=ERRORS)
     app.include_router(audit.router, responses=ERRORS)
     app.include_router(stream.router, responses=ERRORS)
+    # before clients: /v1/clients/tier-review is not a client id
+    app.include_router(balances.router, responses=ERRORS)
     app.include_router(clients.router, responses=ERRORS)
     app.include_router(visits.router, responses=ERRORS)
     app.include_router(book.router, responses=ERRORS)

@@ -66,6 +66,13 @@ CALLS: list[tuple[str, str, str, Any]] = [
     ("GET", "/v1/audit", "/v1/audit?limit=1", None),
     ("GET", "/v1/clients/{client_id}", "/v1/clients/{client}", None),
     ("GET", "/v1/overdue", "/v1/overdue?branch_id=b05&limit=1", None),
+    ("GET", "/v1/clients/tier-review", "/v1/clients/tier-review?limit=1", None),
+    (
+        "GET",
+        "/v1/clients/{client_id}/balances",
+        "/v1/clients/c0092/balances?period=month&at=2026-10-15",
+        None,
+    ),
     ("GET", "/v1/reminders", "/v1/reminders?manager_id=m036&limit=1", None),
     ("POST", "/v1/reminders/{reminder_id}/ack", "/v1/reminders/{reminder}/ack", None),
     ("GET", "/v1/reminders/deliveries", "/v1/reminders/deliveries?limit=1", None),
@@ -152,6 +159,16 @@ async def _collect(vectors_dir: Path) -> dict[str, Any]:
         "crm.visits",
     ):
         await applier.apply([m for m in msgs if m.topic == topic])
+    balances = vectors_dir / "balances.jsonl"
+    if balances.exists():  # end-of-day balances of 8 clients (日均 in the examples)
+        lines = balances.read_text().splitlines()
+        await applier.apply(
+            [
+                Incoming(m["topic"], 0, i, m["key"].encode(), m["value"].encode())
+                for i, m in enumerate(map(json.loads, lines))
+            ]
+        )
+    settings = Settings(database_url=url, data_dir=tmp, auth_secret=SECRET)
     await ReminderScheduler(settings, engine, targets=[]).scan_once()
     async with engine.connect() as conn:
         client = (

@@ -16,7 +16,7 @@ import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
-from datetime import datetime, time, timedelta
+from datetime import date, datetime, time, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -25,7 +25,7 @@ __all__ = ["ROLES", "DemoGenerator", "DemoMessage", "run_demo"]
 
 _logger = logging.getLogger(__name__)
 
-ROLES = ("transactions", "accounts", "visits", "clients", "managers")
+ROLES = ("transactions", "accounts", "visits", "clients", "managers", "balances")
 
 _EVENT_TYPE = {
     "transactions": "transaction.posted",
@@ -33,6 +33,7 @@ _EVENT_TYPE = {
     "visits": "visit.logged",
     "clients": "client.upserted",
     "managers": "manager.upserted",
+    "balances": "balance.snapshot",
 }
 _SOURCE = {
     "transactions": "demo-core-banking",
@@ -40,6 +41,7 @@ _SOURCE = {
     "visits": "demo-crm-app",
     "clients": "demo-crm-app",
     "managers": "demo-crm-app",
+    "balances": "demo-core-banking",
 }
 
 # DOMAIN.md default visit intervals; only used to backdate never-visited clients far enough
@@ -445,6 +447,40 @@ class DemoGenerator:
         finally:
             self._now = live
 
+    # --- end-of-day balances (balance.snapshot) ------------------------------------------
+    def balance_messages(self, day: date) -> list[DemoMessage]:
+        """Every demo account's end-of-day balance for the bank date ``day``, sent the next
+        morning (or now, for today's). Deterministic per (seed, account, day): a balance
+        drifts a few percent a night around a level set by the client's tier; the first
+        account of a credit client is its loan (asset), the others are deposits."""
+        sent_at = min(
+            datetime(day.year, day.month, day.day, tzinfo=self._tz) + timedelta(days=1, hours=1),
+            self._clock(),
+        )
+        ids = random.Random(f"{self._id_salt}|balances|{day.isoformat()}")
+        out = []
+        for c in self._clients:
+            for k in range(1, self._accounts[c.client_id] + 1):
+                account = f"{c.client_id}-a{k:02d}"
+                level = random.Random(f"{account}|level").lognormvariate(
+                    14.5 + 2 * _TIER_AMOUNT_BOOST[c.tier], 0.8
+                )
+                drift = random.Random(f"{account}|{day.isoformat()}").uniform(0.9, 1.1)
+                payload = {
+                    "client_id": c.client_id,
+                    "account_id": account,
+                    "business_line": "asset" if c.credit_client and k == 1 else "liability",
+                    "balance": _fmt_money(Decimal(f"{level * drift:.2f}")),
+                    "as_of_date": day.isoformat(),
+                    "currency": "CNY",
+                }
+                env = self._envelope("balances", sent_at, payload, ids)
+                out.append(DemoMessage("balances", c.client_id.encode(), self._encode(env)))
+        return out
+
+    def bank_today(self) -> date:
+        return self._clock().date()
+
     # --- activity -----------------------------------------------------------------------
     def _recent(self) -> datetime:
         return self._clock() - timedelta(seconds=self._rng.randint(0, 5))
@@ -575,9 +611,13 @@ async def run_demo(
     generator: DemoGenerator | None = None,
     log: Callable[[str], None] | None = None,
     history_days: int = 0,
+    balance_nights: int = 0,
 ) -> int:
     """Send the reference data, then ``history_days`` of past activity (a year's history:
     ``up --demo`` backfills 365 days), then ~``rate`` activity messages/s until ``stop``.
+
+    ``balance_nights`` > 0: after the reference data, the end-of-day balances of that many
+    past bank dates (up to yesterday), then each night's balances when the bank date turns.
 
     Returns the number of messages sent successfully. A failed send is logged and skipped; an
     in-flight send is cancelled when ``stop`` is set, so this returns within one tick (0.2 s).
@@ -645,6 +685,15 @@ async def run_demo(
             f"live activity at ~{rate:g} msg/s"
         )
 
+        balances_through = gen.bank_today() - timedelta(days=1)
+        if balance_nights > 0:
+            for n in range(balance_nights, 0, -1):
+                for msg in gen.balance_messages(gen.bank_today() - timedelta(days=n)):
+                    if stop.is_set():
+                        return sent
+                    await deliver(msg)
+            say(f"demo: sent end-of-day balances of the last {balance_nights} nights")
+
         loop = asyncio.get_running_loop()
         owed = rate * tick
         last = loop.time()
@@ -659,6 +708,13 @@ async def run_demo(
                 if stop.is_set():
                     break
                 await deliver(msg)
+            # the bank date turned: last night's balances, as core banking sends them
+            while balance_nights > 0 and balances_through < gen.bank_today() - timedelta(days=1):
+                balances_through += timedelta(days=1)
+                for msg in gen.balance_messages(balances_through):
+                    if stop.is_set():
+                        break
+                    await deliver(msg)
             delay = tick - (loop.time() - started)
             if delay > 0 and not stop.is_set():
                 await asyncio.wait({stop_task}, timeout=delay)

@@ -36,12 +36,20 @@ class TopicNames:
         self.visits = p + settings.topic_visits
         self.clients = p + settings.topic_clients
         self.managers = p + settings.topic_managers
+        self.balances = p + settings.topic_balances
         self.reminders = p + settings.topic_reminders
         self.deadletter = p + settings.topic_deadletter
 
     @property
     def inputs(self) -> list[str]:
-        return [self.managers, self.clients, self.transactions, self.accounts, self.visits]
+        return [
+            self.managers,
+            self.clients,
+            self.transactions,
+            self.accounts,
+            self.visits,
+            self.balances,
+        ]
 
     @property
     def outputs(self) -> list[str]:
@@ -94,6 +102,7 @@ class Settings(BaseSettings):
     topic_visits: str = "crm.visits"
     topic_clients: str = "crm.clients"
     topic_managers: str = "crm.managers"
+    topic_balances: str = "bank.balances"
     topic_reminders: str = "crm.reminders"
     topic_deadletter: str = "crm.deadletter"
 

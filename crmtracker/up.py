@@ -97,6 +97,7 @@ async def _demo(
             rate=rate,
             log=log.info,
             history_days=history_days,
+            balance_nights=30,  # 日均 on the dashboard from the first minute
         )
         log.info("demo sent %d messages", sent)
     finally:

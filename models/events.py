@@ -1,4 +1,4 @@
-"""Wire events: the envelope and the five payload types of CONTRACT.md §1.
+"""Wire events: the envelope and the six payload types of CONTRACT.md §1.
 
 ``decode_event`` turns the exact bytes of a Kafka message value into a validated event or
 raises ``InvalidEvent`` with a reason a person can act on. Money is parsed as ``Decimal``
@@ -33,13 +33,15 @@ EVENT_TYPES = (
     "visit.logged",
     "client.upserted",
     "manager.upserted",
+    "balance.snapshot",
 )
-FACT_TYPES = ("transaction.posted", "account.opened", "visit.logged")
+FACT_TYPES = ("transaction.posted", "account.opened", "visit.logged", "balance.snapshot")
 SUPPORTED_SCHEMA_VERSIONS = (1,)
 
 _RFC3339 = re.compile(
     r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$"
 )
+_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 MAX_MONEY = Decimal("1e18")
 DEFAULT_MAX_FUTURE_SKEW = timedelta(seconds=300)
 
@@ -169,6 +171,8 @@ class ClientUpserted(_Payload):
     origin: Literal["marketed", "natural", "public_resource", "handed_over"] | None = None
     """How the client came: picks the claim-ratio floor (and default when origin defaults are
     on); ``public_resource`` (公共资源户, allocated by the branch) has no floor."""
+    bad_credit: StrictBool = False
+    """A bad-credit record or a pending lawsuit: bronze whatever its deposits."""
 
 
 class ManagerUpserted(_Payload):
@@ -189,15 +193,46 @@ class ManagerUpserted(_Payload):
     """DingTalk (钉钉) userId, @-mentioned in the branch's group robot messages."""
 
 
+def _bank_date(v: Any) -> date:
+    if not isinstance(v, str) or _DATE.match(v) is None:
+        raise ValueError("must be a date written YYYY-MM-DD")
+    try:
+        return date.fromisoformat(v)
+    except ValueError as exc:
+        raise ValueError(f"not a valid date: {exc}") from None
+
+
+BankDate = Annotated[date, BeforeValidator(_bank_date)]
+
+
+class BalanceSnapshot(_Payload):
+    """An account's balance at the end of a bank date (core banking, nightly)."""
+
+    client_id: Id
+    account_id: Id
+    business_line: Literal["liability", "asset"]
+    balance: Money = Field(ge=0)
+    as_of_date: BankDate
+    currency: Annotated[StrictStr, Field(min_length=3, max_length=3)] = "CNY"
+
+
 PAYLOADS: dict[str, type[_Payload]] = {
     "transaction.posted": TransactionPosted,
     "account.opened": AccountOpened,
     "visit.logged": VisitLogged,
     "client.upserted": ClientUpserted,
     "manager.upserted": ManagerUpserted,
+    "balance.snapshot": BalanceSnapshot,
 }
 
-Payload = TransactionPosted | AccountOpened | VisitLogged | ClientUpserted | ManagerUpserted
+Payload = (
+    TransactionPosted
+    | AccountOpened
+    | VisitLogged
+    | ClientUpserted
+    | ManagerUpserted
+    | BalanceSnapshot
+)
 
 
 class Envelope(BaseModel):
@@ -338,7 +373,9 @@ def _decode_checked(raw: bytes | None, policy: Policy | None) -> Event:
         payload = model.model_validate(env.payload)
     except ValidationError as exc:
         raise InvalidEvent(_explain(exc, "payload."), event_id, event_type) from None
-    if isinstance(payload, TransactionPosted) and not currency_accepted(payload.currency, policy):
+    if isinstance(payload, TransactionPosted | BalanceSnapshot) and not currency_accepted(
+        payload.currency, policy
+    ):
         raise InvalidEvent(
             f"payload.currency: {payload.currency!r} is not accepted "
             "(only CNY unless an FX rate is configured for it)",

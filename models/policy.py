@@ -124,6 +124,35 @@ class Policy:
     max_future_skew: timedelta = timedelta(seconds=300)
     """An event dated further than this ahead of the receiving worker's clock is rejected
     (settings ``CRM_MAX_FUTURE_SKEW``; not a bank rule, so not in the policy file)."""
+    # --- hand-over (他人移交的客户, 增量认领) ---
+    handover_mode: str = "increment"
+    """``increment``: business above the hand-over base goes to the new manager, the base
+    stays with the previous one; ``full``: everything after the transfer is the new one's."""
+    handover_deposit_ratio: Decimal = Decimal("0.6")
+    handover_other_ratio: Decimal = Decimal("0.8")
+    # --- balances: standard deposits (标准存款), tiers, alerts (product defaults) ---
+    standard_coefficients: dict[str, Decimal] = field(
+        default_factory=lambda: {"liability": Decimal("1.0"), "asset": Decimal("0.5")}
+    )
+    """Standard deposits = Σ line average daily balance × coefficient (the bank's annex 1
+    is missing: product defaults)."""
+    tier_thresholds: dict[str, Decimal] = field(
+        default_factory=lambda: {
+            "diamond": Decimal("200000000"),
+            "platinum": Decimal("50000000"),
+            "gold": Decimal("5000000"),
+            "silver": Decimal("1000000"),
+        }
+    )
+    """Least standard deposits per tier; below silver: bronze (silver's is a product default)."""
+    standard_window_days: int = 183
+    """Standard deposits are the averages of the last this many days (half a year)."""
+    relationship_min_days: int = 183
+    """A client is classified only after this long a relationship (half a year)."""
+    outflow_share: Decimal = Decimal("0.3")
+    outflow_amount: Decimal = Decimal("5000000")
+    """大额资金流出: a client's deposits falling day over day by more than this share of the
+    previous day's, or by more than this amount, fire an ``outflow`` alert."""
 
     @property
     def tz(self) -> ZoneInfo:

@@ -138,6 +138,33 @@ class Assessment(_Section):
             raise ValueError("conversion points must not exceed performance_points")
 
 
+class Handover(_Section):
+    mode: Literal["increment", "full"]
+    deposit_ratio: Decimal = Field(ge=0, le=1)
+    other_ratio: Decimal = Field(ge=0, le=1)
+
+
+class Balances(_Section):
+    standard_window_days: int = Field(ge=1, le=3660)
+    relationship_min_days: int = Field(ge=0, le=3660)
+    outflow_share: Decimal = Field(gt=0, le=1)
+    outflow_amount: Decimal = Field(gt=0)
+    standard_coefficients: dict[Literal["liability", "asset"], Decimal]
+    tier_thresholds: dict[Literal["diamond", "platinum", "gold", "silver"], Decimal]
+
+    @field_validator("tier_thresholds")
+    @classmethod
+    def _ordered(cls, v: dict[str, Decimal]) -> dict[str, Decimal]:
+        order = ("diamond", "platinum", "gold", "silver")
+        missing = [t for t in order if t not in v]
+        if missing:
+            raise ValueError(f"missing tiers: {', '.join(missing)}")
+        values = [v[t] for t in order]
+        if values != sorted(values, reverse=True):
+            raise ValueError("thresholds must not grow from diamond down to silver")
+        return v
+
+
 class PolicyFile(_Section):
     timezone: str
     coefficients: Coefficients
@@ -146,6 +173,8 @@ class PolicyFile(_Section):
     visits: Visits
     targets: Targets
     assessment: Assessment
+    handover: Handover
+    balances: Balances
 
     @field_validator("timezone")
     @classmethod
@@ -215,6 +244,15 @@ class PolicyFile(_Section):
             work_log_late_hours=a.work_log_late_hours,
             grade_min_credit_clients=dict(a.grade_min_credit_clients),
             claim_floors=cr.floors(),
+            handover_mode=self.handover.mode,
+            handover_deposit_ratio=self.handover.deposit_ratio,
+            handover_other_ratio=self.handover.other_ratio,
+            standard_coefficients=dict(self.balances.standard_coefficients),
+            tier_thresholds=dict(self.balances.tier_thresholds),
+            standard_window_days=self.balances.standard_window_days,
+            relationship_min_days=self.balances.relationship_min_days,
+            outflow_share=self.balances.outflow_share,
+            outflow_amount=self.balances.outflow_amount,
         )
 
 

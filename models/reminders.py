@@ -21,6 +21,7 @@ from sqlalchemy import and_, bindparam, case, exists, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from models.balances import ALERT_KINDS
 from models.db import one_of
 from models.policy import Policy
 from models.stream import publish
@@ -132,7 +133,7 @@ def _get(r: Any, key: str) -> Any:
     return r.get(key) if isinstance(r, dict) else getattr(r, key, None)
 
 
-_REMINDER_COLS = (
+REMINDER_COLUMNS = _REMINDER_COLS = (
     ReminderRow.id,
     ReminderRow.client_id,
     ReminderRow.kind,
@@ -206,11 +207,13 @@ async def _recompute_chunk(
     ).all()
     dues = {}
     changes = []
+    latest_visit: dict[str, datetime | None] = {}  # with this batch's visits
     for r in rows:
         last_visit, last_check = r.last_visit_at, r.last_post_loan_at
         seen, checked = visits.get(r.client_id, (None, None))
         if seen is not None and (last_visit is None or last_visit < seen):
             last_visit = seen
+        latest_visit[r.client_id] = last_visit
         if checked is not None and (last_check is None or last_check < checked):
             last_check = checked
         d = due_dates(
@@ -267,12 +270,19 @@ async def _recompute_chunk(
         return
     resolve: list[Any] = []
     moved: list[tuple[Any, str | None]] = []
-    for row in active:
-        due, holder = dues.get(row.client_id, (None, None))
-        if due is None or due.of(row.kind) != row.due_at:
-            resolve.append(row)
-        elif row.manager_id != holder:
-            moved.append((row, holder))
+    for r in active:
+        d, manager_id = dues.get(r.client_id, (None, None))
+        if r.kind in ALERT_KINDS:  # balances alerts: answered by a visit made after them
+            seen = latest_visit.get(r.client_id)
+            if seen is not None and seen >= r.due_at:
+                resolve.append(r)
+            elif d is not None and r.manager_id != manager_id:
+                moved.append((r, manager_id))
+            continue
+        if d is None or d.of(r.kind) != r.due_at:
+            resolve.append(r)
+        elif r.manager_id != manager_id:
+            moved.append((r, manager_id))
     if resolve:
         # only those still unresolved: a concurrent worker may have resolved some already
         changed = set(

@@ -23,6 +23,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -168,6 +169,8 @@ class ClientRow(Base):
     origin: Mapped[str | None] = mapped_column(String(16))
     """marketed | natural | handed_over: picks the default claim ratio when none is set."""
     visit_interval_days: Mapped[int | None] = mapped_column(Integer)
+    bad_credit: Mapped[bool] = mapped_column(default=False, server_default=false())
+    """A bad-credit record or a pending lawsuit (tier review: bronze)."""
     assigned_at: Mapped[datetime] = mapped_column(UTCDateTime())
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
     last_visit_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
@@ -374,9 +377,89 @@ class BranchDayRow(_TallyColumns, Base):
     branch_id: Mapped[str] = mapped_column(String(128), primary_key=True, sort_order=-1)
 
 
+class BalanceSnapshotRow(Base):
+    """One end-of-day balance per (account, bank date): the one with the latest occurred_at."""
+
+    __tablename__ = "balance_snapshots"
+
+    account_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    as_of_date: Mapped[date] = mapped_column(Date, primary_key=True)
+    client_id: Mapped[str] = mapped_column(String(128))
+    business_line: Mapped[str] = mapped_column(String(16))  # liability | asset
+    balance: Mapped[Decimal] = mapped_column(ExactDecimal())
+    occurred_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    event_id: Mapped[str] = mapped_column(String(128))
+
+    __table_args__ = (Index("ix_balance_snapshots_client", "client_id", "as_of_date"),)
+
+
+class BalanceAccountRow(Base):
+    """Each account's newest snapshot: a night's batch (dates past it) reads only this."""
+
+    __tablename__ = "balance_accounts"
+
+    account_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    client_id: Mapped[str] = mapped_column(String(128), index=True)
+    business_line: Mapped[str] = mapped_column(String(16))
+    last_date: Mapped[date] = mapped_column(Date)
+    last_balance: Mapped[Decimal] = mapped_column(ExactDecimal())
+    last_occurred_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class BalanceHolderRow(Base):
+    """Who holds a client on which days, as the stored day deltas credit it: a JSON list of
+    [first bank day or null, manager_id, branch_id]. A transfer moves the client's carried
+    balance from the old list to the new one."""
+
+    __tablename__ = "balance_holders"
+
+    client_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    segments: Mapped[str] = mapped_column(Text)
+    handed_over: Mapped[bool] = mapped_column(default=False, index=True)
+    """More than one holder: the hand-over increment split applies (models/balances.py)."""
+    computed_tier: Mapped[str | None] = mapped_column(String(16))
+    """The tier its standard deposits gave when last checked (客户等级下降 alerts)."""
+    tier_checked: Mapped[date | None] = mapped_column(Date)
+
+
+class BalanceDayRow(Base):
+    """Per manager or branch and bank day, the change of the carried end-of-day balance of
+    its clients' accounts (liability = deposits, asset = loans). The balance on day d is the
+    sum of the changes up to d; a period's sum of daily balances is a weighted sum of the
+    changes in it (models/balances.py)."""
+
+    __tablename__ = "balance_daily"
+
+    scope: Mapped[str] = mapped_column(String(8), primary_key=True)  # manager | branch
+    owner_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    liability: Mapped[Decimal] = _money()
+    asset: Mapped[Decimal] = _money()
+
+
+class BalanceOpeningRow(Base):
+    """The carried balance at the start of a year (the sum of every change before 1 January),
+    so that no period query reads days before its own year."""
+
+    __tablename__ = "balance_openings"
+
+    scope: Mapped[str] = mapped_column(String(8), primary_key=True)
+    owner_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    year: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    liability: Mapped[Decimal] = _money()
+    asset: Mapped[Decimal] = _money()
+
+
 # What the read cache of the API (api/reads.py) depends on: a write to any of these tables,
 # by any writer, moves the data version (database triggers, migration 0006).
-VERSIONED_TABLES: tuple[str, ...] = ("managers", "manager_targets", "manager_daily", "branch_daily")
+VERSIONED_TABLES: tuple[str, ...] = (
+    "managers",
+    "manager_targets",
+    "manager_daily",
+    "branch_daily",
+    "balance_daily",
+    "balance_openings",
+)
 
 
 class DataVersionRow(Base):

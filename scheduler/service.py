@@ -41,6 +41,7 @@ from scheduler.delivery import (
     target_kind,
 )
 from scheduler.metrics import NOTICES, REMINDERS_ESCALATED, REMINDERS_FIRED
+from streams.balances import check_tiers
 
 log = logging.getLogger("crmtracker.scheduler")
 
@@ -55,6 +56,7 @@ class ScanResult:
     heads_up: int = 0
     escalation_notices: int = 0
     digests: int = 0
+    tier_drops: int = 0
 
     @property
     def total_fired(self) -> int:
@@ -146,6 +148,11 @@ class ReminderScheduler:
                     out.heads_up += len(sent)
                     if after is None:
                         break
+        # --- balances (issue 19, streams/balances.py): 客户等级下降, one chunk per scan
+        async with self.engine.begin() as conn:
+            drops = await check_tiers(conn, self.policy, now, limit=self.chunk)
+        out.tier_drops += len(drops)
+        # --- end balances
         while True:
             async with self.engine.begin() as conn:
                 escalated = await escalate_due(

@@ -429,3 +429,40 @@ async def test_run_demo_survives_unknown_role() -> None:
     )
     assert count == len(sent) and "visits" not in sent and "transactions" in sent
     assert any("cannot send to visits" in line for line in logs)
+
+
+def test_balance_messages_cover_every_account_and_decode() -> None:
+    from models.events import BalanceSnapshot, decode_event
+
+    gen = fixed_gen()
+    day = NOW.date() - timedelta(days=1)
+    msgs = gen.balance_messages(day)
+    assert msgs == fixed_gen().balance_messages(day)  # deterministic
+    events = [decode_event(m.value) for m in msgs]
+    assert all(m.topic_role == "balances" for m in msgs)
+    payloads = [e.payload for e in events]
+    assert all(isinstance(p, BalanceSnapshot) and p.as_of_date == day for p in payloads)
+    assert len({p.account_id for p in payloads}) == len(payloads)  # type: ignore[union-attr]
+    assert {p.business_line for p in payloads} == {"liability", "asset"}  # type: ignore[union-attr]
+    assert all(e.occurred_at <= NOW for e in events)
+    assert len({e.event_id for e in events}) == len(events)
+
+
+async def test_run_demo_sends_past_nights_of_balances_when_asked() -> None:
+    sent: list[str] = []
+
+    async def send(topic: str, key: bytes, value: bytes) -> None:
+        sent.append(topic)
+
+    stop = asyncio.Event()
+    asyncio.get_running_loop().call_later(0.5, stop.set)
+    gen = fixed_gen()
+    count = await asyncio.wait_for(
+        run_demo(
+            send, topic_for, stop=stop, rate=0, generator=gen, balance_nights=3, log=lambda _: None
+        ),
+        5,
+    )
+    per_night = len(fixed_gen().balance_messages(NOW.date()))
+    assert sent.count("t.balances") == 3 * per_night
+    assert count == 255 + 3 * per_night

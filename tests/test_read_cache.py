@@ -23,6 +23,8 @@ from models.db import make_engine
 from models.policy import Policy
 from models.tables import (
     VERSIONED_TABLES,
+    BalanceDayRow,
+    BalanceOpeningRow,
     BranchDayRow,
     ManagerDayRow,
     ManagerRow,
@@ -69,6 +71,20 @@ _NEW_ROWS: dict[str, tuple[Any, str, str, dict[str, Any], dict[str, Any]]] = {
         {"transactions": 3},
     ),
     "branch_daily": (BranchDayRow, "branch_id", "b-new", {"day": _NOW.date()}, {"transactions": 3}),
+    "balance_daily": (
+        BalanceDayRow,
+        "owner_id",
+        "m-new",
+        {"scope": "manager", "day": _NOW.date()},
+        {"liability": Decimal(3)},
+    ),
+    "balance_openings": (
+        BalanceOpeningRow,
+        "owner_id",
+        "m-new",
+        {"scope": "manager", "year": 2027},
+        {"asset": Decimal(3)},
+    ),
 }
 
 

@@ -127,8 +127,17 @@ ROUTES: list[tuple[str, str, Any, set[str]]] = [
     ("GET", "/v1/overdue?manager_id=m036&format=csv", None, MANAGER_DATA),
     ("POST", "/v1/managers/m036/feed-token", None, MANAGER_DATA),
     ("DELETE", "/v1/managers/m036/feed-token", None, MANAGER_DATA),
+    ("GET", "/v1/clients/{client}/balances?period=month", None, MANAGER_DATA),
     ("GET", "/v1/overdue?manager_id=m036", None, MANAGER_DATA),
     ("GET", "/v1/overdue?branch_id=b05", None, {"own_sup", "admin", "own_manager"}),
+    (
+        "GET",
+        "/v1/clients/tier-review",
+        None,
+        {"own_manager", "other_manager", "own_sup", "other_sup", "admin"},
+    ),
+    ("GET", "/v1/clients/tier-review?manager_id=m036", None, MANAGER_DATA),
+    ("GET", "/v1/clients/tier-review?branch_id=b05", None, {"own_sup", "admin", "own_manager"}),
     ("GET", "/v1/reminders?manager_id=m036", None, MANAGER_DATA),
     (
         "GET",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query, status
@@ -14,6 +15,8 @@ from api.pagination import Cursor, Limit, decode_cursor, encode_cursor
 from api.reads import AS_OF
 from api.routes.tally import DateRange, Span
 from api.scope import BranchId, BranchInScope
+from models.balances import BALANCE_METRICS, average_balances, average_documents
+from models.policy import money
 from models.tables import ManagerRow
 from models.tally import (
     METRICS,
@@ -33,17 +36,18 @@ MetricQ = Annotated[
     Query(
         description="what to rank on: weighted_profit (default), transactions, volume, "
         "volume.<line>, simulated_profit[.<line>], accounts_opened[.<type>], "
-        "new_basic_accounts, visits[.<method or kind>]",
+        "new_basic_accounts, visits[.<method or kind>], average_deposits, average_loans "
+        "(average daily balances)",
         max_length=64,
     ),
 ]
 
 
 def _check_metric(metric: str) -> None:
-    if metric not in METRICS:
+    if metric not in METRICS and metric not in BALANCE_METRICS:
         raise HTTPException(
             status.HTTP_422_UNPROCESSABLE_CONTENT,
-            f"unknown metric {metric!r}; one of: {', '.join(METRICS)}",
+            f"unknown metric {metric!r}; one of: {', '.join([*METRICS, *BALANCE_METRICS])}",
         )
 
 
@@ -59,8 +63,16 @@ async def _board(
     start = decode_cursor(cursor, "rank") if cursor else 0
     ids = [m.manager_id for m in managers]
     # rank on the metric's own columns; full tallies only for the page shown
-    found = await managers_metric(conn, ids, span.start, span.end, metric)
-    zero = metric_value(zero_totals(), metric)
+    line = BALANCE_METRICS.get(metric)
+    if line is not None:  # average daily balances (models/balances.py)
+        averages = await average_balances(
+            conn, "manager", ids, span.start, span.end, span.today, settings.policy
+        )
+        found: dict[str, Any] = {m: v[line] for m, v in averages.items() if v[line]}
+        zero: Any = Decimal(0)
+    else:
+        found = await managers_metric(conn, ids, span.start, span.end, metric)
+        zero = metric_value(zero_totals(), metric)
     values: dict[str, Any] = {}
     for m in managers:
         # every active manager is ranked; a departed one only if the period has their work
@@ -69,7 +81,11 @@ async def _board(
         values[m.manager_id] = found.get(m.manager_id, zero)
     ranked = rank(values)
     page = ranked[start : start + limit]
-    totals = await managers_totals(conn, [mid for _, mid, _ in page], span.start, span.end)
+    shown = [mid for _, mid, _ in page]
+    totals = await managers_totals(conn, shown, span.start, span.end)
+    balances = await average_documents(
+        conn, "manager", shown, span.start, span.end, span.today, settings.policy
+    )
     info = {m.manager_id: m for m in managers}
     items = []
     for position, manager_id, value in page:
@@ -80,6 +96,7 @@ async def _board(
             totals.get(manager_id) or zero_totals(),
             settings.tz,
         )
+        doc["average_balance"] = balances[manager_id]
         doc["as_of"] = AS_OF  # the request's time, when the page is sent
         items.append(
             {
@@ -87,7 +104,7 @@ async def _board(
                 "manager_id": manager_id,
                 "name": info[manager_id].name,
                 "branch_id": info[manager_id].branch_id,
-                "value": show_metric(metric, value),
+                "value": money(value) if line is not None else show_metric(metric, value),
                 "tally": doc,
             }
         )

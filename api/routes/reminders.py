@@ -99,7 +99,7 @@ async def list_reminders(
         Literal["open", "acked", "snoozed", "escalated", "resolved"] | None,
         Query(alias="status"),
     ] = None,
-    kind: Literal["visit", "post_loan_check"] | None = None,
+    kind: Literal["visit", "post_loan_check", "outflow", "tier_drop"] | None = None,
     client_id: Annotated[str | None, Query(min_length=1, max_length=128)] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     cursor: Annotated[str | None, Query(max_length=200)] = None,

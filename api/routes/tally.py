@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from api.deps import ReadingDep
 from api.reads import AS_OF
 from api.scope import BranchId, BranchInScope, ManagerInScope
+from models.balances import average_documents
 from models.policy import account_counts_span, branch_account_targets, period_range
 from models.tally import (
     account_targets_document,
@@ -106,6 +107,17 @@ async def manager_tally(
         totals = await manager_totals(conn, manager_id, span.start, span.end)
         doc = tally_document(("manager_id", manager_id), span.start, span.end, totals, tz)
         doc["branch_id"] = branch_id
+        doc["average_balance"] = (
+            await average_documents(
+                conn,
+                "manager",
+                [manager_id],
+                span.start,
+                span.end,
+                span.today,
+                reading.settings.policy,
+            )
+        )[manager_id]
         history = (await target_history(conn, [manager_id]))[manager_id]
         hired = (await hired_dates(conn, [manager_id]))[manager_id]
         target = period_target(history, span.start, span.end, tz, hired)
@@ -140,6 +152,11 @@ async def _branch_tally(
 ) -> dict[str, Any]:
     totals = await branch_totals(conn, branch_id, span.start, span.end)
     doc = tally_document(("branch_id", branch_id), span.start, span.end, totals, settings.tz)
+    doc["average_balance"] = (
+        await average_documents(
+            conn, "branch", [branch_id], span.start, span.end, span.today, settings.policy
+        )
+    )[branch_id]
     lo, hi = account_counts_span(span.period, span.start, span.end)
     daily = await branch_daily_accounts(conn, branch_id, lo, hi)
     targets = branch_account_targets(

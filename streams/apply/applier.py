@@ -38,6 +38,7 @@ from streams.apply.messages import BatchResult, Incoming, problem_row, raw_text
 from streams.apply.reference import REFERENCE_ORDER, ReferenceWriter, Written
 from streams.apply.transfer import Transfers
 from streams.apply.visits import REMINDER_SOURCE, Visits
+from streams.balances import apply_snapshots, move_clients
 
 Decoded = list[tuple[Incoming, Event]]
 
@@ -147,6 +148,10 @@ class Applier:
         # under the lock: a fact another worker is releasing right now was credited by the
         # history before this transfer; once it commits, it is found here
         await self.transfers.move(conn, written.transferred, tally, now)
+        # a transfer also moves the clients' carried balances to the new holder's days
+        result.changed_managers |= await move_clients(
+            conn, written.transferred, self.policy, now.astimezone(self.tz).date()
+        )
         return await self.held.load(conn, written.clients, written.managers)
 
     async def _write_reference(self, conn: AsyncConnection, fresh: list[Event]) -> Written:
@@ -183,6 +188,14 @@ class Applier:
         if released:
             result.released += await self.held.settle(conn, released, now)
         applied = [f for f in (*fresh, *released) if f.credit is not None]
+        # end-of-day balances: claimed, held and released like every fact, written as one
+        # list by streams/balances.py (they add nothing to the day buckets)
+        snapshots = [f.event for f in applied if f.event.event_type == "balance.snapshot"]
+        if snapshots:
+            applied = [f for f in applied if f.event.event_type != "balance.snapshot"]
+            result.changed_managers |= await apply_snapshots(conn, snapshots, self.policy, now)
+            result.applied["balance.snapshot"] += len(snapshots)
+            result.latest_occurred.extend(e.occurred_at for e in snapshots)
         for f in applied:
             c = f.credit
             assert c is not None

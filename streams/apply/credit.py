@@ -28,7 +28,7 @@ from decimal import Decimal
 from typing import Any, NamedTuple
 from zoneinfo import ZoneInfo
 
-from models.events import AccountOpened, Event, TransactionPosted, VisitLogged
+from models.events import AccountOpened, BalanceSnapshot, Event, TransactionPosted, VisitLogged
 from models.policy import (
     ACCOUNT_TYPES,
     BUSINESS_LINES,
@@ -131,7 +131,8 @@ def credit(
     """
     p = event.payload
     cid: str = p.client_id  # type: ignore[union-attr]
-    override: str | None = p.manager_id  # type: ignore[union-attr]
+    # a balance snapshot names no manager: its client's holder
+    override: str | None = getattr(p, "manager_id", None)
     handed_over = False
     if client is None:
         reason = f"client {cid} is not known yet"
@@ -184,6 +185,8 @@ def credit_to(
         columns = _ACCOUNT_COLUMNS[(p.account_type, p.origin)]
     elif isinstance(p, VisitLogged):
         columns = _VISIT_COLUMNS[(p.method, p.kind)]
+    elif isinstance(p, BalanceSnapshot):
+        columns = ()  # balances keep their own day changes (streams/balances.py)
     else:  # pragma: no cover - reference data is never credited
         raise TypeError(f"{event.event_type} is not a fact")
     return Credit(manager_id, branch_id, day, None, None, columns)

@@ -136,6 +136,7 @@ def client_row(p: ClientUpserted, assigned_at: datetime, occurred_at: datetime) 
         "claim_ratio": p.claim_ratio,
         "visit_interval_days": p.visit_interval_days,
         "origin": p.origin,
+        "bad_credit": p.bad_credit,  # tier review: bronze whatever its deposits
         "assigned_at": assigned_at,
         "updated_at": occurred_at,
     }

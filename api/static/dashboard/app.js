@@ -397,6 +397,9 @@ async function refreshCard() {
     stat(paren(t("volume"), unit()), money(sumMoney(Object.values(d.volume || {})))),
     stat(t("accounts"), formatCount(accounts)),
     stat(t("visits"), formatCount(d.visits?.total ?? 0)),
+    // 日均: the month's average daily balances (days up to today while it runs)
+    d.average_balance && stat(paren(t("average_deposits"), unit()), money(d.average_balance.liability)),
+    d.average_balance && stat(paren(t("average_loans"), unit()), money(d.average_balance.asset)),
   );
   const parts = [
     el(

@@ -107,6 +107,10 @@ const LABELS = {
     "metric.visits": "走访次数",
     "metric.visits.on_site": "上门走访",
     "metric.visits.post_loan_check": "贷后检查",
+    "metric.average_deposits": "存款日均",
+    "metric.average_loans": "贷款日均",
+    average_deposits: "存款日均",
+    average_loans: "贷款日均",
     yuan: "元",
     wan_unit: "万元",
     lang_toggle: "English",
@@ -217,6 +221,10 @@ const LABELS = {
     "metric.visits": "Visits",
     "metric.visits.on_site": "On-site visits",
     "metric.visits.post_loan_check": "Post-loan checks",
+    "metric.average_deposits": "Average daily deposits",
+    "metric.average_loans": "Average daily loans",
+    average_deposits: "Avg. daily deposits",
+    average_loans: "Avg. daily loans",
     yuan: "CNY",
     wan_unit: "×10k CNY",
     lang_toggle: "中文",
@@ -237,11 +245,18 @@ export const METRICS = [
   "visits",
   "visits.on_site",
   "visits.post_loan_check",
+  "average_deposits",
+  "average_loans",
 ];
 
 /** Money metrics are decimal strings; the rest are counts. */
 export function isMoneyMetric(metric) {
-  return metric === "weighted_profit" || /^(volume|simulated_profit)(\.|$)/.test(metric);
+  return (
+    metric === "weighted_profit" ||
+    metric === "average_deposits" ||
+    metric === "average_loans" ||
+    /^(volume|simulated_profit)(\.|$)/.test(metric)
+  );
 }
 
 let current = "zh";

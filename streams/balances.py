@@ -1,0 +1,726 @@
+"""Applying end-of-day balances, set-based, inside the batch's database transaction.
+
+The batch apply (streams/apply.py) claims the events (exactly once), resolves their client
+(held while it is unknown) and hands the applied ``balance.snapshot`` events over here:
+
+- ``apply_snapshots``: keeps one snapshot per (account, bank date), the one with the latest
+  ``occurred_at`` (an older correction changes nothing), and turns each change of an
+  account's carried balance into day deltas of the managers and branches holding the client
+  on those days (models/balances.py). A night's batch (dates past each account's newest)
+  reads one row per account (``balance_accounts``); a late or corrected snapshot reads the
+  account's series to find the days it fills (up to the account's next snapshot).
+- ``move_clients``: after a transfer changed a client's assignment history, the client's
+  carried balance moves from the old holders' days to the new ones'.
+
+Both end in ``write_deltas``: one upsert of the day deltas and one of the year openings.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from datetime import date, datetime, timedelta
+from decimal import Decimal
+from typing import Any, NamedTuple
+
+from sqlalchemy import bindparam, or_, select, text, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from models.balances import (
+    LINES,
+    TIER_ORDER,
+    ZERO,
+    Deltas,
+    Segment,
+    add_change,
+    client_tiers,
+    drop_zeros,
+    dump_segments,
+    exact_sum,
+    holder_segments,
+    load_segments,
+    outflow,
+)
+from models.db import one_of
+from models.events import BalanceSnapshot, Event
+from models.policy import Policy, to_cny
+from models.reminders import REMINDER_COLUMNS, write_outbox
+from models.tables import (
+    AssignmentRow,
+    BalanceAccountRow,
+    BalanceDayRow,
+    BalanceHolderRow,
+    BalanceOpeningRow,
+    BalanceSnapshotRow,
+    ClientRow,
+    ManagerRow,
+    ReminderRow,
+)
+
+ALERT_SOURCE = "crm-tracker-worker"
+
+Vector = dict[tuple[str, str], Decimal]
+"""What one snapshot puts into the carried balances: {(client_id, line): balance}."""
+
+
+def _vector(row: tuple[Any, ...] | None) -> Vector:
+    """(occurred_at, client_id, line, balance, event_id) → its contribution."""
+    if row is None:
+        return {}
+    return {(row[1], row[2]): row[3]}
+
+
+def _insert(conn: AsyncConnection, model: Any) -> Any:
+    return (postgresql if conn.dialect.name == "postgresql" else sqlite).insert(model)
+
+
+class _Account(NamedTuple):
+    account_id: str
+    client_id: str
+    business_line: str
+    last_date: date
+    last_balance: Decimal
+    last_occurred_at: datetime
+
+
+async def _accounts(conn: AsyncConnection, column: str, ids: list[str]) -> list[_Account]:
+    """``balance_accounts`` rows by client or account id. On PostgreSQL straight from the
+    driver (its types are already Decimal, date and aware datetime): a night reads one row
+    per account, and the ORM's per-row type processing cost more than the query."""
+    if conn.dialect.name == "postgresql":
+        raw = (await conn.get_raw_connection()).driver_connection
+        rows = await raw.fetch(  # type: ignore[union-attr]
+            f"SELECT {', '.join(_Account._fields)} FROM balance_accounts "
+            f"WHERE {column} IN (SELECT unnest($1::varchar[]))",
+            ids,
+        )
+        return [_Account(*r) for r in rows]
+    t = BalanceAccountRow.__table__
+    res = await conn.execute(
+        select(*(t.c[f] for f in _Account._fields)).where(one_of(t.c[column], ids, "sqlite"))
+    )
+    return [_Account(*r) for r in res.all()]
+
+
+async def apply_snapshots(
+    conn: AsyncConnection, events: Sequence[Event], policy: Policy, now: datetime
+) -> set[str]:
+    """Apply new (already claimed) ``balance.snapshot`` events; returns the managers whose
+    balances changed. Fires ``outflow`` alerts (models/balances.py ``outflow``)."""
+    today = now.astimezone(policy.tz).date()
+    incoming: dict[str, list[tuple[date, tuple[Any, ...]]]] = defaultdict(list)
+    for e in events:
+        p = e.payload
+        assert isinstance(p, BalanceSnapshot)
+        balance = to_cny(p.balance, p.currency, policy)
+        incoming[p.account_id].append(
+            (p.as_of_date, (e.occurred_at, p.client_id, p.business_line, balance, e.event_id))
+        )
+    if not incoming:
+        return set()
+    dialect = conn.dialect.name
+    accounts = sorted(incoming)
+    # every account of the batch's clients as it was before the batch (also what the night
+    # needs of the batch's accounts; outflow alerts compare the clients' totals)
+    clients = sorted({row[1] for items in incoming.values() for _d, row in items})
+    prior_accounts = await _accounts(conn, "client_id", clients)
+    newest = {r.account_id: r for r in prior_accounts}
+    missing = [a for a in accounts if a not in newest]
+    if missing:  # new accounts, or one now reported under another client
+        for r in await _accounts(conn, "account_id", missing):
+            newest[r.account_id] = r
+    # the account's known series: only its newest day when every incoming day is past it
+    series: dict[str, dict[date, tuple[Any, ...]]] = {}
+    late = []
+    for acc in accounts:
+        known = newest.get(acc)
+        if known is None:
+            series[acc] = {}
+        elif min(d for d, _ in incoming[acc]) > known.last_date:
+            series[acc] = {
+                known.last_date: (
+                    known.last_occurred_at,
+                    known.client_id,
+                    known.business_line,
+                    known.last_balance,
+                    None,
+                )
+            }
+        else:
+            late.append(acc)
+            series[acc] = {}
+    if late:
+        rows = await conn.execute(
+            select(
+                BalanceSnapshotRow.account_id,
+                BalanceSnapshotRow.as_of_date,
+                BalanceSnapshotRow.occurred_at,
+                BalanceSnapshotRow.client_id,
+                BalanceSnapshotRow.business_line,
+                BalanceSnapshotRow.balance,
+                BalanceSnapshotRow.event_id,
+            ).where(one_of(BalanceSnapshotRow.account_id, late, dialect))
+        )
+        for acc, day, at, cid, line, bal, eid in rows.all():
+            series[acc][day] = (at, cid, line, bal, eid)
+
+    # (client, line, change, first day, first day it no longer applies)
+    changes: list[tuple[str, str, Decimal, date, date | None]] = []
+    snapshot_rows: list[dict[str, Any]] = []
+    account_rows: list[dict[str, Any]] = []
+    for acc in accounts:
+        known = series[acc]
+        days = sorted(known)
+        written: dict[date, tuple[Any, ...]] = {}
+        for day, new in sorted(incoming[acc], key=lambda x: (x[0], x[1][0])):
+            current = known.get(day)
+            if current is not None and current[0] >= new[0]:
+                continue  # an older (or equally old) correction changes nothing
+            i = bisect.bisect_left(days, day)
+            if current is not None:
+                before = current
+                after = days[i + 1] if i + 1 < len(days) else None
+            else:
+                before = known[days[i - 1]] if i > 0 else None
+                after = days[i] if i < len(days) else None
+                days.insert(i, day)
+            if before is not None and before[1:3] == new[1:3]:  # same client and line
+                if new[3] != before[3]:
+                    changes.append((new[1], new[2], new[3] - before[3], day, after))
+            else:
+                old, fresh = _vector(before), _vector(new)
+                for key in old.keys() | fresh.keys():
+                    change = fresh.get(key, ZERO) - old.get(key, ZERO)
+                    if change:
+                        changes.append((key[0], key[1], change, day, after))
+            known[day] = new
+            written[day] = new
+        for day, (at, cid, line, bal, eid) in sorted(written.items()):
+            snapshot_rows.append(
+                {
+                    "account_id": acc,
+                    "as_of_date": day,
+                    "client_id": cid,
+                    "business_line": line,
+                    "balance": bal,
+                    "occurred_at": at,
+                    "event_id": eid,
+                }
+            )
+        if written and days[-1] in written:
+            at, cid, line, bal, _eid = known[days[-1]]
+            account_rows.append(
+                {
+                    "account_id": acc,
+                    "client_id": cid,
+                    "business_line": line,
+                    "last_date": days[-1],
+                    "last_balance": bal,
+                    "last_occurred_at": at,
+                }
+            )
+    await _upsert_snapshots(conn, snapshot_rows, account_rows)
+    await fire_outflows(
+        conn,
+        [
+            (r.account_id, r.client_id, r.business_line, r.last_date, r.last_balance)
+            for r in prior_accounts
+        ],
+        account_rows,
+        policy,
+        now,
+    )
+    if not changes:
+        return set()
+    segments = await holders(conn, {c[0] for c in changes}, policy)
+    deltas: Deltas = {}
+    for cid, line, change, start, stop in changes:
+        add_change(deltas, segments[cid], line, change, start, stop)
+    await write_deltas(conn, deltas, today)
+    return {k[1] for k in deltas if k[0] == "manager"}
+
+
+_SNAPSHOT_COLUMNS = (
+    ("account_id", "varchar"),
+    ("as_of_date", "date"),
+    ("client_id", "varchar"),
+    ("business_line", "varchar"),
+    ("balance", "numeric"),
+    ("occurred_at", "timestamptz"),
+    ("event_id", "varchar"),
+)
+_ACCOUNT_COLUMNS = (
+    ("account_id", "varchar"),
+    ("client_id", "varchar"),
+    ("business_line", "varchar"),
+    ("last_date", "date"),
+    ("last_balance", "numeric"),
+    ("last_occurred_at", "timestamptz"),
+)
+
+
+def _pg_upsert(table: str, columns: Sequence[tuple[str, str]], key: Sequence[str]) -> str:
+    """One INSERT over arrays (unnest) with ON CONFLICT DO UPDATE of the other columns."""
+    names = [c for c, _ in columns]
+    return (
+        f"INSERT INTO {table} ({', '.join(names)}) SELECT * FROM unnest("
+        + ", ".join(f"${i}::{t}[]" for i, (_, t) in enumerate(columns, 1))
+        + f") ON CONFLICT ({', '.join(key)}) DO UPDATE SET "
+        + ", ".join(f"{c} = excluded.{c}" for c in names if c not in key)
+    )
+
+
+_PG_SNAPSHOTS = _pg_upsert("balance_snapshots", _SNAPSHOT_COLUMNS, ("account_id", "as_of_date"))
+_PG_ACCOUNTS = _pg_upsert("balance_accounts", _ACCOUNT_COLUMNS, ("account_id",))
+
+
+async def _upsert_snapshots(
+    conn: AsyncConnection,
+    snapshot_rows: list[dict[str, Any]],
+    account_rows: list[dict[str, Any]],
+) -> None:
+    """The batch's winning snapshots and the accounts' newest days: on PostgreSQL one
+    statement over arrays each (no per-row parameter building), else executemany."""
+    if conn.dialect.name == "postgresql":
+        raw = (await conn.get_raw_connection()).driver_connection
+        for sql, columns, rows in (
+            (_PG_SNAPSHOTS, _SNAPSHOT_COLUMNS, snapshot_rows),
+            (_PG_ACCOUNTS, _ACCOUNT_COLUMNS, account_rows),
+        ):
+            if rows:
+                await raw.execute(sql, *([r[c] for r in rows] for c, _ in columns))  # type: ignore[union-attr]
+        return
+    if snapshot_rows:
+        stmt = _insert(conn, BalanceSnapshotRow)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["account_id", "as_of_date"],
+            set_={c: stmt.excluded[c] for c, _ in _SNAPSHOT_COLUMNS[2:]},
+        )
+        await conn.execute(stmt, snapshot_rows)
+    if account_rows:
+        stmt = _insert(conn, BalanceAccountRow)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["account_id"],
+            set_={c: stmt.excluded[c] for c, _ in _ACCOUNT_COLUMNS[1:]},
+        )
+        await conn.execute(stmt, account_rows)
+
+
+async def fire_outflows(
+    conn: AsyncConnection,
+    before: Sequence[Any],
+    after: Sequence[dict[str, Any]],
+    policy: Policy,
+    now: datetime,
+) -> int:
+    """大额资金流出: per client whose newest bank date moved on, its deposits (the carried
+    balances of its liability accounts) at the newest date before the batch against the
+    newest after it; a fall past the policy's share or amount fires one ``outflow`` alert
+    for that date (one per client and date: a redelivered batch fires nothing new)."""
+    old: dict[str, dict[str, tuple[str, str, date, Decimal]]] = defaultdict(dict)
+    for acc, cid, line, day, bal in before:
+        old[cid][acc] = (cid, line, day, bal)
+    new = {cid: dict(accounts) for cid, accounts in old.items()}
+    for r in after:
+        new.setdefault(r["client_id"], {})[r["account_id"]] = (
+            r["client_id"],
+            r["business_line"],
+            r["last_date"],
+            r["last_balance"],
+        )
+    fired: list[tuple[str, date, Decimal, Decimal]] = []
+    for cid, accounts in new.items():
+        if not old.get(cid):
+            continue  # a client's first balances are no fall
+        was_day = max(a[2] for a in old[cid].values())
+        day = max(a[2] for a in accounts.values())
+        if day <= was_day:
+            continue  # a late or corrected past day: no alert for the past
+        was = sum((a[3] for a in old[cid].values() if a[1] == "liability"), ZERO)
+        now_total = sum((a[3] for a in accounts.values() if a[1] == "liability"), ZERO)
+        if outflow(was, now_total, policy):
+            fired.append((cid, day, was, now_total))
+    if fired:
+        await fire_alerts(conn, "outflow", [(cid, day) for cid, day, _w, _n in fired], policy, now)
+    return len(fired)
+
+
+async def fire_alerts(
+    conn: AsyncConnection,
+    kind: str,
+    found: Sequence[tuple[str, date]],
+    policy: Policy,
+    now: datetime,
+) -> list[dict[str, Any]]:
+    """Alert reminders (``outflow``, ``tier_drop``) for (client, bank date): due when that
+    bank date closed, to the client's manager now; one per (client, kind, due instant), with
+    the visit reminders' lifecycle and delivery (outbox → topic and webhooks)."""
+    ids = sorted({cid for cid, _d in found})
+    who = {
+        r.client_id: r
+        for r in (
+            await conn.execute(
+                select(
+                    ClientRow.client_id,
+                    ClientRow.manager_id,
+                    ManagerRow.supervisor_id,
+                    ManagerRow.branch_id,
+                )
+                .select_from(ClientRow)
+                .outerjoin(ManagerRow, ManagerRow.manager_id == ClientRow.manager_id)
+                .where(one_of(ClientRow.client_id, ids, conn.dialect.name))
+            )
+        ).all()
+    }
+    rows = []
+    for cid, day in found:
+        w = who.get(cid)
+        if w is None:
+            continue
+        closed = datetime(day.year, day.month, day.day, tzinfo=policy.tz) + timedelta(days=1)
+        rows.append(
+            {
+                "client_id": cid,
+                "kind": kind,
+                "due_at": closed,
+                "status": "open",
+                "manager_id": w.manager_id,
+                "supervisor_id": w.supervisor_id,
+                "branch_id": w.branch_id,
+                "fired_at": now,
+                "updated_at": now,
+            }
+        )
+    if not rows:
+        return []
+    stmt = (
+        _insert(conn, ReminderRow)
+        .on_conflict_do_nothing(index_elements=["client_id", "kind", "due_at"])
+        .returning(*REMINDER_COLUMNS)
+    )
+    created = sorted(
+        (r._asdict() for r in (await conn.execute(stmt, rows)).all()), key=lambda r: r["id"]
+    )
+    await write_outbox(conn, "reminder.fired", created, now, policy.tz, ALERT_SOURCE)
+    return created
+
+
+async def check_tiers(
+    conn: AsyncConnection, policy: Policy, now: datetime, *, limit: int = 2000
+) -> list[dict[str, Any]]:
+    """客户等级下降: recompute the tier of up to ``limit`` clients with balances not checked
+    yet today (bank date); a tier lower than the one computed at the previous check fires a
+    ``tier_drop`` alert for yesterday's close. Returns the alerts fired."""
+    today = now.astimezone(policy.tz).date()
+    rows = (
+        await conn.execute(
+            select(BalanceHolderRow.client_id, BalanceHolderRow.computed_tier, ClientRow.bad_credit)
+            .join(ClientRow, ClientRow.client_id == BalanceHolderRow.client_id)
+            .where(
+                or_(BalanceHolderRow.tier_checked.is_(None), BalanceHolderRow.tier_checked < today)
+            )
+            .order_by(BalanceHolderRow.client_id)
+            .limit(limit)
+        )
+    ).all()
+    if not rows:
+        return []
+    tiers = await client_tiers(conn, rows, policy, today)
+    drops = []
+    for r in rows:
+        new = tiers[r.client_id]["computed_tier"]
+        old = r.computed_tier
+        if old is not None and new is not None and TIER_ORDER.index(new) > TIER_ORDER.index(old):
+            drops.append((r.client_id, today - timedelta(days=1)))
+    await conn.execute(
+        update(BalanceHolderRow)
+        .where(BalanceHolderRow.client_id == bindparam("cid"))
+        .values(computed_tier=bindparam("tier"), tier_checked=bindparam("today")),
+        [
+            {"cid": r.client_id, "tier": tiers[r.client_id]["computed_tier"], "today": today}
+            for r in rows
+        ],
+    )
+    return await fire_alerts(conn, "tier_drop", drops, policy, now) if drops else []
+
+
+async def _history(
+    conn: AsyncConnection, client_ids: Sequence[str]
+) -> dict[str, list[tuple[datetime, str]]]:
+    out: dict[str, list[tuple[datetime, str]]] = defaultdict(list)
+    rows = await conn.execute(
+        select(AssignmentRow.client_id, AssignmentRow.assigned_at, AssignmentRow.manager_id)
+        .where(one_of(AssignmentRow.client_id, client_ids, conn.dialect.name))
+        .order_by(AssignmentRow.client_id, AssignmentRow.assigned_at)
+    )
+    for cid, at, mid in rows.all():
+        out[cid].append((at, mid))
+    return out
+
+
+async def _segments_now(
+    conn: AsyncConnection, client_ids: Sequence[str], policy: Policy
+) -> dict[str, list[Segment]]:
+    """The holders by the assignment history as it stands (branches as they are now)."""
+    history = await _history(conn, client_ids)
+    mids = sorted({m for h in history.values() for _, m in h})
+    branches: dict[str, str | None] = {}
+    if mids:
+        rows = await conn.execute(
+            select(ManagerRow.manager_id, ManagerRow.branch_id).where(
+                one_of(ManagerRow.manager_id, mids, conn.dialect.name)
+            )
+        )
+        branches = dict(rows.all())  # type: ignore[arg-type]
+    return {c: holder_segments(history.get(c, []), branches, policy.tz) for c in client_ids}
+
+
+async def holders(
+    conn: AsyncConnection, client_ids: Iterable[str], policy: Policy
+) -> dict[str, list[Segment]]:
+    """The holders the stored deltas credit, per client (recorded on a client's first
+    balance, moved by ``move_clients``)."""
+    ids = sorted(set(client_ids))
+    stored = {
+        cid: load_segments(segs)
+        for cid, segs in (
+            await conn.execute(
+                select(BalanceHolderRow.client_id, BalanceHolderRow.segments).where(
+                    one_of(BalanceHolderRow.client_id, ids, conn.dialect.name)
+                )
+            )
+        ).all()
+    }
+    missing = [c for c in ids if c not in stored]
+    if missing:
+        fresh = await _segments_now(conn, missing, policy)
+        await conn.execute(
+            _insert(conn, BalanceHolderRow).on_conflict_do_nothing(),
+            [
+                {
+                    "client_id": c,
+                    "segments": dump_segments(fresh[c]),
+                    "handed_over": len(fresh[c]) > 1,
+                }
+                for c in missing
+            ],
+        )
+        stored.update(fresh)
+    return stored
+
+
+async def move_clients(
+    conn: AsyncConnection, client_ids: Iterable[str], policy: Policy, today: date
+) -> set[str]:
+    """After a transfer: move each client's carried balance to the holders its assignment
+    history now gives (days credited before and after differ only where the holder did).
+    Returns the managers whose balances changed."""
+    ids = sorted(set(client_ids))
+    if not ids:
+        return set()
+    dialect = conn.dialect.name
+    stored = {
+        cid: segs
+        for cid, segs in (
+            await conn.execute(
+                select(BalanceHolderRow.client_id, BalanceHolderRow.segments).where(
+                    one_of(BalanceHolderRow.client_id, ids, dialect)
+                )
+            )
+        ).all()
+    }
+    if not stored:
+        return set()
+    now = await _segments_now(conn, sorted(stored), policy)
+    moved = [c for c in sorted(stored) if dump_segments(now[c]) != stored[c]]
+    if not moved:
+        return set()
+    rows = await conn.execute(
+        select(
+            BalanceSnapshotRow.client_id,
+            BalanceSnapshotRow.account_id,
+            BalanceSnapshotRow.as_of_date,
+            BalanceSnapshotRow.business_line,
+            BalanceSnapshotRow.balance,
+        )
+        .where(one_of(BalanceSnapshotRow.client_id, moved, dialect))
+        .order_by(BalanceSnapshotRow.account_id, BalanceSnapshotRow.as_of_date)
+    )
+    deltas: Deltas = {}
+    previous: dict[str, tuple[str, Decimal]] = {}
+    for cid, acc, day, line, bal in rows.all():
+        old_segs, new_segs = load_segments(stored[cid]), now[cid]
+        prior = previous.get(acc)
+        steps = [(line, bal)]
+        if prior is not None:
+            steps.append((prior[0], -prior[1]))
+        for step_line, amount in steps:
+            add_change(deltas, old_segs, step_line, -amount, day, None)
+            add_change(deltas, new_segs, step_line, amount, day, None)
+        previous[acc] = (line, bal)
+    stmt = _insert(conn, BalanceHolderRow)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["client_id"],
+        set_={"segments": stmt.excluded.segments, "handed_over": stmt.excluded.handed_over},
+    )
+    await conn.execute(
+        stmt,
+        [
+            {"client_id": c, "segments": dump_segments(now[c]), "handed_over": len(now[c]) > 1}
+            for c in moved
+        ],
+    )
+    deltas = drop_zeros(deltas)
+    await write_deltas(conn, deltas, today)
+    return {k[1] for k in deltas if k[0] == "manager"}
+
+
+# --- writing ---------------------------------------------------------------------------------
+_PG_DAILY = (
+    "INSERT INTO balance_daily (scope, owner_id, day, liability, asset) "
+    "SELECT * FROM unnest($1::varchar[], $2::varchar[], $3::date[], $4::numeric[], "
+    "$5::numeric[]) ON CONFLICT (scope, owner_id, day) DO UPDATE SET "
+    "liability = balance_daily.liability + excluded.liability, "
+    "asset = balance_daily.asset + excluded.asset"
+)
+_PG_OPENING = text(
+    "INSERT INTO balance_openings (scope, owner_id, year, liability, asset) "
+    "SELECT CAST(:scope AS varchar), CAST(:owner AS varchar), CAST(:year AS integer), "
+    "COALESCE(SUM(liability), 0), COALESCE(SUM(asset), 0) FROM balance_daily "
+    "WHERE scope = :scope AND owner_id = :owner AND day < :jan1 "
+    "ON CONFLICT (scope, owner_id, year) DO UPDATE SET "
+    "liability = balance_openings.liability + CAST(:liability AS numeric), "
+    "asset = balance_openings.asset + CAST(:asset AS numeric)"
+)
+
+
+async def write_deltas(conn: AsyncConnection, deltas: Deltas, today: date) -> None:
+    """Add day deltas to ``balance_daily`` and keep every year opening they precede exact.
+
+    The openings written: every year after the earliest changed day up to next year (and
+    any later one already stored). A new opening row is the sum of every stored change
+    before its 1 January (once per owner and year); an existing one gains the batch's part.
+    """
+    deltas = drop_zeros(deltas)
+    if not deltas:
+        return
+    keys = sorted(deltas)  # one lock order for every worker
+    dialect = conn.dialect.name
+    if dialect == "postgresql":
+        raw = await conn.get_raw_connection()
+        await raw.driver_connection.execute(  # type: ignore[union-attr]
+            _PG_DAILY,
+            [k[0] for k in keys],
+            [k[1] for k in keys],
+            [k[2] for k in keys],
+            [deltas[k]["liability"] for k in keys],
+            [deltas[k]["asset"] for k in keys],
+        )
+    else:
+        await _sqlite_add_daily(conn, deltas, keys)
+    # --- year openings
+    per_owner: dict[tuple[str, str], list[tuple[date, dict[str, Decimal]]]] = defaultdict(list)
+    for scope, owner, day in keys:
+        per_owner[(scope, owner)].append((day, deltas[(scope, owner, day)]))
+    owners = sorted({o for _, o in per_owner})
+    stored: dict[tuple[str, str, int], dict[str, Decimal]] = {}
+    res = await conn.execute(
+        select(
+            BalanceOpeningRow.scope,
+            BalanceOpeningRow.owner_id,
+            BalanceOpeningRow.year,
+            BalanceOpeningRow.liability,
+            BalanceOpeningRow.asset,
+        ).where(one_of(BalanceOpeningRow.owner_id, owners, dialect))
+    )
+    for scope, owner, year, liability, asset in res.all():
+        stored[(scope, owner, year)] = {"liability": liability, "asset": asset}
+    wanted: list[tuple[str, str, int, dict[str, Decimal]]] = []
+    for (scope, owner), days in sorted(per_owner.items()):
+        first = min(d for d, _ in days).year
+        horizon = max(max(d for d, _ in days).year, today.year) + 1
+        years = set(range(first + 1, horizon + 1))
+        years |= {y for (s, o, y) in stored if s == scope and o == owner and y > first}
+        for year in sorted(years):
+            jan1 = date(year, 1, 1)
+            part = {line: ZERO for line in LINES}
+            for d, v in days:
+                if d < jan1:
+                    for line in LINES:
+                        part[line] += v[line]
+            wanted.append((scope, owner, year, part))
+    if dialect == "postgresql":
+        await conn.execute(
+            _PG_OPENING,
+            [
+                {
+                    "scope": s,
+                    "owner": o,
+                    "year": y,
+                    "jan1": date(y, 1, 1),
+                    "liability": p["liability"],
+                    "asset": p["asset"],
+                }
+                for s, o, y, p in wanted
+            ],
+        )
+        return
+    rows = []
+    for scope, owner, year, part in wanted:
+        old = stored.get((scope, owner, year))
+        if old is None:  # the sum of every stored change before its year (this batch's too)
+            found = (
+                await conn.execute(
+                    select(
+                        exact_sum(BalanceDayRow.liability, dialect),
+                        exact_sum(BalanceDayRow.asset, dialect),
+                    ).where(
+                        BalanceDayRow.scope == scope,
+                        BalanceDayRow.owner_id == owner,
+                        BalanceDayRow.day < date(year, 1, 1),
+                    )
+                )
+            ).one()
+            value = {"liability": found[0] or ZERO, "asset": found[1] or ZERO}
+        else:
+            value = {line: old[line] + part[line] for line in LINES}
+        rows.append({"scope": scope, "owner_id": owner, "year": year, **value})
+    stmt = _insert(conn, BalanceOpeningRow)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["scope", "owner_id", "year"],
+        set_={"liability": stmt.excluded.liability, "asset": stmt.excluded.asset},
+    )
+    await conn.execute(stmt, rows)
+
+
+async def _sqlite_add_daily(
+    conn: AsyncConnection, deltas: Deltas, keys: list[tuple[str, str, date]]
+) -> None:
+    """SQLite keeps decimals as text: add in Python (it has one writer at a time)."""
+    existing: dict[tuple[str, str, date], Any] = {}
+    wanted = set(keys)
+    res = await conn.execute(
+        select(BalanceDayRow).where(
+            one_of(BalanceDayRow.owner_id, sorted({k[1] for k in keys}), "sqlite"),
+            one_of(BalanceDayRow.day, sorted({k[2].isoformat() for k in keys}), "sqlite"),
+        )
+    )
+    for r in res.all():
+        k = (r.scope, r.owner_id, r.day)
+        if k in wanted:
+            existing[k] = r
+    rows = []
+    for k in keys:
+        old = existing.get(k)
+        row = {"scope": k[0], "owner_id": k[1], "day": k[2]}
+        for line in LINES:
+            row[line] = deltas[k][line] + (getattr(old, line) if old is not None else ZERO)
+        rows.append(row)
+    stmt = _insert(conn, BalanceDayRow)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["scope", "owner_id", "day"],
+        set_={"liability": stmt.excluded.liability, "asset": stmt.excluded.asset},
+    )
+    await conn.execute(stmt, rows)
