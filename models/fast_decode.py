@@ -99,6 +99,7 @@ class _Client(msgspec.Struct):
     visit_interval_days: Annotated[int, msgspec.Meta(ge=1, le=3660)] | None = None
     assigned_at: str | None = None
     origin: Literal["marketed", "natural", "public_resource", "handed_over"] | None = None
+    bad_credit: bool = False
 
 
 # manager records (rare, and the fields that say where reminders go and when the manager

@@ -298,7 +298,8 @@ async def test_oracle_gaps_corrections_late_and_a_mid_month_transfer(db_url: str
 async def test_a_year_reads_at_most_366_change_rows_and_one_opening(db_url: str) -> None:
     """Balances over two years: next year's query does not read the year before."""
     engine = make_engine(db_url, writer=True)
-    applier = Applier(engine, Policy(), now=lambda: datetime(2027, 12, 31, tzinfo=UTC))
+    # the clock after the last snapshot (an event dated ahead of it is refused)
+    applier = Applier(engine, Policy(), now=lambda: datetime(2028, 1, 5, tzinfo=UTC))
     feed = Feed()
     await applier.apply(reference(feed))
     await applier.apply([client_msg(feed, "c1-1", "c1", "ma", "2025-12-01T09:00:00+08:00")])
@@ -659,7 +660,9 @@ async def test_an_outflow_fires_one_alert_that_is_delivered(db_url: str, tmp_pat
     assert [
         (e["event_type"], e["payload"]["kind"], e["payload"]["client_id"]) for e in received
     ] == [("reminder.fired", "outflow", "k")]
-    # the manager answers with a visit: the alert is resolved
+    # the manager answers with a visit (the clock moves past it: an event dated ahead of the
+    # clock is refused): the alert is resolved
+    clock[0] = datetime(2026, 11, 12, 8, tzinfo=UTC)
     await applier.apply(
         [
             feed.msg(
@@ -899,8 +902,8 @@ async def test_a_computed_tier_drop_fires_one_alert(db_url: str, tmp_path: Path)
     sched = ReminderScheduler(settings, engine, policy=policy, now=lambda: clock[0], targets=[])
     await close(date(2026, 11, 9), {"t": "60000000", "u": "6000000"})
     assert (await sched.scan_once()).tier_drops == 0  # platinum and gold: the first look
+    clock[0] += timedelta(days=1)  # the next morning (an event dated ahead is refused)
     await close(date(2026, 11, 10), {"t": "6000000", "u": "60000000"})  # t falls, u rises
-    clock[0] += timedelta(days=1)
     assert (await sched.scan_once()).tier_drops == 1
     assert (await sched.scan_once()).tier_drops == 0  # checked today already
     async with engine.connect() as conn:
