@@ -131,7 +131,7 @@ def credit(
     """
     p = event.payload
     cid: str = p.client_id  # type: ignore[union-attr]
-    override: str | None = p.manager_id  # type: ignore[union-attr]
+    override: str | None = p.manager_id
     handed_over = False
     if client is None:
         reason = f"client {cid} is not known yet"

@@ -42,7 +42,7 @@ async def resolve(
     terms = await ledger.load_terms(
         conn,
         {f.event.payload.client_id for f in facts},  # type: ignore[union-attr]
-        {m for f in facts if (m := f.event.payload.manager_id) is not None},  # type: ignore[union-attr]
+        {m for f in facts if (m := f.event.payload.manager_id) is not None},
     )
     clients, history, managers = terms.clients, terms.history, terms.managers
     for f in facts:
