@@ -432,8 +432,14 @@ class DemoGenerator:
                 opening = datetime.combine(day, time(9, 1), self._tz)
                 step = timedelta(hours=9) / max(n, 1)
                 calls = iter(range(1_000_000))
+
                 # each clock reading moves on one step, so the day's events spread over it
-                self._now = lambda o=opening, s=step, c=calls, n=n: o + s * min(next(c), n - 1)
+                def spread(
+                    o: datetime = opening, s: timedelta = step, c: Iterator[int] = calls, n: int = n
+                ) -> datetime:
+                    return o + s * min(next(c), n - 1)
+
+                self._now = spread
                 yield self.next_messages(n)
         finally:
             self._now = live

@@ -116,7 +116,7 @@ async def clients_held_at(conn: AsyncConnection, manager_id: str, at: datetime) 
         return []
     credit: dict[str, bool] = {cid: bool(c) for cid, _a, c in current}
     upserts: dict[str, list[tuple[datetime, bool]]] = {}
-    for cid, occurred_at, value in (
+    for upserted, occurred_at, value in (
         await conn.execute(
             select(EventRow.client_id, EventRow.occurred_at, EventRow.value)
             .where(EventRow.event_type == "client.upserted", EventRow.client_id.in_(sorted(held)))
@@ -127,7 +127,8 @@ async def clients_held_at(conn: AsyncConnection, manager_id: str, at: datetime) 
             flag = json.loads(value).get("payload", {}).get("credit_client", False) is True
         except (ValueError, AttributeError):
             continue
-        upserts.setdefault(cid, []).append((occurred_at, flag))
+        if upserted is not None:  # (the query selects the held clients' records)
+            upserts.setdefault(upserted, []).append((occurred_at, flag))
     for cid, versions in upserts.items():
         in_force = [f for o, f in versions if o <= at]
         credit[cid] = in_force[-1] if in_force else versions[0][1]
@@ -155,14 +156,14 @@ async def post_loan_discipline(
         if last_check is not None and last_check > as_of:
             # judging a past moment: find the last check made by then in the event log
             last_check = None
-            rows = await conn.execute(
+            visits = await conn.execute(
                 select(EventRow.occurred_at, EventRow.value).where(
                     EventRow.client_id == h.client_id,
                     EventRow.event_type == "visit.logged",
                     EventRow.occurred_at <= as_of,
                 )
             )
-            for occurred_at, value in rows.all():
+            for occurred_at, value in visits.all():
                 if _is_check(decode_event(value.encode(), policy).payload) and (
                     last_check is None or occurred_at > last_check
                 ):
@@ -324,7 +325,7 @@ async def assess(
     shown = 3
     years = list(range(last_year - lookback - shown + 2, last_year + 1))
     judged: list[Decimal | None] = []
-    yearly_doc = []
+    yearly_doc: list[dict[str, Any]] = []
     for year in years:
         y0, y1 = date(year, 1, 1), date(year, 12, 31)
         y_target = period_target(history, y0, y1, tz, hired)

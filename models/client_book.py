@@ -74,7 +74,8 @@ async def profit_by_client(
         )
         .group_by(EventRow.manager_id, EventRow.client_id)
     )
-    return {(m, c): Decimal(v or 0) for m, c, v in rows.all()}
+    # (the query selects transactions of the given managers, and a transaction names its client)
+    return {(m, c): Decimal(v or 0) for m, c, v in rows.all() if m is not None and c is not None}
 
 
 def overdue_of(due: datetime | None, now: datetime) -> int | None:

@@ -81,7 +81,7 @@ def notice_row(
     }
 
 
-async def _recipients(conn: AsyncConnection, ids: Iterable[str]) -> dict[str, Recipient]:
+async def _recipients(conn: AsyncConnection, ids: Iterable[str | None]) -> dict[str, Recipient]:
     wanted = sorted({i for i in ids if i})
     if not wanted:
         return {}
@@ -257,18 +257,15 @@ async def write_digests(
     coming: dict[str, list[Item]] = defaultdict(list)
     horizon = now + timedelta(days=rules.coming_days)
     for kind, col in DUE_COLUMN.items():
-        for r in (
+        for cid, name, mid, due in (
             await conn.execute(
                 select(ClientRow.client_id, ClientRow.name, ClientRow.manager_id, col).where(
                     and_(col > now, col <= horizon)
                 )
             )
         ).all():
-            if r.manager_id in managers:
-                due = r[3]
-                coming[r.manager_id].append(
-                    Item(r.client_id, r.name, kind, due, (due - now).days, manager_id=r.manager_id)
-                )
+            if mid in managers and due is not None:  # (col > now: never None)
+                coming[mid].append(Item(cid, name, kind, due, (due - now).days, manager_id=mid))
     team_by_sup: dict[str, tuple[str | None, list[Item]]] = {}
     for (sup, branch), items in sorted(team.items(), key=lambda kv: str(kv[0])):
         team_by_sup.setdefault(sup, (branch, []))[1].extend(items)

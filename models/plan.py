@@ -9,7 +9,7 @@ from datetime import date, datetime, timedelta
 from typing import Any
 
 from icalendar import Calendar, Event
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import and_, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from models.policy import Policy
@@ -107,7 +107,7 @@ async def new_feed_token(conn: AsyncConnection, manager_id: str, by: str, now: d
     """A new feed token for the manager (earlier ones stay valid until revoked)."""
     token = "cal_" + secrets.token_urlsafe(32)
     await conn.execute(
-        FeedTokenRow.__table__.insert().values(
+        insert(FeedTokenRow).values(
             token_hash=token_hash(token), manager_id=manager_id, created_at=now, created_by=by
         )
     )

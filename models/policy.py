@@ -507,6 +507,7 @@ def annual_judgement(yearly: list[Decimal | None], policy: Policy) -> str | None
         if completion_band(r, policy) != band:
             break
         run += 1
+    steps: tuple[tuple[str, int], ...]
     if band == "low":
         steps = (
             ("reappoint_by_performance", policy.reappoint_low_years),

@@ -72,6 +72,8 @@ async def claim_floor_exceptions(
     out = []
     # the comparison is made on exact decimals here (SQLite keeps them as text)
     for cid, mid, bid, origin, ratio, updated_at in (await conn.execute(q)).all():
+        if origin is None or ratio is None:  # (the query selects neither)
+            continue
         floor = claim_floor(origin, policy)
         if floor is None or ratio >= floor:
             continue

@@ -24,7 +24,13 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from models import client_book
 from models.policy import ACCOUNT_TYPES, Policy, branch_account_targets, money
 from models.tables import ManagerRow, ReminderRow
-from models.tally import account_targets_document, branch_totals, managers_totals, zero_totals
+from models.tally import (
+    account_targets_document,
+    branch_daily_accounts,
+    branch_totals,
+    managers_totals,
+    zero_totals,
+)
 
 COLUMNS: list[tuple[str, str]] = [
     ("manager_id", "客户经理 manager"),
@@ -127,8 +133,11 @@ async def weekly(
         for k in ("fired", "acked", "escalated")
     }
     branch = _row(branch_id, "(支行合计 branch)", b, whole, counts, policy)
-    accounts = {k[len("accounts_") :]: v for k, v in b.items() if k.startswith("accounts_")}
-    targets = account_targets_document(branch_account_targets("week", start, end, accounts, policy))
+    daily = await branch_daily_accounts(conn, branch_id, start, end)
+    today = now.astimezone(tz).date()
+    targets = account_targets_document(
+        branch_account_targets("week", start, end, daily, policy, today)
+    )
     tick(4, steps)
     return WeeklyReport(branch_id, start, end, rows, branch, targets, now)
 

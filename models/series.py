@@ -90,7 +90,7 @@ async def series(
                     totals[c] += row[c]
             d += timedelta(days=1)
         value = metric_value(totals, metric)
-        running += value  # type: ignore[operator]
+        running += value
         to_date = target(start, hi) if histories else None
         points.append(
             {

@@ -257,6 +257,8 @@ async def hired_dates(conn: AsyncConnection, manager_ids: Iterable[str]) -> dict
         .order_by(EventRow.manager_id, EventRow.occurred_at, EventRow.event_id)
     )
     for mid, _at, _eid, value in rows.all():
+        if mid is None:  # (the query selects the given managers' records)
+            continue
         try:
             hired = json.loads(value).get("payload", {}).get("hired_at")
             out[mid] = date.fromisoformat(hired) if isinstance(hired, str) else None

@@ -238,9 +238,9 @@ async def _page(
         )
     ).all()
     more = len(rows) > limit
-    rows = rows[:limit]
-    last = (rows[-1].occurred_at.isoformat(), rows[-1].event_id) if more and rows else None
-    return VisitPage(rows, last, int(total or 0))
+    page = list(rows[:limit])
+    last = (page[-1].occurred_at.isoformat(), page[-1].event_id) if more and page else None
+    return VisitPage(page, last, int(total or 0))
 
 
 async def client_page(
@@ -292,6 +292,8 @@ async def rotate(conn: AsyncConnection, cipher: NotesCipher, batch: int = 500) -
         if not rows:
             return done
         for eid, sealed in rows:
+            if sealed is None:  # (the query selects sealed notes only)
+                continue
             await conn.execute(
                 update(VisitRow)
                 .where(VisitRow.event_id == eid)

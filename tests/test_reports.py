@@ -161,6 +161,13 @@ async def test_weekly_report(api: httpx.AsyncClient) -> None:  # noqa: F811
     assert by_id["m1"]["管户 clients"] == 2
     targets = list(wb.worksheets[1].iter_rows(values_only=True))
     assert targets[1][:2] == ("corporate_settlement", "weekly")
+    # the same count as the branch tally's week; the report is made on 20 November (the
+    # app's clock), inside the week, so the week is still running and not judged behind
+    week_rule = (
+        await api.get("/v1/branches/b1/tally?period=week&at=2026-11-16", headers=SUP)
+    ).json()["account_targets"][0]
+    assert targets[1][3] == week_rule["actual"]
+    assert targets[1][5] == "on_track"
     for q, code in (
         ("?at=2026-13-01", 422),
         ("?at=9999-12-31", 422),

@@ -87,6 +87,7 @@ class HeldEvents:
         return [
             Fact(decode_event(base64.b64decode(b64), self.policy), None, held_id)
             for held_id, b64 in rows
+            if b64 is not None  # (a held row always keeps its value: it was decoded)
         ]
 
     async def settle(self, conn: AsyncConnection, released: Sequence[Fact], now: datetime) -> int:

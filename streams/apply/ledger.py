@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Sequence
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
@@ -275,18 +275,23 @@ class SqliteLedger(Ledger):
         terms = Terms()
         ids = list_value(sorted(set(client_ids)), "sqlite")
         wanted = set(named_managers)
-        for cid, mid, ratio, origin in await conn.exec_driver_sql(self._CLIENTS, (ids,)):
+        # (a driver result's rows typed as what they are: SQLAlchemy's stubs give
+        # CursorResult[Any] rows of one column)
+        clients: Iterable[Sequence[Any]] = await conn.exec_driver_sql(self._CLIENTS, (ids,))
+        for cid, mid, ratio, origin in clients:
             terms.clients[cid] = ClientTerms(mid, None if ratio is None else Decimal(ratio), origin)
             wanted.add(mid)
         if terms.clients:
             known = list_value(sorted(terms.clients), "sqlite")
-            for cid, at, mid in await conn.exec_driver_sql(self._HISTORY, (known,)):
+            history: Iterable[Sequence[Any]] = await conn.exec_driver_sql(self._HISTORY, (known,))
+            for cid, at, mid in history:
                 when = datetime.fromisoformat(at).replace(tzinfo=UTC)
                 terms.history.setdefault(cid, []).append((when, mid))
                 wanted.add(mid)
         if wanted:
             managers = list_value(sorted(wanted), "sqlite")
-            for mid, bid, active in await conn.exec_driver_sql(self._MANAGERS, (managers,)):
+            found: Iterable[Sequence[Any]] = await conn.exec_driver_sql(self._MANAGERS, (managers,))
+            for mid, bid, active in found:
                 terms.managers[mid] = ManagerTerms(bid, bool(active))
         return terms
 

@@ -99,7 +99,7 @@ class Transfers:
         moved, rehold = [], []
         for r in rows:
             ev = decode_event(r.value.encode(), self.policy)
-            if ev.payload.manager_id is not None:  # type: ignore[union-attr]
+            if ev.payload.manager_id is not None:
                 continue  # an explicit override never moves
             client = terms.clients.get(r.client_id)
             if client is None:

@@ -62,16 +62,16 @@ def _backfill() -> None:
     if rows:
         cipher = visit_ledger.current()
         now = datetime.now(UTC)
-        visits = models.tables.VisitRow.__table__
+        visits = sa.insert(models.tables.VisitRow)
         for event_id, value in rows:
             raw = value.encode()
             try:
                 ev = decode_event(raw)
             except InvalidEvent:
                 continue
-            bind.execute(visits.insert(), visit_ledger.visit_rows([ev], now, cipher))
+            bind.execute(visits, visit_ledger.visit_rows([ev], now, cipher))
             kept = visit_ledger.stored_value(ev, raw)
-            if kept is not raw:
+            if kept is not None and kept is not raw:
                 bind.execute(
                     sa.text("UPDATE events SET value = :v WHERE event_id = :e"),
                     {"v": kept.decode(), "e": event_id},
@@ -81,7 +81,7 @@ def _backfill() -> None:
     ).all():
         raw = base64.b64decode(b64)
         kept = visit_ledger.stored_raw(raw)
-        if kept is not raw:
+        if kept is not None and kept is not raw:
             bind.execute(
                 sa.text("UPDATE rejected_events SET value_b64 = :v WHERE id = :i"),
                 {"v": base64.b64encode(kept).decode(), "i": rid},
