@@ -45,8 +45,6 @@ class ClaimRatios(_Section):
     origin_defaults: bool
     marketed: Decimal = Field(ge=0, le=1)
     natural: Decimal = Field(ge=0, le=1)
-    handed_over_deposits: Decimal = Field(ge=0, le=1)
-    handed_over_other: Decimal = Field(ge=0, le=1)
     public_resource: Decimal | None = Field(None, ge=0, le=1)
     """公共资源户: negotiated, no floor unless the bank sets one."""
 
@@ -56,6 +54,14 @@ class ClaimRatios(_Section):
         if self.public_resource is not None:
             out["public_resource"] = self.public_resource
         return out
+
+
+class Handover(_Section):
+    """他人移交的客户 (DOMAIN.md "Hand-over"): 增量认领, or a full transfer."""
+
+    mode: Literal["increment", "full"]
+    deposit_ratio: Decimal = Field(ge=0, le=1)
+    other_ratio: Decimal = Field(ge=0, le=1)
 
 
 class Visits(_Section):
@@ -142,6 +148,7 @@ class PolicyFile(_Section):
     timezone: str
     coefficients: Coefficients
     claim_ratio: ClaimRatios
+    handover: Handover
     fx_rates: dict[str, Decimal] = {}
     visits: Visits
     targets: Targets
@@ -193,8 +200,9 @@ class PolicyFile(_Section):
             origin_claim_defaults=cr.origin_defaults,
             claim_marketed=cr.marketed,
             claim_natural=cr.natural,
-            claim_handed_over_deposits=cr.handed_over_deposits,
-            claim_handed_over_other=cr.handed_over_other,
+            handover_mode=self.handover.mode,
+            handover_deposit_ratio=self.handover.deposit_ratio,
+            handover_other_ratio=self.handover.other_ratio,
             branch_weekly_corporate_settlement=t.weekly_corporate_settlement,
             branch_monthly_corporate_settlement=t.monthly_corporate_settlement,
             branch_monthly_basic_settlement=t.monthly_basic_settlement,
