@@ -14,7 +14,7 @@ from sqlalchemy import bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from models.db import one_of
-from models.events import decode_event
+from models.events import TransactionPosted, decode_event
 from models.policy import Policy
 from models.tables import EventRow, RejectedRow
 from streams.apply.buckets import Tally
@@ -104,6 +104,7 @@ class Transfers:
             client = terms.clients.get(r.client_id)
             if client is None:
                 continue
+            p = ev.payload
             outcome = credit(
                 ev,
                 client,
@@ -111,6 +112,7 @@ class Transfers:
                 terms.managers,
                 self.policy,
                 self.tz,
+                terms.opened.get(p.account_id) if isinstance(p, TransactionPosted) else None,
             )
             if isinstance(outcome, Credit) and outcome.manager_id == r.manager_id:
                 continue
