@@ -1,8 +1,8 @@
 """Replay: rebuild the daily tally buckets from the stored events (e.g. after a policy change).
 
 Every applied fact in ``events`` is decoded again and credited by today's rules: the
-assignment history as it stands, the policy's coefficients and claim ratios, the bank's time
-zone. Its row is corrected (manager, branch, day, weighted profit) and the buckets from
+assignment history as it stands, the accounts' openings, the policy's coefficients, claim
+ratios and hand-over mode (增量认领 or full), the bank's time zone. Its row is corrected (manager, branch, day, weighted profit) and the buckets from
 ``--from`` on are replaced by the recomputed ones, all in ONE transaction:
 
 - PostgreSQL: the replay locks ``events`` and the bucket tables in EXCLUSIVE mode, so a

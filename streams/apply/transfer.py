@@ -3,6 +3,11 @@ after facts dated past its ``assigned_at``. Those facts were credited to the pre
 manager; here they move to the new one (both days' buckets and both branches), exactly: the
 weighted profit taken back is the one stored when the fact was applied. If the new manager
 is not known yet, the facts leave the previous manager now and wait, held, for the new one.
+
+The same move re-credits a client's facts when the hand-over rule (增量认领, see
+``streams.apply.credit``) decides differently after the fact: a late ``account.opened`` of a
+handed-over client, or a record of a manager of its history (the ``active`` flag decides
+between the split and a full transfer).
 """
 
 from __future__ import annotations
