@@ -309,3 +309,45 @@ def test_replay_after_switching_the_mode_equals_a_fresh_computation(kind: str) -
             urls.append(next(gen))
             stack.callback(gen.close)
         asyncio.run(run(*urls))
+
+
+def test_migration_backfills_the_accounts_from_stored_openings(tmp_path: Path) -> None:
+    """Openings stored before the accounts table existed are backfilled by migration 0007:
+    the earliest of each account (a2 opened twice: 2026-11-18 02:00 UTC wins)."""
+    import sqlite3
+
+    from models.db import upgrade
+
+    path = tmp_path / "crm.sqlite3"
+    url = f"sqlite+aiosqlite:///{path}"
+    upgrade(url, "0011")
+    rows = [
+        ("o1", "a1", "2026-09-01T10:00:00+08:00"),
+        ("o2", "a2", "2026-11-19T10:00:00+08:00"),
+        ("o3", "a2", "2026-11-18T10:00:00+08:00"),
+    ]
+    with sqlite3.connect(path) as db:
+        for eid, account, at in rows:
+            value = env(
+                eid,
+                "account.opened",
+                at,
+                client_id="c",
+                account_id=account,
+                account_type="special",
+            ).decode()
+            db.execute(
+                'INSERT INTO events (event_id, event_type, topic, partition, "offset",'
+                " occurred_at, received_at, status, client_id, value)"
+                " VALUES (?, 'account.opened', 'bank.accounts', 0, ?, ?, ?, 'applied', 'c', ?)",
+                (eid, int(eid[1]), at, at, value),
+            )
+    upgrade(url)
+    with sqlite3.connect(path) as db:
+        got = db.execute(
+            "SELECT account_id, client_id, opened_at FROM accounts ORDER BY 1"
+        ).fetchall()
+    assert got == [
+        ("a1", "c", "2026-09-01 02:00:00.000000"),
+        ("a2", "c", "2026-11-18 02:00:00.000000"),
+    ]
