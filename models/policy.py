@@ -74,8 +74,16 @@ class Policy:
     True → the minimums below by the client's origin and whether it was handed over."""
     claim_marketed: Decimal = Decimal("0.8")
     claim_natural: Decimal = Decimal("0.5")
-    claim_handed_over_deposits: Decimal = Decimal("0.6")
-    claim_handed_over_other: Decimal = Decimal("0.8")
+    # --- hand-over (他人移交的客户, 增量认领: DOMAIN.md "Hand-over") ---
+    handover_mode: str = "increment"
+    """``increment``: after a hand-over, business on accounts the client held before it stays
+    with the previous manager (while active); ``full``: everything from it on goes to the new
+    manager."""
+    handover_deposit_ratio: Decimal = Decimal("0.6")
+    """The ratio of the new manager's deposit (liability) business after a hand-over, when the
+    client carries no ratio of its own."""
+    handover_other_ratio: Decimal = Decimal("0.8")
+    """The same for every other line."""
     # --- branch new-account targets ---
     branch_weekly_corporate_settlement: int = 1
     branch_monthly_corporate_settlement: int = 4
@@ -124,12 +132,6 @@ class Policy:
     max_future_skew: timedelta = timedelta(seconds=300)
     """An event dated further than this ahead of the receiving worker's clock is rejected
     (settings ``CRM_MAX_FUTURE_SKEW``; not a bank rule, so not in the policy file)."""
-    # --- hand-over (他人移交的客户, 增量认领) ---
-    handover_mode: str = "increment"
-    """``increment``: business above the hand-over base goes to the new manager, the base
-    stays with the previous one; ``full``: everything after the transfer is the new one's."""
-    handover_deposit_ratio: Decimal = Decimal("0.6")
-    handover_other_ratio: Decimal = Decimal("0.8")
     # --- balances: standard deposits (标准存款), tiers, alerts (product defaults) ---
     standard_coefficients: dict[str, Decimal] = field(
         default_factory=lambda: {"liability": Decimal("1.0"), "asset": Decimal("0.5")}
@@ -216,19 +218,21 @@ def claim_ratio(
 ) -> Decimal:
     """The share of a client's business credited to its manager (DOMAIN.md "Claim ratio").
 
-    A ratio set on the client always wins. Unset: ``default_claim_ratio`` (1.0), unless the
-    policy turns on the defaults by origin: a client handed over by a colleague 0.6 for
-    deposits (the liability line) and 0.8 for other business; otherwise natural growth 0.5,
+    A ratio set on the client always wins. Unset: business the manager claims after a
+    hand-over (``handed_over``: DOMAIN.md "Hand-over", 增量认领) takes the hand-over ratios,
+    0.6 for deposits (the liability line) and 0.8 for other business; otherwise
+    ``default_claim_ratio`` (1.0), unless the policy turns on the defaults by origin: a client
+    recorded as handed over (origin ``handed_over``) the hand-over ratios, natural growth 0.5,
     self-marketed 0.8.
     """
     if client_ratio is not None:
         return client_ratio
+    if handed_over or (policy.origin_claim_defaults and origin == "handed_over"):
+        if line == "liability":
+            return policy.handover_deposit_ratio
+        return policy.handover_other_ratio
     if not policy.origin_claim_defaults:
         return policy.default_claim_ratio
-    if handed_over or origin == "handed_over":
-        if line == "liability":
-            return policy.claim_handed_over_deposits
-        return policy.claim_handed_over_other
     if origin == "natural":
         return policy.claim_natural
     if origin == "public_resource":  # negotiated: its floor if the bank set one, else 1.0

@@ -45,8 +45,6 @@ class ClaimRatios(_Section):
     origin_defaults: bool
     marketed: Decimal = Field(ge=0, le=1)
     natural: Decimal = Field(ge=0, le=1)
-    handed_over_deposits: Decimal = Field(ge=0, le=1)
-    handed_over_other: Decimal = Field(ge=0, le=1)
     public_resource: Decimal | None = Field(None, ge=0, le=1)
     """公共资源户: negotiated, no floor unless the bank sets one."""
 
@@ -56,6 +54,14 @@ class ClaimRatios(_Section):
         if self.public_resource is not None:
             out["public_resource"] = self.public_resource
         return out
+
+
+class Handover(_Section):
+    """他人移交的客户 (DOMAIN.md "Hand-over"): 增量认领, or a full transfer."""
+
+    mode: Literal["increment", "full"]
+    deposit_ratio: Decimal = Field(ge=0, le=1)
+    other_ratio: Decimal = Field(ge=0, le=1)
 
 
 class Visits(_Section):
@@ -138,12 +144,6 @@ class Assessment(_Section):
             raise ValueError("conversion points must not exceed performance_points")
 
 
-class Handover(_Section):
-    mode: Literal["increment", "full"]
-    deposit_ratio: Decimal = Field(ge=0, le=1)
-    other_ratio: Decimal = Field(ge=0, le=1)
-
-
 class Balances(_Section):
     standard_window_days: int = Field(ge=1, le=3660)
     relationship_min_days: int = Field(ge=0, le=3660)
@@ -169,11 +169,11 @@ class PolicyFile(_Section):
     timezone: str
     coefficients: Coefficients
     claim_ratio: ClaimRatios
+    handover: Handover
     fx_rates: dict[str, Decimal] = {}
     visits: Visits
     targets: Targets
     assessment: Assessment
-    handover: Handover
     balances: Balances
 
     @field_validator("timezone")
@@ -222,8 +222,9 @@ class PolicyFile(_Section):
             origin_claim_defaults=cr.origin_defaults,
             claim_marketed=cr.marketed,
             claim_natural=cr.natural,
-            claim_handed_over_deposits=cr.handed_over_deposits,
-            claim_handed_over_other=cr.handed_over_other,
+            handover_mode=self.handover.mode,
+            handover_deposit_ratio=self.handover.deposit_ratio,
+            handover_other_ratio=self.handover.other_ratio,
             branch_weekly_corporate_settlement=t.weekly_corporate_settlement,
             branch_monthly_corporate_settlement=t.monthly_corporate_settlement,
             branch_monthly_basic_settlement=t.monthly_basic_settlement,
@@ -244,9 +245,6 @@ class PolicyFile(_Section):
             work_log_late_hours=a.work_log_late_hours,
             grade_min_credit_clients=dict(a.grade_min_credit_clients),
             claim_floors=cr.floors(),
-            handover_mode=self.handover.mode,
-            handover_deposit_ratio=self.handover.deposit_ratio,
-            handover_other_ratio=self.handover.other_ratio,
             standard_coefficients=dict(self.balances.standard_coefficients),
             tier_thresholds=dict(self.balances.tier_thresholds),
             standard_window_days=self.balances.standard_window_days,

@@ -238,6 +238,18 @@ class AssignmentRow(Base):
     event_id: Mapped[str] = mapped_column(String(128))
 
 
+class AccountRow(Base):
+    """Each account's opening (from ``account.opened``): the hand-over rule (增量认领) tells a
+    client's existing accounts from the ones opened after a hand-over by it."""
+
+    __tablename__ = "accounts"
+
+    account_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    client_id: Mapped[str] = mapped_column(String(128), index=True)
+    opened_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    """The earliest ``occurred_at`` of the account's openings."""
+
+
 class ManagerTargetRow(Base):
     """Every annual profit target a manager was given, from when (years are assessed
     against the target in force at their end, so a new target never rewrites old years)."""

@@ -1,8 +1,8 @@
 """Replay: rebuild the daily tally buckets from the stored events (e.g. after a policy change).
 
 Every applied fact in ``events`` is decoded again and credited by today's rules: the
-assignment history as it stands, the policy's coefficients and claim ratios, the bank's time
-zone. Its row is corrected (manager, branch, day, weighted profit) and the buckets from
+assignment history as it stands, the accounts' openings, the policy's coefficients, claim
+ratios and hand-over mode (增量认领 or full), the bank's time zone. Its row is corrected (manager, branch, day, weighted profit) and the buckets from
 ``--from`` on are replaced by the recomputed ones, all in ONE transaction:
 
 - PostgreSQL: the replay locks ``events`` and the bucket tables in EXCLUSIVE mode, so a
@@ -26,13 +26,14 @@ from typing import cast
 from sqlalchemy import Table, bindparam, delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from models.events import decode_event
+from models.events import TransactionPosted, decode_event
 from models.policy import Policy
 from models.tables import BranchDayRow, EventRow, ManagerDayRow, ManagerRow
 from streams.apply.buckets import Tally
 from streams.apply.credit import Credit, ManagerTerms, attribution, credit, credit_to
 from streams.apply.ledger import BUCKET_COLUMNS, full_row
-from streams.apply.terms import load_clients, load_history
+from streams.apply.terms import handed_over as handed_over_clients
+from streams.apply.terms import load_clients, load_history, load_opened
 
 log = logging.getLogger("crmtracker.replay")
 
@@ -107,11 +108,14 @@ async def _replay(
         chunk = rows[start : start + CHUNK]
         ids = {r.client_id for r in chunk if r.client_id}
         clients, history = await load_clients(conn, ids), await load_history(conn, ids)
+        opened = await load_opened(conn, handed_over_clients(history))
         fixes = []
         for r in chunk:
             ev = decode_event(r.value.encode(), policy)
             hist = history.get(r.client_id, ())
-            c = credit(ev, clients.get(r.client_id), hist, managers, policy, tz)
+            p = ev.payload
+            at = opened.get(p.account_id) if isinstance(p, TransactionPosted) else None
+            c = credit(ev, clients.get(r.client_id), hist, managers, policy, tz, at)
             if not isinstance(c, Credit):
                 stored = managers.get(r.manager_id)
                 if stored is None:

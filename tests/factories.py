@@ -23,6 +23,13 @@ Interpretation choices (where the contract is silent), used consistently here:
 - half of the late clients' upserts carry no assigned_at and occur in December 2026: every
   fact of theirs is older than the first assignment and goes to that first manager;
 - a transfer upsert is recorded 1-72 h after its assigned_at: attribution must use assigned_at;
+- hand-over (增量认领, default "increment"): after a transfer, a transaction on an account the
+  client held before it stays with the manager who held the client when the account was
+  opened (never seen opened — every generated transaction's account: the first manager) while
+  that manager is active; business on accounts opened from the transfer on, and account
+  openings, go to the new manager; an unset claim ratio is 0.6 (liability) / 0.8 for business
+  claimed after a hand-over (not for a transaction naming its manager), else 1; "full":
+  everything from the transfer on to the new one;
 - the generator plants rounding ties: 3 manager-month and 3 branch-month weighted_profit
   figures whose exact value is x.x(even)5 exactly, where half-up and half-even disagree
   (the shared vectors have no such tie, so they cannot tell the two apart);
@@ -327,30 +334,72 @@ def _blank() -> dict:
     }
 
 
-def _accumulate(valid_events: list[dict], tz: str):
+HANDOVER_RATIOS = {"liability": Decimal("0.6")}
+"""Hand-over (增量认领, DOMAIN.md): business a manager claims after a hand-over, for a client
+without a ratio of its own: deposits 0.6, every other line 0.8."""
+HANDOVER_OTHER = Decimal("0.8")
+
+
+def _accumulate(valid_events: list[dict], tz: str, handover: str = "increment"):
     """Exact (unrounded) accumulators: (per (manager, month), per (branch, month) as
-    [transactions, weighted], manager -> branch, months seen)."""
+    [transactions, weighted], manager -> branch, months seen).
+
+    ``handover`` (DOMAIN.md "Hand-over"): "increment" — after a hand-over, a transaction on
+    an account the client held before it (opened before it, or never seen opened) stays
+    with the manager who held the client when the account was opened (never seen opened: the
+    first manager), if that manager is active; "full" — with whoever held the client at the
+    transaction."""
     zone = ZoneInfo(tz)
     manager_branch: dict[str, str] = {}
-    # client -> list of (assigned_at, seq, manager_id, claim_ratio)
-    history: dict[str, list[tuple[datetime, int, str, Decimal]]] = defaultdict(list)
+    manager_active: dict[str, tuple[datetime, bool]] = {}  # newest record wins
+    # client -> list of (assigned_at, seq, manager_id, claim_ratio or None)
+    history: dict[str, list[tuple[datetime, int, str, Decimal | None]]] = defaultdict(list)
+    opened: dict[str, datetime] = {}  # account -> earliest opening
     facts: list[dict] = []
     for seq, env in enumerate(valid_events):
         et, p = env["event_type"], env["payload"]
         if et == "manager.upserted":
             manager_branch[p["manager_id"]] = p["branch_id"]
+            when = _instant(env["occurred_at"])
+            known = manager_active.get(p["manager_id"])
+            if known is None or when >= known[0]:
+                manager_active[p["manager_id"]] = (when, p.get("active", True) is not False)
         elif et == "client.upserted":
             at = _instant(p.get("assigned_at")) if p.get("assigned_at") else None
             if at is None:
                 at = _instant(env["occurred_at"])
-            ratio = _money(p["claim_ratio"]) if p.get("claim_ratio") is not None else Decimal(1)
+            ratio = _money(p["claim_ratio"]) if p.get("claim_ratio") is not None else None
             history[p["client_id"]].append((at, seq, p["manager_id"], ratio))
         else:
+            if et == "account.opened":
+                when = _instant(env["occurred_at"])
+                a = p["account_id"]
+                if a not in opened or when < opened[a]:
+                    opened[a] = when
             facts.append(env)
     for h in history.values():
         h.sort(key=lambda r: (r[0], r[1]))
 
-    def holder(client_id: str, when: datetime) -> tuple[str, Decimal] | None:
+    def stint(h: list, when: datetime) -> int:
+        """Which stint (run of one manager in the history) held the client at ``when``."""
+        k, chosen = 0, 0
+        for n, rec in enumerate(h):
+            if n and rec[2] != h[n - 1][2]:
+                k += 1
+            if n == 0 or rec[0] <= when:
+                chosen = k
+            else:
+                break
+        return chosen
+
+    def stint_manager(h: list, k: int) -> str:
+        runs = [h[0][2]]
+        for rec in h[1:]:
+            if rec[2] != runs[-1]:
+                runs.append(rec[2])
+        return runs[k]
+
+    def holder(client_id: str, when: datetime, p: dict) -> tuple[str, Decimal] | None:
         h = history.get(client_id)
         if not h:
             return None  # never resolved: held forever, counts nowhere
@@ -360,7 +409,23 @@ def _accumulate(valid_events: list[dict], tz: str):
                 chosen = rec
             else:
                 break
-        return chosen[2], chosen[3]
+        k = stint(h, when)
+        if handover == "increment" and k > 0 and "business_line" in p and not p.get("manager_id"):
+            o = opened.get(p["account_id"])
+            j = 0 if o is None else stint(h, o)
+            owner = stint_manager(h, j)
+            if j < k:
+                if owner not in manager_active:
+                    return None  # its active flag decides: held until its record arrives
+                if manager_active[owner][1]:
+                    k = j
+        manager = stint_manager(h, k)
+        ratio = chosen[3]
+        if ratio is None:
+            line = p.get("business_line")
+            claimed = k > 0 and not p.get("manager_id")  # a named manager claims nothing
+            ratio = HANDOVER_RATIOS.get(line, HANDOVER_OTHER) if claimed else Decimal(1)
+        return manager, ratio
 
     acc: dict[tuple[str, str], dict] = defaultdict(_blank)
     bacc: dict[tuple[str, str], list] = defaultdict(lambda: [0, ZERO])
@@ -371,10 +436,9 @@ def _accumulate(valid_events: list[dict], tz: str):
         local = when.astimezone(zone)
         month = f"{local.year:04d}-{local.month:02d}"
         months.add(month)
-        held = holder(p["client_id"], when)
-        if held is None:
-            continue  # client never known: the event stays held, counts nowhere
         if et == "visit.logged":
+            if not history.get(p["client_id"]):
+                continue  # client never known: the event stays held, counts nowhere
             manager = p["manager_id"]
             if manager not in manager_branch:
                 continue  # unknown manager: held
@@ -383,6 +447,9 @@ def _accumulate(valid_events: list[dict], tz: str):
             t["visits"][p["method"]] += 1
             t["visits"][p["kind"]] += 1
             continue
+        held = holder(p["client_id"], when, p)
+        if held is None:
+            continue  # client (or the manager deciding) never known: held, counts nowhere
         manager = p.get("manager_id") or held[0]
         ratio = held[1]
         if manager not in manager_branch:
@@ -405,23 +472,27 @@ def _accumulate(valid_events: list[dict], tz: str):
     return acc, bacc, manager_branch, months
 
 
-def exact_weighted(valid_events: list[dict], tz: str = "Asia/Shanghai") -> tuple[dict, dict]:
+def exact_weighted(
+    valid_events: list[dict], tz: str = "Asia/Shanghai", handover: str = "increment"
+) -> tuple[dict, dict]:
     """The exact, unrounded weighted profit: ({"m|YYYY-MM": Decimal}, {"b|YYYY-MM": Decimal})."""
-    acc, bacc, _, _ = _accumulate(valid_events, tz)
+    acc, bacc, _, _ = _accumulate(valid_events, tz, handover)
     return (
         {f"{m}|{mo}": t["weighted_profit"] for (m, mo), t in acc.items()},
         {f"{b}|{mo}": v[1] for (b, mo), v in bacc.items()},
     )
 
 
-def compute_expected(valid_events: list[dict], tz: str = "Asia/Shanghai") -> tuple[dict, dict]:
+def compute_expected(
+    valid_events: list[dict], tz: str = "Asia/Shanghai", handover: str = "increment"
+) -> tuple[dict, dict]:
     """Tallies and branch totals from valid, deduplicated envelopes (production order).
 
     Returns (tallies, branches): tallies["<manager_id>|<YYYY-MM>"] with transactions, volume,
     simulated_profit, weighted_profit, accounts_opened, visits; branches["<branch_id>|<YYYY-MM>"]
     with transactions and weighted_profit. Every known manager/branch gets an entry for every
     month of 2026-09..2026-11 (and any other month an event falls in)."""
-    acc, bacc, manager_branch, months = _accumulate(valid_events, tz)
+    acc, bacc, manager_branch, months = _accumulate(valid_events, tz, handover)
     all_months = _month_keys(min(months), max(months))
     tallies: dict[str, dict] = {}
     for manager in sorted(manager_branch):

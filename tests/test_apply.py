@@ -20,6 +20,10 @@ from streams.worker import Pipeline
 from tests.checks import assert_tallies, counts, month_doc
 from tests.conftest import VECTORS
 
+FULL = Policy(handover_mode="full")
+"""Transfers that take everything from the hand-over on: these tests are about moving facts
+(the hand-over rule, 增量认领, has its own in tests/test_handover.py)."""
+
 
 def env(event_id: str, event_type: str, occurred_at: str, **payload: Any) -> bytes:
     return json.dumps(
@@ -176,7 +180,7 @@ async def add_old_and_new_managers(applier: Applier, feed: Feed) -> None:
 
 async def test_transfer_splits_the_month_including_a_late_event(db_url: str) -> None:
     engine = make_engine(db_url, writer=True)
-    applier = Applier(engine, Policy())
+    applier = Applier(engine, FULL)
     feed = Feed()
     await add_old_and_new_managers(applier, feed)
     await applier.apply(
@@ -359,7 +363,7 @@ pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 async def test_a_transfer_applied_after_the_facts_moves_their_credit(db_url: str) -> None:
     """Topics are not ordered: facts dated after a transfer may be applied before it."""
     engine = make_engine(db_url, writer=True)
-    applier = Applier(engine, Policy())
+    applier = Applier(engine, FULL)
     feed = Feed()
     await add_old_and_new_managers(applier, feed)
     await applier.apply(
@@ -447,7 +451,7 @@ async def test_a_transfer_applied_after_the_facts_moves_their_credit(db_url: str
 async def test_a_transfer_to_a_manager_not_known_yet_holds_the_moved_facts(db_url: str) -> None:
     """Agents run concurrently: a transfer can be applied before its new manager's record."""
     engine = make_engine(db_url, writer=True)
-    applier = Applier(engine, Policy())
+    applier = Applier(engine, FULL)
     feed = Feed()
     await applier.apply(
         [
@@ -532,7 +536,8 @@ async def test_a_transfer_to_a_manager_not_known_yet_holds_the_moved_facts(db_ur
     )
     assert r.released == 1
     assert (await month_doc(engine, "late|2026-11"))["transactions"] == 1
-    assert (await month_doc(engine, "b2|2026-11", branch=True))["weighted_profit"] == "9.00"
+    # claimed after a hand-over by a client without a ratio: 10 × 0.9 × 0.8 (hand-over ratio)
+    assert (await month_doc(engine, "b2|2026-11", branch=True))["weighted_profit"] == "7.20"
     assert (await month_doc(engine, "old|2026-11"))["transactions"] == 1
     assert await counts(engine) == (6, 0, 0)  # 2 managers, 2 client records, 2 transactions
     await engine.dispose()
@@ -545,7 +550,7 @@ async def test_a_transfer_racing_the_release_of_its_clients_held_fact(pg_url: st
     transfer commits; the transfer must then find the fact applied and move it. Seen once
     in the three-worker kill test: an account opening credited to the previous manager."""
     engine = make_engine(pg_url, writer=True)
-    policy = Policy()
+    policy = FULL
     feed = Feed()
 
     def up(kind: str, eid: str, at: str, **payload: Any) -> list[Incoming]:
@@ -625,7 +630,7 @@ async def test_origin_claim_defaults_follow_the_hand_over(db_url: str) -> None:
     from streams.replay import replay
     from tests.test_tallies import buckets
 
-    policy = Policy(origin_claim_defaults=True)
+    policy = Policy(origin_claim_defaults=True, handover_mode="full")
     engine = make_engine(db_url, writer=True)
     applier = Applier(engine, policy)
     feed = Feed()

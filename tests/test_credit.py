@@ -115,7 +115,12 @@ def test_hand_computed_credit_before_and_after_a_transfer() -> None:
     client = ClientTerms("new", Decimal("0.6"))
     before = credit(_tx("2026-11-15T08:59:59+08:00"), client, HISTORY, MANAGERS, policy)
     after = credit(
-        _tx("2026-11-15T09:00:00+08:00", "off_balance", "3.33"), client, HISTORY, MANAGERS, policy
+        _tx("2026-11-15T09:00:00+08:00", "off_balance", "3.33"),
+        client,
+        HISTORY,
+        MANAGERS,
+        policy,
+        opened_at=datetime.fromisoformat(NEW),  # an account opened at the hand-over: new's
     )
     assert isinstance(before, Credit) and isinstance(after, Credit)
     assert (before.manager_id, before.branch_id, str(before.day)) == ("old", "b1", "2026-11-15")
@@ -140,3 +145,77 @@ def test_the_credit_waits_for_what_is_missing() -> None:
     assert isinstance(w, Wait) and (w.client_id, w.manager_id) == ("c", "x")
     w = credit(_tx(NEW), ClientTerms("late"), [(HISTORY[0][0], "late")], MANAGERS, policy)
     assert w == Wait("manager late is not known yet", None, "late")
+
+
+def test_hand_over_increment_by_hand() -> None:
+    """增量认领 (DOMAIN.md "Hand-over"), old → new at 2026-11-15 09:00, a client without a
+    ratio of its own, a 100.00 profit liability (coefficient 1.0) or intermediary (2.0)
+    transaction on 2026-11-20:
+
+    - account opened 2026-09-01 (before the hand-over): existing business, old's, at the
+      client's ratio as before (unset: 1.0) → 100 × 1.0 × 1.0 = 100.0;
+    - account never seen opened: existing business too → old, 100.0;
+    - account opened 2026-11-16 (after): new's at the hand-over ratio, deposits 0.6 →
+      100 × 1.0 × 0.6 = 60.0; intermediary 0.8 → 100 × 2.0 × 0.8 = 160.0;
+    - old inactive (left): everything goes to new, a full transfer: the existing account's
+      deposit 100 × 1.0 × 0.6 = 60.0;
+    - mode ``full``: new, 60.0, whatever the account;
+    - a ratio set on the client (0.7) wins: old's business 100 × 0.7 = 70.0, new's 70.0;
+    - a previous manager whose record is missing: the fact waits for it (its flag decides).
+    """
+    policy = Policy()
+    client = ClientTerms("new")
+    at = "2026-11-20T10:00:00+08:00"
+    before, after = (
+        datetime.fromisoformat("2026-09-01T10:00:00+08:00"),
+        datetime.fromisoformat("2026-11-16T10:00:00+08:00"),
+    )
+
+    def got(event: object, **kw: object) -> tuple[str, Decimal | None]:
+        args = {"client": client, "managers": MANAGERS, "policy": policy, **kw}
+        c = credit(
+            event,  # type: ignore[arg-type]
+            args["client"],  # type: ignore[arg-type]
+            HISTORY,
+            args["managers"],  # type: ignore[arg-type]
+            args["policy"],  # type: ignore[arg-type]
+            opened_at=args.get("opened_at"),  # type: ignore[arg-type]
+        )
+        assert isinstance(c, Credit), c
+        return c.manager_id, c.weighted_profit
+
+    assert got(_tx(at), opened_at=before) == ("old", Decimal("100.0"))
+    assert got(_tx(at)) == ("old", Decimal("100.0"))
+    assert got(_tx(at), opened_at=after) == ("new", Decimal("60.0"))
+    assert got(_tx(at, "intermediary"), opened_at=after) == ("new", Decimal("160.0"))
+    left = {"old": ManagerTerms("b1", active=False), "new": ManagerTerms("b2")}
+    assert got(_tx(at), opened_at=before, managers=left) == ("new", Decimal("60.0"))
+    full = Policy(handover_mode="full")
+    assert got(_tx(at), opened_at=before, policy=full) == ("new", Decimal("60.0"))
+    assert got(_tx(at), policy=full) == ("new", Decimal("60.0"))
+    own = ClientTerms("new", Decimal("0.7"))
+    assert got(_tx(at), opened_at=before, client=own) == ("old", Decimal("70.0"))
+    assert got(_tx(at), opened_at=after, client=own) == ("new", Decimal("70.0"))
+    # before the hand-over nothing changes; an explicit manager is never re-decided
+    assert got(_tx("2026-11-10T10:00:00+08:00"), opened_at=after) == ("old", Decimal("100.0"))
+    assert got(_tx(at, manager_id="new"), opened_at=before) == ("new", Decimal("100.0"))
+    w = credit(_tx(at), client, HISTORY, {"new": ManagerTerms("b2")}, policy, opened_at=before)
+    assert w == Wait("manager old is not known yet", None, "old")
+
+
+def test_stock_owner_over_two_hand_overs() -> None:
+    """a → b (2026-10-01) → c (2026-11-01): an account opened in b's time is b's existing
+    business after the second hand-over; one opened in a's time (or never seen) stays a's;
+    one opened in c's time is c's."""
+    from streams.apply.credit import stock_owner
+
+    h = [
+        (datetime.fromisoformat("2026-08-01T00:00:00+08:00"), "a"),
+        (datetime.fromisoformat("2026-10-01T00:00:00+08:00"), "b"),
+        (datetime.fromisoformat("2026-11-01T00:00:00+08:00"), "c"),
+    ]
+    assert stock_owner(h, 2, datetime.fromisoformat("2026-10-15T00:00:00+08:00")) == ("b", 1)
+    assert stock_owner(h, 2, datetime.fromisoformat("2026-09-15T00:00:00+08:00")) == ("a", 0)
+    assert stock_owner(h, 2, None) == ("a", 0)
+    assert stock_owner(h, 2, datetime.fromisoformat("2026-11-02T00:00:00+08:00")) is None
+    assert stock_owner(h, 0, None) is None

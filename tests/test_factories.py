@@ -395,7 +395,7 @@ def test_compute_expected_by_hand():
             simulated_profit="0.625",
         ),
     ]
-    t, b = compute_expected(ev, TZ)
+    t, b = compute_expected(ev, TZ, handover="full")  # the transfer takes everything
     m1, m2 = t["m1|2026-10"], t["m2|2026-10"]
     assert m1["transactions"] == 2
     assert m1["volume"] == {
@@ -415,6 +415,45 @@ def test_compute_expected_by_hand():
     assert b["b2|2026-10"] == {"transactions": 1, "weighted_profit": "0.01"}
     assert b["b2|2026-11"] == {"transactions": 1, "weighted_profit": "0.50"}
     assert len(t) == 6 and len(b) == 6
+    # 增量认领 (the default): account "a" was never seen opened, so it is existing business
+    # and stays with m1 (active): transactions 5, 6 and 7 in October, 160 + 0.0072 =
+    # 160.0072 → "160.01"; transaction 11 in November, 0.5. An account opened after the
+    # hand-over (account "n", 2026-10-20) is m2's at the claim ratio set on the client (0.8):
+    # 10 × 0.9 × 0.8 = 7.2.
+    t, b = compute_expected(ev, TZ)
+    assert t["m1|2026-10"]["transactions"] == 3
+    assert t["m1|2026-10"]["weighted_profit"] == "160.01"
+    assert t["m1|2026-11"]["weighted_profit"] == "0.50"
+    assert t["m2|2026-10"]["transactions"] == 0 and t["m2|2026-11"]["transactions"] == 0
+    opened_late = [
+        _e(
+            12,
+            "account.opened",
+            "2026-10-20T00:00:00+08:00",
+            client_id="c1",
+            account_id="n",
+            account_type="special",
+        ),
+        _e(
+            13,
+            "transaction.posted",
+            "2026-10-21T00:00:00+08:00",
+            client_id="c1",
+            account_id="n",
+            business_line="asset",
+            amount="1.00",
+            simulated_profit="10.00",
+        ),
+    ]
+    t, b = compute_expected(ev + opened_late, TZ)
+    assert t["m2|2026-10"]["transactions"] == 1 and t["m2|2026-10"]["weighted_profit"] == "7.20"
+    assert t["m2|2026-10"]["accounts_opened"] == {"special": 1}
+    # m1 leaves (inactive): a full transfer again, m2's October as without the rule plus 7.2
+    gone = _e(14, "manager.upserted", "2026-12-01T00:00:00+08:00", manager_id="m1", branch_id="b1")
+    gone["payload"]["active"] = False
+    t, b = compute_expected(ev + opened_late + [gone], TZ)
+    assert t["m2|2026-10"]["transactions"] == 2 and t["m2|2026-10"]["weighted_profit"] == "7.21"
+    assert t["m1|2026-10"]["transactions"] == 2
 
 
 # ----------------------------------------------------------------------------- contract vectors

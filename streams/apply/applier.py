@@ -25,17 +25,19 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from models import visit_ledger
-from models.events import Event, InvalidEvent, decode_event
+from models.events import Event, InvalidEvent, ManagerUpserted, decode_event
 from models.policy import Policy
 from models.reminders import recompute_due
 from models.stream import publish, tally_changes
 from models.tables import RejectedRow
+from streams.apply.accounts import Accounts
 from streams.apply.buckets import Tally
 from streams.apply.facts import Fact, resolve
 from streams.apply.held import HeldEvents
 from streams.apply.ledger import Ledger
 from streams.apply.messages import BatchResult, Incoming, problem_row, raw_text
 from streams.apply.reference import REFERENCE_ORDER, ReferenceWriter, Written
+from streams.apply.terms import handed_over, handed_over_clients_of
 from streams.apply.transfer import Transfers
 from streams.apply.visits import REMINDER_SOURCE, Visits
 from streams.balances import apply_snapshots, move_clients
@@ -63,6 +65,7 @@ class Applier:
         self.held = HeldEvents(self.ledger, policy)
         self.transfers = Transfers(self.ledger, policy)
         self.visits = Visits(policy)
+        self.accounts = Accounts(self.ledger)
         self._rejected_stmt = self.ledger.insert(RejectedRow).on_conflict_do_nothing()
 
     # --- entry point ---------------------------------------------------------------------
@@ -119,11 +122,15 @@ class Applier:
         facts = [Fact(e, m) for m, e in decoded if e.event_type not in REFERENCE_ORDER]
         # several workers (PostgreSQL): 'is the client known? else hold' must not interleave
         # with 'the client arrives, release what waits for it'
-        await self.ledger.lock_keys(conn, _entity_keys(decoded))
+        keys = _entity_keys(decoded)
+        # 增量认领: whose credit a manager's active flag decides (locked with the batch's own)
+        recredit = await self._handed_over_clients_of(conn, refs)
+        keys.update("c:" + cid for cid in recredit)
+        await self.ledger.lock_keys(conn, keys)
         tally = Tally()
         released: list[Fact] = []
         if refs:
-            released = await self._apply_reference(conn, refs, tally, now, result)
+            released = await self._apply_reference(conn, refs, tally, now, result, recredit)
         if facts or released:
             await self._apply_facts(conn, facts, released, tally, now, result)
         await tally.write(self.ledger, conn)
@@ -131,11 +138,26 @@ class Applier:
         await publish(conn, tally_changes(tally.stream_entries(), now))
 
     # --- reference data ------------------------------------------------------------------
+    async def _handed_over_clients_of(self, conn: AsyncConnection, refs: Decoded) -> set[str]:
+        """Increment mode: the handed-over clients of the batch's managers, whose facts a
+        change of a manager's active flag moves (a full transfer once the previous manager
+        has left, back when active again)."""
+        if self.policy.handover_mode != "increment":
+            return set()
+        mids = {p.manager_id for _m, e in refs if isinstance(p := e.payload, ManagerUpserted)}
+        return await handed_over_clients_of(conn, mids)
+
     async def _apply_reference(
-        self, conn: AsyncConnection, refs: Decoded, tally: Tally, now: datetime, result: BatchResult
+        self,
+        conn: AsyncConnection,
+        refs: Decoded,
+        tally: Tally,
+        now: datetime,
+        result: BatchResult,
+        recredit: set[str],
     ) -> list[Fact]:
-        """Write the records; move facts a late transfer takes; return the held facts the
-        records may release."""
+        """Write the records; move facts a late transfer (or a manager's active flag, see
+        ``recredit``) takes; return the held facts the records may release."""
         new_ids = await self.ledger.claim(conn, [self._row(m, e, now) for m, e in refs])
         result.duplicates += len(refs) - len(new_ids)
         fresh = [e for _m, e in refs if e.event_id in new_ids]
@@ -147,7 +169,7 @@ class Applier:
         await self.ledger.lock_hold_release(conn)
         # under the lock: a fact another worker is releasing right now was credited by the
         # history before this transfer; once it commits, it is found here
-        await self.transfers.move(conn, written.transferred, tally, now)
+        await self.transfers.move(conn, written.transferred | recredit, tally, now)
         # a transfer also moves the clients' carried balances to the new holder's days
         result.changed_managers |= await move_clients(
             conn, written.transferred, self.policy, now.astimezone(self.tz).date()
@@ -169,7 +191,7 @@ class Applier:
         now: datetime,
         result: BatchResult,
     ) -> None:
-        await resolve(self.ledger, conn, new + released, self.policy, self.tz)
+        terms = await resolve(self.ledger, conn, new + released, self.policy, self.tz)
         waiting = [f for f in new if f.wait is not None]
         if waiting:
             # under the hold/release lock, with what committed while we waited for it
@@ -204,6 +226,13 @@ class Applier:
             result.latest_occurred.append(f.event.occurred_at)
             result.changed_managers.add(c.manager_id)
         await self.visits.record(conn, applied, now)
+        # account openings: recorded, and (增量认领) a late one re-credits its client's business
+        opened = await self.accounts.record(conn, [f.event for f in fresh])
+        if opened and terms is not None and self.policy.handover_mode == "increment":
+            late = opened & handed_over(terms.history)
+            if late:
+                await self.ledger.lock_hold_release(conn)
+                await self.transfers.move(conn, late, tally, now)
 
     # --- event rows ----------------------------------------------------------------------
     def _row(

@@ -14,9 +14,16 @@ Inputs
 - the managers that may be credited (``ManagerTerms``: branch, active flag), by id;
 - the policy (coefficients, claim-ratio defaults, FX rates, time zone).
 
-The hand-over rule of DOMAIN.md (增量认领) plugs in here: it needs, per fact, the opening
-instant of the fact's account (``account_opened_at``) and whether the previous manager is
-still active (``ManagerTerms.active``), both inputs of this function.
+- the opening instant of a transaction's account (``opened_at``: the earliest
+  ``account.opened`` of that account; None when never seen opened).
+
+The hand-over rule of DOMAIN.md (他人移交的客户, 增量认领, ``Policy.handover_mode``
+``increment``): after a hand-over, a transaction on an account the client held before it
+(opened before it, or never seen opened) stays with the manager who held the client when the
+account was opened (never seen opened: the first manager), while that manager is active; a
+transaction on an account opened from the hand-over on goes to the new manager at the
+hand-over ratios. ``full``, or the previous manager inactive (left): everything from the
+hand-over on goes to the new manager.
 """
 
 from __future__ import annotations
@@ -111,6 +118,21 @@ def attributed_manager(history: Sequence[Assignment], at: datetime) -> str | Non
     return attribution(history, at)[0]
 
 
+def stock_owner(
+    history: Sequence[Assignment], index: int, opened_at: datetime | None
+) -> tuple[str, int] | None:
+    """The manager whose existing business (存量业务) a fact under assignment ``index`` is, and
+    that manager's assignment: the holder when the fact's account was opened (never seen
+    opened: the first manager), if that is an earlier assignment of another manager; else
+    None (the fact is the current holder's)."""
+    if index == 0:
+        return None
+    j = 0 if opened_at is None else attribution(history, opened_at)[1]
+    if j >= index or history[j][1] == history[index][1]:
+        return None
+    return history[j][1], j
+
+
 def credit(
     event: Event,
     client: ClientTerms | None,
@@ -118,6 +140,7 @@ def credit(
     managers: Mapping[str, ManagerTerms],
     policy: Policy,
     tz: ZoneInfo | None = None,
+    opened_at: datetime | None = None,
 ) -> Credit | Wait:
     """The credit of one fact (CONTRACT.md "Attribution", README "Rules where the contract
     leaves room"), or why it waits.
@@ -125,9 +148,13 @@ def credit(
     - a visit counts for its visitor (``payload.manager_id``);
     - otherwise ``payload.manager_id`` if given, else the manager who held the client at the
       event's ``occurred_at`` (before the first assignment: the first manager);
+    - after a hand-over, in ``increment`` mode, a transaction on an existing account (see
+      ``stock_owner``; ``opened_at`` is its account's opening) stays with the manager who held
+      it while that manager is active (inactive: the new manager, a full transfer);
     - the branch is the credited manager's; the day is the bank day of ``occurred_at``;
-    - the client's claim ratio applies whoever is credited (unset: the policy's default, or
-      its defaults by origin and hand-over).
+    - the client's claim ratio applies whoever is credited (unset: the hand-over ratios for
+      business a manager claims after a hand-over, else the policy's default or its defaults
+      by origin).
     """
     p = event.payload
     cid: str = p.client_id  # type: ignore[union-attr]
@@ -143,6 +170,14 @@ def credit(
         holder, index = attribution(history, event.occurred_at)
         override = holder or client.manager_id
         handed_over = index > 0
+        if handed_over and policy.handover_mode == "increment" and isinstance(p, TransactionPosted):
+            owner = stock_owner(history, index, opened_at)
+            if owner is not None:
+                previous = managers.get(owner[0])
+                if previous is None:  # whether it is active decides: wait for its record
+                    return Wait(f"manager {owner[0]} is not known yet", None, owner[0])
+                if previous.active:
+                    override, handed_over = owner[0], owner[1] > 0
     manager = managers.get(override)
     if manager is None:
         return Wait(f"manager {override} is not known yet", None, override)

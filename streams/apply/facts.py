@@ -9,11 +9,12 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from models.events import Event
+from models.events import Event, TransactionPosted
 from models.policy import Policy
 from streams.apply.credit import Credit, Wait, credit
 from streams.apply.ledger import Ledger
 from streams.apply.messages import Incoming
+from streams.apply.terms import Terms
 
 
 @dataclass(slots=True)
@@ -35,17 +36,29 @@ class Fact:
 
 async def resolve(
     ledger: Ledger, conn: AsyncConnection, facts: Sequence[Fact], policy: Policy, tz: ZoneInfo
-) -> None:
-    """Credit each fact (or say what it waits for), reading the terms in three statements."""
+) -> Terms | None:
+    """Credit each fact (or say what it waits for), reading the terms in three statements (a
+    fourth for the accounts of handed-over clients); return the terms read."""
     if not facts:
-        return
+        return None
     terms = await ledger.load_terms(
         conn,
         {f.event.payload.client_id for f in facts},  # type: ignore[union-attr]
         # a balance snapshot names no manager
         {m for f in facts if (m := getattr(f.event.payload, "manager_id", None)) is not None},
     )
-    clients, history, managers = terms.clients, terms.history, terms.managers
+    terms.note_openings(f.event for f in facts)  # an opening and its account's business together
+    clients, history, managers, opened = terms.clients, terms.history, terms.managers, terms.opened
     for f in facts:
-        cid = f.event.payload.client_id  # type: ignore[union-attr]
-        f.outcome = credit(f.event, clients.get(cid), history.get(cid, ()), managers, policy, tz)
+        p = f.event.payload
+        cid = p.client_id  # type: ignore[union-attr]
+        f.outcome = credit(
+            f.event,
+            clients.get(cid),
+            history.get(cid, ()),
+            managers,
+            policy,
+            tz,
+            opened.get(p.account_id) if opened and isinstance(p, TransactionPosted) else None,
+        )
+    return terms

@@ -25,7 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from models.db import list_value
 from models.tables import COUNT_COLUMNS, MONEY_COLUMNS
 from streams.apply.credit import ClientTerms, ManagerTerms
-from streams.apply.terms import Terms
+from streams.apply.terms import Terms, handed_over, load_opened
 
 BUCKET_COLUMNS: tuple[str, ...] = (*MONEY_COLUMNS, *COUNT_COLUMNS)
 COLUMN_INDEX = {c: i for i, c in enumerate(BUCKET_COLUMNS)}
@@ -196,6 +196,7 @@ class PostgresLedger(Ledger):
         if wanted:
             for mid, bid, active in await driver.fetch(self._MANAGERS, sorted(wanted)):
                 terms.managers[mid] = ManagerTerms(bid, bool(active))
+        terms.opened = await load_opened(conn, handed_over(terms.history))
         return terms
 
     async def lock_keys(self, conn: AsyncConnection, keys: Iterable[str]) -> None:
@@ -293,6 +294,7 @@ class SqliteLedger(Ledger):
             found: Iterable[Sequence[Any]] = await conn.exec_driver_sql(self._MANAGERS, (managers,))
             for mid, bid, active in found:
                 terms.managers[mid] = ManagerTerms(bid, bool(active))
+        terms.opened = await load_opened(conn, handed_over(terms.history))
         return terms
 
     async def claim(self, conn: AsyncConnection, rows: list[tuple[Any, ...]]) -> set[str]:

@@ -3,6 +3,11 @@ after facts dated past its ``assigned_at``. Those facts were credited to the pre
 manager; here they move to the new one (both days' buckets and both branches), exactly: the
 weighted profit taken back is the one stored when the fact was applied. If the new manager
 is not known yet, the facts leave the previous manager now and wait, held, for the new one.
+
+The same move re-credits a client's facts when the hand-over rule (增量认领, see
+``streams.apply.credit``) decides differently after the fact: a late ``account.opened`` of a
+handed-over client, or a record of a manager of its history (the ``active`` flag decides
+between the split and a full transfer).
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ from sqlalchemy import bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from models.db import one_of
-from models.events import decode_event
+from models.events import TransactionPosted, decode_event
 from models.policy import Policy
 from models.tables import EventRow, RejectedRow
 from streams.apply.buckets import Tally
@@ -104,6 +109,7 @@ class Transfers:
             client = terms.clients.get(r.client_id)
             if client is None:
                 continue
+            p = ev.payload
             outcome = credit(
                 ev,
                 client,
@@ -111,6 +117,7 @@ class Transfers:
                 terms.managers,
                 self.policy,
                 self.tz,
+                terms.opened.get(p.account_id) if isinstance(p, TransactionPosted) else None,
             )
             if isinstance(outcome, Credit) and outcome.manager_id == r.manager_id:
                 continue
