@@ -129,8 +129,17 @@ class ProcessRecord:
         os.replace(tmp, self.path)
 
     def add(self, role: str, pid: int) -> None:
-        """Record a child just started (its command line read back from /proc)."""
+        """Record a child just started (its command line read back from /proc).
+
+        Right after the exec the kernel may still show the parent's command line, or none:
+        read again for up to a second until the child's own shows."""
+        own = cmdline(os.getpid())
         argv = cmdline(pid)
+        for _ in range(100):
+            if argv is not None and argv != own:
+                break
+            time.sleep(0.01)
+            argv = cmdline(pid)
         if argv is None:
             return
         records = [r for r in self._read() if r.get("pid") != pid]

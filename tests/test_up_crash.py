@@ -107,16 +107,33 @@ async def test_up_restarts_at_once_after_kill_9_of_its_process_group(tmp_path: P
         await asyncio.to_thread(_wait_ready, api_port, first, first_log, 90)
         children = json.loads((data / "processes.json").read_text())
         assert {c["role"] for c in children} == {"broker", "worker"}
-        await asyncio.to_thread(_produce, kafka_port)
-        # kill in the middle of the stream
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if await _applied(url) >= 1000:
-                break
-            await asyncio.sleep(0.1)
-        os.killpg(first.pid, signal.SIGKILL)
-        first.wait()
-        killed_at = time.monotonic()
+        # kill in the middle of the stream: while it is still being produced (the worker
+        # applies as fast as it comes; once produced, it is applied within a second)
+        producer = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "crmtracker",
+                "produce",
+                "--quiet",
+                str(VECTORS / "events.jsonl"),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env=_env(CRM_KAFKA_BOOTSTRAP=f"127.0.0.1:{kafka_port}"),
+        )
+        try:
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                if await _applied(url) >= 200:
+                    break
+                await asyncio.sleep(0.05)
+            os.killpg(first.pid, signal.SIGKILL)
+            first.wait()
+            killed_at = time.monotonic()
+        finally:
+            producer.kill()  # its broker is gone: everything is sent again below
+            producer.wait()
     finally:
         if first.poll() is None:
             os.killpg(first.pid, signal.SIGKILL)
