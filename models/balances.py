@@ -217,8 +217,8 @@ async def _period_sums(
         q = q.where(BalanceDayRow.day >= lo)
     changes: dict[str, list[tuple[date, dict[str, Decimal]]]] = defaultdict(list)
     for owner, day, liability, asset in (await conn.execute(q)).all():
-        year = openings.get(owner, (None,))[0]
-        if year is not None and day < date(year, 1, 1):
+        opened = openings.get(owner)
+        if opened is not None and day < date(opened[0], 1, 1):
             continue
         changes[owner].append((day, {"liability": liability, "asset": asset}))
     for owner in ids:

@@ -270,19 +270,19 @@ async def _recompute_chunk(
         return
     resolve: list[Any] = []
     moved: list[tuple[Any, str | None]] = []
-    for r in active:
-        d, manager_id = dues.get(r.client_id, (None, None))
-        if r.kind in ALERT_KINDS:  # balances alerts: answered by a visit made after them
-            seen = latest_visit.get(r.client_id)
-            if seen is not None and seen >= r.due_at:
-                resolve.append(r)
-            elif d is not None and r.manager_id != manager_id:
-                moved.append((r, manager_id))
+    for rem in active:
+        due, manager_id = dues.get(rem.client_id, (None, None))
+        if rem.kind in ALERT_KINDS:  # balances alerts: answered by a visit made after them
+            seen = latest_visit.get(rem.client_id)
+            if seen is not None and seen >= rem.due_at:
+                resolve.append(rem)
+            elif due is not None and rem.manager_id != manager_id:
+                moved.append((rem, manager_id))
             continue
-        if d is None or d.of(r.kind) != r.due_at:
-            resolve.append(r)
-        elif r.manager_id != manager_id:
-            moved.append((r, manager_id))
+        if due is None or due.of(rem.kind) != rem.due_at:
+            resolve.append(rem)
+        elif rem.manager_id != manager_id:
+            moved.append((rem, manager_id))
     if resolve:
         # only those still unresolved: a concurrent worker may have resolved some already
         changed = set(

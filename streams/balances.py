@@ -64,8 +64,12 @@ ALERT_SOURCE = "crm-tracker-worker"
 Vector = dict[tuple[str, str], Decimal]
 """What one snapshot puts into the carried balances: {(client_id, line): balance}."""
 
+Snap = tuple[datetime, str, str, Decimal, str | None]
+"""One account's snapshot of a day: (occurred_at, client_id, line, balance, event_id); the
+event id is None for the newest day read back from ``balance_accounts``."""
 
-def _vector(row: tuple[Any, ...] | None) -> Vector:
+
+def _vector(row: Snap | None) -> Vector:
     """(occurred_at, client_id, line, balance, event_id) → its contribution."""
     if row is None:
         return {}
@@ -110,7 +114,7 @@ async def apply_snapshots(
     """Apply new (already claimed) ``balance.snapshot`` events; returns the managers whose
     balances changed. Fires ``outflow`` alerts (models/balances.py ``outflow``)."""
     today = now.astimezone(policy.tz).date()
-    incoming: dict[str, list[tuple[date, tuple[Any, ...]]]] = defaultdict(list)
+    incoming: dict[str, list[tuple[date, Snap]]] = defaultdict(list)
     for e in events:
         p = e.payload
         assert isinstance(p, BalanceSnapshot)
@@ -132,19 +136,19 @@ async def apply_snapshots(
         for r in await _accounts(conn, "account_id", missing):
             newest[r.account_id] = r
     # the account's known series: only its newest day when every incoming day is past it
-    series: dict[str, dict[date, tuple[Any, ...]]] = {}
+    series: dict[str, dict[date, Snap]] = {}
     late = []
     for acc in accounts:
-        known = newest.get(acc)
-        if known is None:
+        prior = newest.get(acc)
+        if prior is None:
             series[acc] = {}
-        elif min(d for d, _ in incoming[acc]) > known.last_date:
+        elif min(d for d, _ in incoming[acc]) > prior.last_date:
             series[acc] = {
-                known.last_date: (
-                    known.last_occurred_at,
-                    known.client_id,
-                    known.business_line,
-                    known.last_balance,
+                prior.last_date: (
+                    prior.last_occurred_at,
+                    prior.client_id,
+                    prior.business_line,
+                    prior.last_balance,
                     None,
                 )
             }
@@ -163,8 +167,14 @@ async def apply_snapshots(
                 BalanceSnapshotRow.event_id,
             ).where(one_of(BalanceSnapshotRow.account_id, late, dialect))
         )
-        for acc, day, at, cid, line, bal, eid in rows.all():
-            series[acc][day] = (at, cid, line, bal, eid)
+        for snap in rows.all():
+            series[snap.account_id][snap.as_of_date] = (
+                snap.occurred_at,
+                snap.client_id,
+                snap.business_line,
+                snap.balance,
+                snap.event_id,
+            )
 
     # (client, line, change, first day, first day it no longer applies)
     changes: list[tuple[str, str, Decimal, date, date | None]] = []
@@ -173,12 +183,13 @@ async def apply_snapshots(
     for acc in accounts:
         known = series[acc]
         days = sorted(known)
-        written: dict[date, tuple[Any, ...]] = {}
+        written: dict[date, Snap] = {}
         for day, new in sorted(incoming[acc], key=lambda x: (x[0], x[1][0])):
             current = known.get(day)
             if current is not None and current[0] >= new[0]:
                 continue  # an older (or equally old) correction changes nothing
             i = bisect.bisect_left(days, day)
+            before: Snap | None
             if current is not None:
                 before = current
                 after = days[i + 1] if i + 1 < len(days) else None
@@ -473,7 +484,7 @@ async def _segments_now(
                 one_of(ManagerRow.manager_id, mids, conn.dialect.name)
             )
         )
-        branches = dict(rows.all())  # type: ignore[arg-type]
+        branches = dict(rows.all())
     return {c: holder_segments(history.get(c, []), branches, policy.tz) for c in client_ids}
 
 

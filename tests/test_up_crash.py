@@ -109,7 +109,7 @@ async def test_up_restarts_at_once_after_kill_9_of_its_process_group(tmp_path: P
         assert {c["role"] for c in children} == {"broker", "worker"}
         # kill in the middle of the stream: while it is still being produced (the worker
         # applies as fast as it comes; once produced, it is applied within a second)
-        producer = subprocess.Popen(
+        producer = subprocess.Popen(  # noqa: ASYNC220 (started and left running)
             [
                 sys.executable,
                 "-m",

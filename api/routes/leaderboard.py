@@ -104,7 +104,7 @@ async def _board(
                 "manager_id": manager_id,
                 "name": info[manager_id].name,
                 "branch_id": info[manager_id].branch_id,
-                "value": money(value) if line is not None else show_metric(metric, value),
+                "value": money(Decimal(value)) if line is not None else show_metric(metric, value),
                 "tally": doc,
             }
         )

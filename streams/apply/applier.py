@@ -246,7 +246,12 @@ class Applier:
         a fact its credit (status, manager, branch, weighted profit)."""
         p = e.payload
         if credited is None:
-            credited = ("applied", p.manager_id, getattr(p, "branch_id", None), None)
+            credited = (
+                "applied",
+                getattr(p, "manager_id", None),
+                getattr(p, "branch_id", None),
+                None,
+            )
         status, manager_id, branch_id, weighted = credited
         return (
             e.event_id,

@@ -19,7 +19,7 @@ from sqlalchemy import bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from models.db import one_of
-from models.events import TransactionPosted, decode_event
+from models.events import AccountOpened, TransactionPosted, decode_event
 from models.policy import Policy
 from models.tables import EventRow, RejectedRow
 from streams.apply.buckets import Tally
@@ -104,6 +104,8 @@ class Transfers:
         moved, rehold = [], []
         for r in rows:
             ev = decode_event(r.value.encode(), self.policy)
+            # the query reads only transactions and account openings
+            assert isinstance(ev.payload, (TransactionPosted, AccountOpened))
             if ev.payload.manager_id is not None:
                 continue  # an explicit override never moves
             client = terms.clients.get(r.client_id)
