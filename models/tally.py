@@ -464,6 +464,17 @@ def _figures_sql(dialect: str) -> tuple[str, str, str]:
 
 
 _FIGURES_SQL = {d: _figures_sql(d) for d in ("postgresql", "sqlite")}
+_PG_FIGURES = _FIGURES_SQL["postgresql"][0].replace(
+    " FROM manager_daily",
+    ", (SELECT array_agg(effective_at ORDER BY effective_at) FROM manager_targets"
+    " WHERE manager_id = $1),"
+    " (SELECT array_agg(annual_profit_target ORDER BY effective_at) FROM manager_targets"
+    " WHERE manager_id = $1),"
+    " (SELECT value FROM events WHERE event_type = 'manager.upserted' AND manager_id = $1"
+    " ORDER BY occurred_at DESC, event_id DESC LIMIT 1)"
+    " FROM manager_daily",
+    1,
+)
 _UTC_TIME = UTCDateTime()
 _EXACT = ExactDecimal()
 
@@ -491,16 +502,19 @@ async def manager_figures(
 ) -> ManagerFigures:
     """``manager_totals``, ``target_history`` and ``hired_dates`` of one manager, read on the
     driver: SQLAlchemy's statement and result handling, and on SQLite a thread hop per call
-    of aiosqlite, cost ten times the database's answer (three reads of a few rows). Each
-    read starts now, so it sees every commit before the call."""
+    of aiosqlite, cost ten times the database's answer (three reads of a few rows). SQLite:
+    the three in one hop to aiosqlite's thread; PostgreSQL: one statement. Each read
+    starts now, so it sees every commit before the call."""
     dialect = conn.dialect
     sums_sql, targets_sql, hired_sql = _FIGURES_SQL[dialect.name]
     driver = (await conn.get_raw_connection()).driver_connection
     if dialect.name == "postgresql":
-        sums = await driver.fetchrow(sums_sql, manager_id, start, end)
-        targets = await driver.fetch(targets_sql, manager_id)
-        upsert = await driver.fetch(hired_sql, manager_id)
-        return _figures(sums, targets, upsert, dialect)
+        # one round trip: the targets and the upsert as scalar subqueries of the sums
+        row = await driver.fetchrow(_PG_FIGURES, manager_id, start, end)
+        n = len(_ALL_COLUMNS)
+        ats, amounts, value = row[n], row[n + 1], row[n + 2]
+        targets = list(zip(ats, amounts, strict=True)) if ats else []
+        return _figures(row[:n], targets, [(value,)] if value is not None else [], dialect)
     lo, hi = start.isoformat(), end.isoformat()
 
     def read() -> tuple[Any, Any, Any]:  # in aiosqlite's thread: one hop for all three
