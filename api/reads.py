@@ -56,6 +56,10 @@ class ReadCache:
         self._version: tuple[int, int] | None = None  # what the entries were computed under
         self._entries: dict[Hashable, asyncio.Future[Any]] = {}
         self._version_conn: AsyncConnection | None = None
+        # connections kept for computations (at most ``keep_connections`` idle at a time)
+        self._idle: list[tuple[Any, AsyncConnection]] = []
+        self.keep_connections = 8
+        self._closed = False
         # PostgreSQL: autocommit (READ COMMITTED per statement). SQLite's engine begins a
         # transaction itself (models/db.py), so there each read is rolled back instead.
         self._autocommit = engine is not None and engine.dialect.name == "postgresql"
@@ -95,8 +99,13 @@ class ReadCache:
                 await conn.close()
 
     async def close(self) -> None:
-        """Give back the version-read connection (at shutdown, before the engine goes)."""
+        """Give back the kept connections (at shutdown, before the engine goes)."""
+        self._closed = True
         await self._drop_version_conn(broken=False)
+        idle, self._idle = self._idle, []
+        for cm, _conn in idle:
+            with contextlib.suppress(Exception):
+                await cm.__aexit__(None, None, None)
 
     async def _read_version(self) -> tuple[int, int]:
         VERSION_READS.inc()
@@ -134,8 +143,42 @@ class ReadCache:
             fut.exception()  # retrieved here, raised to its waiters
 
     async def _compute(self, compute: Callable[[AsyncConnection], Awaitable[T]]) -> T:
-        async with self.engine.connect() as conn:
-            return await compute(conn)
+        """``compute`` on a kept connection (PostgreSQL: autocommit, so each statement sees
+        every commit before it began; SQLite: the read is rolled back after). A checkout
+        from the pool pinged PostgreSQL first (BEGIN, SELECT 1, ROLLBACK), which cost more
+        than a tally's own reads. A kept connection that fails (the server dropped it) is
+        thrown away and the computation runs once more on a new one."""
+        while True:
+            kept = bool(self._idle)
+            if kept:
+                cm, conn = self._idle.pop()
+            else:
+                cm = self.engine.connect()
+                conn = await cm.__aenter__()
+                if self._autocommit:
+                    conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
+            try:
+                value = await compute(conn)
+                if isinstance(conn, AsyncConnection) and conn.in_transaction():
+                    await conn.rollback()  # SQLite: end the read, or its snapshot stays
+            except Exception:
+                if isinstance(conn, AsyncConnection):
+                    with contextlib.suppress(Exception):
+                        await conn.invalidate()
+                with contextlib.suppress(Exception):
+                    await cm.__aexit__(None, None, None)
+                if kept:
+                    continue
+                raise
+            except BaseException:  # cancelled: the connection's state is unknown
+                with contextlib.suppress(Exception):
+                    await cm.__aexit__(None, None, None)
+                raise
+            if len(self._idle) < self.keep_connections and not self._closed:
+                self._idle.append((cm, conn))
+            else:
+                await cm.__aexit__(None, None, None)
+            return value
 
     async def get(
         self,
@@ -203,9 +246,13 @@ def encode_answer(doc: Any) -> bytes:
     """A route's answer as JSON once, when computed (what FastAPI would send), with ``AS_OF``
     where the time of the request goes. A kept leaderboard page is ~100 tallies: validating
     and encoding it again for every request cost more than the rest of the request."""
-    return json.dumps(
-        jsonable_encoder(doc), ensure_ascii=False, allow_nan=False, separators=(",", ":")
-    ).encode()
+    try:  # plain JSON types (a tally): FastAPI's encoder would walk it for nothing
+        text = json.dumps(doc, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    except TypeError:
+        text = json.dumps(
+            jsonable_encoder(doc), ensure_ascii=False, allow_nan=False, separators=(",", ":")
+        )
+    return text.encode()
 
 
 def answer_weight(body: bytes) -> int:

@@ -23,6 +23,7 @@ from api.auth import Principal
 from api.deps import ConnDep, Reader, ReadingDep
 from models.followup import Scope, client_row, reminder_scope_row
 from models.tables import ManagerRow
+from models.tally import driver_row
 
 ManagerId = Annotated[str, Path(min_length=1, max_length=128, description="a manager id")]
 BranchId = Annotated[str, Path(min_length=1, max_length=128, description="a branch id")]
@@ -41,11 +42,13 @@ class ManagerRef:
 _REF_COLUMNS = (ManagerRow.manager_id, ManagerRow.branch_id, ManagerRow.name, ManagerRow.active)
 
 
+_REF_SQL = "SELECT manager_id, branch_id, name, active FROM managers WHERE manager_id = ?"
+
+
 async def _manager_ref(conn: AsyncConnection, manager_id: str) -> ManagerRef | None:
-    row = (
-        await conn.execute(select(*_REF_COLUMNS).where(ManagerRow.manager_id == manager_id))
-    ).first()
-    return None if row is None else ManagerRef(*row)
+    # on the driver: every tally request makes this lookup, again whenever the data moved
+    row = await driver_row(conn, _REF_SQL, manager_id)
+    return None if row is None else ManagerRef(row[0], row[1], row[2], bool(row[3]))
 
 
 async def _branch_refs(conn: AsyncConnection, branch_id: str) -> tuple[ManagerRef, ...]:

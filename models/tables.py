@@ -24,6 +24,7 @@ from sqlalchemy import (
     TypeDecorator,
     UniqueConstraint,
     false,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -106,6 +107,15 @@ class EventRow(Base):
     __table_args__ = (
         Index("ix_events_client", "client_id", "occurred_at"),
         Index("ix_events_manager_day", "manager_id", "day"),
+        # a manager's upserts only (migration 0013): hired_at for every tally answer
+        Index(
+            "ix_events_manager_upserts",
+            "manager_id",
+            "occurred_at",
+            "event_id",
+            postgresql_where=text("event_type = 'manager.upserted'"),
+            sqlite_where=text("event_type = 'manager.upserted'"),
+        ),
     )
 
 

@@ -406,3 +406,36 @@ async def test_a_version_connection_the_server_dropped_is_replaced(
     assert reads._version_conn is not None
     new_pid = (await reads._version_conn.execute(text("SELECT pg_backend_pid()"))).scalar_one()
     assert new_pid != pid
+
+
+async def test_kept_computation_connections_the_server_dropped_are_replaced(
+    served: tuple[httpx.AsyncClient, ReadCache, Any], db_url: str
+) -> None:
+    """Computations run on connections the cache keeps (no pool ping per answer): when the
+    server ends them, the next computation opens another and the request is answered."""
+    if not db_url.startswith("postgresql"):
+        pytest.skip("needs a server that can end a session: PostgreSQL")
+    client, reads, writer = served
+    first = await _get(client, "/v1/managers/m036/tally")
+    assert reads._idle
+
+    async def pids() -> set[int]:
+        return {
+            (await conn.execute(text("SELECT pg_backend_pid()"))).scalar_one()
+            for _cm, conn in reads._idle
+        }
+
+    old = await pids()
+    async with writer.begin() as conn:
+        for pid in old:
+            await conn.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+        # the data version moves: the next answer is computed, not taken from the cache
+        await conn.execute(text("UPDATE data_versions SET version = version + 1"))
+    await asyncio.sleep(0.2)
+    misses = reads.misses
+    again = await _get(client, "/v1/managers/m036/tally")
+    assert reads.misses > misses
+    assert {k: v for k, v in again.items() if k != "as_of"} == {
+        k: v for k, v in first.items() if k != "as_of"
+    }
+    assert reads._idle and not (await pids()) & old

@@ -22,7 +22,7 @@ from models.tally import (
     branch_daily_accounts,
     branch_totals,
     hired_dates,
-    manager_totals,
+    manager_figures,
     period_target,
     tally_document,
     target_document,
@@ -104,7 +104,8 @@ async def manager_tally(
     tz = reading.settings.tz
 
     async def compute(conn: AsyncConnection) -> dict[str, Any]:
-        totals = await manager_totals(conn, manager_id, span.start, span.end)
+        got = await manager_figures(conn, manager_id, span.start, span.end)
+        totals = got.totals
         doc = tally_document(("manager_id", manager_id), span.start, span.end, totals, tz)
         doc["branch_id"] = branch_id
         doc["average_balance"] = (
@@ -118,9 +119,7 @@ async def manager_tally(
                 reading.settings.policy,
             )
         )[manager_id]
-        history = (await target_history(conn, [manager_id]))[manager_id]
-        hired = (await hired_dates(conn, [manager_id]))[manager_id]
-        target = period_target(history, span.start, span.end, tz, hired)
+        target = period_target(got.history, span.start, span.end, tz, got.hired_at)
         doc["target"] = target_document(
             target, totals["weighted_profit"], span.start, span.end, span.today
         )
