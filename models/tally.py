@@ -509,7 +509,7 @@ async def manager_figures(
     starts now, so it sees every commit before the call."""
     dialect = conn.dialect
     sums_sql, targets_sql, hired_sql = _FIGURES_SQL[dialect.name]
-    driver = (await conn.get_raw_connection()).driver_connection
+    driver: Any = (await conn.get_raw_connection()).driver_connection  # asyncpg or aiosqlite
     if dialect.name == "postgresql":
         # one round trip: the targets and the upsert as scalar subqueries of the sums
         row = await driver.fetchrow(_PG_FIGURES, manager_id, start, end)
@@ -534,14 +534,15 @@ async def manager_figures(
             if own:
                 db.execute("ROLLBACK")
 
-    return _figures(*(await driver._execute(read)), dialect)
+    sums, targets, upsert = await driver._execute(read)
+    return _figures(sums, targets, upsert, dialect)
 
 
 async def driver_row(conn: AsyncConnection, sql: str, *params: Any) -> Any:
     """The first row of one read on the driver (``sql`` with ``?`` marks, made ``$n`` on
     PostgreSQL), or None: a plain lookup without SQLAlchemy's statement and result work,
     in one thread hop on SQLite."""
-    driver = (await conn.get_raw_connection()).driver_connection
+    driver: Any = (await conn.get_raw_connection()).driver_connection  # asyncpg or aiosqlite
     if conn.dialect.name == "postgresql":
         return await driver.fetchrow(_numbered(sql), *params)
 
