@@ -229,6 +229,7 @@ class DemoGenerator:
         start = _fmt_time(self._clock())
         self._id_salt = f"{seed}|{start}"
         self._ids = random.Random(self._id_salt)
+        self._hired: date | None = None
 
         self._managers = self._build_managers(branches, managers_per_branch)
         self._clients = self._build_clients(clients)
@@ -360,6 +361,8 @@ class DemoGenerator:
     def reference_messages(self) -> list[DemoMessage]:
         """manager.upserted then client.upserted for the whole roster (same on every call)."""
         now = self._clock()
+        if self._hired is None:  # the roster's first day: a demo that starts a year back
+            self._hired = now.date()  # judges no year before it (README "Figures a bank asks for")
         ids = random.Random(self._id_salt + "|reference")
         out = []
         for m in self._managers:
@@ -371,6 +374,7 @@ class DemoGenerator:
                 "level": m.level,
                 "annual_profit_target": m.annual_profit_target,
                 "active": True,
+                "hired_at": self._hired.isoformat(),
                 # reminder digests go here (README "Reminder channels": an SMTP catcher)
                 "email": f"{m.manager_id}@demo-bank.example",
             }
