@@ -120,10 +120,29 @@ class _Payload(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True)
 
 
+BusinessLine = Literal["asset", "liability", "intermediary", "off_balance"]
+AccountType = Literal[
+    "basic_settlement",
+    "general_settlement",
+    "special",
+    "temporary",
+    "usd_settlement",
+    "payroll",
+    "ebanking",
+    "personal",
+]
+VisitMethod = Literal["on_site", "phone", "sms", "online"]
+VisitKind = Literal["routine", "business", "post_loan_check", "surprise"]
+Segment = Literal["corporate", "retail"]
+Tier = Literal["diamond", "platinum", "gold", "silver", "bronze"]
+ClientOrigin = Literal["marketed", "natural", "public_resource", "handed_over"]
+"""The contract's enumerations, one place for the models and the fast decoder's structs."""
+
+
 class TransactionPosted(_Payload):
     client_id: Id
     account_id: Id
-    business_line: Literal["asset", "liability", "intermediary", "off_balance"]
+    business_line: BusinessLine
     product: OptStr = None
     amount: Money = Field(ge=0)
     simulated_profit: Money = Decimal(0)
@@ -134,16 +153,7 @@ class TransactionPosted(_Payload):
 class AccountOpened(_Payload):
     client_id: Id
     account_id: Id
-    account_type: Literal[
-        "basic_settlement",
-        "general_settlement",
-        "special",
-        "temporary",
-        "usd_settlement",
-        "payroll",
-        "ebanking",
-        "personal",
-    ]
+    account_type: AccountType
     origin: Literal["natural", "marketed"] = "marketed"
     manager_id: Id | None = None
 
@@ -151,8 +161,8 @@ class AccountOpened(_Payload):
 class VisitLogged(_Payload):
     client_id: Id
     manager_id: Id
-    method: Literal["on_site", "phone", "sms", "online"]
-    kind: Literal["routine", "business", "post_loan_check", "surprise"]
+    method: VisitMethod
+    kind: VisitKind
     duration_minutes: Annotated[StrictInt, Field(ge=0, le=1440)] | None = None
     notes: Annotated[StrictStr, Field(max_length=4000)] | None = None
 
@@ -160,15 +170,15 @@ class VisitLogged(_Payload):
 class ClientUpserted(_Payload):
     client_id: Id
     name: Annotated[StrictStr, Field(max_length=512)] | None = None
-    segment: Literal["corporate", "retail"] | None = None
-    tier: Literal["diamond", "platinum", "gold", "silver", "bronze"] | None = None
+    segment: Segment | None = None
+    tier: Tier | None = None
     manager_id: Id
     branch_id: Id | None = None
     credit_client: StrictBool = False
     claim_ratio: Annotated[Money, Field(ge=0, le=1)] | None = None
     visit_interval_days: Annotated[StrictInt, Field(ge=1, le=3660)] | None = None
     assigned_at: Timestamp | None = None
-    origin: Literal["marketed", "natural", "public_resource", "handed_over"] | None = None
+    origin: ClientOrigin | None = None
     """How the client came: picks the claim-ratio floor (and default when origin defaults are
     on); ``public_resource`` (公共资源户, allocated by the branch) has no floor."""
     bad_credit: StrictBool = False

@@ -26,10 +26,17 @@ from models.events import (
     MAX_MONEY,
     SUPPORTED_SCHEMA_VERSIONS,
     AccountOpened,
+    AccountType,
+    BusinessLine,
+    ClientOrigin,
     ClientUpserted,
     Event,
+    Segment,
+    Tier,
     TransactionPosted,
+    VisitKind,
     VisitLogged,
+    VisitMethod,
     _rfc3339,
     currency_accepted,
 )
@@ -38,7 +45,7 @@ from models.policy import Policy
 _Id = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
 _Str256 = Annotated[str, msgspec.Meta(max_length=256)]
 _Name = Annotated[str, msgspec.Meta(max_length=512)]
-_Line = Literal["asset", "liability", "intermediary", "off_balance"]
+_Line = BusinessLine
 
 
 class _Envelope(msgspec.Struct):
@@ -64,16 +71,7 @@ class _Transaction(msgspec.Struct):
 class _Account(msgspec.Struct):
     client_id: _Id
     account_id: _Id
-    account_type: Literal[
-        "basic_settlement",
-        "general_settlement",
-        "special",
-        "temporary",
-        "usd_settlement",
-        "payroll",
-        "ebanking",
-        "personal",
-    ]
+    account_type: AccountType
     origin: Literal["natural", "marketed"] = "marketed"
     manager_id: _Id | None = None
 
@@ -81,8 +79,8 @@ class _Account(msgspec.Struct):
 class _Visit(msgspec.Struct):
     client_id: _Id
     manager_id: _Id
-    method: Literal["on_site", "phone", "sms", "online"]
-    kind: Literal["routine", "business", "post_loan_check", "surprise"]
+    method: VisitMethod
+    kind: VisitKind
     duration_minutes: Annotated[int, msgspec.Meta(ge=0, le=1440)] | None = None
     notes: Annotated[str, msgspec.Meta(max_length=4000)] | None = None
 
@@ -91,14 +89,14 @@ class _Client(msgspec.Struct):
     client_id: _Id
     manager_id: _Id
     name: _Name | None = None
-    segment: Literal["corporate", "retail"] | None = None
-    tier: Literal["diamond", "platinum", "gold", "silver", "bronze"] | None = None
+    segment: Segment | None = None
+    tier: Tier | None = None
     branch_id: _Id | None = None
     credit_client: bool = False
     claim_ratio: Decimal | None = None
     visit_interval_days: Annotated[int, msgspec.Meta(ge=1, le=3660)] | None = None
     assigned_at: str | None = None
-    origin: Literal["marketed", "natural", "public_resource", "handed_over"] | None = None
+    origin: ClientOrigin | None = None
     bad_credit: bool = False
 
 
