@@ -34,6 +34,7 @@ from streams.apply.credit import Credit, ManagerTerms, attribution, credit, cred
 from streams.apply.ledger import BUCKET_COLUMNS, full_row
 from streams.apply.terms import handed_over as handed_over_clients
 from streams.apply.terms import load_clients, load_history, load_opened
+from streams.apply.transfer import CREDITED_FACT
 
 log = logging.getLogger("crmtracker.replay")
 
@@ -90,19 +91,7 @@ async def _replay(
     }
     tally = Tally()
     rows = (
-        await conn.execute(
-            select(
-                EventRow.event_id,
-                EventRow.client_id,
-                EventRow.manager_id,
-                EventRow.branch_id,
-                EventRow.day,
-                EventRow.weighted_profit,
-                EventRow.value,
-            )
-            .where(*conds)
-            .order_by(EventRow.event_id)
-        )
+        await conn.execute(select(*CREDITED_FACT).where(*conds).order_by(EventRow.event_id))
     ).all()
     for start in range(0, len(rows), CHUNK):
         chunk = rows[start : start + CHUNK]

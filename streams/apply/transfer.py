@@ -27,6 +27,18 @@ from streams.apply.credit import Credit, credit, fact_columns
 from streams.apply.ledger import Ledger
 from streams.apply.messages import Incoming, problem_row
 
+CREDITED_FACT = (
+    EventRow.event_id,
+    EventRow.client_id,
+    EventRow.manager_id,
+    EventRow.branch_id,
+    EventRow.day,
+    EventRow.weighted_profit,
+    EventRow.value,
+)
+"""What re-crediting a stored fact reads of it (its credit now, and the message to credit
+anew): the transfer move here and ``crm-tracker replay``."""
+
 _REHOLD_COLUMNS = (
     "status",
     "reason",
@@ -80,13 +92,7 @@ class Transfers:
         rows = (
             await conn.execute(
                 select(
-                    EventRow.event_id,
-                    EventRow.client_id,
-                    EventRow.manager_id,
-                    EventRow.branch_id,
-                    EventRow.day,
-                    EventRow.weighted_profit,
-                    EventRow.value,
+                    *CREDITED_FACT,
                     EventRow.topic,
                     EventRow.partition,
                     EventRow.offset,
