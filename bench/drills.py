@@ -42,7 +42,7 @@ if str(ROOT) not in sys.path:
 
 from bench.common import embedded_broker  # noqa: E402
 from crmtracker.embedded_pg import TemporaryPostgres  # noqa: E402
-from tests.faults import scenarios  # noqa: E402
+from testkit import faults as scenarios  # noqa: E402
 
 DRILLS = ("kill9", "pg_stop", "read_only", "poison", "duplicates", "reorder")
 

@@ -52,7 +52,7 @@ if str(ROOT) not in sys.path:
 
 from bench.common import DEFAULT_PG, finish, percentile, scratch_database, wait_http  # noqa: E402
 from crmtracker.broker import free_port  # noqa: E402
-from tests.factories import MONTHS, GeneratedLog, generate_log  # noqa: E402
+from testkit.factories import MONTHS, GeneratedLog, generate_log  # noqa: E402
 
 TRANSFERS = 12  # generate_log's default: transferred clients, one extra upsert each
 SCREEN_CONNECTIONS = 6  # a browser's connections per host
