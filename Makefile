@@ -5,6 +5,8 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
+# the checkout itself on the path: the dev-only testkit/ and bench/ import without being in the wheel
+EDITABLE := --config-settings editable_mode=compat
 
 .DEFAULT_GOAL := help
 .PHONY: help demo up test test-fast lint format contract bench drills clean
@@ -15,7 +17,7 @@ help: ## list the targets
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet -e '.[dev]' $(EDITABLE)
 	@touch $@
 
 demo: $(STAMP) ## run everything on this machine with demo traffic (embedded broker + SQLite)
@@ -44,7 +46,7 @@ contract: $(STAMP) ## regenerate docs/asyncapi.json and docs/schemas/ from the e
 
 BENCH_STAMP := $(VENV)/.bench-installed
 $(BENCH_STAMP): $(STAMP) pyproject.toml
-	$(PY) -m pip install --quiet -e '.[dev,bench]'
+	$(PY) -m pip install --quiet -e '.[dev,bench]' $(EDITABLE)
 	@touch $@
 
 BENCH_ARGS ?=

@@ -35,11 +35,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from bench.common import (  # noqa: E402
+from bench.common import (
     DEFAULT_PG,
     Child,
     api_env,
@@ -51,8 +47,8 @@ from bench.common import (  # noqa: E402
     scratch_database,
     wait_http,
 )
-from crmtracker.broker import free_port  # noqa: E402
-from crmtracker.settings import Settings  # noqa: E402
+from crmtracker.broker import free_port
+from crmtracker.settings import Settings
 
 BRANCH = "b-load"
 MONTH = date(2026, 10, 1)

@@ -26,15 +26,11 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from bench.common import scratch_database  # noqa: E402
-from crmtracker.settings import Settings  # noqa: E402
-from models.balances import average_balances  # noqa: E402
-from models.db import make_engine  # noqa: E402
-from streams.apply import Applier, Incoming  # noqa: E402
+from bench.common import scratch_database
+from crmtracker.settings import Settings
+from models.balances import average_balances
+from models.db import make_engine
+from streams.apply import Applier, Incoming
 
 PG_URL = os.environ.get("CRM_BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 START = date(2026, 1, 1)

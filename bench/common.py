@@ -9,16 +9,15 @@ import secrets
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+from crmtracker.broker import EmbeddedBroker, free_port
+from crmtracker.settings import Settings
+from testkit.db import scratch_database as scratch_database  # the benches take it from here
 
-from crmtracker.broker import EmbeddedBroker, free_port  # noqa: E402
-from crmtracker.settings import Settings  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 DEFAULT_PG = "postgresql://postgres@127.0.0.1:5432/test"
 
@@ -60,43 +59,6 @@ def embedded_broker(workdir: Path) -> Iterator[EmbeddedBroker]:
         yield broker
     finally:
         broker.stop()
-
-
-@contextlib.asynccontextmanager
-async def scratch_database(kind: str, workdir: Path, pg_url: str) -> AsyncIterator[str]:
-    """A migrated empty database: a SQLite file in ``workdir`` or a new PostgreSQL database."""
-    import asyncio
-
-    import asyncpg
-    from sqlalchemy.engine import make_url
-
-    from models.db import upgrade
-
-    if kind == "sqlite":
-        url = f"sqlite+aiosqlite:///{workdir / f'bench-{secrets.token_hex(3)}.sqlite3'}"
-        await asyncio.to_thread(upgrade, url)
-        yield url
-        return
-    name = f"crm_bench_{secrets.token_hex(4)}"
-    conn = await asyncpg.connect(pg_url)
-    try:
-        await conn.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await conn.close()
-    url = (
-        make_url(pg_url)
-        .set(drivername="postgresql+asyncpg", database=name)
-        .render_as_string(hide_password=False)
-    )
-    try:
-        await asyncio.to_thread(upgrade, url)
-        yield url
-    finally:
-        conn = await asyncpg.connect(pg_url)
-        try:
-            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            await conn.close()
 
 
 class Child:

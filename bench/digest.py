@@ -24,14 +24,10 @@ from datetime import time as clock_time
 from datetime import timedelta
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from bench.reminders import DEFAULT_PG, NOW, generate, insert_pg, insert_sqlite  # noqa: E402
-from crmtracker.settings import Settings  # noqa: E402
-from models.db import make_engine, upgrade  # noqa: E402
-from scheduler.service import ReminderScheduler  # noqa: E402
+from bench.reminders import DEFAULT_PG, NOW, generate, insert_pg, insert_sqlite
+from crmtracker.settings import Settings
+from models.db import make_engine, upgrade
+from scheduler.service import ReminderScheduler
 
 
 class Sink:

@@ -36,13 +36,10 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from bench.common import embedded_broker  # noqa: E402
-from crmtracker.embedded_pg import TemporaryPostgres  # noqa: E402
-from testkit import faults as scenarios  # noqa: E402
+from bench.common import embedded_broker
+from crmtracker.embedded_pg import TemporaryPostgres
+from testkit import faults as scenarios
+from testkit.db import scratch_database
 
 DRILLS = ("kill9", "pg_stop", "read_only", "poison", "duplicates", "reorder")
 
@@ -86,7 +83,7 @@ async def _one(
     like: str | None,
     own: TemporaryPostgres | None,
 ) -> scenarios.DrillResult:
-    async with scenarios.scratch_db(kind, d, like=like) as url:
+    async with scratch_database(kind, d, like, "drill") as url:
         if drill == "kill9":
             r = await scenarios.kill9(
                 bootstrap, url, d, events=args.kill_events, kills=10, timeout=900

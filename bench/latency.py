@@ -30,11 +30,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from bench.common import (  # noqa: E402
+from bench.common import (
     DEFAULT_PG,
     Child,
     api_env,
@@ -46,8 +42,8 @@ from bench.common import (  # noqa: E402
     scratch_database,
     wait_http,
 )
-from crmtracker.broker import ensure_topics, free_port  # noqa: E402
-from crmtracker.settings import Settings  # noqa: E402
+from crmtracker.broker import ensure_topics, free_port
+from crmtracker.settings import Settings
 
 PROBE_MANAGER = "probe-manager"
 PROBE_CLIENT = "probe-client"

@@ -37,15 +37,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from crmtracker.settings import Settings  # noqa: E402
-from models.db import make_engine, upgrade  # noqa: E402
-from models.policy import TIERS, Policy  # noqa: E402
-from models.visits import ClientClock, due_dates  # noqa: E402
-from scheduler.service import ReminderScheduler  # noqa: E402
+from crmtracker.settings import Settings
+from models.db import make_engine, upgrade
+from models.policy import TIERS, Policy
+from models.visits import ClientClock, due_dates
+from scheduler.service import ReminderScheduler
 
 DEFAULT_PG = "postgresql://postgres@127.0.0.1:5432/test"
 NOW = datetime(2026, 11, 20, 1, 0, tzinfo=UTC)

@@ -47,14 +47,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+from bench.common import peak_rss_mib
+from crmtracker.broker import EmbeddedBroker, ensure_topics, free_port, kafka_client_args
+from crmtracker.demo import DemoGenerator, DemoMessage
+from crmtracker.settings import Settings
 
-from bench.common import peak_rss_mib  # noqa: E402
-from crmtracker.broker import EmbeddedBroker, ensure_topics, free_port, kafka_client_args  # noqa: E402
-from crmtracker.demo import DemoGenerator, DemoMessage  # noqa: E402
-from crmtracker.settings import Settings  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 DEFAULT_PG = "postgresql://postgres@127.0.0.1:5432/test"
 POLL_INTERVAL = 0.5

@@ -46,13 +46,11 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+from bench.common import DEFAULT_PG, finish, percentile, scratch_database, wait_http
+from crmtracker.broker import free_port
+from testkit.factories import MONTHS, GeneratedLog, generate_log
 
-from bench.common import DEFAULT_PG, finish, percentile, scratch_database, wait_http  # noqa: E402
-from crmtracker.broker import free_port  # noqa: E402
-from testkit.factories import MONTHS, GeneratedLog, generate_log  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 TRANSFERS = 12  # generate_log's default: transferred clients, one extra upsert each
 SCREEN_CONNECTIONS = 6  # a browser's connections per host

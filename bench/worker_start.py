@@ -26,11 +26,7 @@ import urllib.request
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from bench.common import (  # noqa: E402
+from bench.common import (
     DEFAULT_PG,
     Child,
     embedded_broker,
@@ -38,8 +34,8 @@ from bench.common import (  # noqa: E402
     percentile,
     scratch_database,
 )
-from crmtracker.broker import ensure_topics, free_port  # noqa: E402
-from crmtracker.settings import Settings  # noqa: E402
+from crmtracker.broker import ensure_topics, free_port
+from crmtracker.settings import Settings
 
 _ASSIGNED = re.compile(r"^crm_worker_assigned_partitions ([0-9.e+]+)$", re.M)
 

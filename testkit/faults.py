@@ -28,7 +28,6 @@ move, and the consumer group's committed offsets must not move either (nothing a
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
 import random
@@ -40,7 +39,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -53,9 +52,10 @@ from sqlalchemy.engine import make_url
 from crmtracker.broker import ensure_topics, free_port
 from crmtracker.embedded_pg import EmbeddedPostgres
 from crmtracker.settings import Settings
-from models.db import make_engine, upgrade
+from models.db import make_engine
 from testkit.broker import ROOT, WorkerProcess, isolated_settings, produce, read_topic
 from testkit.checks import assert_tallies, counts
+from testkit.db import db_kind, scratch_database
 from testkit.factories import GeneratedLog, Msg, generate_log, valid_events
 
 
@@ -74,10 +74,6 @@ class DrillResult:
     @property
     def result(self) -> str:
         return "exact" if self.ok else f"FAILED: {self.detail}"
-
-
-def db_kind(db_url: str) -> str:
-    return "sqlite" if db_url.startswith("sqlite") else "postgresql"
 
 
 # --------------------------------------------------------------------------- the harness
@@ -328,7 +324,7 @@ async def poison(
         # timed from the first applied event to the end; the clean run in a scratch database
         # of the same kind, on fresh topics
         t_dirty = await timed(dirty, "poison", db_url)
-        async with scratch_db(db_kind(db_url), workdir, like=db_url) as clean_url:
+        async with scratch_database(db_kind(db_url), workdir, db_url, "drill") as clean_url:
             t_clean = await timed(clean, "clean", clean_url)
         r_clean = len(clean.messages) / max(t_clean, 1e-6)
         r_dirty = len(dirty.messages) / max(t_dirty, 1e-6)
@@ -336,32 +332,6 @@ async def poison(
         assert r_clean / r_dirty <= 2.0, f"poison run {r_clean / r_dirty:.2f}x slower (> 2x)"
 
     return await _drill(res, body)
-
-
-@contextlib.asynccontextmanager
-async def scratch_db(kind: str, workdir: Path, like: str | None = None) -> AsyncIterator[str]:
-    """A migrated, empty database (SQLite file in ``workdir`` or a new PostgreSQL database on
-    the server of ``like``), dropped afterwards."""
-    tag = uuid.uuid4().hex[:10]
-    if kind == "sqlite":
-        url = f"sqlite+aiosqlite:///{workdir / f'scratch-{tag}.sqlite3'}"
-        await asyncio.to_thread(upgrade, url)
-        yield url
-        return
-    assert like is not None
-    admin, _ = _pg_parts(like)
-    name = f"crm_drill_{tag}"
-    await _pg_exec(admin, f'CREATE DATABASE "{name}"')
-    url = (
-        make_url(like)
-        .set(drivername="postgresql+asyncpg", database=name)
-        .render_as_string(hide_password=False)
-    )
-    try:
-        await asyncio.to_thread(upgrade, url)
-        yield url
-    finally:
-        await _pg_exec(admin, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 # --------------------------------------------------------------------------- database faults

@@ -16,7 +16,7 @@ from crmtracker.settings import Settings
 from models.db import make_engine
 from models.policy import Policy
 from streams.apply import Applier
-from tests.conftest import _fresh_database
+from testkit.db import fresh_database
 from tests.db.test_apply import vector_batches
 
 SECRET = "test-secret-" + "x" * 40
@@ -29,7 +29,7 @@ def filled_db(
     """One database per module and kind, filled with the vectors by the real apply step."""
     import asyncio
 
-    for url in _fresh_database(request.param, tmp_path_factory.mktemp("api")):
+    with fresh_database(request.param, tmp_path_factory.mktemp("api")) as url:
 
         async def fill(url: str = url) -> None:
             engine = make_engine(url, writer=True)

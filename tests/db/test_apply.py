@@ -18,7 +18,7 @@ from models.tables import EventRow, RejectedRow
 from streams.apply import Applier, Incoming, attributed_manager
 from streams.worker import Pipeline
 from testkit.checks import assert_tallies, counts, month_doc
-from tests.conftest import VECTORS
+from testkit.paths import VECTORS
 
 FULL = Policy(handover_mode="full")
 """Transfers that take everything from the hand-over on: these tests are about moving facts
@@ -682,7 +682,7 @@ async def test_a_database_refusing_connections_rejects_nothing(pg_url: str) -> N
     maintenance switch) is an outage: the pipeline waits, then applies everything."""
     import asyncpg
 
-    from tests.conftest import pg_admin_url
+    from testkit.db import pg_admin_url
 
     for url in (pg_url,):
         name = url.rsplit("/", 1)[1]

@@ -36,8 +36,8 @@ from models.tables import AccountRow
 from streams.apply import Applier, Incoming
 from streams.replay import replay
 from testkit.checks import assert_tallies, month_doc
+from testkit.db import fresh_database
 from testkit.factories import Msg, compute_expected, generate_log, valid_events
-from tests.conftest import _fresh_database
 from tests.db.test_apply import Feed, add_old_and_new_managers, env
 from tests.db.test_tallies import batches_of, buckets
 
@@ -305,9 +305,7 @@ def test_replay_after_switching_the_mode_equals_a_fresh_computation(kind: str) -
         urls = []
         for name in ("a", "b"):
             (Path(tmp) / name).mkdir()
-            gen = _fresh_database(kind, Path(tmp) / name)
-            urls.append(next(gen))
-            stack.callback(gen.close)
+            urls.append(stack.enter_context(fresh_database(kind, Path(tmp) / name)))
         asyncio.run(run(*urls))
 
 

@@ -26,7 +26,7 @@ from models.policy import Policy
 from models.tables import ClientRow, ReminderRow
 from scheduler.service import ReminderScheduler
 from streams.apply import Applier
-from tests.conftest import _fresh_database
+from testkit.db import fresh_database
 from tests.db.test_apply import vector_batches
 
 SECRET = "roles-secret-" + "z" * 40
@@ -35,7 +35,7 @@ ROLES = ("anon", "bad", "own_manager", "other_manager", "own_sup", "other_sup", 
 
 @pytest.fixture(scope="module")
 def filled(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, dict[str, Any]]]:
-    for url in _fresh_database("sqlite", tmp_path_factory.mktemp("roles")):
+    with fresh_database("sqlite", tmp_path_factory.mktemp("roles")) as url:
 
         async def fill(url: str = url) -> dict[str, Any]:
             engine = make_engine(url, writer=True)

@@ -26,8 +26,8 @@ from models.tally import branch_totals, manager_totals, managers_totals, sum_row
 from streams.apply import Applier, Incoming
 from streams.replay import replay
 from testkit.checks import assert_tallies
+from testkit.db import fresh_database
 from testkit.factories import generate_log
-from tests.conftest import _fresh_database
 
 FIRST, LAST = date(2026, 8, 1), date(2026, 12, 31)
 
@@ -120,7 +120,7 @@ ranges = st.lists(
 @given(seed=st.integers(0, 10_000), size=st.integers(20, 400), spans=ranges)
 def test_random_logs_sqlite(seed: int, size: int, spans: list[tuple[date, date]]) -> None:
     with tempfile.TemporaryDirectory() as tmp:
-        for url in _fresh_database("sqlite", Path(tmp)):
+        with fresh_database("sqlite", Path(tmp)) as url:
             asyncio.run(check_log(url, seed, size, spans))
 
 
@@ -130,7 +130,7 @@ def test_random_logs_sqlite(seed: int, size: int, spans: list[tuple[date, date]]
 @given(seed=st.integers(0, 10_000), size=st.integers(20, 400), spans=ranges)
 def test_random_logs_postgresql(seed: int, size: int, spans: list[tuple[date, date]]) -> None:
     with tempfile.TemporaryDirectory() as tmp:
-        for url in _fresh_database("postgresql", Path(tmp)):
+        with fresh_database("postgresql", Path(tmp)) as url:
             asyncio.run(check_log(url, seed, size, spans))
 
 

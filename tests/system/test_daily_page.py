@@ -19,7 +19,7 @@ from crmtracker.settings import Settings
 from models.db import make_engine
 from models.policy import Policy
 from streams.apply import Applier
-from tests.conftest import ARTIFACTS
+from testkit.paths import ARTIFACTS
 from tests.db.test_apply import Feed, env
 from tests.db.test_client_book import tx
 from tests.system.test_dashboard import ApiThread, _page

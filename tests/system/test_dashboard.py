@@ -33,7 +33,8 @@ from crmtracker.settings import Settings
 from models.db import make_engine
 from testkit.broker import WorkerProcess, isolated_settings, produce
 from testkit.checks import counts
-from tests.conftest import ARTIFACTS, _fresh_database
+from testkit.db import fresh_database
+from testkit.paths import ARTIFACTS
 
 pytestmark = pytest.mark.kafka
 
@@ -174,7 +175,8 @@ async def _settle(engine: Any, worker: WorkerProcess, timeout: float = 60) -> No
 
 @pytest.fixture(scope="module")
 def sqlite_db(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    yield from _fresh_database("sqlite", tmp_path_factory.mktemp("dash-db"))
+    with fresh_database("sqlite", tmp_path_factory.mktemp("dash-db")) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

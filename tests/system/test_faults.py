@@ -15,6 +15,7 @@ import pytest
 from crmtracker.broker import EmbeddedBroker
 from crmtracker.embedded_pg import TemporaryPostgres
 from testkit import faults as scenarios
+from testkit.db import scratch_database
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
@@ -78,7 +79,7 @@ async def test_postgresql_stopped(broker: EmbeddedBroker, tmp_path: Path) -> Non
     server = TemporaryPostgres()
     server.start()
     try:
-        async with scenarios.scratch_db("postgresql", tmp_path, like=server.url()) as url:
+        async with scratch_database("postgresql", tmp_path, server.url(), "drill") as url:
             _ok(
                 await scenarios.db_fault(
                     broker.bootstrap,

@@ -28,8 +28,8 @@ from models.db import make_engine
 from models.policy import Policy
 from scheduler.service import ReminderScheduler
 from streams.apply import Applier
+from testkit.db import fresh_database
 from testkit.serving import serve_in_thread
-from tests.conftest import _fresh_database
 from tests.db.test_apply import vector_batches
 
 SECRET = "fuzz-secret-" + "f" * 40
@@ -44,7 +44,7 @@ CHECKS = (
 @pytest.fixture(scope="module")
 def api_schema(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     tmp = tmp_path_factory.mktemp("fuzz")
-    for url in _fresh_database("sqlite", tmp):
+    with fresh_database("sqlite", tmp) as url:
 
         async def fill(url: str = url) -> None:
             engine = make_engine(url, writer=True)

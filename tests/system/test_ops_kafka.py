@@ -25,15 +25,16 @@ from crmtracker.settings import Settings
 from models.db import make_engine
 from streams.lag import LagMonitor
 from testkit.broker import WorkerProcess, isolated_settings, wait_for_counts
+from testkit.db import fresh_database
 from testkit.factories import generate_log, valid_events
-from tests.conftest import _fresh_database
 
 pytestmark = pytest.mark.kafka
 
 
 @pytest.fixture
 def pg_url(tmp_path: Path) -> Iterator[str]:
-    yield from _fresh_database("postgresql", tmp_path)
+    with fresh_database("postgresql", tmp_path) as url:
+        yield url
 
 
 async def produce_tracking(

@@ -22,7 +22,7 @@ from testkit.broker import (
 )
 from testkit.checks import assert_tallies, counts
 from testkit.factories import generate_log, load_vectors, valid_events
-from tests.conftest import VECTORS
+from testkit.paths import VECTORS
 
 pytestmark = pytest.mark.kafka
 

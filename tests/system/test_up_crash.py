@@ -21,7 +21,7 @@ from crmtracker.procs import AlreadyRunning, ProcessRecord, cmdline, die_with_pa
 from models.db import make_engine
 from testkit.checks import assert_tallies, counts
 from testkit.factories import load_vectors, valid_events
-from tests.conftest import VECTORS
+from testkit.paths import VECTORS
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -11,7 +11,7 @@ import pytest
 
 from api.auth import mint_token
 from crmtracker.settings import Settings
-from tests.conftest import ARTIFACTS
+from testkit.paths import ARTIFACTS
 from tests.db.test_visit_ledger import SECRET, audit_rows, fill, note
 from tests.system.test_dashboard import CHROMIUM, CHROMIUM_ARGS, HAVE_CHROMIUM, ApiThread, _page
 

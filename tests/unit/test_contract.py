@@ -26,8 +26,8 @@ from streams.apply import Incoming
 from streams.worker import deadletter_value
 from testkit.broker import isolated_settings, read_topic
 from testkit.factories import load_vectors, parse_message
+from testkit.paths import VECTORS
 from testkit.serving import serve_in_thread
-from tests.conftest import VECTORS
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = ROOT / "docs"

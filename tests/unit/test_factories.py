@@ -26,7 +26,7 @@ from testkit.factories import (
     parse_message,
     valid_events,
 )
-from tests.conftest import VECTORS
+from testkit.paths import VECTORS
 
 TZ = "Asia/Shanghai"
 SMALL = {"events": 3000, "managers": 10, "branches": 3, "clients": 120}

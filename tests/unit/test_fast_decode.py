@@ -12,7 +12,7 @@ from models import fast_decode as fd
 from models.events import InvalidEvent, _decode_checked, decode_event
 from models.policy import Policy
 from testkit.factories import generate_log
-from tests.conftest import VECTORS
+from testkit.paths import VECTORS
 
 
 def _both(raw: bytes | None, policy: Policy) -> None:

@@ -9,7 +9,7 @@ import json
 from api.main import create_app
 from api.make_examples import EXAMPLES, _collect
 from crmtracker.settings import Settings
-from tests.conftest import VECTORS
+from testkit.paths import VECTORS
 
 
 def test_every_route_has_a_description_errors_and_an_example() -> None:
