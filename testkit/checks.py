@@ -9,7 +9,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from models.policy import Policy, period_range
-from models.tables import EventRow, RejectedRow
+from models.tables import BranchDayRow, EventRow, ManagerDayRow, RejectedRow
 from models.tally import branch_totals, manager_totals, tally_document
 
 
@@ -54,3 +54,13 @@ async def assert_tallies(
         if got != figures:
             wrong.append((key, figures, got))
     assert not wrong, f"{len(wrong)} figures differ, first: {wrong[:2]}"
+
+
+async def buckets(engine: Any) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+    """Every non-empty day bucket (a fact moved away by a late transfer leaves zeros)."""
+    async with engine.connect() as conn:
+        out = []
+        for model in (ManagerDayRow, BranchDayRow):
+            rows = (await conn.execute(select(model))).all()
+            out.append(sorted(tuple(r) for r in rows if any(v for v in tuple(r)[2:])))
+    return out[0], out[1]

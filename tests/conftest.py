@@ -25,6 +25,7 @@ import pytest
 
 from crmtracker.broker import EmbeddedBroker, free_port
 from testkit.db import Engines, close_private_pg, fresh_database, no_servers
+from testkit.hooks import Receiver, local_http
 
 # one visit-notes key for the whole session, so the apply step of one test process and the
 # API (and child processes) open each other's notes; tests of the generated key unset it
@@ -93,3 +94,11 @@ async def engines() -> AsyncIterator[Engines]:
         yield made
     finally:
         await made.dispose()
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[tuple[Receiver, str]]:
+    """A webhook receiver on a local HTTP server, and the URL to post to."""
+    rec = Receiver()
+    async with local_http([("POST", "/hook", rec.handle)]) as base:
+        yield rec, f"{base}/hook"

@@ -14,7 +14,7 @@ from crmtracker.settings import Settings
 from models.db import make_engine
 from models.policy import Policy
 from streams.apply import Applier
-from tests.db.test_apply import Feed, env
+from testkit.feed import Feed, env
 
 SECRET = "accounts-secret-" + "a" * 40
 

@@ -16,10 +16,9 @@ from crmtracker.settings import Settings
 from models.db import make_engine
 from models.policy import Policy
 from streams.apply import Applier
+from testkit.api import SECRET, auth
 from testkit.db import fresh_database
-from tests.db.test_apply import vector_batches
-
-SECRET = "test-secret-" + "x" * 40
+from testkit.feed import vector_batches
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
@@ -51,10 +50,6 @@ async def client(filled_db: str, tmp_path: Path) -> AsyncIterator[httpx.AsyncCli
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
             yield c
-
-
-def auth(role: str = "admin", **kw: object) -> dict[str, str]:
-    return {"Authorization": f"Bearer {mint_token(SECRET, role, **kw)}"}  # type: ignore[arg-type]
 
 
 async def test_manager_month_tally_matches_the_contract_shape(client: httpx.AsyncClient) -> None:

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections import defaultdict
 from decimal import Decimal
 from typing import Any
 
 import pytest
 from sqlalchemy import func, select
-from sqlalchemy.exc import OperationalError
 
 from models.db import make_engine
 from models.policy import Policy
@@ -18,52 +16,13 @@ from models.tables import EventRow, RejectedRow
 from streams.apply import Applier, Incoming, attributed_manager
 from streams.worker import Pipeline
 from testkit.checks import assert_tallies, counts, month_doc
+from testkit.fakes import FlakyApplier
+from testkit.feed import Feed, add_old_and_new_managers, env, vector_batches
 from testkit.paths import VECTORS
 
 FULL = Policy(handover_mode="full")
 """Transfers that take everything from the hand-over on: these tests are about moving facts
 (the hand-over rule, 增量认领, has its own in tests/test_handover.py)."""
-
-
-def env(event_id: str, event_type: str, occurred_at: str, **payload: Any) -> bytes:
-    return json.dumps(
-        {
-            "event_id": event_id,
-            "event_type": event_type,
-            "schema_version": 1,
-            "occurred_at": occurred_at,
-            "payload": payload,
-        }
-    ).encode()
-
-
-class Feed:
-    """Numbers messages per topic like a one-partition broker would."""
-
-    def __init__(self) -> None:
-        self.offsets: dict[str, int] = defaultdict(int)
-
-    def msg(self, topic: str, value: bytes | None, key: str | None = None) -> Incoming:
-        off = self.offsets[topic]
-        self.offsets[topic] += 1
-        return Incoming(topic, 0, off, key.encode() if key else None, value)
-
-
-def vector_batches(size: int = 500) -> list[list[Incoming]]:
-    """The vectors as a consumer sees them: each topic in order, batches alternating
-    between topics (topics are not ordered against each other)."""
-    feed = Feed()
-    per_topic: dict[str, list[Incoming]] = defaultdict(list)
-    for line in (VECTORS / "events.jsonl").read_text().splitlines():
-        m = json.loads(line)
-        per_topic[m["topic"]].append(feed.msg(m["topic"], m["value"].encode(), m["key"]))
-    batches: list[list[Incoming]] = []
-    while any(per_topic.values()):
-        for msgs in per_topic.values():
-            if msgs:
-                batches.append(msgs[:size])
-                del msgs[:size]
-    return batches
 
 
 async def assert_vectors(engine: Any) -> None:
@@ -159,25 +118,6 @@ async def test_event_for_unknown_client_is_held_then_applied(db_url: str) -> Non
     await engine.dispose()
 
 
-async def add_old_and_new_managers(applier: Applier, feed: Feed) -> None:
-    """Manager 'old' in branch b1 and 'new' in branch b2: the two sides of a transfer."""
-    await applier.apply(
-        [
-            feed.msg(
-                "crm.managers",
-                env(
-                    f"{m}-up",
-                    "manager.upserted",
-                    "2026-08-01T00:00:00+08:00",
-                    manager_id=m,
-                    branch_id=b,
-                ),
-            )
-            for m, b in (("old", "b1"), ("new", "b2"))
-        ]
-    )
-
-
 async def test_transfer_splits_the_month_including_a_late_event(db_url: str) -> None:
     engine = make_engine(db_url, writer=True)
     applier = Applier(engine, FULL)
@@ -261,23 +201,6 @@ async def test_bad_messages_are_recorded_once_even_when_redelivered(db_url: str)
     assert len(rows) == 1
     assert rows[0].reason.startswith("bank.transactions[3]@17: value is not valid JSON")
     await engine.dispose()
-
-
-class FlakyApplier(Applier):
-    """A real applier whose database 'goes away' for the first few attempts."""
-
-    def __init__(self, *args: Any, failures: int, poison: str | None = None) -> None:
-        super().__init__(*args)
-        self.failures = failures
-        self.poison = poison
-
-    async def apply(self, messages: Any) -> Any:
-        if self.failures > 0:
-            self.failures -= 1
-            raise OperationalError("INSERT", {}, Exception("connection refused"))
-        if self.poison and any(self.poison.encode() in (m.value or b"") for m in messages):
-            raise RuntimeError("unexpected state for this event")
-        return await super().apply(messages)
 
 
 async def test_pipeline_waits_out_database_outages_and_skips_nothing(sqlite_url: str) -> None:
@@ -628,7 +551,7 @@ async def test_origin_claim_defaults_follow_the_hand_over(db_url: str) -> None:
     at 0.5; after a hand-over, deposits at 0.6 and the rest at 0.8, also when the transfer
     arrives after the business it covers; a replay computes the same."""
     from streams.replay import replay
-    from tests.db.test_tallies import buckets
+    from testkit.checks import buckets
 
     policy = Policy(origin_claim_defaults=True, handover_mode="full")
     engine = make_engine(db_url, writer=True)

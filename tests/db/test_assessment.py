@@ -44,7 +44,7 @@ from models.policy import Policy, money
 from models.tables import EvaluationRow
 from models.tally import period_target, target_history
 from streams.apply import Applier
-from tests.db.test_apply import Feed, env
+from testkit.feed import Feed, client_upsert, deposit_profit, env, manager_upsert
 
 JUDGED = datetime(2027, 1, 10, 9, 0, tzinfo=UTC)
 
@@ -225,51 +225,6 @@ async def test_a_running_year_is_judged_on_pace_not_by_the_annual_judgement(
 
 
 # --- the annual judgement over 2023-2025 --------------------------------------------------
-def _manager(feed: Feed, eid: str, at: str, manager_id: str, target: str, **extra: Any) -> Any:
-    return feed.msg(
-        "crm.managers",
-        env(
-            eid,
-            "manager.upserted",
-            at,
-            manager_id=manager_id,
-            branch_id="b1",
-            annual_profit_target=target,
-            **extra,
-        ),
-    )
-
-
-def _client(feed: Feed, client_id: str, manager_id: str, assigned_at: str, **extra: Any) -> Any:
-    return feed.msg(
-        "crm.clients",
-        env(
-            f"{client_id}-{manager_id}-{assigned_at}",
-            "client.upserted",
-            assigned_at,
-            client_id=client_id,
-            manager_id=manager_id,
-            assigned_at=assigned_at,
-            **extra,
-        ),
-    )
-
-
-def _deposit_profit(feed: Feed, eid: str, at: str, client_id: str, profit: str) -> Any:
-    """Simulated profit on the liability line (coefficient 1.0, claim ratio 1.0)."""
-    return feed.msg(
-        "bank.transactions",
-        env(
-            eid,
-            "transaction.posted",
-            at,
-            client_id=client_id,
-            account_id=f"{client_id}-acct",
-            business_line="liability",
-            amount="1.00",
-            simulated_profit=profit,
-        ),
-    )
 
 
 async def _judge(
@@ -309,11 +264,11 @@ async def test_annual_judgement_steps_over_2023_to_2025(
     engine = make_engine(db_url, writer=True)
     applier = Applier(engine, Policy())
     feed = Feed()
-    await applier.apply([_manager(feed, "m-1", "2022-12-01T09:00:00+08:00", "mj", "1000000")])
-    await applier.apply([_client(feed, "cj", "mj", "2022-12-01T09:00:00+08:00")])
+    await applier.apply([manager_upsert(feed, "m-1", "2022-12-01T09:00:00+08:00", "mj", "1000000")])
+    await applier.apply([client_upsert(feed, "cj", "mj", "2022-12-01T09:00:00+08:00")])
     await applier.apply(
         [
-            _deposit_profit(feed, f"t{year}", f"{year}-06-15T10:00:00+08:00", "cj", profit)
+            deposit_profit(feed, f"t{year}", f"{year}-06-15T10:00:00+08:00", "cj", profit)
             for year, profit in zip((2023, 2024, 2025), profits, strict=True)
         ]
     )
@@ -341,12 +296,12 @@ async def test_a_mid_year_target_raise_does_not_change_the_year(db_url: str) -> 
     feed = Feed()
     await applier.apply(
         [
-            _manager(feed, "m-1", "2024-12-01T09:00:00+08:00", "mr", "1000000"),
-            _manager(feed, "m-2", "2025-07-01T09:00:00+08:00", "mr", "2000000"),
+            manager_upsert(feed, "m-1", "2024-12-01T09:00:00+08:00", "mr", "1000000"),
+            manager_upsert(feed, "m-2", "2025-07-01T09:00:00+08:00", "mr", "2000000"),
         ]
     )
-    await applier.apply([_client(feed, "cr", "mr", "2024-12-01T09:00:00+08:00")])
-    await applier.apply([_deposit_profit(feed, "t1", "2025-08-15T10:00:00+08:00", "cr", "900000")])
+    await applier.apply([client_upsert(feed, "cr", "mr", "2024-12-01T09:00:00+08:00")])
+    await applier.apply([deposit_profit(feed, "t1", "2025-08-15T10:00:00+08:00", "cr", "900000")])
     doc = await _judge(engine, "mr", 2025)
     assert doc["target"] == "1000000.00"
     assert doc["completion_ratio"] == "0.9000" and doc["performance_points"] == "63.00"
@@ -373,13 +328,17 @@ async def test_a_manager_hired_in_september(db_url: str) -> None:
     applier = Applier(engine, Policy())
     feed = Feed()
     await applier.apply(
-        [_manager(feed, "m-1", "2025-09-01T09:00:00+08:00", "mh", "1200000", hired_at="2025-09-01")]
+        [
+            manager_upsert(
+                feed, "m-1", "2025-09-01T09:00:00+08:00", "mh", "1200000", hired_at="2025-09-01"
+            )
+        ]
     )
-    await applier.apply([_client(feed, "ch", "mh", "2025-09-01T09:00:00+08:00")])
+    await applier.apply([client_upsert(feed, "ch", "mh", "2025-09-01T09:00:00+08:00")])
     await applier.apply(
         [
-            _deposit_profit(feed, "t1", "2025-11-15T10:00:00+08:00", "ch", "200000"),
-            _deposit_profit(feed, "t2", "2026-03-15T10:00:00+08:00", "ch", "600000"),
+            deposit_profit(feed, "t1", "2025-11-15T10:00:00+08:00", "ch", "200000"),
+            deposit_profit(feed, "t2", "2026-03-15T10:00:00+08:00", "ch", "600000"),
         ]
     )
     first = await _judge(engine, "mh", 2025)
@@ -405,20 +364,20 @@ async def test_grade_counts_the_clients_held_at_the_period_end(db_url: str) -> N
     feed = Feed()
     await applier.apply(
         [
-            _manager(feed, "m-1", "2026-01-01T09:00:00+08:00", "g1", "1000000"),
-            _manager(feed, "m-2", "2026-01-01T09:00:00+08:00", "g2", "1000000"),
+            manager_upsert(feed, "m-1", "2026-01-01T09:00:00+08:00", "g1", "1000000"),
+            manager_upsert(feed, "m-2", "2026-01-01T09:00:00+08:00", "g2", "1000000"),
         ]
     )
     await applier.apply(
         [
-            _client(feed, f"c{i:02d}", "g1", "2026-01-05T09:00:00+08:00", credit_client=True)
+            client_upsert(feed, f"c{i:02d}", "g1", "2026-01-05T09:00:00+08:00", credit_client=True)
             for i in range(12)
         ]
-        + [_client(feed, "c12", "g1", "2026-01-05T09:00:00+08:00")]
+        + [client_upsert(feed, "c12", "g1", "2026-01-05T09:00:00+08:00")]
     )
     await applier.apply(
         [
-            _client(feed, cid, "g2", "2026-05-01T09:00:00+08:00", credit_client=True)
+            client_upsert(feed, cid, "g2", "2026-05-01T09:00:00+08:00", credit_client=True)
             for cid in ("c10", "c11")
         ]
     )
@@ -453,8 +412,8 @@ async def test_work_log_promptness_counts_late_visits(db_url: str) -> None:
     received = datetime(2026, 11, 10, 12, tzinfo=UTC)
     applier = Applier(engine, Policy(), now=lambda: received)
     feed = Feed()
-    await applier.apply([_manager(feed, "m-1", "2026-01-01T09:00:00+08:00", "m1", "1000000")])
-    await applier.apply([_client(feed, "cv", "m1", "2026-01-05T09:00:00+08:00")])
+    await applier.apply([manager_upsert(feed, "m-1", "2026-01-01T09:00:00+08:00", "m1", "1000000")])
+    await applier.apply([client_upsert(feed, "cv", "m1", "2026-01-05T09:00:00+08:00")])
     await applier.apply(
         [
             feed.msg(

@@ -26,8 +26,8 @@ from models.policy import Policy, money, period_range
 from models.tables import BalanceDayRow, RejectedRow
 from streams.apply import Applier, Incoming
 from testkit.broker import WorkerProcess, isolated_settings, produce, wait_for_counts
+from testkit.feed import Feed, env, vector_batches
 from testkit.paths import VECTORS
-from tests.db.test_apply import Feed, env, vector_batches
 
 TODAY = date(2026, 12, 3)
 

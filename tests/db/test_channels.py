@@ -43,8 +43,8 @@ from models.digest import (
 )
 from scheduler.channels import DingTalkRobot, EmailChannel, WeComRobot, channel_targets
 from scheduler.service import ReminderScheduler
-from tests.db.test_api import SECRET, auth
-from tests.db.test_reminders import World, world  # noqa: F401  (the fixture)
+from testkit.api import SECRET, auth
+from testkit.reminders import World
 
 TZ = ZoneInfo("Asia/Shanghai")
 WECOM_KEY = "wecom-key-0123456789abcdef"
@@ -325,7 +325,7 @@ def _settings(db_url: str, tmp_path: Path, **kw: Any) -> Settings:
 
 
 async def test_a_day_one_digest_at_0830_quiet_nights_escalations_at_once(
-    world: World,  # noqa: F811
+    world: World,
     robots: tuple[Robots, str],
     mailbox: tuple[Mailbox, int],
     db_url: str,
@@ -423,7 +423,7 @@ async def test_a_day_one_digest_at_0830_quiet_nights_escalations_at_once(
 
 
 async def test_a_receiver_failing_then_recovering_loses_nothing_sends_nothing_twice(
-    world: World,  # noqa: F811
+    world: World,
     robots: tuple[Robots, str],
     mailbox: tuple[Mailbox, int],
     db_url: str,
@@ -542,7 +542,7 @@ def test_up_demo_sends_the_digest_soon_and_keeps_explicit_settings(tmp_path: Pat
 
 
 async def test_a_digest_retry_falling_into_quiet_hours_waits_for_their_end(
-    world: World,  # noqa: F811
+    world: World,
     robots: tuple[Robots, str],
     mailbox: tuple[Mailbox, int],
     db_url: str,
@@ -615,7 +615,7 @@ class _Topic:
 
 
 async def test_two_schedulers_one_digest_each_and_machines_get_only_reminder_events(
-    world: World,  # noqa: F811
+    world: World,
     robots: tuple[Robots, str],
     mailbox: tuple[Mailbox, int],
     db_url: str,

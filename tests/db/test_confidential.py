@@ -14,7 +14,7 @@ from models.policy import Policy
 from models.tables import ManagerRow
 from streams.apply import Applier, Incoming
 from streams.worker import Pipeline
-from tests.db.test_apply import Feed, env
+from testkit.feed import Feed, env
 
 NOTE = "CONFIDENTIAL-NOTE-" + "n" * 30
 NAME = "CONFIDENTIAL-NAME-Acme Holdings"

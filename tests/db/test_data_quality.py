@@ -30,7 +30,7 @@ from testkit.broker import (
     read_topic,
     wait_for_counts,
 )
-from tests.db.test_apply import Feed, env
+from testkit.feed import Feed, env
 
 SECRET = "quality-secret-" + "q" * 40
 

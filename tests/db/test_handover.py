@@ -35,11 +35,10 @@ from models.policy import Policy
 from models.tables import AccountRow
 from streams.apply import Applier, Incoming
 from streams.replay import replay
-from testkit.checks import assert_tallies, month_doc
+from testkit.checks import assert_tallies, buckets, month_doc
 from testkit.db import fresh_database
 from testkit.factories import Msg, compute_expected, generate_log, valid_events
-from tests.db.test_apply import Feed, add_old_and_new_managers, env
-from tests.db.test_tallies import batches_of, buckets
+from testkit.feed import Feed, add_old_and_new_managers, batches_of, env
 
 INCREMENT, FULL = Policy(), Policy(handover_mode="full")
 HAND_OVER = "2026-11-15T09:00:00+08:00"

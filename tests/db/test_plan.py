@@ -10,10 +10,10 @@ from sqlalchemy import select
 
 from models.db import make_engine
 from models.tables import AuditRow, FeedTokenRow
-from tests.db.test_client_book import api, auth  # noqa: F401  (the fixture)
+from testkit.book import auth
 
 
-async def test_plan_windows(api: httpx.AsyncClient) -> None:  # noqa: F811
+async def test_plan_windows(api: httpx.AsyncClient) -> None:
     h = auth("manager", manager_id="m1")
     body = (await api.get("/v1/managers/m1/plan?days=7", headers=h)).json()
     got = [(i["client_id"], i["kind"], i["status"], i["overdue_days"]) for i in body["items"]]
@@ -38,7 +38,7 @@ async def test_plan_windows(api: httpx.AsyncClient) -> None:  # noqa: F811
 
 
 async def test_calendar_feed_holds_the_plan_and_is_revocable(
-    api: httpx.AsyncClient,  # noqa: F811
+    api: httpx.AsyncClient,
     db_url: str,
 ) -> None:
     h = auth("manager", manager_id="m1")

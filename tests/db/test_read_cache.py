@@ -31,8 +31,8 @@ from models.tables import (
     ManagerTargetRow,
 )
 from streams.apply import Applier
-from tests.db.test_api import SECRET, auth
-from tests.db.test_apply import vector_batches
+from testkit.api import SECRET, auth
+from testkit.feed import vector_batches
 
 SEPT = {"period": "month", "at": "2026-09-15"}
 

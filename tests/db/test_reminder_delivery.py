@@ -6,62 +6,25 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from aiohttp import web
 from prometheus_client import REGISTRY
 from sqlalchemy import select
 
 from api.main import create_app
-from crmtracker.broker import EmbeddedBroker, ensure_topics, free_port
+from crmtracker.broker import EmbeddedBroker, ensure_topics
 from crmtracker.settings import Settings
 from models.tables import DeliveryRow
 from scheduler.delivery import SIGNATURE_HEADER, WebhookTarget, sign, verify
 from scheduler.service import ReminderScheduler, default_targets
+from testkit.api import SECRET, auth
 from testkit.broker import isolated_settings, read_topic
-from tests.db.test_api import SECRET, auth
-from tests.db.test_reminders import World, day, world  # noqa: F401  (the fixture)
-
-HOOK_SECRET = "hook-secret-for-tests"
-
-
-@dataclass
-class Receiver:
-    """A webhook endpoint on a real local HTTP server; fails the first ``fail_first`` calls."""
-
-    fail_first: int = 0
-    calls: int = 0
-    failures: int = 0
-    received: list[tuple[dict[str, str], bytes]] = field(default_factory=list)
-
-    async def handle(self, request: web.Request) -> web.Response:
-        self.calls += 1
-        body = await request.read()
-        if self.calls <= self.fail_first:
-            self.failures += 1
-            return web.Response(status=500, text="down for maintenance")
-        self.received.append((dict(request.headers), body))
-        return web.Response(status=204)
-
-
-@pytest.fixture
-async def receiver() -> AsyncIterator[tuple[Receiver, str]]:
-    rec = Receiver()
-    app = web.Application()
-    app.router.add_post("/hook", rec.handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    port = free_port()
-    site = web.TCPSite(runner, "127.0.0.1", port)
-    await site.start()
-    yield rec, f"http://127.0.0.1:{port}/hook"
-    await runner.cleanup()
+from testkit.hooks import HOOK_SECRET, Receiver
+from testkit.reminders import World, day
 
 
 def test_signature_round_trip() -> None:
@@ -92,7 +55,7 @@ def _failures() -> float:
 
 
 async def test_webhook_gets_every_event_signed_and_retries(
-    world: World,  # noqa: F811
+    world: World,
     receiver: tuple[Receiver, str],
     db_url: str,
     tmp_path: Path,
@@ -141,7 +104,7 @@ async def test_webhook_gets_every_event_signed_and_retries(
 
 
 async def test_a_failing_webhook_loses_nothing_and_shows_in_the_api(
-    world: World,  # noqa: F811
+    world: World,
     receiver: tuple[Receiver, str],
     db_url: str,
     tmp_path: Path,
@@ -189,7 +152,7 @@ async def test_a_failing_webhook_loses_nothing_and_shows_in_the_api(
 @pytest.mark.kafka
 async def test_reminders_reach_the_topic(
     broker: EmbeddedBroker,
-    world: World,  # noqa: F811
+    world: World,
     db_url: str,
     tmp_path: Path,
 ) -> None:
@@ -249,7 +212,7 @@ class _Records:
 
 
 async def test_a_scheduler_dying_mid_delivery_loses_nothing(
-    world: World,  # noqa: F811
+    world: World,
     db_url: str,
     tmp_path: Path,
 ) -> None:

@@ -4,142 +4,19 @@ on SQLite and PostgreSQL."""
 from __future__ import annotations
 
 import asyncio
-import json
-from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import pytest
 from sqlalchemy import func, select
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from crmtracker.settings import Settings
 from models.db import make_engine
 from models.policy import Policy
-from models.tables import ClientRow, OutboxRow, ReminderRow
+from models.tables import ClientRow, OutboxRow
 from models.visits import ClientClock, due_dates, overdue_days, resets_post_loan_clock
 from scheduler.service import ReminderScheduler
-from streams.apply import Applier
-from tests.db.test_apply import Feed, env
-
-DAY0 = datetime(2026, 3, 2, 1, 30, tzinfo=UTC)
-
-
-def day(n: float) -> datetime:
-    return DAY0 + timedelta(days=n)
-
-
-def iso(t: datetime) -> str:
-    return t.isoformat()
-
-
-class Clock:
-    def __init__(self, t: datetime) -> None:
-        self.t = t
-
-    def __call__(self) -> datetime:
-        return self.t
-
-
-@dataclass
-class World:
-    """A database, the real apply step and a scheduler sharing one frozen clock."""
-
-    engine: AsyncEngine
-    applier: Applier
-    scheduler: ReminderScheduler
-    clock: Clock
-    feed: Feed = field(default_factory=Feed)
-    n: int = 0
-
-    async def send(self, topic: str, event_type: str, at: datetime, **payload: Any) -> None:
-        self.n += 1
-        value = env(f"e{self.n:05d}", event_type, iso(at), **payload)
-        res = await self.applier.apply([self.feed.msg(topic, value)])
-        assert not res.rejected, res.rejected
-
-    async def manager(self, mid: str, branch: str = "b1", supervisor: str = "s1") -> None:
-        await self.send(
-            "crm.managers",
-            "manager.upserted",
-            day(-400),
-            manager_id=mid,
-            branch_id=branch,
-            supervisor_id=supervisor,
-        )
-
-    async def client(
-        self, cid: str, at: datetime, manager: str = "m1", tier: str = "diamond", **kw: Any
-    ) -> None:
-        await self.send(
-            "crm.clients",
-            "client.upserted",
-            at,
-            client_id=cid,
-            manager_id=manager,
-            tier=tier,
-            segment="corporate",
-            **kw,
-        )
-
-    async def visit(
-        self, cid: str, at: datetime, method: str = "on_site", kind: str = "routine", by: str = "m1"
-    ) -> None:
-        await self.send(
-            "crm.visits",
-            "visit.logged",
-            at,
-            client_id=cid,
-            manager_id=by,
-            method=method,
-            kind=kind,
-        )
-
-    async def due(self, cid: str) -> tuple[datetime | None, datetime | None]:
-        async with self.engine.connect() as conn:
-            row = (
-                await conn.execute(
-                    select(ClientRow.next_visit_due, ClientRow.next_post_loan_due).where(
-                        ClientRow.client_id == cid
-                    )
-                )
-            ).one()
-        return row[0], row[1]
-
-    async def reminders(self, cid: str | None = None) -> list[Any]:
-        async with self.engine.connect() as conn:
-            q = select(ReminderRow.__table__).order_by(ReminderRow.id)
-            if cid:
-                q = q.where(ReminderRow.client_id == cid)
-            return list((await conn.execute(q)).all())
-
-    async def outbox(self) -> list[dict[str, Any]]:
-        async with self.engine.connect() as conn:
-            bodies = (await conn.execute(select(OutboxRow.body).order_by(OutboxRow.id))).scalars()
-            return [json.loads(b) for b in bodies]
-
-
-@pytest.fixture
-async def world(db_url: str, tmp_path: Path) -> AsyncIterator[World]:
-    engine = make_engine(db_url, writer=True)
-    clock = Clock(DAY0)
-    settings = Settings(database_url=db_url, data_dir=tmp_path)
-    # the stories send visits dated after the frozen clock (the clock stands still while the
-    # story moves on): the future-date check of the apply step (a skew of minutes) would
-    # refuse them, so this world allows a year of skew
-    policy = Policy(max_future_skew=timedelta(days=366))
-    w = World(
-        engine=engine,
-        applier=Applier(engine, policy, now=clock),
-        scheduler=ReminderScheduler(settings, engine, policy=policy, now=clock, targets=[]),
-        clock=clock,
-    )
-    await w.manager("m1")
-    await w.manager("m2", branch="b2", supervisor="s2")
-    yield w
-    await engine.dispose()
+from testkit.reminders import World, day, iso
 
 
 def _fired_metric(kind: str) -> float:

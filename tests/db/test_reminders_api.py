@@ -12,12 +12,12 @@ import pytest
 
 from api.main import create_app
 from crmtracker.settings import Settings
-from tests.db.test_api import SECRET, auth
-from tests.db.test_reminders import World, day, iso, world  # noqa: F401  (the fixture)
+from testkit.api import SECRET, auth
+from testkit.reminders import World, day, iso
 
 
 @pytest.fixture
-async def api(world: World, db_url: str, tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:  # noqa: F811
+async def api(world: World, db_url: str, tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
     w = world
     await w.client("c1", day(-100), manager="m1", tier="diamond")  # due day -70
     await w.client("c2", day(-50), manager="m1", tier="gold", credit_client=True)  # 10 / 40
@@ -149,7 +149,7 @@ async def test_overdue_worst_first_with_pagination(api: httpx.AsyncClient) -> No
     assert (await api.get("/v1/overdue?kind=post_loan_check", headers=h())).json()["total"] == 0
 
 
-async def test_overdue_ties_and_both_kinds(api: httpx.AsyncClient, world: World) -> None:  # noqa: F811
+async def test_overdue_ties_and_both_kinds(api: httpx.AsyncClient, world: World) -> None:
     world.clock.t = day(45)  # c2: visit due day 10, post-loan due day 40
     doc = (await api.get("/v1/overdue", params={"manager_id": "m1"}, headers=h())).json()
     assert [(i["client_id"], i["kind"], i["overdue_days"]) for i in doc["items"]] == [
@@ -198,7 +198,7 @@ async def test_reminder_list_scope_and_pagination(api: httpx.AsyncClient) -> Non
     assert p2["next_cursor"] is None and p1["total"] == 2
 
 
-async def test_ack(api: httpx.AsyncClient, world: World) -> None:  # noqa: F811
+async def test_ack(api: httpx.AsyncClient, world: World) -> None:
     rid = (await _reminder_of(api, "c1"))["reminder_id"]
     assert (await api.post(f"/v1/reminders/{rid}/ack", headers=h(M2))).status_code == 403
     assert (await api.post(f"/v1/reminders/{rid}/ack", headers=h(SUP_B2))).status_code == 403

@@ -13,7 +13,7 @@ import openpyxl
 import pytest
 
 from api import export
-from tests.db.test_client_book import api, auth  # noqa: F401  (the fixture)
+from testkit.book import auth
 
 SUP = auth("supervisor", branches=["b1"])
 
@@ -34,7 +34,7 @@ def flat(doc: Any, prefix: str = "") -> dict[str, Any]:
     return export.flatten(doc, prefix)
 
 
-async def test_leaderboard_xlsx_and_csv_equal_the_json(api: httpx.AsyncClient) -> None:  # noqa: F811
+async def test_leaderboard_xlsx_and_csv_equal_the_json(api: httpx.AsyncClient) -> None:
     q = "/v1/branches/b1/leaderboard?period=month&at=2026-11-20"
     doc = (await api.get(q, headers=SUP)).json()
     assert doc["items"][0]["value"] == "1875.67"  # m1: 1866.664 + 9.009, rounded once
@@ -71,7 +71,7 @@ async def test_leaderboard_xlsx_and_csv_equal_the_json(api: httpx.AsyncClient) -
 
 
 async def test_lists_are_streamed_page_by_page(
-    api: httpx.AsyncClient,  # noqa: F811
+    api: httpx.AsyncClient,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(export, "PAGE", 1)  # every item its own page: the cursor is followed
@@ -91,7 +91,7 @@ async def test_lists_are_streamed_page_by_page(
     assert len(list(csv.DictReader(io.StringIO(r.content.decode("utf-8-sig"))))) == 2
 
 
-async def test_assessment_table_tally_and_client_book(api: httpx.AsyncClient) -> None:  # noqa: F811
+async def test_assessment_table_tally_and_client_book(api: httpx.AsyncClient) -> None:
     q = "/v1/branches/b1/assessment?period=month&at=2026-11-20"
     doc = (await api.get(q, headers=SUP)).json()
     assert [i["manager_id"] for i in doc["items"]] == ["m1", "m2"] and doc["total"] == 2
@@ -114,7 +114,7 @@ async def test_assessment_table_tally_and_client_book(api: httpx.AsyncClient) ->
     ]
 
 
-async def test_errors_stay_json(api: httpx.AsyncClient) -> None:  # noqa: F811
+async def test_errors_stay_json(api: httpx.AsyncClient) -> None:
     q = "/v1/branches/b1/leaderboard?period=month"
     r = await api.get(q + "&format=pdf", headers=SUP)
     assert r.status_code == 422 and "format" in r.json()["detail"]
@@ -128,7 +128,7 @@ async def test_errors_stay_json(api: httpx.AsyncClient) -> None:  # noqa: F811
     assert (await api.get(q + "&format=json", headers=SUP)).json()["items"]
 
 
-async def test_weekly_report(api: httpx.AsyncClient) -> None:  # noqa: F811
+async def test_weekly_report(api: httpx.AsyncClient) -> None:
     r = await api.get("/v1/branches/b1/reports/weekly?at=2026-11-18", headers=SUP)
     assert r.status_code == 200, r.text
     assert r.headers["content-type"] == export.XLSX
@@ -184,7 +184,7 @@ async def test_weekly_report_from_the_command_line(sqlite_url: str, tmp_path: An
     import os
     import sys
 
-    from tests.db.test_client_book import fill_book
+    from testkit.book import fill_book
 
     await fill_book(sqlite_url)
     out = tmp_path / "weekly.xlsx"

@@ -27,7 +27,7 @@ from models.tables import ClientRow, ReminderRow
 from scheduler.service import ReminderScheduler
 from streams.apply import Applier
 from testkit.db import fresh_database
-from tests.db.test_apply import vector_batches
+from testkit.feed import vector_batches
 
 SECRET = "roles-secret-" + "z" * 40
 ROLES = ("anon", "bad", "own_manager", "other_manager", "own_sup", "other_sup", "ops", "admin")

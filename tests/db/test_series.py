@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import httpx
 
-from tests.db.test_client_book import api, auth  # noqa: F401  (the fixture)
+from testkit.book import auth
 
 
-async def test_daily_and_monthly_series(api: httpx.AsyncClient) -> None:  # noqa: F811
+async def test_daily_and_monthly_series(api: httpx.AsyncClient) -> None:
     h = auth("manager", manager_id="m1")
     doc = (await api.get("/v1/managers/m1/series", headers=h)).json()  # this month (NOW)
     assert doc["period"] == {"from": "2026-11-01", "to": "2026-11-30"} and doc["step"] == "day"

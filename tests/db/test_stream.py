@@ -21,8 +21,8 @@ from models.db import make_engine
 from models.policy import Policy
 from models.tables import ClientRow, ManagerRow
 from streams.apply import Applier
+from testkit.feed import Feed, env, vector_batches
 from testkit.serving import serve_in_thread
-from tests.db.test_apply import Feed, env, vector_batches
 
 SECRET = "stream-secret-" + "y" * 40
 

@@ -8,11 +8,9 @@ from __future__ import annotations
 import asyncio
 import random
 import tempfile
-from collections import defaultdict
 from datetime import date, timedelta
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -23,38 +21,14 @@ from models.db import make_engine
 from models.policy import Policy
 from models.tables import BranchDayRow, ManagerDayRow, ManagerRow
 from models.tally import branch_totals, manager_totals, managers_totals, sum_rows
-from streams.apply import Applier, Incoming
+from streams.apply import Applier
 from streams.replay import replay
-from testkit.checks import assert_tallies
+from testkit.checks import assert_tallies, buckets
 from testkit.db import fresh_database
 from testkit.factories import generate_log
+from testkit.feed import batches_of
 
 FIRST, LAST = date(2026, 8, 1), date(2026, 12, 31)
-
-
-def batches_of(log: Any, rng: random.Random) -> list[list[Incoming]]:
-    """The log as consumers see it: per topic in order, topics interleaved at random, in
-    batches of random sizes."""
-    per_topic: dict[str, list[Incoming]] = defaultdict(list)
-    for m in log.messages:
-        per_topic[m.topic].append(Incoming(m.topic, 0, len(per_topic[m.topic]), m.key, m.value))
-    out = []
-    while any(per_topic.values()):
-        topic = rng.choice([t for t, msgs in per_topic.items() if msgs])
-        n = rng.randint(1, 200)
-        out.append(per_topic[topic][:n])
-        del per_topic[topic][:n]
-    return out
-
-
-async def buckets(engine: Any) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
-    """Every non-empty day bucket (a fact moved away by a late transfer leaves zeros)."""
-    async with engine.connect() as conn:
-        out = []
-        for model in (ManagerDayRow, BranchDayRow):
-            rows = (await conn.execute(select(model))).all()
-            out.append(sorted(tuple(r) for r in rows if any(v for v in tuple(r)[2:])))
-    return out[0], out[1]
 
 
 async def check_log(url: str, seed: int, size: int, ranges: list[tuple[date, date]]) -> None:

@@ -11,8 +11,7 @@ from models.db import make_engine
 from models.policy import Policy
 from models.tally import hired_dates, manager_figures, manager_totals, target_history
 from streams.apply import Applier
-from tests.db.test_apply import Feed
-from tests.db.test_assessment import _client, _deposit_profit, _manager
+from testkit.feed import Feed, client_upsert, deposit_profit, manager_upsert
 
 SPANS = [
     (date(2025, 1, 1), date(2025, 12, 31)),
@@ -30,23 +29,27 @@ async def test_driver_reads_match_the_sqlalchemy_reads(db_url: str) -> None:
     try:
         await applier.apply(
             [
-                _manager(feed, "m-1", "2025-03-01T09:00:00+08:00", "mh", "1200000.50"),
-                _manager(
+                manager_upsert(feed, "m-1", "2025-03-01T09:00:00+08:00", "mh", "1200000.50"),
+                manager_upsert(
                     feed, "m-2", "2025-09-01T09:00:00+08:00", "mh", "1500000", hired_at="2025-09-01"
                 ),
-                _manager(feed, "m-3", "2025-09-01T09:00:00+08:00", "mo", "900000"),
+                manager_upsert(feed, "m-3", "2025-09-01T09:00:00+08:00", "mo", "900000"),
             ]
         )
         # an older upsert arriving late is not the one in force
         await applier.apply(
-            [_manager(feed, "m-0", "2025-01-01T09:00:00+08:00", "mh", "1", hired_at="2020-01-01")]
+            [
+                manager_upsert(
+                    feed, "m-0", "2025-01-01T09:00:00+08:00", "mh", "1", hired_at="2020-01-01"
+                )
+            ]
         )
-        await applier.apply([_client(feed, "ch", "mh", "2025-03-01T09:00:00+08:00")])
+        await applier.apply([client_upsert(feed, "ch", "mh", "2025-03-01T09:00:00+08:00")])
         await applier.apply(
             [
-                _deposit_profit(feed, "t1", "2025-11-15T10:00:00+08:00", "ch", "200000.01"),
-                _deposit_profit(feed, "t2", "2025-11-15T11:00:00+08:00", "ch", "0.10"),
-                _deposit_profit(feed, "t3", "2026-03-15T10:00:00+08:00", "ch", "600000"),
+                deposit_profit(feed, "t1", "2025-11-15T10:00:00+08:00", "ch", "200000.01"),
+                deposit_profit(feed, "t2", "2025-11-15T11:00:00+08:00", "ch", "0.10"),
+                deposit_profit(feed, "t3", "2026-03-15T10:00:00+08:00", "ch", "600000"),
             ]
         )
         async with engine.connect() as conn:

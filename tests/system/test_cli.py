@@ -121,8 +121,8 @@ def test_replay_after_a_policy_change_equals_a_fresh_computation(tmp_path: Path)
     from models.db import make_engine, upgrade
     from models.policy import Policy
     from streams.apply import Applier
-    from tests.db.test_apply import vector_batches
-    from tests.db.test_tallies import buckets
+    from testkit.checks import buckets
+    from testkit.feed import vector_batches
 
     new_policy = Policy(coefficients={**Policy().coefficients, "intermediary": Decimal("3.0")})
 

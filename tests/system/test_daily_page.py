@@ -19,11 +19,10 @@ from crmtracker.settings import Settings
 from models.db import make_engine
 from models.policy import Policy
 from streams.apply import Applier
+from testkit.browser import new_page
+from testkit.feed import Feed, env, tx
 from testkit.paths import ARTIFACTS
-from tests.db.test_apply import Feed, env
-from tests.db.test_client_book import tx
-from tests.system.test_dashboard import ApiThread, _page
-from tests.system.test_visit_ledger_page import browser  # noqa: F401  (the fixture)
+from testkit.serving import ApiThread
 
 SECRET = "daily-page-secret-" + "d" * 40
 TZ = ZoneInfo("Asia/Shanghai")
@@ -92,7 +91,7 @@ async def fill(url: str) -> None:
 async def test_charts_coverage_departures_and_the_weekly_report(
     sqlite_url: str,
     tmp_path: Path,
-    browser: Any,  # noqa: F811
+    browser: Any,
 ) -> None:
     await fill(sqlite_url)
     api = ApiThread(
@@ -121,7 +120,7 @@ async def test_charts_coverage_departures_and_the_weekly_report(
             assert js.status_code == 200 and js.headers["content-type"].startswith(
                 "text/javascript"
             )
-        page = await _page(browser)
+        page = await new_page(browser)
         await page.goto(f"{api.base}/dashboard#token={token}")
         await page.wait_for_selector("#chart-burnup .main-svg")
         await page.wait_for_selector("#chart-months .main-svg")

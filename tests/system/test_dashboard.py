@@ -11,7 +11,6 @@ import json
 import os
 import subprocess
 import sys
-import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -23,34 +22,22 @@ from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
-import uvicorn
 
 from api.auth import mint_token
-from api.main import create_app
-from crmtracker.broker import EmbeddedBroker, ensure_topics, free_port
+from crmtracker.broker import EmbeddedBroker, ensure_topics
 from crmtracker.demo import DemoGenerator
 from crmtracker.settings import Settings
 from models.db import make_engine
 from testkit.broker import WorkerProcess, isolated_settings, produce
+from testkit.browser import chromium, new_page
 from testkit.checks import counts
 from testkit.db import fresh_database
 from testkit.paths import ARTIFACTS
+from testkit.serving import ApiThread
 
 pytestmark = pytest.mark.kafka
 
 SECRET = "dashboard-test-secret-" + "y" * 32
-CHROMIUM = "/usr/bin/chromium"
-HAVE_CHROMIUM = Path(CHROMIUM).exists()
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 TZ = ZoneInfo("Asia/Shanghai")
 TOPICS = {  # demo topic roles -> topic names (produce() adds the test's prefix)
     "transactions": "bank.transactions",
@@ -59,39 +46,6 @@ TOPICS = {  # demo topic roles -> topic names (produce() adds the test's prefix)
     "clients": "crm.clients",
     "managers": "crm.managers",
 }
-
-
-class ApiThread:
-    """The real API app under uvicorn, in a thread of this process, on a free port."""
-
-    def __init__(self, settings: Settings) -> None:
-        self.port = free_port()
-        self.server = uvicorn.Server(
-            uvicorn.Config(
-                create_app(settings),
-                host="127.0.0.1",
-                port=self.port,
-                log_level="warning",
-                lifespan="on",
-            )
-        )
-        self.thread = threading.Thread(target=self.server.run, name="api", daemon=True)
-
-    @property
-    def base(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> None:
-        self.thread.start()
-        deadline = time.monotonic() + 20
-        while not self.server.started:
-            if time.monotonic() > deadline or not self.thread.is_alive():
-                raise RuntimeError("the API did not start")
-            time.sleep(0.05)
-
-    def stop(self) -> None:
-        self.server.should_exit = True
-        self.thread.join(15)
 
 
 @dataclass
@@ -206,29 +160,9 @@ async def stack(
 
 @pytest.fixture(scope="module")
 async def browser() -> AsyncIterator[Any]:
-    from playwright.async_api import async_playwright
-
-    if not HAVE_CHROMIUM:
-        pytest.fail(f"{CHROMIUM} is missing: apt-get install chromium (see .ci/run)")
-    async with async_playwright() as p:
-        b = await p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
-        try:
-            yield b
-        finally:
-            await b.close()
-
-
-async def _page(browser: Any, **kw: Any) -> Any:
-    context = await browser.new_context(
-        viewport=kw.pop("viewport", {"width": 1440, "height": 1000}),
-        timezone_id=kw.pop("timezone_id", "America/Los_Angeles"),  # not the bank's zone
-        **kw,
-    )
-    page = await context.new_page()
-    errors: list[str] = []
-    page.on("pageerror", lambda e: errors.append(str(e)))
-    page.errors = errors  # type: ignore[attr-defined]
-    return page
+    """One browser for the module (the stack is the module's too)."""
+    async with chromium() as b:
+        yield b
 
 
 def _shown(value: str) -> str:
@@ -267,7 +201,7 @@ async def test_reminders_arrive_without_a_reload(
     if not await stack.has_route("/v1/reminders"):
         pytest.skip("no reminders on this server")
     token = stack.token("supervisor", branches=["b02"])
-    page = await _page(browser)
+    page = await new_page(browser)
     await page.goto(f"{stack.api.base}/dashboard#token={token}")
     await page.locator("#overdue tbody tr").first.wait_for(timeout=15000)
     await page.wait_for_function(
@@ -318,7 +252,7 @@ async def test_leaderboard_follows_new_events_without_a_reload(stack: Stack, bro
     else:
         raise AssertionError(f"the client was not applied\n{stack.worker.log_tail()}")
 
-    page = await _page(browser)
+    page = await new_page(browser)
     urls: list[str] = []
     page.on("request", lambda r: urls.append(r.url))
     await page.goto(f"{stack.api.base}/dashboard?branch=b01#token={admin}")
@@ -404,7 +338,7 @@ async def test_without_the_stream_the_page_polls_and_says_reconnecting(
     stack: Stack, browser: Any
 ) -> None:
     token = stack.token("supervisor", branches=["b03"])
-    page = await _page(browser)
+    page = await new_page(browser)
     await page.route("**/v1/stream*", lambda route: route.abort())  # the stream is down
     await page.goto(f"{stack.api.base}/dashboard#token={token}")
     await page.locator("#leaderboard tbody tr").first.wait_for()
@@ -425,7 +359,7 @@ async def test_without_the_stream_the_page_polls_and_says_reconnecting(
 
 async def test_ops_sees_the_lag_panel_only(stack: Stack, browser: Any) -> None:
     token = stack.token("ops")
-    page = await _page(browser)
+    page = await new_page(browser)
     real = await stack.has_route("/v1/ops/lag")
     if not real:
         # not on this server yet: answers shaped as CONTRACT.md §3 says, lag growing
@@ -476,7 +410,7 @@ async def test_ops_sees_the_lag_panel_only(stack: Stack, browser: Any) -> None:
 
 async def test_a_manager_sees_only_their_own_card(stack: Stack, browser: Any) -> None:
     token = stack.token("manager", manager_id="m-b02-01")
-    page = await _page(browser)
+    page = await new_page(browser)
     await page.goto(f"{stack.api.base}/dashboard#token={token}")
     await page.wait_for_function(
         "() => document.querySelector('#card-name')?.textContent.includes('m-b02-01')"
@@ -498,7 +432,7 @@ async def test_a_manager_sees_only_their_own_card(stack: Stack, browser: Any) ->
 
 async def test_a_supervisor_is_told_no_for_another_branch(stack: Stack, browser: Any) -> None:
     token = stack.token("supervisor", branches=["b02"])
-    page = await _page(browser)
+    page = await new_page(browser)
     await page.goto(f"{stack.api.base}/dashboard?branch=b01#token={token}")
     message = page.locator('#leaderboard-panel [data-role="message"]')
     await page.wait_for_function(
@@ -519,7 +453,7 @@ async def test_a_supervisor_is_told_no_for_another_branch(stack: Stack, browser:
 
 async def test_sign_in_box_language_wan_and_bank_today(stack: Stack, browser: Any) -> None:
     admin = stack.token("admin")
-    page = await _page(browser, timezone_id="Pacific/Honolulu")  # a day behind Shanghai at times
+    page = await new_page(browser, timezone_id="Pacific/Honolulu")  # a day behind Shanghai at times
     await page.goto(f"{stack.api.base}/dashboard")
     await page.locator("#signin").wait_for()
     await page.fill("#token", "not-a-token")
@@ -573,7 +507,7 @@ async def test_sign_in_box_language_wan_and_bank_today(stack: Stack, browser: An
 
 async def test_wall_mode_and_a_narrow_screen(stack: Stack, browser: Any) -> None:
     token = stack.token("supervisor", branches=["b01", "b03"])
-    page = await _page(browser, viewport={"width": 390, "height": 800})
+    page = await new_page(browser, viewport={"width": 390, "height": 800})
     await page.goto(f"{stack.api.base}/dashboard#token={token}")
     await page.locator("#leaderboard tbody tr").first.wait_for()
     await page.locator("#overdue tbody tr").first.wait_for()
@@ -596,7 +530,7 @@ async def test_wall_mode_and_a_narrow_screen(stack: Stack, browser: Any) -> None
 
 
 async def test_formatting_functions(stack: Stack, browser: Any) -> None:
-    page = await _page(browser)
+    page = await new_page(browser)
     await page.goto(f"{stack.api.base}/dashboard")
     got = await page.evaluate(
         """async () => {

@@ -29,8 +29,8 @@ from models.policy import Policy
 from scheduler.service import ReminderScheduler
 from streams.apply import Applier
 from testkit.db import fresh_database
+from testkit.feed import vector_batches
 from testkit.serving import serve_in_thread
-from tests.db.test_apply import vector_batches
 
 SECRET = "fuzz-secret-" + "f" * 40
 CHECKS = (

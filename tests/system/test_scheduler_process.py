@@ -20,8 +20,8 @@ from models.policy import Policy
 from scheduler.delivery import verify
 from streams.apply import Applier
 from testkit.broker import ROOT, isolated_settings, read_topic
-from tests.db.test_apply import Feed, env
-from tests.db.test_reminder_delivery import HOOK_SECRET, Receiver, receiver  # noqa: F401
+from testkit.feed import Feed, env
+from testkit.hooks import HOOK_SECRET, Receiver
 
 
 def _start(child_env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
@@ -40,7 +40,7 @@ async def test_scheduler_command(
     broker: EmbeddedBroker,
     sqlite_url: str,
     tmp_path: Path,
-    receiver: tuple[Receiver, str],  # noqa: F811
+    receiver: tuple[Receiver, str],
 ) -> None:
     rec, url = receiver
     settings = isolated_settings(broker.bootstrap, sqlite_url, tmp_path)

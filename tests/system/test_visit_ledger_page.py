@@ -3,31 +3,15 @@ the API under uvicorn on a free port, the data applied by the real apply step.""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from api.auth import mint_token
 from crmtracker.settings import Settings
+from testkit.browser import new_page
+from testkit.ledger import SECRET, audit_rows, fill, note
 from testkit.paths import ARTIFACTS
-from tests.db.test_visit_ledger import SECRET, audit_rows, fill, note
-from tests.system.test_dashboard import CHROMIUM, CHROMIUM_ARGS, HAVE_CHROMIUM, ApiThread, _page
-
-
-@pytest.fixture
-async def browser() -> AsyncIterator[Any]:
-    from playwright.async_api import async_playwright
-
-    if not HAVE_CHROMIUM:
-        pytest.fail(f"{CHROMIUM} is missing: apt-get install chromium (see .ci/run)")
-    async with async_playwright() as p:
-        b = await p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
-        try:
-            yield b
-        finally:
-            await b.close()
+from testkit.serving import ApiThread
 
 
 async def test_a_click_on_an_overdue_client_opens_its_visits(
@@ -41,7 +25,7 @@ async def test_a_click_on_an_overdue_client_opens_its_visits(
     )
     api.start()
     try:
-        page = await _page(browser)
+        page = await new_page(browser)
         token = mint_token(SECRET, "supervisor", branches=["b1"])
         await page.goto(f"{api.base}/dashboard#token={token}")
         await page.wait_for_selector("#reminders tbody tr[data-client='c1'], #overdue tbody tr")

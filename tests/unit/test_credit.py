@@ -13,7 +13,7 @@ from models.events import ClientUpserted, ManagerUpserted, decode_event
 from models.policy import Policy
 from streams.apply.credit import ClientTerms, Credit, ManagerTerms, Wait, credit
 from testkit.factories import exact_weighted, generate_log, valid_events
-from tests.db.test_apply import env
+from testkit.feed import env
 
 TZ = "Asia/Shanghai"
 

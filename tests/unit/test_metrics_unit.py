@@ -70,7 +70,8 @@ async def test_pipeline_counts_an_unappliable_message_as_rejected(sqlite_url: st
     from models.db import make_engine
     from models.policy import Policy
     from streams.worker import Pipeline
-    from tests.db.test_apply import Feed, FlakyApplier, env
+    from testkit.fakes import FlakyApplier
+    from testkit.feed import Feed, env
 
     engine = make_engine(sqlite_url, writer=True)
     applier = FlakyApplier(engine, Policy(), failures=2, poison="POISON")
