@@ -51,8 +51,8 @@ from bench.common import (  # noqa: E402
     scratch_database,
     wait_http,
 )
+from config import Settings  # noqa: E402
 from crmtracker.broker import free_port  # noqa: E402
-from crmtracker.settings import Settings  # noqa: E402
 
 BRANCH = "b-load"
 MONTH = date(2026, 10, 1)

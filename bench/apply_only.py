@@ -26,8 +26,8 @@ if str(ROOT) not in sys.path:
 
 from bench.common import scratch_database  # noqa: E402
 from bench.throughput import build_workload  # noqa: E402
+from config import Settings  # noqa: E402
 from crmtracker.heap import settle_heap  # noqa: E402
-from crmtracker.settings import Settings  # noqa: E402
 from models.db import make_engine  # noqa: E402
 from streams.apply import Applier, Incoming  # noqa: E402
 

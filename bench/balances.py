@@ -31,7 +31,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from bench.common import scratch_database  # noqa: E402
-from crmtracker.settings import Settings  # noqa: E402
+from config import Settings  # noqa: E402
 from models.balances import average_balances  # noqa: E402
 from models.db import make_engine  # noqa: E402
 from streams.apply import Applier, Incoming  # noqa: E402

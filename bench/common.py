@@ -17,8 +17,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from config import Settings  # noqa: E402
 from crmtracker.broker import EmbeddedBroker, free_port  # noqa: E402
-from crmtracker.settings import Settings  # noqa: E402
 
 DEFAULT_PG = "postgresql://postgres@127.0.0.1:5432/test"
 

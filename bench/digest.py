@@ -29,7 +29,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from bench.reminders import DEFAULT_PG, NOW, generate, insert_pg, insert_sqlite  # noqa: E402
-from crmtracker.settings import Settings  # noqa: E402
+from config import Settings  # noqa: E402
 from models.db import make_engine, upgrade  # noqa: E402
 from scheduler.service import ReminderScheduler  # noqa: E402
 

@@ -46,8 +46,8 @@ from bench.common import (  # noqa: E402
     scratch_database,
     wait_http,
 )
+from config import Settings  # noqa: E402
 from crmtracker.broker import ensure_topics, free_port  # noqa: E402
-from crmtracker.settings import Settings  # noqa: E402
 
 PROBE_MANAGER = "probe-manager"
 PROBE_CLIENT = "probe-client"
@@ -165,7 +165,7 @@ async def bench_db(kind: str, args: argparse.Namespace, bootstrap: str, workdir:
     import httpx
     from aiokafka import AIOKafkaProducer
 
-    from crmtracker.demo import DemoGenerator
+    from demo import DemoGenerator
 
     out: dict[str, Any] = {"db": kind, "phases": []}
     async with scratch_database(kind, workdir, args.pg_url) as url:

@@ -42,8 +42,8 @@ from bench.common import (  # noqa: E402
     scratch_database,
     wait_http,
 )
+from config import Settings  # noqa: E402
 from crmtracker.broker import ensure_topics, free_port  # noqa: E402
-from crmtracker.settings import Settings  # noqa: E402
 
 
 async def seed(url: str, clients: int, managers: int) -> float:

@@ -41,7 +41,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from crmtracker.settings import Settings  # noqa: E402
+from config import Settings  # noqa: E402
 from models.db import make_engine, upgrade  # noqa: E402
 from models.policy import TIERS, Policy  # noqa: E402
 from models.visits import ClientClock, due_dates  # noqa: E402

@@ -52,9 +52,9 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from bench.common import peak_rss_mib  # noqa: E402
-from crmtracker.broker import EmbeddedBroker, ensure_topics, free_port, kafka_client_args  # noqa: E402
-from crmtracker.demo import DemoGenerator, DemoMessage  # noqa: E402
-from crmtracker.settings import Settings  # noqa: E402
+from config import Settings  # noqa: E402
+from crmtracker.broker import EmbeddedBroker, ensure_topics, free_port  # noqa: E402
+from demo import DemoGenerator, DemoMessage  # noqa: E402
 
 DEFAULT_PG = "postgresql://postgres@127.0.0.1:5432/test"
 POLL_INTERVAL = 0.5
@@ -281,7 +281,7 @@ async def produce(settings: Settings, messages: list[DemoMessage]) -> float:
         acks="all",
         linger_ms=20,
         max_batch_size=256 * 1024,
-        **kafka_client_args(settings),
+        **settings.kafka.client_args(),
     )
     await producer.start()
     try:
@@ -309,7 +309,7 @@ async def bare_consume(settings: Settings, total: int, timeout: float) -> tuple[
         enable_auto_commit=False,
         session_timeout_ms=int(settings.session_timeout * 1000),
         heartbeat_interval_ms=int(settings.heartbeat_interval * 1000),
-        **kafka_client_args(settings),
+        **settings.kafka.client_args(),
     )
     started = time.monotonic()
     await consumer.start()

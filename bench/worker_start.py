@@ -38,8 +38,8 @@ from bench.common import (  # noqa: E402
     percentile,
     scratch_database,
 )
+from config import Settings  # noqa: E402
 from crmtracker.broker import ensure_topics, free_port  # noqa: E402
-from crmtracker.settings import Settings  # noqa: E402
 
 _ASSIGNED = re.compile(r"^crm_worker_assigned_partitions ([0-9.e+]+)$", re.M)
 

@@ -26,10 +26,10 @@ import pytest
 import uvicorn
 
 from api.auth import mint_token
-from api.main import create_app
+from config import Settings
 from crmtracker.broker import EmbeddedBroker, ensure_topics, free_port
-from crmtracker.demo import DemoGenerator
-from crmtracker.settings import Settings
+from crmtracker.compose import api_app as create_app
+from demo import DemoGenerator
 from models.db import make_engine
 from tests.checks import counts
 from tests.conftest import ARTIFACTS, _fresh_database

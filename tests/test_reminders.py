@@ -15,7 +15,7 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from crmtracker.settings import Settings
+from config import Settings
 from models.db import make_engine
 from models.policy import Policy
 from models.tables import ClientRow, OutboxRow, ReminderRow

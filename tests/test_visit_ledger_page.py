@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from api.auth import mint_token
-from crmtracker.settings import Settings
+from config import Settings
 from tests.conftest import ARTIFACTS
 from tests.test_dashboard import CHROMIUM, CHROMIUM_ARGS, HAVE_CHROMIUM, ApiThread, _page
 from tests.test_visit_ledger import SECRET, audit_rows, fill, note

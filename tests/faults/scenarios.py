@@ -50,9 +50,9 @@ from aiokafka import TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from sqlalchemy.engine import make_url
 
+from config import Settings
 from crmtracker.broker import ensure_topics, free_port
 from crmtracker.embedded_pg import EmbeddedPostgres
-from crmtracker.settings import Settings
 from models.db import make_engine, upgrade
 from tests.checks import assert_tallies, counts
 from tests.factories import GeneratedLog, Msg, generate_log, valid_events
