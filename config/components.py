@@ -1,14 +1,14 @@
 """What each component takes of the settings: small frozen values derived from the one
 ``Settings`` (``settings.worker``, ``.api``, ``.scheduler``, ``.lag``).
 
-Each field keeps the name of the setting it comes from, so a component reads ``cfg.batch_size``
-whether it was handed its own config or the whole settings.
+Each field keeps the name of the setting it comes from (``derive`` fills them by name), so a
+component reads ``cfg.batch_size`` whether it was handed its own config or the whole settings.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from dataclasses import dataclass, field, fields
+from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar
 from zoneinfo import ZoneInfo
 
 from pydantic import SecretStr
@@ -19,6 +19,14 @@ from config.topics import TopicNames
 if TYPE_CHECKING:
     from models.digest import NoticeRules
     from models.policy import Policy
+
+
+C = TypeVar("C")
+
+
+def derive(config: type[C], settings: Any) -> C:
+    """A component's config from the settings: each field from the setting of its name."""
+    return config(**{f.name: getattr(settings, f.name) for f in fields(config)})  # type: ignore[arg-type]
 
 
 class KafkaTopics(Protocol):
@@ -39,10 +47,6 @@ class LagConfig:
     topics: TopicNames
     lag_window_seconds: float
 
-    @classmethod
-    def of(cls, s: Any) -> LagConfig:
-        return cls(s.kafka, s.topics, s.lag_window_seconds)
-
 
 @dataclass(frozen=True)
 class WorkerConfig:
@@ -58,20 +62,6 @@ class WorkerConfig:
     consumer: Literal["agents", "direct"]
     metrics_port: int
 
-    @classmethod
-    def of(cls, s: Any) -> WorkerConfig:
-        return cls(
-            kafka=s.kafka,
-            topics=s.topics,
-            policy=s.policy,
-            db_url=s.db_url,
-            batch_size=s.batch_size,
-            batch_within=s.batch_within,
-            db_retry_max_backoff=s.db_retry_max_backoff,
-            consumer=s.consumer,
-            metrics_port=s.metrics_port,
-        )
-
 
 @dataclass(frozen=True)
 class ApiConfig:
@@ -86,20 +76,6 @@ class ApiConfig:
     metrics_public: bool
     lag_window_seconds: float
     lag_sample_seconds: float
-
-    @classmethod
-    def of(cls, s: Any) -> ApiConfig:
-        return cls(
-            kafka=s.kafka,
-            topics=s.topics,
-            policy=s.policy,
-            lag=LagConfig.of(s),
-            api_read_cache=s.api_read_cache,
-            ready_max_lag=s.ready_max_lag,
-            metrics_public=s.metrics_public,
-            lag_window_seconds=s.lag_window_seconds,
-            lag_sample_seconds=s.lag_sample_seconds,
-        )
 
     @property
     def tz(self) -> ZoneInfo:
@@ -125,7 +101,7 @@ class SchedulerConfig:
     reminder_scan_seconds: int
     reminder_deliver_seconds: float
     reminder_recompute_on_start: bool
-    webhook_urls: tuple[str, ...]
+    webhook_urls: list[str]
     webhook_secret: SecretStr | None
     webhook_timeout: float
     webhook_max_attempts: int
@@ -141,31 +117,3 @@ class SchedulerConfig:
     smtp_tls: bool = False
     smtp_starttls: bool | None = None
     smtp_from: str = "crm-tracker@localhost"
-
-    @classmethod
-    def of(cls, s: Any) -> SchedulerConfig:
-        return cls(
-            kafka=s.kafka,
-            topics=s.topics,
-            policy=s.policy,
-            notice_rules=s.notice_rules,
-            reminder_scan_seconds=s.reminder_scan_seconds,
-            reminder_deliver_seconds=s.reminder_deliver_seconds,
-            reminder_recompute_on_start=s.reminder_recompute_on_start,
-            webhook_urls=tuple(s.webhook_urls),
-            webhook_secret=s.webhook_secret,
-            webhook_timeout=s.webhook_timeout,
-            webhook_max_attempts=s.webhook_max_attempts,
-            webhook_backoff_seconds=s.webhook_backoff_seconds,
-            webhook_backoff_max_seconds=s.webhook_backoff_max_seconds,
-            wecom_robots=dict(s.wecom_robots),
-            dingtalk_robots=dict(s.dingtalk_robots),
-            dingtalk_secrets=dict(s.dingtalk_secrets),
-            smtp_host=s.smtp_host,
-            smtp_port=s.smtp_port,
-            smtp_username=s.smtp_username,
-            smtp_password=s.smtp_password,
-            smtp_tls=s.smtp_tls,
-            smtp_starttls=s.smtp_starttls,
-            smtp_from=s.smtp_from,
-        )

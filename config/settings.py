@@ -21,7 +21,7 @@ from zoneinfo import ZoneInfo
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from config.components import ApiConfig, LagConfig, SchedulerConfig, WorkerConfig
+from config.components import ApiConfig, LagConfig, SchedulerConfig, WorkerConfig, derive
 from config.kafka import KafkaConfig, SaslMechanism, SecurityProtocol
 from config.topics import TopicNames
 from models.policy import Policy
@@ -264,19 +264,19 @@ class Settings(BaseSettings):
     # --- what each component takes -------------------------------------------------------
     @cached_property
     def worker(self) -> WorkerConfig:
-        return WorkerConfig.of(self)
+        return derive(WorkerConfig, self)
 
     @cached_property
     def api(self) -> ApiConfig:
-        return ApiConfig.of(self)
+        return derive(ApiConfig, self)
 
     @cached_property
     def scheduler(self) -> SchedulerConfig:
-        return SchedulerConfig.of(self)
+        return derive(SchedulerConfig, self)
 
     @cached_property
     def lag(self) -> LagConfig:
-        return LagConfig.of(self)
+        return derive(LagConfig, self)
 
     @property
     def tz(self) -> ZoneInfo:

@@ -54,9 +54,7 @@ def test_config_is_the_bottom() -> None:
     for f in modules("config"):
         names = {n for n in imported(f) if top(n) in PRODUCT}
         bad = sorted(
-            n
-            for n in names
-            if not any(n == ok or n.startswith(ok + ".") for ok in CONFIG_MAY_USE)
+            n for n in names if not any(n == ok or n.startswith(ok + ".") for ok in CONFIG_MAY_USE)
         )
         if bad:
             wrong[str(f.relative_to(ROOT))] = bad
