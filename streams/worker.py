@@ -126,7 +126,10 @@ class Pipeline:
             on_retry(error, state.next_action.sleep)
 
         return AsyncRetrying(
-            retry=retry_if_exception(lambda exc: not isinstance(exc, _NotTransient)),
+            # never a cancellation (the worker stopping) nor the message's own fault
+            retry=retry_if_exception(
+                lambda exc: isinstance(exc, Exception) and not isinstance(exc, _NotTransient)
+            ),
             wait=wait_exponential(multiplier=0.2, max=self.max_backoff),
             before_sleep=before_sleep,
         )
