@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from api.auth import Principal, TokenError, decode_token
 from api.reads import ReadCache, answer_weight, encode_answer, stamped
-from crmtracker.settings import Settings
+from config import ApiConfig
 from models.tally import as_of_now
 
 T = TypeVar("T")
@@ -24,7 +24,7 @@ _bearer = HTTPBearer(auto_error=False, description="A token from `crm-tracker to
 
 # Dependencies are ``async def`` even when they do no I/O: FastAPI runs a plain ``def``
 # dependency in its thread pool, a thread hop per dependency per request.
-async def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> ApiConfig:
     return request.app.state.settings
 
 
@@ -83,7 +83,7 @@ class Reading:
 
     cache: ReadCache
     version: tuple[int, int] | None
-    settings: Settings
+    settings: ApiConfig
 
     async def get(
         self,
@@ -111,7 +111,7 @@ async def reading(request: Request) -> Reading:
     return Reading(state.reads, await state.reads.version(), state.settings)
 
 
-SettingsDep = Annotated[Settings, Depends(get_settings)]
+SettingsDep = Annotated[ApiConfig, Depends(get_settings)]
 ReadingDep = Annotated[Reading, Depends(reading)]
 EngineDep = Annotated[AsyncEngine, Depends(get_engine)]
 ConnDep = Annotated[AsyncConnection, Depends(get_conn)]

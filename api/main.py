@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from api import openapi_examples
 from api.deps import ERRORS
@@ -34,19 +35,26 @@ from api.routes import (
     tally,
     visits,
 )
-from crmtracker.settings import Settings
-from models import visit_ledger
-from models.db import make_engine
+from config import ApiConfig
+from models.visit_ledger import NotesCipher
 
 log = logging.getLogger("crmtracker.api")
 
 
-def create_app(settings: Settings) -> FastAPI:
+def create_app(
+    settings: ApiConfig,
+    *,
+    engine: Callable[[], AsyncEngine],
+    secret: str,
+    notes_cipher: NotesCipher,
+) -> FastAPI:
+    """The API on what the composition root made: ``engine`` builds the database engine when
+    the app starts (on the server's loop), ``secret`` signs tokens, ``notes_cipher`` opens
+    visit notes."""
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        # 20 (+20 overflow) connections: under 50 concurrent readers a pool of 5 made most
-        # requests open and close an overflow connection of their own
-        app.state.engine = make_engine(settings.db_url, pool_size=20)
+        app.state.engine = engine()
         app.state.reads = ReadCache(app.state.engine, enabled=settings.api_read_cache)
         pruner = asyncio.create_task(stream.prune_forever(app.state.engine))
         try:
@@ -64,8 +72,8 @@ def create_app(settings: Settings) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.settings = settings
-    app.state.secret = settings.signing_secret()
-    app.state.notes_cipher = visit_ledger.cipher_for(settings)
+    app.state.secret = secret
+    app.state.notes_cipher = notes_cipher
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
@@ -101,7 +109,7 @@ def create_app(settings: Settings) -> FastAPI:
     @app.get("/asyncapi.json", include_in_schema=False)
     async def asyncapi() -> JSONResponse:
         if not contract_doc:
-            from crmtracker.contract import asyncapi as build
+            from models.contract import asyncapi as build
 
             contract_doc.update(build(settings, server=settings.bootstrap))
         return JSONResponse(contract_doc)

@@ -128,7 +128,7 @@ async def _collect(vectors_dir: Path) -> dict[str, Any]:
 
     from api.auth import mint_token
     from api.main import create_app
-    from crmtracker.settings import Settings
+    from config import Settings
     from models import visit_ledger
     from models.db import make_engine, upgrade
     from models.policy import Policy
@@ -168,8 +168,7 @@ async def _collect(vectors_dir: Path) -> dict[str, Any]:
                 for i, m in enumerate(map(json.loads, lines))
             ]
         )
-    settings = Settings(database_url=url, data_dir=tmp, auth_secret=SECRET)
-    await ReminderScheduler(settings, engine, targets=[]).scan_once()
+    await ReminderScheduler(settings.scheduler, engine, targets=[]).scan_once()
     async with engine.connect() as conn:
         client = (
             (await conn.execute(select(ClientRow.client_id).where(ClientRow.manager_id == "m036")))
@@ -182,7 +181,12 @@ async def _collect(vectors_dir: Path) -> dict[str, Any]:
             .first()
         )
     await engine.dispose()
-    app = create_app(settings)
+    app = create_app(
+        settings.api,
+        engine=lambda: make_engine(url, pool_size=20),
+        secret=SECRET,
+        notes_cipher=visit_ledger.cipher_for(settings),
+    )
     out: dict[str, Any] = {}
     headers = {"Authorization": f"Bearer {mint_token(SECRET, 'admin')}"}
     async with app.router.lifespan_context(app):

@@ -47,8 +47,8 @@ from bench.common import (
     scratch_database,
     wait_http,
 )
+from config import Settings
 from crmtracker.broker import free_port
-from crmtracker.settings import Settings
 
 BRANCH = "b-load"
 MONTH = date(2026, 10, 1)

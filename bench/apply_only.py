@@ -22,8 +22,8 @@ from pathlib import Path
 
 from bench.common import scratch_database
 from bench.throughput import build_workload
+from config import Settings
 from crmtracker.heap import settle_heap
-from crmtracker.settings import Settings
 from models.db import make_engine
 from streams.apply import Applier, Incoming
 

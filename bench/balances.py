@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import scratch_database
-from crmtracker.settings import Settings
+from config import Settings
 from models.balances import average_balances
 from models.db import make_engine
 from streams.apply import Applier, Incoming

@@ -2,7 +2,7 @@
 
     python bench/bare_faust.py --bootstrap HOST:PORT --topics a,b,c --total N [--partitions P]
 
-Same faust settings as the worker (``streams/worker.py`` ``create_app``): raw values, memory
+Same faust settings as the worker (``streams/worker.py`` ``faust_app``): raw values, memory
 store, earliest offsets, session timeout 2 s / heartbeat 0.5 s on the embedded broker, commit
 interval 1 s, ``stream_wait_empty=False``; one agent per input topic, each consuming with
 ``stream.take(1000, within=0.2)`` (the worker's batch size and window) and only counting.

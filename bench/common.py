@@ -13,8 +13,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from config import Settings
 from crmtracker.broker import EmbeddedBroker, free_port
-from crmtracker.settings import Settings
 from testkit.db import scratch_database as scratch_database  # the benches take it from here
 
 ROOT = Path(__file__).resolve().parents[1]

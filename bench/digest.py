@@ -25,7 +25,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from bench.reminders import DEFAULT_PG, NOW, generate, insert_pg, insert_sqlite
-from crmtracker.settings import Settings
+from config import Settings
 from models.db import make_engine, upgrade
 from scheduler.service import ReminderScheduler
 

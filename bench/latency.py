@@ -42,8 +42,8 @@ from bench.common import (
     scratch_database,
     wait_http,
 )
+from config import Settings
 from crmtracker.broker import ensure_topics, free_port
-from crmtracker.settings import Settings
 
 PROBE_MANAGER = "probe-manager"
 PROBE_CLIENT = "probe-client"
@@ -161,7 +161,7 @@ async def bench_db(kind: str, args: argparse.Namespace, bootstrap: str, workdir:
     import httpx
     from aiokafka import AIOKafkaProducer
 
-    from crmtracker.demo import DemoGenerator
+    from demo import DemoGenerator
 
     out: dict[str, Any] = {"db": kind, "phases": []}
     async with scratch_database(kind, workdir, args.pg_url) as url:

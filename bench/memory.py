@@ -38,8 +38,8 @@ from bench.common import (
     scratch_database,
     wait_http,
 )
+from config import Settings
 from crmtracker.broker import ensure_topics, free_port
-from crmtracker.settings import Settings
 
 
 async def seed(url: str, clients: int, managers: int) -> float:

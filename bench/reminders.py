@@ -37,7 +37,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from crmtracker.settings import Settings
+from config import Settings
 from models.db import make_engine, upgrade
 from models.policy import TIERS, Policy
 from models.visits import ClientClock, due_dates

@@ -48,9 +48,9 @@ from pathlib import Path
 from typing import IO, Any
 
 from bench.common import peak_rss_mib
-from crmtracker.broker import EmbeddedBroker, ensure_topics, free_port, kafka_client_args
-from crmtracker.demo import DemoGenerator, DemoMessage
-from crmtracker.settings import Settings
+from config import Settings
+from crmtracker.broker import EmbeddedBroker, ensure_topics, free_port
+from demo import DemoGenerator, DemoMessage
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -279,7 +279,7 @@ async def produce(settings: Settings, messages: list[DemoMessage]) -> float:
         acks="all",
         linger_ms=20,
         max_batch_size=256 * 1024,
-        **kafka_client_args(settings),
+        **settings.kafka.client_args(),
     )
     await producer.start()
     try:
@@ -307,7 +307,7 @@ async def bare_consume(settings: Settings, total: int, timeout: float) -> tuple[
         enable_auto_commit=False,
         session_timeout_ms=int(settings.session_timeout * 1000),
         heartbeat_interval_ms=int(settings.heartbeat_interval * 1000),
-        **kafka_client_args(settings),
+        **settings.kafka.client_args(),
     )
     started = time.monotonic()
     await consumer.start()

@@ -34,8 +34,8 @@ from bench.common import (
     percentile,
     scratch_database,
 )
+from config import Settings
 from crmtracker.broker import ensure_topics, free_port
-from crmtracker.settings import Settings
 
 _ASSIGNED = re.compile(r"^crm_worker_assigned_partitions ([0-9.e+]+)$", re.M)
 

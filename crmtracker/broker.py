@@ -17,8 +17,8 @@ from typing import IO
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
+from config import KafkaTopics
 from crmtracker.procs import die_with_parent
-from crmtracker.settings import Settings
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -105,23 +105,22 @@ class EmbeddedBroker:
             self._log = None
 
 
-async def ensure_topics(settings: Settings, *, attempts: int = 40) -> None:
-    """Create the input and output topics if missing (reference topics compacted)."""
-    topics = settings.topics
+async def ensure_topics(config: KafkaTopics, *, attempts: int = 40) -> None:
+    """Create the input and output topics if missing, as their specs say (the reference
+    topics compacted, as the worker's faust topics declare them)."""
+    kafka = config.kafka
     wanted = [
         NewTopic(
-            name,
-            num_partitions=settings.topic_partitions,
-            replication_factor=settings.topic_replication,
-            topic_configs={"cleanup.policy": "compact"} if name in topics.compacted else {},
+            spec.name,
+            num_partitions=spec.partitions,
+            replication_factor=spec.replication,
+            topic_configs=dict(spec.config),
         )
-        for name in [*topics.inputs, *topics.outputs]
+        for spec in config.topics.specs
     ]
     last: Exception | None = None
     for _ in range(attempts):
-        admin = AIOKafkaAdminClient(
-            bootstrap_servers=settings.bootstrap, **kafka_client_args(settings)
-        )
+        admin = AIOKafkaAdminClient(bootstrap_servers=kafka.bootstrap, **kafka.client_args())
         try:
             await admin.start()
             existing = set(await admin.list_topics())
@@ -140,23 +139,4 @@ async def ensure_topics(settings: Settings, *, attempts: int = 40) -> None:
         finally:
             with contextlib.suppress(Exception):
                 await admin.close()
-    raise BrokerError(f"could not create topics on {settings.bootstrap}: {last}")
-
-
-def kafka_client_args(settings: Settings) -> dict[str, object]:
-    """aiokafka client arguments for the configured security protocol."""
-    from aiokafka.helpers import create_ssl_context
-
-    out: dict[str, object] = {"security_protocol": settings.kafka_security_protocol}
-    if settings.kafka_security_protocol in ("SSL", "SASL_SSL"):
-        out["ssl_context"] = create_ssl_context(
-            cafile=settings.kafka_ssl_cafile,
-            certfile=settings.kafka_ssl_certfile,
-            keyfile=settings.kafka_ssl_keyfile,
-        )
-    if settings.kafka_security_protocol.startswith("SASL"):
-        pw = settings.kafka_sasl_password
-        out["sasl_mechanism"] = settings.kafka_sasl_mechanism
-        out["sasl_plain_username"] = settings.kafka_sasl_username
-        out["sasl_plain_password"] = pw.get_secret_value() if pw else None
-    return out
+    raise BrokerError(f"could not create topics on {kafka.bootstrap}: {last}")

@@ -11,7 +11,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from crmtracker.settings import Settings
+from config import Settings
+from crmtracker import compose
 
 log = logging.getLogger("crmtracker")
 
@@ -28,9 +29,7 @@ def _settings(args: argparse.Namespace) -> Settings:
         overrides["kafka_port"] = args.kafka_port
     # each value has its field's type; the dict mixing them is typed object
     settings = Settings(**overrides)  # type: ignore[arg-type]
-    from models import visit_ledger
-
-    visit_ledger.use_settings(settings)  # visit notes: this data directory's key
+    compose.seal_notes_with(settings)  # visit notes: this data directory's key
     return settings
 
 
@@ -45,7 +44,7 @@ def cmd_token(args: argparse.Namespace) -> int:
     settings = _settings(args)
     try:
         token = mint_token(
-            settings.signing_secret(),
+            compose.signing_secret(settings),
             args.role,
             manager_id=args.manager,
             branches=args.branch,
@@ -59,35 +58,31 @@ def cmd_token(args: argparse.Namespace) -> int:
     return 0
 
 
-def _audit_token(settings: Any, args: argparse.Namespace) -> None:
+def _audit_token(settings: Settings, args: argparse.Namespace) -> None:
     """Record the minting in the audit log (who ran it on which host); a database that cannot
     be reached does not stop the token, but says so."""
     import getpass
     import socket
 
     from models.audit import record
-    from models.db import make_engine, upgrade
+    from models.db import upgrade
 
     async def write() -> None:
-        engine = make_engine(settings.db_url, writer=True)
-        try:
-            async with engine.begin() as conn:
-                await record(
-                    conn,
-                    actor=f"cli:{getpass.getuser()}",
-                    role="cli",
-                    action="token.minted",
-                    subject=f"role:{args.role}",
-                    detail={
-                        "role": args.role,
-                        "manager_id": args.manager,
-                        "branches": sorted(args.branch),
-                        "ttl": args.ttl or settings.token_ttl,
-                    },
-                    remote_addr=socket.gethostname(),
-                )
-        finally:
-            await engine.dispose()
+        async with compose.engine_scope(settings, writer=True) as engine, engine.begin() as conn:
+            await record(
+                conn,
+                actor=f"cli:{getpass.getuser()}",
+                role="cli",
+                action="token.minted",
+                subject=f"role:{args.role}",
+                detail={
+                    "role": args.role,
+                    "manager_id": args.manager,
+                    "branches": sorted(args.branch),
+                    "ttl": args.ttl or settings.token_ttl,
+                },
+                remote_addr=socket.gethostname(),
+            )
 
     try:
         upgrade(settings.db_url)
@@ -116,19 +111,17 @@ def _safe_url(url: str) -> str:
 def cmd_worker(args: argparse.Namespace) -> int:
     from crmtracker.eventloop import use_event_loop
     from crmtracker.heap import settle_heap
-    from streams.worker import run_worker
 
     settings = _settings(args)
     use_event_loop(settings.event_loop, auto="asyncio")
     settle_heap()
-    run_worker(settings)
+    compose.run_worker(settings)
     return 0
 
 
 def cmd_api(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from api.main import create_app
     from crmtracker.eventloop import loop_name
     from crmtracker.heap import settle_heap
     from models.db import upgrade
@@ -139,7 +132,7 @@ def cmd_api(args: argparse.Namespace) -> int:
         _err(f"crm-tracker api: refusing to start: {problem}")
         return 2
     upgrade(settings.db_url)
-    app = create_app(settings)
+    app = compose.api_app(settings)
     settle_heap()
     uvicorn.run(
         app,
@@ -156,7 +149,6 @@ def cmd_scheduler(args: argparse.Namespace) -> int:
     import signal
 
     from models.db import upgrade
-    from scheduler.service import run_scheduler
 
     settings = _settings(args)
     upgrade(settings.db_url)
@@ -170,7 +162,7 @@ def cmd_scheduler(args: argparse.Namespace) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        await run_scheduler(settings, stop)
+        await compose.run_scheduler(settings, stop)
 
     asyncio.run(main())
     return 0
@@ -179,20 +171,17 @@ def cmd_scheduler(args: argparse.Namespace) -> int:
 def cmd_reminders(args: argparse.Namespace) -> int:
     from datetime import UTC, datetime
 
-    from models.db import make_engine, upgrade
+    from models.db import upgrade
     from models.reminders import recompute_all
 
     settings = _settings(args)
     upgrade(settings.db_url)
 
     async def main() -> None:
-        engine = make_engine(settings.db_url, writer=True)
-        try:
+        async with compose.engine_scope(settings, writer=True) as engine:
             r = await recompute_all(
                 engine, settings.policy, datetime.now(UTC), source="crm-tracker-cli"
             )
-        finally:
-            await engine.dispose()
         _err(f"due dates recomputed: {r.changed} clients changed, {r.resolved} reminders resolved")
 
     asyncio.run(main())
@@ -201,7 +190,7 @@ def cmd_reminders(args: argparse.Namespace) -> int:
 
 def cmd_notes(args: argparse.Namespace) -> int:
     from models import visit_ledger
-    from models.db import make_engine, upgrade
+    from models.db import upgrade
 
     settings = _settings(args)
     if args.new_key:
@@ -209,16 +198,12 @@ def cmd_notes(args: argparse.Namespace) -> int:
             _err("CRM_NOTES_KEYS is set: put the new key first in it instead of --new-key")
             return 2
         _err(f"new notes key added first in {visit_ledger.add_key(settings)}")
-        visit_ledger.use_settings(settings)
+        compose.seal_notes_with(settings)
     upgrade(settings.db_url)
 
     async def main() -> int:
-        engine = make_engine(settings.db_url, writer=True)
-        try:
-            async with engine.begin() as conn:
-                return await visit_ledger.rotate(conn, visit_ledger.cipher_for(settings))
-        finally:
-            await engine.dispose()
+        async with compose.engine_scope(settings, writer=True) as engine, engine.begin() as conn:
+            return await visit_ledger.rotate(conn, visit_ledger.cipher_for(settings))
 
     n = asyncio.run(main())
     _err(f"visit notes re-encrypted under the newest key: {n} visits")
@@ -283,7 +268,7 @@ def cmd_up(args: argparse.Namespace) -> int:
                 return 1
             assert pg.proc is not None
             record.add("postgres", pg.proc.pid)
-            settings.database_url = pg.url("postgres")
+            settings = settings.replaced(database_url=pg.url("postgres"))
             database = f"PostgreSQL {pg.url('postgres')}   (embedded, in {pg.data_dir})"
         upgrade(settings.db_url)
         from crmtracker.eventloop import use_event_loop
@@ -317,7 +302,7 @@ def _open_input(name: str) -> Any:
 
 def cmd_check(args: argparse.Namespace) -> int:
     """Validate a JSONL file of messages with the worker's own decoding (``decode_event``)."""
-    from crmtracker.contract import read_jsonl
+    from models.contract import read_jsonl
     from models.events import InvalidEvent, decode_event
 
     settings = _settings(args)
@@ -344,7 +329,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 def cmd_produce(args: argparse.Namespace) -> int:
     """Publish a JSONL file to the configured topics, keyed as the contract says."""
-    from crmtracker.contract import read_jsonl, route
+    from models.contract import read_jsonl, route
 
     settings = _settings(args)
     try:
@@ -367,14 +352,12 @@ def cmd_produce(args: argparse.Namespace) -> int:
     async def send() -> int:
         from aiokafka import AIOKafkaProducer
 
-        from crmtracker.broker import kafka_client_args
-
         producer = AIOKafkaProducer(
             bootstrap_servers=settings.bootstrap,
             acks="all",
             linger_ms=20,
             max_batch_size=256 * 1024,
-            **kafka_client_args(settings),
+            **settings.kafka.client_args(),
         )
         await producer.start()
         done = 0
@@ -414,7 +397,7 @@ def cmd_produce(args: argparse.Namespace) -> int:
 
 def cmd_contract(args: argparse.Namespace) -> int:
     """Print the AsyncAPI document, or write / check the generated files of docs/."""
-    from crmtracker import contract
+    from models import contract
 
     if args.write:
         changed = contract.write_docs(Path(args.write))
@@ -445,7 +428,7 @@ _progress_bar = _progress("replay")
 def cmd_replay(args: argparse.Namespace) -> int:
     from datetime import date
 
-    from models.db import make_engine, upgrade
+    from models.db import upgrade
     from streams.replay import replay
 
     settings = _settings(args)
@@ -457,13 +440,10 @@ def cmd_replay(args: argparse.Namespace) -> int:
     upgrade(settings.db_url)
 
     async def run() -> Any:
-        engine = make_engine(settings.db_url, writer=True)
-        try:
+        async with compose.engine_scope(settings, writer=True) as engine:
             return await replay(
                 engine, settings.policy, since, None if args.quiet else _progress_bar
             )
-        finally:
-            await engine.dispose()
 
     result = asyncio.run(run())
     _err(
@@ -481,7 +461,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     from datetime import UTC, date, datetime
 
     from models import reports
-    from models.db import make_engine, upgrade
+    from models.db import upgrade
 
     settings = _settings(args)
     now = datetime.now(UTC)
@@ -505,12 +485,8 @@ def cmd_report(args: argparse.Namespace) -> int:
         sys.stderr.flush()
 
     async def run() -> Any:
-        engine = make_engine(settings.db_url)
-        try:
-            async with engine.connect() as conn:
-                return await reports.weekly(conn, args.branch, week, settings.policy, now, bar)
-        finally:
-            await engine.dispose()
+        async with compose.engine_scope(settings) as engine, engine.connect() as conn:
+            return await reports.weekly(conn, args.branch, week, settings.policy, now, bar)
 
     report = asyncio.run(run())
     if report is None:

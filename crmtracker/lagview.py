@@ -15,7 +15,8 @@ from typing import Any
 
 import httpx
 
-from crmtracker.settings import Settings
+from config import Settings
+from crmtracker import compose
 
 COLUMNS = [
     ("group", "GROUP"),
@@ -93,19 +94,13 @@ async def from_api(url: str, token: str, timeout: float = 10.0) -> dict[str, Any
 
 async def direct(settings: Settings, samples: int, interval: float) -> dict[str, Any]:
     """Sample the broker (and the database for liveness) from here."""
-    from models.db import make_engine
-    from streams.lag import LagMonitor
-
-    engine = make_engine(settings.db_url)
-    try:
-        monitor = LagMonitor(settings, engine)
+    async with compose.engine_scope(settings) as engine:
+        monitor = compose.lag_monitor(settings, engine)
         for i in range(samples):
             if i:
                 await asyncio.sleep(interval)
             await monitor.sample()
         return monitor.report()
-    finally:
-        await engine.dispose()
 
 
 def run(
@@ -124,7 +119,7 @@ def run(
         if token is None:
             from api.auth import mint_token, parse_ttl
 
-            token = mint_token(settings.signing_secret(), "ops", ttl=parse_ttl("5m"))
+            token = mint_token(compose.signing_secret(settings), "ops", ttl=parse_ttl("5m"))
         base = url or f"http://{settings.api_host}:{settings.api_port}"
         try:
             report = asyncio.run(from_api(base, token))

@@ -18,9 +18,10 @@ from collections.abc import Iterator
 
 import uvicorn
 
-from crmtracker.broker import ensure_topics, kafka_client_args
+from config import Settings
+from crmtracker import compose
+from crmtracker.broker import ensure_topics
 from crmtracker.procs import ProcessRecord, die_with_parent
-from crmtracker.settings import Settings
 
 log = logging.getLogger("crmtracker.up")
 
@@ -76,13 +77,13 @@ async def _demo(
 ) -> None:
     from aiokafka import AIOKafkaProducer
 
-    from crmtracker.demo import run_demo
+    from demo import run_demo
 
     producer = AIOKafkaProducer(
         bootstrap_servers=settings.bootstrap,
         acks="all",
         linger_ms=20,
-        **kafka_client_args(settings),
+        **settings.kafka.client_args(),
     )
     await producer.start()
     try:
@@ -107,10 +108,8 @@ async def _demo(
 
 async def _scheduler(settings: Settings, stop: asyncio.Event) -> None:
     """The reminder scheduler in this process (one more asyncio task next to the API)."""
-    from scheduler.service import run_scheduler
-
     try:
-        await run_scheduler(settings, stop)
+        await compose.run_scheduler(settings, stop)
     except Exception:  # the API and worker keep running; the error is in the log
         log.exception("the reminder scheduler stopped")
 
@@ -153,22 +152,32 @@ def _banner(
     return "\n".join(lines)
 
 
-def _demo_digest(settings: Settings) -> None:
+def _demo_digest(settings: Settings) -> Settings:
     """The demo shows the morning digest two minutes after start (once its backdated clients
     are in and reminded), whatever the hour or the day, unless CRM_DIGEST_TIME,
-    CRM_QUIET_HOURS or CRM_QUIET_WEEKENDS say otherwise."""
+    CRM_QUIET_HOURS or CRM_QUIET_WEEKENDS say otherwise: these settings with that changed."""
     from datetime import UTC, datetime, timedelta
 
     given = settings.model_fields_set
+    changes: dict[str, object] = {}
     if "digest_time" not in given:
         at = datetime.now(UTC).astimezone(settings.tz) + timedelta(minutes=2)
         if at.date() != datetime.now(UTC).astimezone(settings.tz).date():
             at = at.replace(hour=0, minute=0)  # started at 23:58: just after midnight
-        settings.digest_time = at.strftime("%H:%M")
+        changes["digest_time"] = at.strftime("%H:%M")
     if "quiet_hours" not in given:
-        settings.quiet_hours = "off"
+        changes["quiet_hours"] = "off"
     if "quiet_weekends" not in given:
-        settings.quiet_weekends = False
+        changes["quiet_weekends"] = False
+    return settings.replaced(**changes)
+
+
+def demo_settings(settings: Settings) -> Settings:
+    """What ``up --demo`` runs with: the demo's backdated clients are reminded within seconds
+    (not a minute) and its digest comes soon, unless the environment says otherwise."""
+    if "reminder_scan_seconds" not in settings.model_fields_set:
+        settings = settings.replaced(reminder_scan_seconds=10)
+    return _demo_digest(settings)
 
 
 async def run_up(
@@ -181,7 +190,6 @@ async def run_up(
     demo_history_days: int = 0,
 ) -> int:
     from api.auth import mint_token, parse_ttl
-    from api.main import create_app
     from crmtracker.heap import settle_heap
 
     stop = asyncio.Event()
@@ -190,14 +198,11 @@ async def run_up(
         loop.add_signal_handler(sig, stop.set)
 
     await ensure_topics(settings)
-    if demo and "reminder_scan_seconds" not in settings.model_fields_set:
-        # the demo's backdated clients should be reminded within seconds, not a minute
-        settings.reminder_scan_seconds = 10
     if demo:
-        _demo_digest(settings)
+        settings = demo_settings(settings)
     server = _Server(
         uvicorn.Config(
-            create_app(settings),
+            compose.api_app(settings),
             host=settings.api_host,
             port=settings.api_port,
             log_level="warning",
@@ -225,13 +230,10 @@ async def run_up(
         await asyncio.sleep(0.05)
     settle_heap()
     ttl = parse_ttl(settings.token_ttl)
-    token = mint_token(settings.signing_secret(), "admin", ttl=ttl)
+    secret = compose.signing_secret(settings)
+    token = mint_token(secret, "admin", ttl=ttl)
     # the demo's first branch, as its supervisor sees it on the dashboard
-    supervisor = (
-        mint_token(settings.signing_secret(), "supervisor", branches=["b01"], ttl=ttl)
-        if demo
-        else None
-    )
+    supervisor = mint_token(secret, "supervisor", branches=["b01"], ttl=ttl) if demo else None
     print(_banner(settings, token, demo, supervisor, database), flush=True)
 
     await stop.wait()

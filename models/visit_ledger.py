@@ -31,7 +31,7 @@ from models.events import Event, VisitLogged
 from models.tables import ClientRow, EventRow, ManagerRow, VisitRow
 
 if TYPE_CHECKING:
-    from crmtracker.settings import Settings
+    from config import Settings
 
 KEY_FILE = "notes-key"
 
@@ -108,7 +108,7 @@ def current() -> NotesCipher:
     ``CRM_DATA_DIR``)."""
     global _current
     if _current is None:
-        from crmtracker.settings import Settings
+        from config import Settings
 
         _current = cipher_for(_settings if _settings is not None else Settings())
     return _current

@@ -17,7 +17,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from crmtracker.settings import Settings
+from config import SchedulerConfig
 from models.digest import DIGEST, ESCALATION, NoticeRules, digest_day, release_at
 from models.notices import write_digests, write_escalation_notices
 from models.policy import Policy
@@ -63,12 +63,12 @@ class ScanResult:
         return sum(self.fired.values())
 
 
-def default_targets(settings: Settings) -> list[Target]:
-    from crmtracker.broker import kafka_client_args
-
+def default_targets(settings: SchedulerConfig) -> list[Target]:
     secret = settings.webhook_secret.get_secret_value() if settings.webhook_secret else None
     targets: list[Target] = [
-        KafkaTarget(settings.bootstrap, settings.topics.reminders, kafka_client_args(settings))
+        KafkaTarget(
+            settings.kafka.bootstrap, settings.topics.reminders, settings.kafka.client_args()
+        )
     ]
     targets += [WebhookTarget(u, secret, settings.webhook_timeout) for u in settings.webhook_urls]
     return targets + channel_targets(settings)
@@ -79,7 +79,7 @@ class ReminderScheduler:
 
     def __init__(
         self,
-        settings: Settings,
+        settings: SchedulerConfig,
         engine: AsyncEngine,
         *,
         policy: Policy | None = None,
@@ -264,13 +264,11 @@ class ReminderScheduler:
         await self.deliverer.close()
 
 
-async def run_scheduler(settings: Settings, stop: Any = None) -> None:
-    """The production loop: ``crm-tracker scheduler`` and the in-process one of ``up``."""
+async def run_scheduler(settings: SchedulerConfig, engine: AsyncEngine, stop: Any = None) -> None:
+    """The production loop: ``crm-tracker scheduler`` and the in-process one of ``up``, on
+    an engine its caller owns."""
     import asyncio
 
-    from models.db import make_engine
-
-    engine = make_engine(settings.db_url, writer=True)
     sched = ReminderScheduler(settings, engine)
     stop = stop or asyncio.Event()
     try:
@@ -284,4 +282,3 @@ async def run_scheduler(settings: Settings, stop: Any = None) -> None:
         await stop.wait()
     finally:
         await sched.stop()
-        await engine.dispose()

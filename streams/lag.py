@@ -34,8 +34,7 @@ from prometheus_client import Counter, Gauge
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from crmtracker.broker import kafka_client_args
-from crmtracker.settings import Settings
+from config import KafkaConfig, LagConfig
 from models.lag import LagStatus, Observation, evaluate, rate, worst
 from models.tables import WorkerPositionRow
 
@@ -83,12 +82,12 @@ class Offsets:
 
 
 async def read_offsets(
-    settings: Settings, group: str, topics: list[str], *, timeout: float = 5.0
+    kafka: KafkaConfig, group: str, topics: list[str], *, timeout: float = 5.0
 ) -> dict[TopicPartition, Offsets]:
     """Committed offset, end offset and the oldest unprocessed message, per partition."""
-    client = kafka_client_args(settings)
+    client = kafka.client_args()
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.bootstrap,
+        bootstrap_servers=kafka.bootstrap,
         group_id=None,  # a reader, not a member: it never joins or commits for the group
         enable_auto_commit=False,
         auto_offset_reset="earliest",
@@ -99,7 +98,7 @@ async def read_offsets(
         fetch_max_wait_ms=100,
         **client,
     )
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap, **client)
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka.bootstrap, **client)
     try:  # a cancelled sample (API shutdown) must still close both clients
         await consumer.start()
         await admin.start()
@@ -182,12 +181,12 @@ def _time_lag(latest: Observation, oldest_ts: float | None) -> float | None:
 class LagMonitor:
     """Samples the group's offsets and keeps a sliding window of observations per partition."""
 
-    def __init__(self, settings: Settings, engine: AsyncEngine | None = None) -> None:
-        self.settings = settings
+    def __init__(self, config: LagConfig, engine: AsyncEngine | None = None) -> None:
+        self.kafka = config.kafka
         self.engine = engine
-        self.window = settings.lag_window_seconds
-        self.groups = [settings.group_id]
-        self.topics = settings.topics.inputs
+        self.window = config.lag_window_seconds
+        self.groups = [config.kafka.group_id]
+        self.topics = config.topics.inputs
         self.history: dict[Key, deque[Observation]] = {}
         self.oldest: dict[Key, float | None] = {}
         self.sampled_at: float | None = None
@@ -204,7 +203,7 @@ class LagMonitor:
         now = time.time()
         try:
             for group in self.groups:
-                offsets = await read_offsets(self.settings, group, self.topics)
+                offsets = await read_offsets(self.kafka, group, self.topics)
                 reported = None
                 if self.engine is not None:
                     since = datetime.fromtimestamp(now - self.window, UTC)

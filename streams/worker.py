@@ -30,11 +30,10 @@ from aiokafka.errors import ConsumerStoppedError, KafkaError
 from faust.app.base import BootStrategy
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, wait_exponential
 
-from crmtracker.broker import kafka_client_args
-from crmtracker.settings import Settings
-from models import visit_ledger
-from models.db import make_engine, upgrade, upsert_positions
+from config import KafkaConfig, TopicSpec, WorkerConfig
+from models.db import upsert_positions
 from models.events import InvalidEvent
 from streams import metrics
 from streams.apply import Applier, BatchResult, Incoming
@@ -116,36 +115,62 @@ class Pipeline:
             log.exception("unexpected failure applying a batch; stopping the worker unacked")
             os._exit(70)
 
+    def _forever(self, on_retry: Callable[[BaseException, float], None]) -> AsyncRetrying:
+        """Retry any ``Exception`` but ``_NotTransient``, forever, waiting 0.2 s doubling up
+        to ``max_backoff``; ``on_retry(error, seconds)`` before each wait."""
+
+        def before_sleep(state: RetryCallState) -> None:
+            assert state.outcome is not None and state.next_action is not None
+            error = state.outcome.exception()
+            assert error is not None
+            on_retry(error, state.next_action.sleep)
+
+        return AsyncRetrying(
+            # never a cancellation (the worker stopping) nor the message's own fault
+            retry=retry_if_exception(
+                lambda exc: isinstance(exc, Exception) and not isinstance(exc, _NotTransient)
+            ),
+            wait=wait_exponential(multiplier=0.2, max=self.max_backoff),
+            before_sleep=before_sleep,
+        )
+
     async def _apply_with_retry(self, msgs: list[Incoming]) -> BatchResult:
-        delay = 0.2
-        while True:
-            loop = asyncio.get_running_loop()
-            started = loop.time()
-            try:
-                result = await self.applier.apply(msgs)
-            except Exception as exc:
-                # an error no rule names is the message's fault only if the database itself
-                # answers; otherwise it is an outage, and nothing may be rejected for it
-                if not is_transient(exc) and await self._database_answers():
-                    raise
-                self.healthy = False
-                metrics.DB_HEALTHY.set(0)
-                self.last_error = f"{type(exc).__name__}: {exc}"[:500]
-                log.warning(
-                    "database unavailable (%s); retrying %d messages from %s in %.1fs",
-                    type(exc).__name__,
-                    len(msgs),
-                    msgs[0].position,
-                    delay,
-                )
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, self.max_backoff)
-                continue
-            self.healthy = True
-            self.last_error = None
-            if self.on_result is not None:
-                self.on_result(result, loop.time() - started)
-            return result
+        def unavailable(exc: BaseException, delay: float) -> None:
+            self.healthy = False
+            metrics.DB_HEALTHY.set(0)
+            self.last_error = f"{type(exc).__name__}: {exc}"[:500]
+            log.warning(
+                "database unavailable (%s); retrying %d messages from %s in %.1fs",
+                type(exc).__name__,
+                len(msgs),
+                msgs[0].position,
+                delay,
+            )
+
+        fault: Exception | None = None
+        try:
+            async for attempt in self._forever(unavailable):
+                with attempt:
+                    loop = asyncio.get_running_loop()
+                    started = loop.time()
+                    try:
+                        result = await self.applier.apply(msgs)
+                    except Exception as exc:
+                        # an error no rule names is the message's fault only if the database
+                        # itself answers; otherwise it is an outage, and nothing may be
+                        # rejected for it
+                        if not is_transient(exc) and await self._database_answers():
+                            raise _NotTransient(exc) from exc
+                        raise
+        except _NotTransient as stop:
+            fault = stop.error
+        if fault is not None:
+            raise fault  # the message's own error, for the caller to isolate
+        self.healthy = True
+        self.last_error = None
+        if self.on_result is not None:
+            self.on_result(result, loop.time() - started)
+        return result
 
     async def _database_answers(self) -> bool:
         try:
@@ -174,29 +199,30 @@ class Pipeline:
         await asyncio.gather(*(self._send_deadletter(m, r) for m, r in result.rejected))
 
     async def _reject_unappliable(self, msg: Incoming, reason: str) -> None:
-        # Record it like any rejected message, so it stays visible and can be re-driven.
-        delay = 0.2
-        while True:
-            try:
+        # Record it like any rejected message, so it stays visible and can be re-driven; the
+        # database may be the problem: wait for it
+        async for attempt in self._forever(
+            lambda exc, _: log.warning("cannot record rejected %s yet: %s", msg.position, exc)
+        ):
+            with attempt:
                 await self.applier.record_rejected([(msg, InvalidEvent(reason))])
-                metrics.count_rejected(msg)
-                break
-            except Exception as exc:  # the database may be the problem: wait for it
-                log.warning("cannot record rejected %s yet: %s", msg.position, exc)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, self.max_backoff)
+        metrics.count_rejected(msg)
         await self._send_deadletter(msg, f"{msg.position}: {reason}")
 
     async def _send_deadletter(self, msg: Incoming, reason: str) -> None:
-        delay = 0.2
-        while True:
-            try:
+        async for attempt in self._forever(
+            lambda exc, _: log.warning("dead-letter publish failed (%s); retrying", exc)
+        ):
+            with attempt:
                 await self.deadletter(msg, reason)
-                return
-            except Exception as exc:
-                log.warning("dead-letter publish failed (%s); retrying", exc)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, self.max_backoff)
+
+
+class _NotTransient(Exception):
+    """Stops the retrying: the message, not the database, is at fault (``error``)."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__(error)
+        self.error = error
 
 
 def deadletter_value(msg: Incoming, reason: str) -> bytes:
@@ -215,52 +241,68 @@ def deadletter_value(msg: Incoming, reason: str) -> bytes:
     ).encode()
 
 
-def broker_credentials(settings: Settings) -> Any:
+def broker_credentials(kafka: KafkaConfig) -> Any:
     """faust's form of the security settings (same TLS context as every other client)."""
-    args = kafka_client_args(settings)
+    args = kafka.client_args()
     ssl_context = args.get("ssl_context")
-    if settings.kafka_security_protocol in ("SASL_PLAINTEXT", "SASL_SSL"):
+    if kafka.security_protocol in ("SASL_PLAINTEXT", "SASL_SSL"):
         return faust.SASLCredentials(
             username=cast(str | None, args["sasl_plain_username"]),
             password=cast(str | None, args["sasl_plain_password"]),
             ssl_context=cast(ssl.SSLContext | None, ssl_context),
-            mechanism=settings.kafka_sasl_mechanism,
+            mechanism=kafka.sasl_mechanism,
         )
-    if settings.kafka_security_protocol == "SSL":
+    if kafka.security_protocol == "SSL":
         return faust.SSLCredentials(cast(ssl.SSLContext | None, ssl_context))
     return None
 
 
-def create_app(settings: Settings) -> faust.App:
-    """Build the faust app and how it reads (``settings.consumer``); nothing connects until it
-    starts."""
+def faust_app(cfg: WorkerConfig) -> faust.App:
+    """The faust app of the worker, reading nothing yet (``serve_direct``/``serve_agents``
+    give it its way to read); nothing connects until it starts."""
     app = faust.App(
-        settings.group_id,
-        broker=[f"kafka://{h.strip()}" for h in settings.bootstrap.split(",")],
-        broker_credentials=broker_credentials(settings),
+        cfg.kafka.group_id,
+        broker=[f"kafka://{h.strip()}" for h in cfg.kafka.bootstrap.split(",")],
+        broker_credentials=broker_credentials(cfg.kafka),
         store="memory://",
         autodiscover=False,
         web_enabled=False,
         value_serializer="raw",
         key_serializer="raw",
-        topic_partitions=settings.topic_partitions,
-        topic_replication_factor=settings.topic_replication,
+        topic_partitions=cfg.topics.partitions,
+        topic_replication_factor=cfg.topics.replication,
         consumer_auto_offset_reset="earliest",
-        broker_session_timeout=settings.session_timeout,
-        broker_heartbeat_interval=settings.heartbeat_interval,
+        broker_session_timeout=cfg.kafka.session_timeout,
+        broker_heartbeat_interval=cfg.kafka.heartbeat_interval,
         broker_commit_interval=1.0,
         stream_wait_empty=False,
         producer_acks=-1,
     )
-    engine = make_engine(settings.db_url, writer=True)
-    visit_ledger.use_settings(settings)  # notes sealed with this deployment's key
-    applier = Applier(engine, settings.policy)
-    dlt = app.topic(
-        settings.topics.deadletter,
+    if cfg.consumer == "direct":
+        # faust's own consumer reads nothing here: it is not started, and with it neither its
+        # leader assignor (which would join a group and declare a leader topic of its own),
+        # its topic conductor nor its tables. The producer (dead letters), timers and
+        # services start as before; the batch consumer is the group's only member.
+        app.boot_strategy = BootStrategy(app, enable_kafka_consumer=False)
+    return app
+
+
+def faust_topic(app: faust.App, spec: TopicSpec, **kwargs: Any) -> Any:
+    """A raw-bytes faust topic declared (if missing) as ``spec`` says: the same partitions,
+    replication and config (compaction) as ``crm-tracker up`` creates it with."""
+    return app.topic(
+        spec.name,
         key_serializer="raw",
         value_serializer="raw",
-        partitions=settings.topic_partitions,
+        partitions=spec.partitions,
+        replicas=spec.replication,
+        config=dict(spec.config),
+        **kwargs,
     )
+
+
+def deadletter_sender(app: faust.App, dlt: Any) -> DeadLetter:
+    """Publishes a rejected message's dead-letter record with the app's producer."""
 
     async def send_deadletter(msg: Incoming, reason: str) -> None:
         await app.producer.send_and_wait(
@@ -272,44 +314,31 @@ def create_app(settings: Settings) -> faust.App:
             headers=None,
         )
 
-    pipeline = Pipeline(
-        applier,
-        send_deadletter,
-        max_backoff=settings.db_retry_max_backoff,
-        on_result=metrics.observe_batch,
-    )
-    app.pipeline = pipeline  # type: ignore[attr-defined]  # our attribute on faust's App
+    return send_deadletter
 
-    inputs = [
-        app.topic(
-            name,
-            key_serializer="raw",
-            value_serializer="raw",
-            partitions=settings.topic_partitions,
-            acks=True,
-        )
-        for name in settings.topics.inputs
-    ]
-    worker_name = f"{socket.gethostname()}:{os.getpid()}"
 
-    if settings.consumer == "direct":
-        # faust's own consumer reads nothing here: it is not started, and with it neither its
-        # leader assignor (which would join a group and declare a leader topic of its own),
-        # its topic conductor nor its tables. The producer (dead letters), timers and
-        # services start as before; the batch consumer is the group's only member.
-        app.boot_strategy = BootStrategy(app, enable_kafka_consumer=False)
-        direct = DirectConsumer(settings, pipeline, [dlt, *inputs], loop=app.loop)
-        app.service(direct)  # type: ignore[arg-type]  # faust's stub wants a class; an instance works too
+def _worker_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
 
-        @app.timer(interval=2.0)
-        async def record_direct_positions() -> None:
-            await _save_positions(engine, settings.group_id, worker_name, direct.positions())
 
-        return app
+def serve_direct(app: faust.App, direct: DirectConsumer, engine: Any, group: str) -> None:
+    """Run the batch consumer as a service of the app (``CRM_CONSUMER=direct``), recording
+    its positions for /readyz and the lag view."""
+    app.service(direct)  # type: ignore[arg-type]  # faust's stub wants a class; an instance works too
+    worker_name = _worker_name()
 
+    @app.timer(interval=2.0)
+    async def record_direct_positions() -> None:
+        await _save_positions(engine, group, worker_name, direct.positions())
+
+
+def serve_agents(
+    app: faust.App, inputs: list[Any], pipeline: Pipeline, engine: Any, cfg: WorkerConfig
+) -> None:
+    """One faust agent per input topic (``CRM_CONSUMER=agents``)."""
     for topic in inputs:
         app.agent(topic, name=f"apply.{topic.get_topic_name()}", concurrency=1)(
-            _make_agent(pipeline, settings.batch_size, settings.batch_within)
+            _make_agent(pipeline, cfg.batch_size, cfg.batch_within)
         )
 
     @app.on_partitions_assigned.connect
@@ -319,11 +348,11 @@ def create_app(settings: Settings) -> faust.App:
         if assigned is not None:
             metrics.ASSIGNED_PARTITIONS.set(len(assigned))
 
+    worker_name = _worker_name()
+
     @app.timer(interval=2.0)
     async def record_positions() -> None:
-        await _record_positions(app, engine, settings.group_id, worker_name)
-
-    return app
+        await _record_positions(app, engine, cfg.kafka.group_id, worker_name)
 
 
 class DirectConsumer(faust.Service):
@@ -340,7 +369,7 @@ class DirectConsumer(faust.Service):
     """
 
     def __init__(
-        self, settings: Settings, pipeline: Pipeline, topics: list[Any], **kwargs: Any
+        self, settings: WorkerConfig, pipeline: Pipeline, topics: list[Any], **kwargs: Any
     ) -> None:
         super().__init__(**kwargs)
         self.settings = settings
@@ -356,18 +385,18 @@ class DirectConsumer(faust.Service):
             await topic.maybe_declare()
         s = self.settings
         self.consumer = AIOKafkaConsumer(
-            bootstrap_servers=s.bootstrap,
-            group_id=s.group_id,
+            bootstrap_servers=s.kafka.bootstrap,
+            group_id=s.kafka.group_id,
             client_id=f"crm-tracker-worker-{os.getpid()}",
             enable_auto_commit=False,
             auto_offset_reset="earliest",
-            session_timeout_ms=int(s.session_timeout * 1000),
-            heartbeat_interval_ms=int(s.heartbeat_interval * 1000),
+            session_timeout_ms=int(s.kafka.session_timeout * 1000),
+            heartbeat_interval_ms=int(s.kafka.heartbeat_interval * 1000),
             max_poll_records=s.batch_size,
             # an idle partition's fetch waits at most this long for new records: events that
             # trickle in become visible within about this, instead of aiokafka's 0.5 s
             fetch_max_wait_ms=min(100, int(s.batch_within * 1000)),
-            **kafka_client_args(s),
+            **s.kafka.client_args(),
         )
         self.consumer.subscribe(topics=list(s.topics.inputs), listener=_Rebalance(self))
         await self.consumer.start()
@@ -523,14 +552,11 @@ class _Worker(faust.Worker):
         await asyncio.sleep(0.05)
 
 
-def run_worker(settings: Settings) -> None:
-    """``crm-tracker worker``: migrate, then run the faust worker until signalled."""
-    upgrade(settings.db_url)
-    metrics.serve(settings.metrics_port)
-    app = create_app(settings)
+def run(app: faust.App) -> None:
+    """Run the faust worker of ``app`` until signalled."""
     worker = _Worker(app, loglevel="WARNING", quiet=True, redirect_stdouts=False)
     worker.spinner = None  # its terminal escape codes would mangle the output of `up`
     worker.execute_from_commandline()
 
 
-__all__ = ["Pipeline", "create_app", "is_transient", "run_worker"]
+__all__ = ["DirectConsumer", "Pipeline", "faust_app", "is_transient", "run"]

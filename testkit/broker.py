@@ -16,7 +16,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from crmtracker.settings import Settings
+from config import Settings
 from testkit.checks import counts
 
 ROOT = Path(__file__).resolve().parents[1]

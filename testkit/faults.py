@@ -49,9 +49,9 @@ from aiokafka import TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from sqlalchemy.engine import make_url
 
+from config import Settings
 from crmtracker.broker import ensure_topics, free_port
 from crmtracker.embedded_pg import EmbeddedPostgres
-from crmtracker.settings import Settings
 from models.db import make_engine
 from testkit.broker import ROOT, WorkerProcess, isolated_settings, produce, read_topic
 from testkit.checks import assert_tallies, counts

@@ -12,8 +12,8 @@ from typing import Any
 import uvicorn
 
 from api.main import create_app
+from config import Settings
 from crmtracker.broker import free_port
-from crmtracker.settings import Settings
 
 
 class _Server(uvicorn.Server):

@@ -29,7 +29,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     """The lag monitor and its sampler task (entered after the app's lifespan made the
     engine, left before it disposes of it)."""
     settings = app.state.settings
-    monitor = app.state.lag_monitor = LagMonitor(settings, app.state.engine)
+    monitor = app.state.lag_monitor = LagMonitor(settings.lag, app.state.engine)
     sampler = None
     stop = asyncio.Event()
     if settings.lag_sample_seconds > 0:

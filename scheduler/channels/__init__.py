@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from crmtracker.settings import Settings
+from config import SchedulerConfig
 from scheduler.channels.common import notice
 from scheduler.channels.dingtalk import DingTalkRobot, dingtalk_sign
 from scheduler.channels.mail import EmailChannel
@@ -28,7 +28,7 @@ __all__ = [
 ]
 
 
-def channel_targets(settings: Settings) -> list[Any]:
+def channel_targets(settings: SchedulerConfig) -> list[Any]:
     """The channel targets the settings configure (none by default)."""
     timeout = settings.webhook_timeout
     out: list[Any] = [

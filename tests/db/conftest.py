@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from api.main import create_app
-from crmtracker.settings import Settings
+from config import Settings
 from models.db import make_engine
 from models.policy import Policy
 from scheduler.service import ReminderScheduler

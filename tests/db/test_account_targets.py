@@ -9,8 +9,8 @@ from typing import Any
 import httpx
 
 from api.auth import mint_token
-from api.main import create_app
-from crmtracker.settings import Settings
+from config import Settings
+from crmtracker.compose import api_app as create_app
 from models.db import make_engine
 from models.policy import Policy
 from streams.apply import Applier

@@ -16,9 +16,9 @@ import pytest
 from sqlalchemy import func, select
 
 from api.auth import mint_token
-from api.main import create_app
+from config import Settings
 from crmtracker.broker import ensure_topics
-from crmtracker.settings import Settings
+from crmtracker.compose import api_app as create_app
 from models.balances import average_balances, client_averages
 from models.db import make_engine
 from models.events import InvalidEvent, decode_event

@@ -25,9 +25,9 @@ from aiohttp import web
 from aiosmtpd.controller import Controller
 from prometheus_client import REGISTRY
 
-from api.main import create_app
+from config import Settings
 from crmtracker.broker import free_port
-from crmtracker.settings import Settings
+from crmtracker.compose import api_app as create_app
 from models.digest import (
     DIGEST,
     Item,
@@ -527,7 +527,7 @@ def test_up_demo_sends_the_digest_soon_and_keeps_explicit_settings(tmp_path: Pat
     from crmtracker.up import _demo_digest
 
     s = Settings(data_dir=tmp_path)
-    _demo_digest(s)
+    s = _demo_digest(s)
     now = datetime.now(UTC)
     rules = s.notice_rules
     assert rules.quiet_start is None and not rules.quiet_weekends
@@ -537,7 +537,7 @@ def test_up_demo_sends_the_digest_soon_and_keeps_explicit_settings(tmp_path: Pat
         assert digest_day(now, rules) is None  # not yet: two minutes after start
         assert digest_day(now + timedelta(minutes=3), rules) == soon.date()
     kept = Settings(data_dir=tmp_path, digest_time="09:00", quiet_hours="22:00-07:00")
-    _demo_digest(kept)
+    kept = _demo_digest(kept)
     assert kept.digest_time == "09:00" and kept.quiet_hours == "22:00-07:00"
 
 

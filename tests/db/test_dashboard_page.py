@@ -8,8 +8,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from api.main import create_app
-from crmtracker.settings import Settings
+from config import Settings
+from crmtracker import compose
+from crmtracker.compose import api_app as create_app
 
 ASSETS = Path(__file__).resolve().parents[2] / "api" / "static" / "dashboard"
 
@@ -75,7 +76,7 @@ def test_up_banner_prints_dashboard_links(tmp_path: Path) -> None:
     from crmtracker.up import _banner
 
     settings = Settings(data_dir=tmp_path, auth_secret="s" * 40, api_port=8123)
-    secret = settings.signing_secret()
+    secret = compose.signing_secret(settings)
     admin = mint_token(secret, "admin")
     supervisor = mint_token(secret, "supervisor", branches=["b01"])
     lines = _banner(settings, admin, True, supervisor).splitlines()

@@ -15,9 +15,9 @@ import pytest
 from sqlalchemy import select
 
 from api.auth import mint_token
-from api.main import create_app
+from config import Settings
 from crmtracker.broker import EmbeddedBroker, ensure_topics
-from crmtracker.settings import Settings
+from crmtracker.compose import api_app as create_app
 from models.db import make_engine
 from models.events import InvalidEvent, decode_event
 from models.policy import Policy

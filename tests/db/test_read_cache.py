@@ -16,9 +16,9 @@ import httpx
 import pytest
 from sqlalchemy import delete, insert, text, update
 
-from api.main import create_app
 from api.reads import AS_OF, ReadCache
-from crmtracker.settings import Settings
+from config import Settings
+from crmtracker.compose import api_app as create_app
 from models.db import make_engine
 from models.policy import Policy
 from models.tables import (

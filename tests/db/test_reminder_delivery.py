@@ -15,9 +15,9 @@ import pytest
 from prometheus_client import REGISTRY
 from sqlalchemy import select
 
-from api.main import create_app
+from config import Settings
 from crmtracker.broker import EmbeddedBroker, ensure_topics
-from crmtracker.settings import Settings
+from crmtracker.compose import api_app as create_app
 from models.tables import DeliveryRow
 from scheduler.delivery import SIGNATURE_HEADER, WebhookTarget, sign, verify
 from scheduler.service import ReminderScheduler, default_targets

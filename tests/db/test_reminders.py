@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
-from crmtracker.settings import Settings
+from config import Settings
 from models.db import make_engine
 from models.policy import Policy
 from models.tables import ClientRow, OutboxRow

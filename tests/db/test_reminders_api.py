@@ -10,8 +10,8 @@ from typing import Any
 import httpx
 import pytest
 
-from api.main import create_app
-from crmtracker.settings import Settings
+from config import Settings
+from crmtracker.compose import api_app as create_app
 from testkit.api import SECRET, auth
 from testkit.reminders import World, day, iso
 

@@ -17,8 +17,8 @@ import httpx
 import pytest
 from sqlalchemy import select, text
 
-from api.main import create_app
-from crmtracker.settings import Settings
+from config import Settings
+from crmtracker.compose import api_app as create_app
 from models import visit_ledger
 from models.db import make_engine
 from models.tables import VisitRow

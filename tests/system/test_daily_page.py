@@ -15,7 +15,7 @@ import httpx
 import openpyxl
 
 from api.auth import mint_token
-from crmtracker.settings import Settings
+from config import Settings
 from models.db import make_engine
 from models.policy import Policy
 from streams.apply import Applier

@@ -24,9 +24,9 @@ import httpx
 import pytest
 
 from api.auth import mint_token
+from config import Settings
 from crmtracker.broker import EmbeddedBroker, ensure_topics
-from crmtracker.demo import DemoGenerator
-from crmtracker.settings import Settings
+from demo import DemoGenerator
 from models.db import make_engine
 from testkit.broker import WorkerProcess, isolated_settings, produce
 from testkit.browser import chromium, new_page

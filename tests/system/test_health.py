@@ -11,9 +11,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from api.main import create_app
+from config import Settings
+from crmtracker import compose
 from crmtracker.broker import EmbeddedBroker, ensure_topics
-from crmtracker.settings import Settings
+from crmtracker.compose import api_app as create_app
 from testkit.broker import WorkerProcess, isolated_settings, produce
 
 
@@ -85,7 +86,7 @@ async def test_lag_when_the_broker_cannot_be_read(tmp_path: Path, sqlite_url: st
         auth_secret="health-test-secret-" + "h" * 40,
     )
     failures = REGISTRY.get_sample_value("crm_lag_sample_failures_total") or 0.0
-    ops = {"Authorization": f"Bearer {mint_token(settings.signing_secret(), 'ops')}"}
+    ops = {"Authorization": f"Bearer {mint_token(compose.signing_secret(settings), 'ops')}"}
     async with api_client(settings) as c:
         r = await c.get("/v1/ops/lag", headers=ops)
         assert r.status_code == 503
@@ -129,7 +130,7 @@ async def test_lag_falls_back_to_the_workers_reports(tmp_path: Path, sqlite_url:
         ],
     )
     await engine.dispose()
-    ops = {"Authorization": f"Bearer {mint_token(settings.signing_secret(), 'ops')}"}
+    ops = {"Authorization": f"Bearer {mint_token(compose.signing_secret(settings), 'ops')}"}
     async with api_client(settings) as c:
         r = await c.get("/v1/ops/lag", headers=ops)
     assert r.status_code == 200, r.text

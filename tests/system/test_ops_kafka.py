@@ -19,9 +19,10 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
 
 from api.auth import mint_token
-from api.main import create_app
+from config import Settings
+from crmtracker import compose
 from crmtracker.broker import EmbeddedBroker, ensure_topics, free_port
-from crmtracker.settings import Settings
+from crmtracker.compose import api_app as create_app
 from models.db import make_engine
 from streams.lag import LagMonitor
 from testkit.broker import WorkerProcess, isolated_settings, wait_for_counts
@@ -249,7 +250,7 @@ async def test_metrics_count_what_was_sent(settings_api: Settings, tmp_path: Pat
 
         # the API: stored counts from the database, lag sampled from the broker
         app = create_app(settings)
-        secret = settings.signing_secret()
+        secret = compose.signing_secret(settings)
         ops = {"Authorization": f"Bearer {mint_token(secret, 'ops')}"}
         manager = {"Authorization": f"Bearer {mint_token(secret, 'manager', manager_id='m')}"}
         async with app.router.lifespan_context(app):

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 
+from config import Settings
 from crmtracker.broker import EmbeddedBroker, ensure_topics
-from crmtracker.settings import Settings
 from models.db import make_engine
 from testkit.broker import (
     WorkerProcess,

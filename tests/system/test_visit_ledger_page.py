@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from api.auth import mint_token
-from crmtracker.settings import Settings
+from config import Settings
 from testkit.browser import new_page
 from testkit.ledger import SECRET, audit_rows, fill, note
 from testkit.paths import ARTIFACTS

@@ -18,8 +18,8 @@ import httpx
 import jsonschema_rs
 import pytest
 
-from crmtracker import contract
 from crmtracker.broker import EmbeddedBroker
+from models import contract
 from models.events import PAYLOADS
 from models.reminders import outbox_rows
 from streams.apply import Incoming
@@ -65,7 +65,7 @@ def test_every_registered_event_type_has_a_topic_a_key_and_a_message() -> None:
     doc = contract.asyncapi()
     addresses = {c["address"]: c for c in doc["channels"].values()}
     for event_type in PAYLOADS:
-        assert event_type in contract.TOPICS, f"{event_type} has no topic in crmtracker.contract"
+        assert event_type in contract.TOPICS, f"{event_type} has no topic in models.contract"
         channel = addresses[contract.TOPICS[event_type][1]]
         assert event_type in channel["messages"]
         key = doc["components"]["messages"][event_type]["bindings"]["kafka"]["key"]
@@ -131,8 +131,8 @@ def test_the_output_schemas_describe_what_the_product_writes() -> None:
 
 
 def test_asyncapi_is_served_without_a_token_with_the_configured_topics(tmp_path: Path) -> None:
-    from api.main import create_app
-    from crmtracker.settings import Settings
+    from config import Settings
+    from crmtracker.compose import api_app as create_app
 
     settings = Settings(
         data_dir=tmp_path,

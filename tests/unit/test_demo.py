@@ -17,7 +17,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from crmtracker.demo import ROLES, DemoGenerator, DemoMessage, run_demo
+from demo import ROLES, DemoGenerator, DemoMessage, run_demo
 
 TZ = ZoneInfo("Asia/Shanghai")
 NOW = datetime(2026, 11, 20, 9, 15, 0, tzinfo=TZ)
@@ -134,7 +134,7 @@ def test_identical_across_processes() -> None:
     # Set iteration order of strings varies with PYTHONHASHSEED; the output must not.
     code = (
         "import hashlib; from datetime import datetime; from zoneinfo import ZoneInfo;"
-        "from crmtracker.demo import DemoGenerator;"
+        "from demo import DemoGenerator;"
         "now = datetime(2026, 11, 20, 9, 15, tzinfo=ZoneInfo('Asia/Shanghai'));"
         "g = DemoGenerator(now=lambda: now);"
         "h = hashlib.sha256();"

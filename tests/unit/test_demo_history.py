@@ -19,7 +19,7 @@ import httpx
 import pytest
 
 from crmtracker.broker import free_port
-from crmtracker.demo import DemoGenerator, run_demo
+from demo import DemoGenerator, run_demo
 
 TZ = ZoneInfo("Asia/Shanghai")
 ROOT = Path(__file__).resolve().parents[2]

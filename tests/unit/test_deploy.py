@@ -374,7 +374,7 @@ ENV_OUTSIDE_SETTINGS = {"CRM_LOG_LEVEL"}
 
 
 def _settings_env() -> set[str]:
-    from crmtracker.settings import Settings
+    from config import Settings
 
     return {"CRM_" + name.upper() for name in Settings.model_fields}
 

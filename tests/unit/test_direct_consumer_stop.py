@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from aiokafka.errors import ConsumerStoppedError
 
-from crmtracker.settings import Settings
+from config import Settings
 from streams.worker import DirectConsumer
 
 

@@ -49,7 +49,7 @@ def test_processes_create_their_loops_of_the_chosen_kind(
 
 
 def test_child_processes_get_the_same_choice(tmp_path: Path) -> None:
-    from crmtracker.settings import Settings
+    from config import Settings
 
     s = Settings(data_dir=tmp_path, event_loop="asyncio")
     assert s.child_env()["CRM_EVENT_LOOP"] == "asyncio"

@@ -6,9 +6,9 @@ from __future__ import annotations
 import asyncio
 import json
 
-from api.main import create_app
 from api.make_examples import EXAMPLES, _collect
-from crmtracker.settings import Settings
+from config import Settings
+from crmtracker.compose import api_app as create_app
 from testkit.paths import VECTORS
 
 

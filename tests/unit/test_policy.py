@@ -143,7 +143,7 @@ def test_a_bad_policy_file_is_refused_naming_the_key(tmp_path: Path, text: str, 
 def test_settings_pass_the_policy_to_child_processes(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from crmtracker.settings import Settings
+    from config import Settings
 
     f = tmp_path / "bank.toml"
     f.write_text('[assessment]\ncompletion_cap = "1.5"\n')

@@ -1,13 +1,15 @@
-"""The one settings object (env prefix ``CRM_``, also read from ``.env``).
+"""The one settings object (env prefix ``CRM_``, also read from ``.env``), frozen.
 
-Built once in the composition root (the CLI) and passed down to the faust app, the database
-engine, the API and the scheduler. No other module reads ``os.environ``.
+Built once by the command line and never changed: a command that needs other values (``up
+--demo``, ``up --postgres``) builds a new one with ``replaced``. Each component takes its own
+small config derived from it (``worker``, ``api``, ``scheduler``, ``lag``); ``crmtracker.compose``
+builds the engines, secrets and clients from them. No other module reads ``os.environ``, and
+nothing here does I/O but reading the environment and the policy file.
 """
 
 from __future__ import annotations
 
 import json
-import secrets
 from dataclasses import replace
 from datetime import timedelta
 from decimal import Decimal
@@ -19,51 +21,14 @@ from zoneinfo import ZoneInfo
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from config.components import ApiConfig, LagConfig, SchedulerConfig, WorkerConfig, derive
+from config.kafka import KafkaConfig, SaslMechanism, SecurityProtocol
+from config.topics import TopicNames
 from models.policy import Policy
 from models.policy_file import load_policy, merge_layers
 
 if TYPE_CHECKING:
     from models.digest import NoticeRules
-
-
-class TopicNames:
-    """Resolved topic names (prefix applied)."""
-
-    def __init__(self, settings: Settings) -> None:
-        p = settings.topic_prefix
-        self.transactions = p + settings.topic_transactions
-        self.accounts = p + settings.topic_accounts
-        self.visits = p + settings.topic_visits
-        self.clients = p + settings.topic_clients
-        self.managers = p + settings.topic_managers
-        self.balances = p + settings.topic_balances
-        self.reminders = p + settings.topic_reminders
-        self.deadletter = p + settings.topic_deadletter
-
-    @property
-    def inputs(self) -> list[str]:
-        return [
-            self.managers,
-            self.clients,
-            self.transactions,
-            self.accounts,
-            self.visits,
-            self.balances,
-        ]
-
-    @property
-    def outputs(self) -> list[str]:
-        return [self.reminders, self.deadletter]
-
-    @property
-    def reference(self) -> set[str]:
-        """The reference-data topics (who the clients and managers are)."""
-        return {self.clients, self.managers}
-
-    @property
-    def compacted(self) -> set[str]:
-        """Topics created compacted: the reference data (the latest record per key counts)."""
-        return self.reference
 
 
 PLACEHOLDER_SECRETS = frozenset(
@@ -73,7 +38,7 @@ PLACEHOLDER_SECRETS = frozenset(
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
-        env_prefix="CRM_", env_file=".env", extra="ignore", frozen=False
+        env_prefix="CRM_", env_file=".env", extra="ignore", frozen=True
     )
 
     # --- Kafka ---------------------------------------------------------------------------
@@ -81,8 +46,8 @@ class Settings(BaseSettings):
     """Absent: the embedded Tansu broker (dev and tests only)."""
     kafka_port: int = 9092
     """Port of the embedded broker."""
-    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
-    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = "PLAIN"
+    kafka_security_protocol: SecurityProtocol = "PLAINTEXT"
+    kafka_sasl_mechanism: SaslMechanism = "PLAIN"
     kafka_sasl_username: str | None = None
     kafka_sasl_password: SecretStr | None = None
     kafka_ssl_cafile: str | None = None
@@ -277,7 +242,41 @@ class Settings(BaseSettings):
 
     @cached_property
     def topics(self) -> TopicNames:
-        return TopicNames(self)
+        return TopicNames.of(self)
+
+    @cached_property
+    def kafka(self) -> KafkaConfig:
+        return KafkaConfig(
+            bootstrap=self.bootstrap,
+            group_id=self.group_id,
+            session_timeout=self.session_timeout,
+            heartbeat_interval=self.heartbeat_interval,
+            embedded=self.embedded_broker,
+            security_protocol=self.kafka_security_protocol,
+            sasl_mechanism=self.kafka_sasl_mechanism,
+            sasl_username=self.kafka_sasl_username,
+            sasl_password=self.kafka_sasl_password,
+            ssl_cafile=self.kafka_ssl_cafile,
+            ssl_certfile=self.kafka_ssl_certfile,
+            ssl_keyfile=self.kafka_ssl_keyfile,
+        )
+
+    # --- what each component takes -------------------------------------------------------
+    @cached_property
+    def worker(self) -> WorkerConfig:
+        return derive(WorkerConfig, self)
+
+    @cached_property
+    def api(self) -> ApiConfig:
+        return derive(ApiConfig, self)
+
+    @cached_property
+    def scheduler(self) -> SchedulerConfig:
+        return derive(SchedulerConfig, self)
+
+    @cached_property
+    def lag(self) -> LagConfig:
+        return derive(LagConfig, self)
 
     @property
     def tz(self) -> ZoneInfo:
@@ -354,41 +353,42 @@ class Settings(BaseSettings):
             return "CRM_AUTH_SECRET is a placeholder or shorter than 32 characters"
         return None
 
-    def signing_secret(self) -> str:
-        """The token secret: configured, or generated once in the data directory."""
-        if self.auth_secret is not None:
-            return self.auth_secret.get_secret_value()
-        path = self.data_dir / "signing-secret"
-        if path.exists():
-            return path.read_text().strip()
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        secret = secrets.token_urlsafe(48)
-        path.write_text(secret + "\n")
-        path.chmod(0o600)
-        return secret
+    def replaced(self, **changes: Any) -> Settings:
+        """A new settings value with these fields changed (this one stays as it is)."""
+        new = self.model_copy(update=changes)
+        for name in _DERIVED:  # computed from the old values: computed again on use
+            new.__dict__.pop(name, None)
+        return new
 
     def child_env(self) -> dict[str, str]:
-        """Environment for a child process (worker) so it sees the same configuration."""
-        env = {
-            "CRM_KAFKA_BOOTSTRAP": self.bootstrap,
-            "CRM_KAFKA_SESSION_TIMEOUT": str(self.session_timeout),
-            "CRM_KAFKA_HEARTBEAT_INTERVAL": str(self.heartbeat_interval),
-            "CRM_DATABASE_URL": self.db_url,
-            "CRM_DATA_DIR": str(self.data_dir.resolve()),
-            "CRM_POLICY_OVERRIDES": json.dumps(self._policy_layers()),
-            "CRM_TOPIC_PREFIX": self.topic_prefix,
-            "CRM_TOPIC_PARTITIONS": str(self.topic_partitions),
-            "CRM_GROUP_ID": self.group_id,
-            "CRM_BATCH_SIZE": str(self.batch_size),
-            "CRM_BATCH_WITHIN": str(self.batch_within),
-            "CRM_CONSUMER": self.consumer,
-            "CRM_EVENT_LOOP": self.event_loop,
-            "CRM_METRICS_PORT": str(self.metrics_port),
-            "CRM_MAX_FUTURE_SKEW": str(self.max_future_skew),
+        """Environment for a child process (worker) so it sees the same configuration.
+
+        One rule: every setting that has a value, as its ``CRM_`` variable, in the form it is
+        read back (the derived ones resolved: broker address, group timing, database URL,
+        absolute paths). Secrets are left out: the child reads them where this process did
+        (its environment, ``.env``).
+        """
+        resolved: dict[str, Any] = {
+            "kafka_bootstrap": self.bootstrap,
+            "kafka_session_timeout": self.session_timeout,
+            "kafka_heartbeat_interval": self.heartbeat_interval,
+            "database_url": self.db_url,
+            "data_dir": str(self.data_dir.resolve()),
+            "policy_file": str(self.policy_file.resolve()) if self.policy_file else None,
         }
-        if self.policy_file is not None:
-            env["CRM_POLICY_FILE"] = str(self.policy_file.resolve())
+        values = self.model_dump(mode="json")
+        env: dict[str, str] = {}
+        for name, info in type(self).model_fields.items():
+            if "SecretStr" in str(info.annotation):
+                continue
+            value = resolved[name] if name in resolved else values[name]
+            if value is None:
+                continue
+            env[f"CRM_{name.upper()}"] = value if isinstance(value, str) else json.dumps(value)
         return env
+
+
+_DERIVED = ("topics", "kafka", "worker", "api", "scheduler", "lag", "policy")
 
 
 def async_db_url(url: str) -> str:
