@@ -21,7 +21,7 @@ import pytest
 from crmtracker import contract
 from crmtracker.broker import EmbeddedBroker
 from models.events import PAYLOADS
-from models.reminders import outbox_rows
+from reminders.outbox import outbox_rows
 from streams.apply import Incoming
 from streams.worker import deadletter_value
 from tests.conftest import VECTORS

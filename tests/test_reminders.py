@@ -19,7 +19,8 @@ from crmtracker.settings import Settings
 from models.db import make_engine
 from models.policy import Policy
 from models.tables import ClientRow, OutboxRow, ReminderRow
-from models.visits import ClientClock, due_dates, overdue_days, resets_post_loan_clock
+from models.visits import overdue_days, resets_post_loan_clock
+from reminders.rules import ClientClock, due_dates
 from scheduler.service import ReminderScheduler
 from streams.apply import Applier
 from tests.test_apply import Feed, env
@@ -327,7 +328,7 @@ async def test_tier_change_override_and_transfer_recompute(world: World) -> None
 
 
 async def test_snooze_wakes_and_fires_again(world: World) -> None:
-    from models.reminders import snooze
+    from reminders.store import snooze
 
     w = world
     await w.client("c1", day(-32))  # due on day -2
@@ -350,7 +351,7 @@ async def test_snooze_wakes_and_fires_again(world: World) -> None:
 
 
 async def test_recompute_all_applies_a_policy_change(world: World) -> None:
-    from models.reminders import recompute_all
+    from reminders.service import recompute_all
 
     w = world
     for i in range(7):
@@ -435,7 +436,7 @@ async def test_a_scan_racing_a_visit_never_leaves_a_stale_reminder(
         pytest.skip("SQLite has one writer at a time: the scan waits for the worker")
     from sqlalchemy import update
 
-    from models.reminders import recompute_due
+    from reminders.service import recompute_due
 
     w = world
     await w.client("c1", day(-31))  # due day -1
