@@ -186,89 +186,6 @@ async def fire_alerts(
     return created
 
 
-# --- the scheduler's steps -----------------------------------------------------------------
-async def fire_due(
-    conn: AsyncConnection,
-    kind: str,
-    now: datetime,
-    policy: Policy,
-    *,
-    after: store.Cursor | None,
-    limit: int,
-    source: str,
-) -> Page:
-    """Fire reminders for the next ``limit`` clients (in due order, after ``after``) whose
-    clock of this kind has run out and that have no reminder for that due instant yet; the
-    clients stay locked until the reminders commit (store.due_clients).
-
-    The page holds the reminders this call created (another scheduler may have created the
-    rest: ON CONFLICT DO NOTHING keeps one per (client, kind, due_at))."""
-    due = await store.due_clients(
-        conn, kind, after_due=None, until=now, sent=ReminderRow, after=after, limit=limit, lock=True
-    )
-    rows = [store.new_reminder(d.client_id, kind, d.due_at, d, now) for d in due]
-    created = await store.add_reminders(conn, rows)
-    await write_events(conn, "reminder.fired", created, now, policy.tz, source)
-    return Page(created, _cursor(due))
-
-
-async def heads_up_due(
-    conn: AsyncConnection,
-    kind: str,
-    now: datetime,
-    policy: Policy,
-    *,
-    after: store.Cursor | None,
-    limit: int,
-    source: str,
-) -> Page:
-    """ "Due in N days" notices (``reminder.heads_up``, policy ``heads_up_enabled``): one per
-    (client, kind, due instant) coming due within ``heads_up_days``; same paging as
-    :func:`fire_due`. The payload has no reminder yet (``reminder_id`` null, status
-    ``upcoming``, negative ``overdue_days``)."""
-    due = await store.due_clients(
-        conn,
-        kind,
-        after_due=now,
-        until=heads_up_horizon(now, policy),
-        sent=HeadsUpRow,
-        after=after,
-        limit=limit,
-        lock=False,
-    )
-    sent = await store.add_heads_ups(conn, kind, due, now)
-    await write_events(conn, "reminder.heads_up", sent, now, policy.tz, source)
-    return Page(sent, _cursor(due))
-
-
-async def unsnooze_due(
-    conn: AsyncConnection, now: datetime, policy: Policy, *, limit: int, source: str
-) -> Page:
-    """Wake snoozed reminders whose snooze ran out; they fire again (``reminder.fired``)."""
-    woken = await store.unsnooze(conn, now, limit=limit)
-    await write_events(conn, "reminder.fired", woken, now, policy.tz, source)
-    return Page(woken, _more(woken, limit))
-
-
-async def escalate_due(
-    conn: AsyncConnection,
-    now: datetime,
-    policy: Policy,
-    rules: NoticeRules,
-    channels: Iterable[str],
-    *,
-    limit: int,
-    source: str,
-) -> Page:
-    """Escalate reminders still unanswered a grace period after their due instant (a departed
-    manager's at once), and push one message per supervisor about them, quiet hours or not,
-    in the same transaction."""
-    done = await store.escalate(conn, now, escalation_cutoff(now, policy), limit=limit)
-    await write_events(conn, "reminder.escalated", done, now, policy.tz, source)
-    pushes = await write_escalation_notices(conn, done, now, rules, channels, source=source)
-    return Page(done, _more(done, limit), pushes)
-
-
 # --- the scan ------------------------------------------------------------------------------
 class TierCheck(Protocol):
     """The balances' tier check (streams/balances.py ``check_tiers``): fires ``tier_drop``
@@ -280,7 +197,10 @@ class TierCheck(Protocol):
 
 
 @dataclass(frozen=True)
-class ScanConfig:
+class Scan:
+    """What one scan needs: its instant and the settings it runs under."""
+
+    now: datetime
     policy: Policy
     rules: NoticeRules
     channels: Sequence[str] = ()
@@ -289,6 +209,73 @@ class ScanConfig:
     source: str = SCHEDULER_SOURCE
     check_tiers: TierCheck | None = None
     """Run once per scan, on one chunk of clients, before escalation."""
+
+
+async def fire_due(conn: AsyncConnection, s: Scan, kind: str, after: Any) -> Page:
+    """Fire reminders for the next ``chunk`` clients (in due order, after ``after``) whose
+    clock of this kind has run out and that have no reminder for that due instant yet; the
+    clients stay locked until the reminders commit (store.due_clients).
+
+    The page holds the reminders this call created (another scheduler may have created the
+    rest: ON CONFLICT DO NOTHING keeps one per (client, kind, due_at))."""
+    due = await store.due_clients(
+        conn,
+        kind,
+        after_due=None,
+        until=s.now,
+        sent=ReminderRow,
+        after=after,
+        limit=s.chunk,
+        lock=True,
+    )
+    rows = [store.new_reminder(d.client_id, kind, d.due_at, d, s.now) for d in due]
+    created = await store.add_reminders(conn, rows)
+    await write_events(conn, "reminder.fired", created, s.now, s.policy.tz, s.source)
+    return Page(created, _cursor(due))
+
+
+async def heads_up_due(conn: AsyncConnection, s: Scan, kind: str, after: Any) -> Page:
+    """ "Due in N days" notices (``reminder.heads_up``, policy ``heads_up_enabled``): one per
+    (client, kind, due instant) coming due within ``heads_up_days``; same paging as
+    :func:`fire_due`. The payload has no reminder yet (``reminder_id`` null, status
+    ``upcoming``, negative ``overdue_days``)."""
+    due = await store.due_clients(
+        conn,
+        kind,
+        after_due=s.now,
+        until=heads_up_horizon(s.now, s.policy),
+        sent=HeadsUpRow,
+        after=after,
+        limit=s.chunk,
+        lock=False,
+    )
+    sent = await store.add_heads_ups(conn, kind, due, s.now)
+    await write_events(conn, "reminder.heads_up", sent, s.now, s.policy.tz, s.source)
+    return Page(sent, _cursor(due))
+
+
+async def unsnooze_due(conn: AsyncConnection, s: Scan, _after: Any = None) -> Page:
+    """Wake snoozed reminders whose snooze ran out; they fire again (``reminder.fired``)."""
+    woken = await store.unsnooze(conn, s.now, limit=s.chunk)
+    await write_events(conn, "reminder.fired", woken, s.now, s.policy.tz, s.source)
+    return Page(woken, _more(woken, s.chunk))
+
+
+async def escalate_due(conn: AsyncConnection, s: Scan, _after: Any = None) -> Page:
+    """Escalate reminders still unanswered a grace period after their due instant (a departed
+    manager's at once), and push one message per supervisor about them, quiet hours or not,
+    in the same transaction."""
+    done = await store.escalate(conn, s.now, escalation_cutoff(s.now, s.policy), limit=s.chunk)
+    await write_events(conn, "reminder.escalated", done, s.now, s.policy.tz, s.source)
+    pushes = await write_escalation_notices(conn, done, s.now, s.rules, s.channels, source=s.source)
+    return Page(done, _more(done, s.chunk), pushes)
+
+
+async def tier_drops_due(conn: AsyncConnection, s: Scan, _after: Any = None) -> Page:
+    """One chunk of the balances' tier check (``tier_drop`` alerts), if the scan has one."""
+    if s.check_tiers is None:
+        return Page([])
+    return Page(await s.check_tiers(conn, s.policy, s.now, limit=s.chunk))
 
 
 @dataclass
@@ -306,32 +293,18 @@ class ScanResult:
         return sum(self.fired.values())
 
 
-async def scan(engine: AsyncEngine, cfg: ScanConfig, now: datetime) -> ScanResult:
+async def scan(engine: AsyncEngine, s: Scan) -> ScanResult:
     """Wake expired snoozes, fire every reminder that is due, heads-ups, the tier check, then
     escalate (a reminder fired late, e.g. after downtime, escalates in the same pass if its
-    grace is over), then the morning digests due at ``now``."""
+    grace is over), then the morning digests due at ``s.now``."""
     out = ScanResult()
-    policy, limit, source = cfg.policy, cfg.chunk, cfg.source
-
-    def unsnooze(conn: AsyncConnection, _after: Any) -> Awaitable[Page]:
-        return unsnooze_due(conn, now, policy, limit=limit, source=source)
-
-    out.woken = await drain(engine, unsnooze)
+    out.woken = await drain(engine, _step(unsnooze_due, s))
     for kind in REMINDER_KINDS:
-        out.fired[kind] = await drain(engine, _paged(fire_due, kind, now, cfg), _fired(kind))
-    if policy.heads_up_enabled:
+        out.fired[kind] = await drain(engine, _step(fire_due, s, kind), _count_fired(kind))
+    if s.policy.heads_up_enabled:
         for kind in REMINDER_KINDS:
-            out.heads_up += await drain(engine, _paged(heads_up_due, kind, now, cfg))
-    if cfg.check_tiers is not None:
-        check = cfg.check_tiers
-
-        async def tiers(conn: AsyncConnection, _after: Any) -> Page:
-            return Page(await check(conn, policy, now, limit=limit))
-
-        out.tier_drops = await drain(engine, tiers)
-
-    def escalate(conn: AsyncConnection, _after: Any) -> Awaitable[Page]:
-        return escalate_due(conn, now, policy, cfg.rules, cfg.channels, limit=limit, source=source)
+            out.heads_up += await drain(engine, _step(heads_up_due, s, kind))
+    out.tier_drops = await drain(engine, _step(tier_drops_due, s))
 
     def escalated(page: Page) -> None:
         out.escalation_notices += page.notices
@@ -339,33 +312,21 @@ async def scan(engine: AsyncEngine, cfg: ScanConfig, now: datetime) -> ScanResul
         for r in page.rows:
             REMINDERS_ESCALATED.labels(r["kind"]).inc()
 
-    out.escalated = await drain(engine, escalate, escalated)
-    out.digests = await digest(engine, cfg, now)
+    out.escalated = await drain(engine, _step(escalate_due, s), escalated)
+    out.digests = await digest(engine, s)
     return out
 
 
-class _KindStep(Protocol):
-    def __call__(
-        self,
-        conn: AsyncConnection,
-        kind: str,
-        now: datetime,
-        policy: Policy,
-        *,
-        after: store.Cursor | None,
-        limit: int,
-        source: str,
-    ) -> Awaitable[Page]: ...
+def _step(fn: Callable[..., Awaitable[Page]], s: Scan, *args: Any) -> Step:
+    """A scan step as :func:`drain` runs it: ``fn(conn, s, *args, after)``."""
 
-
-def _paged(fn: _KindStep, kind: str, now: datetime, cfg: ScanConfig) -> Step:
     def step(conn: AsyncConnection, after: Any) -> Awaitable[Page]:
-        return fn(conn, kind, now, cfg.policy, after=after, limit=cfg.chunk, source=cfg.source)
+        return fn(conn, s, *args, after)
 
     return step
 
 
-def _fired(kind: str) -> Callable[[Page], None]:
+def _count_fired(kind: str) -> Callable[[Page], None]:
     def count(page: Page) -> None:
         if page.rows:
             REMINDERS_FIRED.labels(kind).inc(len(page.rows))
@@ -373,14 +334,14 @@ def _fired(kind: str) -> Callable[[Page], None]:
     return count
 
 
-async def digest(engine: AsyncEngine, cfg: ScanConfig, now: datetime) -> int:
-    """The morning digests due at ``now`` (none outside the digest hours, none twice a day for
-    one person); their contents are read from the state at this moment."""
-    day = digest_day(now, cfg.rules)
-    if day is None or not cfg.channels:
+async def digest(engine: AsyncEngine, s: Scan) -> int:
+    """The morning digests due at ``s.now`` (none outside the digest hours, none twice a day
+    for one person); their contents are read from the state at this moment."""
+    day = digest_day(s.now, s.rules)
+    if day is None or not s.channels:
         return 0
     async with engine.begin() as conn:
-        n = await write_digests(conn, day, now, cfg.rules, cfg.channels, source=cfg.source)
+        n = await write_digests(conn, day, s.now, s.rules, s.channels, source=s.source)
     NOTICES.labels(DIGEST).inc(n)
     return n
 

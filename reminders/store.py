@@ -582,16 +582,7 @@ async def overdue_reminders(conn: AsyncConnection, now: datetime) -> list[Any]:
     return list(
         (
             await conn.execute(
-                select(
-                    ReminderRow.client_id,
-                    ReminderRow.kind,
-                    ReminderRow.due_at,
-                    ReminderRow.status,
-                    ReminderRow.manager_id,
-                    ReminderRow.supervisor_id,
-                    ReminderRow.branch_id,
-                    ClientRow.name,
-                )
+                select(*REMINDER_COLUMNS, ClientRow.name)
                 .select_from(ReminderRow)
                 .outerjoin(ClientRow, ClientRow.client_id == ReminderRow.client_id)
                 .where(ReminderRow.status.in_(OVERDUE_STATUSES), ReminderRow.due_at <= now)

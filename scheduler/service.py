@@ -19,7 +19,7 @@ from reminders.rules import release_at
 from reminders.service import (
     SCHEDULER_SOURCE,
     RecomputeResult,
-    ScanConfig,
+    Scan,
     ScanResult,
     digest,
     recompute_all,
@@ -85,21 +85,21 @@ class ReminderScheduler:
         self._aps: Any = None
 
     # --- one pass of each job (tests call these directly) --------------------------------
-    def scan_config(self) -> ScanConfig:
-        """What a scan needs, as set now (the policy, the notice rules and the channels)."""
-        return ScanConfig(
-            self.policy, self.rules, tuple(self.channels), self.chunk, check_tiers=check_tiers
+    def scan_at(self, now: datetime) -> Scan:
+        """A scan at ``now`` under the policy, notice rules and channels as set now."""
+        return Scan(
+            now, self.policy, self.rules, tuple(self.channels), self.chunk, check_tiers=check_tiers
         )
 
     async def scan_once(self) -> ScanResult:
         """One scan (reminders/service.py ``scan``): wake, fire, heads-ups, tier check,
         escalate, digests."""
-        return await scan(self.engine, self.scan_config(), self.now())
+        return await scan(self.engine, self.scan_at(self.now()))
 
     async def digest_once(self, now: datetime | None = None) -> int:
         """The morning digests due at ``now`` (none outside the digest hours, none twice a
         day for one person); their contents are read from the state at this moment."""
-        return await digest(self.engine, self.scan_config(), now or self.now())
+        return await digest(self.engine, self.scan_at(now or self.now()))
 
     async def deliver_once(self) -> DeliveryResult:
         return await self.deliverer.run_once()
