@@ -6,7 +6,7 @@
 For each database: a fresh, migrated database (a temp SQLite file; a new PostgreSQL
 database) gets N clients (default 1,000,000) over N/200 managers, inserted in bulk (COPY on
 PostgreSQL, executemany on SQLite; the insert figure includes generating the rows) with due dates from the product's own rules
-(``models.visits.due_dates``); a fraction ``--due`` of them is overdue (due 1 minute to
+(``reminders.rules.due_dates``); a fraction ``--due`` of them is overdue (due 1 minute to
 6 days ago, so none is past the escalation grace), the rest due in 1 h to 180 days; 40 % are
 credit clients. Then, with the clock frozen, the real ``ReminderScheduler.scan_once``:
 
@@ -40,7 +40,7 @@ from typing import Any
 from config import Settings
 from models.db import make_engine, upgrade
 from models.policy import TIERS, Policy
-from models.visits import ClientClock, due_dates
+from reminders.rules import ClientClock, due_dates
 from scheduler.service import ReminderScheduler
 
 DEFAULT_PG = "postgresql://postgres@127.0.0.1:5432/test"

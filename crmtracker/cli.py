@@ -172,7 +172,7 @@ def cmd_reminders(args: argparse.Namespace) -> int:
     from datetime import UTC, datetime
 
     from models.db import upgrade
-    from models.reminders import recompute_all
+    from reminders.service import recompute_all
 
     settings = _settings(args)
     upgrade(settings.db_url)

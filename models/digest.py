@@ -1,7 +1,8 @@
-"""What people receive: the morning digest, escalation pushes, quiet hours, routing.
+"""What people receive: the morning digest, escalation pushes, their settings, routing.
 
-Plain functions and values only (no database, no network): the scheduler gathers the rows
-(models/notices.py) and the channels send the result (scheduler/channels/). Texts are in
+Plain functions and values only (no database, no network): the reminder service gathers the
+rows (reminders/service.py), quiet hours and the digest time are applied by
+reminders/rules.py, and the channels send the result (scheduler/channels/). Texts are in
 Chinese by default (the bank's words: 逾期未访客户, 贷后检查), English by setting.
 
 Rules (README "Reminder channels"):
@@ -20,7 +21,7 @@ from __future__ import annotations
 import html
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime, time, timedelta
+from datetime import date, datetime, time
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -73,56 +74,6 @@ class NoticeRules:
     dashboard_url: str = "http://127.0.0.1:8000/dashboard"
     coming_days: int = 7
     """"Coming due this week": due within this many days of the digest."""
-
-
-# --- time rules ----------------------------------------------------------------------------
-def in_quiet_hours(t: datetime, rules: NoticeRules) -> bool:
-    """True when ``t`` (any zone) falls in the bank's quiet hours."""
-    local = t.astimezone(rules.tz)
-    if rules.quiet_weekends and local.weekday() >= 5:
-        return True
-    start, end = rules.quiet_start, rules.quiet_end
-    if start is None or end is None or start == end:
-        return False
-    now = local.time()
-    if start < end:  # e.g. 12:00-13:30
-        return start <= now < end
-    return now >= start or now < end  # across midnight, e.g. 21:00-08:00
-
-
-def quiet_ends(t: datetime, rules: NoticeRules) -> datetime:
-    """The first instant at or after ``t`` outside quiet hours (``t`` itself if not quiet)."""
-    if not in_quiet_hours(t, rules):
-        return t
-    local = t.astimezone(rules.tz)
-    for step in range(9):  # at most a weekend plus a night
-        d = local.date() + timedelta(days=step)
-        candidates = [datetime.combine(d, time(0), rules.tz)]
-        if rules.quiet_end is not None:
-            candidates.append(datetime.combine(d, rules.quiet_end, rules.tz))
-        for c in sorted(candidates):
-            if c > local and not in_quiet_hours(c, rules):
-                return c
-    return t  # every hour quiet (a misconfiguration): do not hold forever
-
-
-def release_at(event_type: str, t: datetime, rules: NoticeRules) -> datetime:
-    """When a message of this type may go out, earliest ``t``: escalations (and machine
-    events) at once, anything else not before quiet hours end."""
-    if event_type != DIGEST:
-        return t
-    return quiet_ends(t, rules)
-
-
-def digest_day(now: datetime, rules: NoticeRules) -> date | None:
-    """The local day whose digest is due at ``now``, or None (before the digest time, or in
-    quiet hours: a digest time inside quiet hours is reached when they end)."""
-    if in_quiet_hours(now, rules):
-        return None
-    local = now.astimezone(rules.tz)
-    if local.time() < rules.digest_time:
-        return None
-    return local.date()
 
 
 # --- routing --------------------------------------------------------------------------------

@@ -15,8 +15,7 @@ from sqlalchemy import and_, func, literal, or_, select, union_all
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from models.policy import Policy
-from models.reminders import DUE_COLUMN
-from models.tables import ClientRow, DeliveryRow, ManagerRow, OutboxRow, ReminderRow
+from models.tables import DUE_COLUMN, ClientRow, DeliveryRow, ManagerRow, OutboxRow, ReminderRow
 from models.visits import ACTIVE_STATUSES, REMINDER_KINDS, overdue_days, visit_interval_days
 
 

@@ -186,7 +186,7 @@ class ClientRow(Base):
     last_visit_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     last_post_loan_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     next_visit_due: Mapped[datetime | None] = mapped_column(UTCDateTime(), index=True)
-    """When the ordinary visit clock runs out (models/visits.py); the scheduler scans it."""
+    """When the ordinary visit clock runs out (reminders/rules.py); the scheduler scans it."""
     next_post_loan_due: Mapped[datetime | None] = mapped_column(UTCDateTime(), index=True)
     """Credit clients only: when the post-loan check clock runs out."""
 
@@ -198,6 +198,9 @@ DERIVED_CLIENT_COLUMNS = (
     "next_post_loan_due",
 )
 """Client columns kept by the apply step and the scheduler, never by a client upsert."""
+
+DUE_COLUMN = {"visit": ClientRow.next_visit_due, "post_loan_check": ClientRow.next_post_loan_due}
+"""The client column holding each reminder clock's due instant (``REMINDER_KINDS``)."""
 
 
 class VisitRow(Base):
@@ -576,7 +579,7 @@ class OutboxRow(Base):
     """The Kafka message key: the manager id (a notice's: its recipient)."""
     body: Mapped[str] = mapped_column(Text)
     """The envelope JSON, exactly the bytes sent to the topic and to webhooks (for a
-    ``notice.*`` row: the composed message and its routes, models/notices.py)."""
+    ``notice.*`` row: the composed message and its routes, reminders/outbox.py)."""
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     dispatched: Mapped[bool] = mapped_column(default=False)
     """True once one delivery row per target exists."""

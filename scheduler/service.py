@@ -1,35 +1,30 @@
-"""The reminder scheduler: scans due dates, fires, escalates and un-snoozes reminders, and
-delivers the outbox (APScheduler 3 ``AsyncIOScheduler``).
-
-Every scan step is a state query ("due and no reminder row yet", "open past the grace
-period", "snooze ran out"), so a scan missed while the scheduler was down is made up by the
-next one, and two instances over one database fire each reminder once (the unique key
-(client, kind, due_at) and ON CONFLICT DO NOTHING decide who fires).
+"""The reminder scheduler: runs the reminder scan (reminders/service.py) and the delivery
+of the outbox (scheduler/delivery.py) on APScheduler 3 (``AsyncIOScheduler``), with the
+delivery targets and channels the settings name.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from config import SchedulerConfig
-from models.digest import DIGEST, ESCALATION, NoticeRules, digest_day, release_at
-from models.notices import write_digests, write_escalation_notices
+from models.digest import NoticeRules
 from models.policy import Policy
-from models.reminders import (
+from reminders.rules import release_at
+from reminders.service import (
+    SCHEDULER_SOURCE,
     RecomputeResult,
-    escalate_due,
-    fire_due,
-    heads_up_due,
+    Scan,
+    ScanResult,
+    digest,
     recompute_all,
-    unsnooze_due,
+    scan,
 )
-from models.visits import REMINDER_KINDS
 from scheduler.channels import channel_targets
 from scheduler.delivery import (
     MACHINE_KINDS,
@@ -40,27 +35,9 @@ from scheduler.delivery import (
     WebhookTarget,
     target_kind,
 )
-from scheduler.metrics import NOTICES, REMINDERS_ESCALATED, REMINDERS_FIRED
 from streams.balances import check_tiers
 
 log = logging.getLogger("crmtracker.scheduler")
-
-SOURCE = "crm-tracker-scheduler"
-
-
-@dataclass
-class ScanResult:
-    fired: dict[str, int] = field(default_factory=lambda: dict.fromkeys(REMINDER_KINDS, 0))
-    escalated: int = 0
-    woken: int = 0
-    heads_up: int = 0
-    escalation_notices: int = 0
-    digests: int = 0
-    tier_drops: int = 0
-
-    @property
-    def total_fired(self) -> int:
-        return sum(self.fired.values())
 
 
 def default_targets(settings: SchedulerConfig) -> list[Target]:
@@ -108,81 +85,21 @@ class ReminderScheduler:
         self._aps: Any = None
 
     # --- one pass of each job (tests call these directly) --------------------------------
+    def scan_at(self, now: datetime) -> Scan:
+        """A scan at ``now`` under the policy, notice rules and channels as set now."""
+        return Scan(
+            now, self.policy, self.rules, tuple(self.channels), self.chunk, check_tiers=check_tiers
+        )
+
     async def scan_once(self) -> ScanResult:
-        """Wake expired snoozes, fire every reminder that is due, then escalate (a reminder
-        fired late, e.g. after downtime, escalates in the same pass if its grace is over)."""
-        now = self.now()
-        out = ScanResult()
-        while True:
-            async with self.engine.begin() as conn:
-                woken = await unsnooze_due(conn, now, self.policy, limit=self.chunk, source=SOURCE)
-            out.woken += len(woken)
-            if len(woken) < self.chunk:
-                break
-        for kind in REMINDER_KINDS:
-            after = None
-            while True:
-                async with self.engine.begin() as conn:
-                    created, after = await fire_due(
-                        conn, kind, now, self.policy, after=after, limit=self.chunk, source=SOURCE
-                    )
-                if created:
-                    out.fired[kind] += len(created)
-                    REMINDERS_FIRED.labels(kind).inc(len(created))
-                if after is None:
-                    break
-        if self.policy.heads_up_enabled:
-            for kind in REMINDER_KINDS:
-                after = None
-                while True:
-                    async with self.engine.begin() as conn:
-                        sent, after = await heads_up_due(
-                            conn,
-                            kind,
-                            now,
-                            self.policy,
-                            after=after,
-                            limit=self.chunk,
-                            source=SOURCE,
-                        )
-                    out.heads_up += len(sent)
-                    if after is None:
-                        break
-        # --- balances (issue 19, streams/balances.py): 客户等级下降, one chunk per scan
-        async with self.engine.begin() as conn:
-            drops = await check_tiers(conn, self.policy, now, limit=self.chunk)
-        out.tier_drops += len(drops)
-        # --- end balances
-        while True:
-            async with self.engine.begin() as conn:
-                escalated = await escalate_due(
-                    conn, now, self.policy, limit=self.chunk, source=SOURCE
-                )
-                # pushed at once, quiet hours or not: one message per supervisor, same commit
-                pushes = await write_escalation_notices(
-                    conn, escalated, now, self.rules, self.channels, source=SOURCE
-                )
-            out.escalated += len(escalated)
-            out.escalation_notices += pushes
-            NOTICES.labels(ESCALATION).inc(pushes)
-            for r in escalated:
-                REMINDERS_ESCALATED.labels(r["kind"]).inc()
-            if len(escalated) < self.chunk:
-                break
-        out.digests = await self.digest_once(now)
-        return out
+        """One scan (reminders/service.py ``scan``): wake, fire, heads-ups, tier check,
+        escalate, digests."""
+        return await scan(self.engine, self.scan_at(self.now()))
 
     async def digest_once(self, now: datetime | None = None) -> int:
         """The morning digests due at ``now`` (none outside the digest hours, none twice a
         day for one person); their contents are read from the state at this moment."""
-        now = now or self.now()
-        day = digest_day(now, self.rules)
-        if day is None or not self.channels:
-            return 0
-        async with self.engine.begin() as conn:
-            n = await write_digests(conn, day, now, self.rules, self.channels, source=SOURCE)
-        NOTICES.labels(DIGEST).inc(n)
-        return n
+        return await digest(self.engine, self.scan_at(now or self.now()))
 
     async def deliver_once(self) -> DeliveryResult:
         return await self.deliverer.run_once()
@@ -190,7 +107,7 @@ class ReminderScheduler:
     async def recompute_all(self) -> RecomputeResult:
         """Every client's due dates under the current policy (run at start; also the
         ``crm-tracker reminders recompute`` command)."""
-        return await recompute_all(self.engine, self.policy, self.now(), source=SOURCE)
+        return await recompute_all(self.engine, self.policy, self.now(), source=SCHEDULER_SOURCE)
 
     # --- jobs ----------------------------------------------------------------------------
     async def _scan_job(self) -> None:

@@ -46,7 +46,6 @@ from models.balances import (
 from models.db import one_of
 from models.events import BalanceSnapshot, Event
 from models.policy import Policy, to_cny
-from models.reminders import REMINDER_COLUMNS, write_outbox
 from models.tables import (
     AssignmentRow,
     BalanceAccountRow,
@@ -56,8 +55,8 @@ from models.tables import (
     BalanceSnapshotRow,
     ClientRow,
     ManagerRow,
-    ReminderRow,
 )
+from reminders.service import fire_alerts
 
 ALERT_SOURCE = "crm-tracker-worker"
 
@@ -354,68 +353,9 @@ async def fire_outflows(
         if outflow(was, now_total, policy):
             fired.append((cid, day, was, now_total))
     if fired:
-        await fire_alerts(conn, "outflow", [(cid, day) for cid, day, _w, _n in fired], policy, now)
+        found = [(cid, day) for cid, day, _w, _n in fired]
+        await fire_alerts(conn, "outflow", found, policy, now, source=ALERT_SOURCE)
     return len(fired)
-
-
-async def fire_alerts(
-    conn: AsyncConnection,
-    kind: str,
-    found: Sequence[tuple[str, date]],
-    policy: Policy,
-    now: datetime,
-) -> list[dict[str, Any]]:
-    """Alert reminders (``outflow``, ``tier_drop``) for (client, bank date): due when that
-    bank date closed, to the client's manager now; one per (client, kind, due instant), with
-    the visit reminders' lifecycle and delivery (outbox → topic and webhooks)."""
-    ids = sorted({cid for cid, _d in found})
-    who = {
-        r.client_id: r
-        for r in (
-            await conn.execute(
-                select(
-                    ClientRow.client_id,
-                    ClientRow.manager_id,
-                    ManagerRow.supervisor_id,
-                    ManagerRow.branch_id,
-                )
-                .select_from(ClientRow)
-                .outerjoin(ManagerRow, ManagerRow.manager_id == ClientRow.manager_id)
-                .where(one_of(ClientRow.client_id, ids, conn.dialect.name))
-            )
-        ).all()
-    }
-    rows = []
-    for cid, day in found:
-        w = who.get(cid)
-        if w is None:
-            continue
-        closed = datetime(day.year, day.month, day.day, tzinfo=policy.tz) + timedelta(days=1)
-        rows.append(
-            {
-                "client_id": cid,
-                "kind": kind,
-                "due_at": closed,
-                "status": "open",
-                "manager_id": w.manager_id,
-                "supervisor_id": w.supervisor_id,
-                "branch_id": w.branch_id,
-                "fired_at": now,
-                "updated_at": now,
-            }
-        )
-    if not rows:
-        return []
-    stmt = (
-        _insert(conn, ReminderRow)
-        .on_conflict_do_nothing(index_elements=["client_id", "kind", "due_at"])
-        .returning(*REMINDER_COLUMNS)
-    )
-    created = sorted(
-        (r._asdict() for r in (await conn.execute(stmt, rows)).all()), key=lambda r: r["id"]
-    )
-    await write_outbox(conn, "reminder.fired", created, now, policy.tz, ALERT_SOURCE)
-    return created
 
 
 async def check_tiers(
@@ -454,7 +394,9 @@ async def check_tiers(
             for r in rows
         ],
     )
-    return await fire_alerts(conn, "tier_drop", drops, policy, now) if drops else []
+    if not drops:
+        return []
+    return await fire_alerts(conn, "tier_drop", drops, policy, now, source=ALERT_SOURCE)
 
 
 async def _history(

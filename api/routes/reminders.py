@@ -11,10 +11,10 @@ from api.auth import Principal
 from api.deps import ConnDep, Reader, SettingsDep, require_roles
 from api.routes.clients import NowDep, decode_key, encode_key
 from api.scope import ReminderInScope, caller_scope, forbid_out_of_scope
-from models import reminders
 from models.audit import record
 from models.followup import delivery_page, reminder_item, reminder_page
-from models.visits import snooze_bound
+from reminders import store as reminders
+from reminders.rules import snooze_bound
 
 router = APIRouter(prefix="/v1", tags=["reminders"])
 

@@ -2,7 +2,7 @@
 
 Each is a delivery target (scheduler/delivery.py) named ``wecom:<branch>``,
 ``dingtalk:<branch>`` (``*``: the default robot for branches without one) or ``email``, and
-receives the ``notice.*`` outbox rows routed to it (models/notices.py): a JSON body carrying
+receives the ``notice.*`` outbox rows routed to it (reminders/outbox.py): a JSON body carrying
 the composed message (title, plain text, markdown, HTML) and the recipient. Robot URLs, their
 keys and the SMTP password come from settings only; they are never stored, logged or put in
 an error message (``redact``).

@@ -27,9 +27,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from models import visit_ledger
 from models.events import Event, InvalidEvent, ManagerUpserted, decode_event
 from models.policy import Policy
-from models.reminders import recompute_due
 from models.stream import publish, tally_changes
 from models.tables import RejectedRow
+from reminders.service import recompute_due
 from streams.apply.accounts import Accounts
 from streams.apply.buckets import Tally
 from streams.apply.facts import Fact, resolve

@@ -11,8 +11,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from models.events import VisitLogged
 from models.policy import Policy
-from models.reminders import recompute_due
 from models.visits import resets_post_loan_clock
+from reminders.service import recompute_due
 from streams.apply.facts import Fact
 
 REMINDER_SOURCE = "crm-tracker-worker"

@@ -34,13 +34,10 @@ from models.digest import (
     NoticeRules,
     Recipient,
     compose_digest,
-    digest_day,
     fit_markdown,
-    in_quiet_hours,
-    quiet_ends,
-    release_at,
     routes,
 )
+from reminders.rules import digest_day, in_quiet_hours, quiet_ends, release_at
 from scheduler.channels import DingTalkRobot, EmailChannel, WeComRobot, channel_targets
 from scheduler.service import ReminderScheduler
 from testkit.api import SECRET, auth

@@ -14,7 +14,8 @@ from config import Settings
 from models.db import make_engine
 from models.policy import Policy
 from models.tables import ClientRow, OutboxRow
-from models.visits import ClientClock, due_dates, overdue_days, resets_post_loan_clock
+from models.visits import overdue_days, resets_post_loan_clock
+from reminders.rules import ClientClock, due_dates
 from scheduler.service import ReminderScheduler
 from testkit.reminders import World, day, iso
 
@@ -204,7 +205,7 @@ async def test_tier_change_override_and_transfer_recompute(world: World) -> None
 
 
 async def test_snooze_wakes_and_fires_again(world: World) -> None:
-    from models.reminders import snooze
+    from reminders.store import snooze
 
     w = world
     await w.client("c1", day(-32))  # due on day -2
@@ -227,7 +228,7 @@ async def test_snooze_wakes_and_fires_again(world: World) -> None:
 
 
 async def test_recompute_all_applies_a_policy_change(world: World) -> None:
-    from models.reminders import recompute_all
+    from reminders.service import recompute_all
 
     w = world
     for i in range(7):
@@ -312,7 +313,7 @@ async def test_a_scan_racing_a_visit_never_leaves_a_stale_reminder(
         pytest.skip("SQLite has one writer at a time: the scan waits for the worker")
     from sqlalchemy import update
 
-    from models.reminders import recompute_due
+    from reminders.service import recompute_due
 
     w = world
     await w.client("c1", day(-31))  # due day -1

@@ -21,7 +21,7 @@ import pytest
 from crmtracker.broker import EmbeddedBroker
 from models import contract
 from models.events import PAYLOADS
-from models.reminders import outbox_rows
+from reminders.outbox import outbox_rows
 from streams.apply import Incoming
 from streams.worker import deadletter_value
 from testkit.broker import isolated_settings, read_topic

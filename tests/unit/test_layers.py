@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-PRODUCT = ("config", "crmtracker", "demo", "models", "streams", "api", "scheduler")
+PRODUCT = ("config", "crmtracker", "demo", "models", "reminders", "streams", "api", "scheduler")
 CONFIG_MAY_USE = {"config", "models.policy", "models.policy_file", "models.digest"}
 
 
@@ -38,7 +38,7 @@ def top(name: str) -> str:
     return name.split(".")[0]
 
 
-@pytest.mark.parametrize("package", ["models", "streams", "api", "scheduler"])
+@pytest.mark.parametrize("package", ["models", "reminders", "streams", "api", "scheduler"])
 def test_components_do_not_import_the_command_line_package(package: str) -> None:
     files = modules(package)
     assert files
