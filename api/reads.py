@@ -255,8 +255,8 @@ AS_OF = f"as_of:{secrets.token_hex(16)}"
 _AS_OF_JSON = json.dumps(AS_OF).encode()
 _AS_OF_CONTEXT = {"as_of": AS_OF}
 
-CACHED_READS: dict[str, frozenset[str]] = {}
-"""Every cached read (by name) and the tables it declared: what tests check its reads against."""
+CACHED_READS: dict[str, CachedRead[Any, Any] | CachedAnswer[Any]] = {}
+"""Every cached read by name (its ``tables``: what tests check what it reads against)."""
 
 
 class UnversionedTable(LookupError):
@@ -276,7 +276,9 @@ class Reading(Protocol):
     def settings(self) -> Any: ...
 
 
-def _declare(name: str, tables: tuple[str, ...]) -> frozenset[str]:
+def _declare(
+    cached: CachedRead[Any, Any] | CachedAnswer[Any], name: str, tables: tuple[str, ...]
+) -> frozenset[str]:
     if not tables:
         raise UnversionedTable(f"{name}: a cached read declares the tables it reads")
     unknown = sorted(set(tables) - set(VERSIONED_TABLES))
@@ -286,9 +288,8 @@ def _declare(name: str, tables: tuple[str, ...]) -> frozenset[str]:
             f"(models.tables.VERSIONED_TABLES: {', '.join(VERSIONED_TABLES)}): it cannot be "
             "cached"
         )
-    declared = frozenset(tables)
-    CACHED_READS[name] = declared
-    return declared
+    CACHED_READS[name] = cached
+    return frozenset(tables)
 
 
 class CachedRead(Generic[P, T]):
@@ -299,7 +300,7 @@ class CachedRead(Generic[P, T]):
         self, read: Callable[Concatenate[AsyncConnection, P], Awaitable[T]], tables: tuple[str, ...]
     ):
         self.name = f"{read.__module__}.{read.__qualname__}"
-        self.tables = _declare(self.name, tables)
+        self.tables = _declare(self, self.name, tables)
         self.read = read
 
     async def __call__(self, reading: Reading, *args: P.args, **kwargs: P.kwargs) -> T:
@@ -325,8 +326,8 @@ class CachedAnswer(Generic[P]):
         out: Any,
     ):
         self.name = f"{compute.__module__}.{compute.__qualname__}"
-        self.tables = _declare(self.name, tables)
-        self.compute = compute
+        self.tables = _declare(self, self.name, tables)
+        self.read = compute
         self.adapter: TypeAdapter[Any] = TypeAdapter(out)
 
     def encode(self, doc: Any) -> bytes:
@@ -338,7 +339,7 @@ class CachedAnswer(Generic[P]):
 
     async def __call__(self, reading: Reading, *args: P.args, **kwargs: P.kwargs) -> Response:
         settings = reading.settings
-        compute, encode = self.compute, self.encode
+        compute, encode = self.read, self.encode
 
         async def encoded(conn: AsyncConnection) -> bytes:
             return encode(await compute(conn, settings, *args, **kwargs))
