@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Literal
 
 import jwt
+from cachetools import TLRUCache
 
 Role = Literal["manager", "supervisor", "ops", "admin"]
 ROLES: tuple[str, ...] = ("manager", "supervisor", "ops", "admin")
@@ -81,21 +82,18 @@ def mint_token(
 
 
 # Tokens already verified, by their exact text (signature included): decoding a JWT costs more
-# than a cached answer. The expiry is still checked on every use.
-_VERIFIED: dict[tuple[str, str], tuple[Principal, float]] = {}
-_VERIFIED_MAX = 10_000
+# than a cached answer. Each is kept until its own expiry (then verified again, and refused),
+# the least recently used going first beyond 10,000.
+_VERIFIED: TLRUCache[tuple[str, str], tuple[Principal, float]] = TLRUCache(
+    maxsize=10_000, ttu=lambda _key, value, _now: value[1], timer=time.time
+)
 
 
 def decode_token(secret: str, token: str) -> Principal:
     known = _VERIFIED.get((secret, token))
     if known is not None:
-        principal, expires = known
-        if time.time() < expires:
-            return principal
-        del _VERIFIED[(secret, token)]
+        return known[0]
     principal, expires = _verify(secret, token)
-    if len(_VERIFIED) >= _VERIFIED_MAX:
-        _VERIFIED.pop(next(iter(_VERIFIED)))
     _VERIFIED[(secret, token)] = (principal, expires)
     return principal
 

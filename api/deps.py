@@ -2,22 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Hashable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 from fastapi import Depends, HTTPException, Request, status
-from fastapi.responses import Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from api.auth import Principal, TokenError, decode_token
-from api.reads import ReadCache, answer_weight, encode_answer, stamped
+from api.reads import ReadCache
 from config import ApiConfig
-from models.tally import as_of_now
-
-T = TypeVar("T")
 
 _bearer = HTTPBearer(auto_error=False, description="A token from `crm-tracker token`")
 
@@ -55,13 +51,6 @@ def principal_of(request: Request, creds: HTTPAuthorizationCredentials | None) -
         ) from None
 
 
-async def current_user(
-    request: Request,
-    creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-) -> Principal:
-    return principal_of(request, creds)
-
-
 def require_roles(*roles: str):
     async def check(
         request: Request,
@@ -77,33 +66,14 @@ def require_roles(*roles: str):
 
 @dataclass(frozen=True)
 class Reading:
-    """A request's cached reads: the read cache, the data version this request reads at
-    (read once per request, after it arrived) and the settings, as one dependency (FastAPI's
-    work per request grows with the number of dependencies)."""
+    """A request's cached reads (api/reads.py ``cached_read``, ``cached_answer``): the read
+    cache, the data version this request reads at (read once per request, after it arrived)
+    and the settings, as one dependency (FastAPI's work per request grows with the number
+    of dependencies)."""
 
     cache: ReadCache
     version: tuple[int, int] | None
     settings: ApiConfig
-
-    async def get(
-        self,
-        key: Hashable,
-        compute: Callable[[AsyncConnection], Awaitable[T]],
-        weight: Callable[[T], int] = lambda _value: 1,
-    ) -> T:
-        return await self.cache.get(self.version, key, compute, weight)
-
-    async def answer(
-        self, key: Hashable, compute: Callable[[AsyncConnection], Awaitable[dict[str, Any]]]
-    ) -> Response:
-        """A route's whole answer through the cache, kept encoded (``compute`` puts ``AS_OF``
-        where the request's time goes) and sent with every ``as_of`` stamped now."""
-
-        async def encoded(conn: AsyncConnection) -> bytes:
-            return encode_answer(await compute(conn))
-
-        body = await self.cache.get(self.version, key, encoded, answer_weight)
-        return stamped(body, as_of_now(self.settings.tz))
 
 
 async def reading(request: Request) -> Reading:
@@ -115,7 +85,6 @@ SettingsDep = Annotated[ApiConfig, Depends(get_settings)]
 ReadingDep = Annotated[Reading, Depends(reading)]
 EngineDep = Annotated[AsyncEngine, Depends(get_engine)]
 ConnDep = Annotated[AsyncConnection, Depends(get_conn)]
-CurrentUser = Annotated[Principal, Depends(current_user)]
 Reader = Annotated[Principal, Depends(require_roles("manager", "supervisor", "admin"))]
 Admin = Annotated[Principal, Depends(require_roles("admin"))]
 

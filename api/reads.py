@@ -18,17 +18,23 @@ import asyncio
 import contextlib
 import json
 import secrets
+import sqlite3
 from collections.abc import Awaitable, Callable, Hashable
-from typing import Any, TypeVar
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Concatenate, Generic, ParamSpec, Protocol, TypeVar, cast
 
-from fastapi.encoders import jsonable_encoder
+from cachetools import LRUCache
 from fastapi.responses import Response
 from prometheus_client import Counter
+from pydantic import TypeAdapter
 from sqlalchemy import text
-from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from models.tables import VERSIONED_TABLES
+
 T = TypeVar("T")
+P = ParamSpec("P")
 
 CACHE_HITS = Counter("crm_api_read_cache_hits", "API answers served from the read cache")
 CACHE_MISSES = Counter(
@@ -38,7 +44,16 @@ VERSION_READS = Counter("crm_api_data_version_reads", "Data version reads (share
 
 # the sum of the shards' counters, and how many shards: a shard row deleted by hand changes
 # the answer even when the sum happens to come out the same
-VERSION_QUERY = text("SELECT COALESCE(SUM(version), 0), COUNT(*) FROM data_versions")
+VERSION_SQL = "SELECT COALESCE(SUM(version), 0), COUNT(*) FROM data_versions"
+VERSION_QUERY = text(VERSION_SQL)
+
+
+def _sqlite_file(engine: AsyncEngine | None) -> str | None:
+    """The database file of a SQLite engine (None: PostgreSQL, or SQLite in memory)."""
+    if engine is None or engine.dialect.name != "sqlite":
+        return None
+    db = engine.url.database
+    return None if not db or db == ":memory:" or db.startswith("file:") else db
 
 
 class ReadCache:
@@ -46,15 +61,15 @@ class ReadCache:
         self.engine = engine
         self.enabled = enabled
         # what the entries may hold, in KiB of encoded answers (``answer_weight``; a scope
-        # lookup weighs one): the cache stays within tens of MB however many keys
+        # lookup weighs one): the cache stays within tens of MB however many keys; the least
+        # recently used go first
+        self._kept: LRUCache[Hashable, tuple[Any, int]] = LRUCache(0)
         self.max_weight = max_weight
-        self._weights: dict[Hashable, int] = {}
-        self._weight = 0
+        self._pending: dict[Hashable, asyncio.Future[Any]] = {}  # computations under way
         self._started = 0  # version reads started so far
         self._inflight: asyncio.Future[tuple[int, int]] | None = None
         self._inflight_seq = 0
         self._version: tuple[int, int] | None = None  # what the entries were computed under
-        self._entries: dict[Hashable, asyncio.Future[Any]] = {}
         self._version_conn: AsyncConnection | None = None
         # connections kept for computations (at most ``keep_connections`` idle at a time)
         self._idle: list[tuple[Any, AsyncConnection]] = []
@@ -63,14 +78,30 @@ class ReadCache:
         # PostgreSQL: autocommit (READ COMMITTED per statement). SQLite's engine begins a
         # transaction itself (models/db.py), so there each read is rolled back instead.
         self._autocommit = engine is not None and engine.dialect.name == "postgresql"
+        self._version_driver: Any = None  # PostgreSQL: the version connection's asyncpg one
+        self._sqlite: sqlite3.Connection | None = None
+        self._sqlite_file = _sqlite_file(engine)
         self.hits = 0
         self.misses = 0
 
     async def _query_version(self) -> tuple[int, int]:
-        """One round trip on a connection kept for version reads (one is in flight at a time):
-        on PostgreSQL autocommit, so each read sees every commit before it began, with no pool
-        checkout, liveness ping, BEGIN or ROLLBACK around it. A broken connection is replaced
-        once."""
+        """One read on a connection kept for version reads (one is in flight at a time), that
+        sees every commit before it began.
+
+        SQLite: on a connection of its own, read in the event loop itself: the read takes
+        microseconds (a WAL reader never waits for the writer), while a read through
+        aiosqlite's thread took four hand-offs (begin, execute, fetch, rollback), each waiting
+        for the loop's next turn: under 50 concurrent requests, tens of milliseconds that every
+        request waited twice (p99 244 ms). A locked database (a WAL being reset) falls back to
+        the thread.
+
+        PostgreSQL: one round trip on the driver's connection in autocommit, with no pool
+        checkout, liveness ping, BEGIN or ROLLBACK around it, nor SQLAlchemy's statement layer.
+        A broken connection is replaced once."""
+        if self._sqlite_file is not None:
+            found = self._sqlite_version()
+            if found is not None:
+                return found
         for attempt in (1, 2):
             try:
                 conn = self._version_conn
@@ -78,19 +109,52 @@ class ReadCache:
                     conn = await self.engine.connect()
                     if self._autocommit:
                         conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
+                        raw = await conn.get_raw_connection()
+                        self._version_driver = raw.driver_connection
                     self._version_conn = conn
+                if self._version_driver is not None:
+                    total, shards = await self._version_driver.fetchrow(VERSION_SQL)
+                    return int(total), int(shards)
                 ((total, shards),) = (await conn.execute(VERSION_QUERY)).all()
                 if not self._autocommit:
                     await conn.rollback()  # SQLite: end the read, or its snapshot stays
                 return int(total), int(shards)
-            except (DBAPIError, OSError):
+            except Exception:
                 await self._drop_version_conn()
                 if attempt == 2:
                     raise
         raise AssertionError("unreachable")
 
+    def _sqlite_version(self) -> tuple[int, int] | None:
+        """The version read in the loop (SQLite; None: locked, or the file is not there)."""
+        try:
+            db = self._sqlite
+            if db is None:
+                db = self._sqlite = sqlite3.connect(
+                    f"{Path(self._sqlite_file).absolute().as_uri()}?mode=rw",
+                    uri=True,
+                    timeout=0,  # never wait in the loop: a busy database goes to the thread
+                    isolation_level=None,  # autocommit: the statement is its own read
+                    check_same_thread=False,
+                )
+            # fetchall ends the statement, and with it the read (a snapshot kept open would
+            # hold back the WAL's checkpoints)
+            ((total, shards),) = db.execute(VERSION_SQL).fetchall()
+            return int(total), int(shards)
+        except sqlite3.Error:
+            self._close_sqlite()
+            return None
+
+    def _close_sqlite(self) -> None:
+        db, self._sqlite = self._sqlite, None
+        if db is not None:
+            with contextlib.suppress(sqlite3.Error):
+                db.close()
+
     async def _drop_version_conn(self, *, broken: bool = True) -> None:
         conn, self._version_conn = self._version_conn, None
+        self._version_driver = None
+        self._close_sqlite()
         if conn is not None:
             if broken:
                 with contextlib.suppress(Exception):
@@ -112,9 +176,8 @@ class ReadCache:
         v = await self._query_version()
         if v != self._version:
             self._version = v
-            self._entries.clear()
-            self._weights.clear()
-            self._weight = 0
+            self._kept.clear()
+            self._pending.clear()
         return v
 
     async def version(self) -> tuple[int, int] | None:
@@ -196,12 +259,17 @@ class ReadCache:
         if version is None or version != self._version:
             return await self._compute(compute)  # cache off, or a newer version was read
         vkey = (version, key)
-        fut = self._entries.get(vkey)
-        if fut is not None:
+        kept = self._kept.get(vkey)
+        if kept is not None:
+            self.hits += 1
+            CACHE_HITS.inc()
+            return cast(T, kept[0])
+        fut = self._pending.get(vkey)
+        if fut is not None:  # being computed: share it
             self.hits += 1
             CACHE_HITS.inc()
             try:
-                return await asyncio.shield(fut)
+                return cast(T, await asyncio.shield(fut))
             except BaseException:
                 if not fut.done():
                     raise  # this request was cancelled
@@ -210,59 +278,154 @@ class ReadCache:
         self.misses += 1
         CACHE_MISSES.inc()
         fut = asyncio.get_running_loop().create_future()
-        self._entries[vkey] = fut
+        self._pending[vkey] = fut
         try:
             value = await self._compute(compute)
         except BaseException:
-            if self._entries.get(vkey) is fut:
-                del self._entries[vkey]
+            if self._pending.get(vkey) is fut:
+                del self._pending[vkey]
             fut.cancel()  # waiters compute their own
             raise
         fut.set_result(value)
-        if self._entries.get(vkey) is fut:
+        if self._pending.get(vkey) is fut:  # still this version's: keep it
+            del self._pending[vkey]
             w = max(1, weight(value))
-            self._weights[vkey] = w
-            self._weight += w
-            while self._weight > self.max_weight and len(self._entries) > 1:
-                oldest = next(iter(self._entries))
-                if oldest == vkey:
-                    break
-                del self._entries[oldest]
-                self._weight -= self._weights.pop(oldest, 0)
+            if w <= self.max_weight:
+                self._kept[vkey] = (value, w)
         return value
 
     @property
     def weight(self) -> int:
-        return self._weight
+        return int(self._kept.currsize)
+
+    @property
+    def max_weight(self) -> int:
+        return int(self._kept.maxsize)
+
+    @max_weight.setter
+    def max_weight(self, weight: int) -> None:
+        """(Dropping whatever is kept.)"""
+        self._kept = LRUCache(weight, getsizeof=lambda entry: entry[1])
 
 
-# --- answers kept as JSON ------------------------------------------------------------------
+# --- what is cached: reads that declare their tables -----------------------------------------
 AS_OF = f"as_of:{secrets.token_hex(16)}"
 """Stands in for ``as_of`` in a kept answer: random per process, so no stored text can hold it."""
 _AS_OF_JSON = json.dumps(AS_OF).encode()
+_AS_OF_CONTEXT = {"as_of": AS_OF}
+
+CACHED_READS: dict[str, CachedRead[Any, Any] | CachedAnswer[Any]] = {}
+"""Every cached read by name (its ``tables``: what tests check what it reads against)."""
 
 
-def encode_answer(doc: Any) -> bytes:
-    """A route's answer as JSON once, when computed (what FastAPI would send), with ``AS_OF``
-    where the time of the request goes. A kept leaderboard page is ~100 tallies: validating
-    and encoding it again for every request cost more than the rest of the request."""
-    try:  # plain JSON types (a tally): FastAPI's encoder would walk it for nothing
-        text = json.dumps(doc, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
-    except TypeError:
-        text = json.dumps(
-            jsonable_encoder(doc), ensure_ascii=False, allow_nan=False, separators=(",", ":")
+class UnversionedTable(LookupError):
+    """A cached read declared a table whose writes do not move the data version: its answers
+    would be served stale. Raised when the module declaring it is imported."""
+
+
+class Reading(Protocol):
+    """What a cached read needs of a request: the cache, the version it reads at (read once,
+    after the request arrived) and the settings (api/deps.py ``Reading``)."""
+
+    @property
+    def cache(self) -> ReadCache: ...
+    @property
+    def version(self) -> tuple[int, int] | None: ...
+    @property
+    def settings(self) -> Any: ...
+
+
+def _declare(
+    cached: CachedRead[Any, Any] | CachedAnswer[Any], name: str, tables: tuple[str, ...]
+) -> frozenset[str]:
+    if not tables:
+        raise UnversionedTable(f"{name}: a cached read declares the tables it reads")
+    unknown = sorted(set(tables) - set(VERSIONED_TABLES))
+    if unknown:
+        raise UnversionedTable(
+            f"{name} reads {', '.join(unknown)}, whose writes do not move the data version "
+            f"(models.tables.VERSIONED_TABLES: {', '.join(VERSIONED_TABLES)}): it cannot be "
+            "cached"
         )
-    return text.encode()
+    CACHED_READS[name] = cached
+    return frozenset(tables)
+
+
+class CachedRead(Generic[P, T]):
+    """``read(conn, *args)`` kept in the read cache under ``(name, *args)`` while the data
+    version is unchanged; called as ``await cached(reading, *args)``."""
+
+    def __init__(
+        self, read: Callable[Concatenate[AsyncConnection, P], Awaitable[T]], tables: tuple[str, ...]
+    ):
+        self.name = f"{read.__module__}.{read.__qualname__}"
+        self.tables = _declare(self, self.name, tables)
+        self.read = read
+
+    async def __call__(self, reading: Reading, *args: P.args, **kwargs: P.kwargs) -> T:
+        """``kwargs`` reach ``read`` but not the key: values that follow from ``args`` under
+        the same version (a branch's managers, already looked up by the request)."""
+        read = self.read
+        return await reading.cache.get(
+            reading.version, (self.name, *args), lambda conn: read(conn, *args, **kwargs)
+        )
+
+
+class CachedAnswer(Generic[P]):
+    """A route's whole answer, computed by ``compute(conn, settings, *args)``, checked against
+    ``out`` and encoded to JSON once (a kept leaderboard page is ~100 tallies: validating and
+    encoding it again for every request cost more than the rest of the request), with a
+    stand-in for every ``as_of`` that each request replaces with its own time: its version
+    read confirmed the figures current then."""
+
+    def __init__(
+        self,
+        compute: Callable[Concatenate[AsyncConnection, Any, P], Awaitable[Any]],
+        tables: tuple[str, ...],
+        out: Any,
+    ):
+        self.name = f"{compute.__module__}.{compute.__qualname__}"
+        self.tables = _declare(self, self.name, tables)
+        self.read = compute
+        self.adapter: TypeAdapter[Any] = TypeAdapter(out)
+
+    def encode(self, doc: Any) -> bytes:
+        """The answer as sent (what FastAPI would send for the route's ``response_model``),
+        with the ``as_of`` stand-in."""
+        return self.adapter.dump_json(
+            self.adapter.validate_python(doc), by_alias=True, context=_AS_OF_CONTEXT
+        )
+
+    async def __call__(self, reading: Reading, *args: P.args, **kwargs: P.kwargs) -> Response:
+        settings = reading.settings
+        compute, encode = self.read, self.encode
+
+        async def encoded(conn: AsyncConnection) -> bytes:
+            return encode(await compute(conn, settings, *args, **kwargs))
+
+        body = await reading.cache.get(reading.version, (self.name, *args), encoded, answer_weight)
+        as_of = datetime.now(settings.tz).isoformat(timespec="seconds")
+        return Response(
+            body.replace(_AS_OF_JSON, json.dumps(as_of).encode()), media_type="application/json"
+        )
+
+
+def cached_read(
+    *tables: str,
+) -> Callable[[Callable[Concatenate[AsyncConnection, P], Awaitable[T]]], CachedRead[P, T]]:
+    """Keep a read's value in the read cache; ``tables``: every table it reads, each one of
+    ``VERSIONED_TABLES`` (else ``UnversionedTable`` at import)."""
+    return lambda read: CachedRead(read, tables)
+
+
+def cached_answer(
+    *tables: str, out: Any
+) -> Callable[[Callable[Concatenate[AsyncConnection, Any, P], Awaitable[Any]]], CachedAnswer[P]]:
+    """Keep a route's answer encoded in the read cache (see ``CachedAnswer``); ``tables`` as
+    for ``cached_read``, ``out``: the answer's type (the route's ``response_model``)."""
+    return lambda compute: CachedAnswer(compute, tables, out)
 
 
 def answer_weight(body: bytes) -> int:
     """An encoded answer's weight in the cache: one per KiB (a tally is about one)."""
     return 1 + len(body) // 1024
-
-
-def stamped(body: bytes, as_of: str) -> Response:
-    """The kept answer with every ``as_of`` set to this request's time: its version read
-    confirmed the figures current."""
-    return Response(
-        body.replace(_AS_OF_JSON, json.dumps(as_of).encode()), media_type="application/json"
-    )

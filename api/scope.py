@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from api.auth import Principal
 from api.deps import ConnDep, Reader, ReadingDep
+from api.reads import cached_read
 from models.followup import Scope, client_row, reminder_scope_row
 from models.tables import ManagerRow
 from models.tally import driver_row
@@ -45,13 +46,15 @@ _REF_COLUMNS = (ManagerRow.manager_id, ManagerRow.branch_id, ManagerRow.name, Ma
 _REF_SQL = "SELECT manager_id, branch_id, name, active FROM managers WHERE manager_id = ?"
 
 
-async def _manager_ref(conn: AsyncConnection, manager_id: str) -> ManagerRef | None:
+@cached_read("managers")
+async def manager_ref(conn: AsyncConnection, manager_id: str) -> ManagerRef | None:
     # on the driver: every tally request makes this lookup, again whenever the data moved
     row = await driver_row(conn, _REF_SQL, manager_id)
     return None if row is None else ManagerRef(row[0], row[1], row[2], bool(row[3]))
 
 
-async def _branch_refs(conn: AsyncConnection, branch_id: str) -> tuple[ManagerRef, ...]:
+@cached_read("managers")
+async def branch_refs(conn: AsyncConnection, branch_id: str) -> tuple[ManagerRef, ...]:
     rows = await conn.execute(
         select(*_REF_COLUMNS)
         .where(ManagerRow.branch_id == branch_id)
@@ -64,7 +67,7 @@ async def manager_in_scope(manager_id: ManagerId, user: Reader, reading: Reading
     """The path's manager, if the caller may see it (the lookup goes through the read cache)."""
     if user.role == "manager" and user.manager_id != manager_id:
         raise HTTPException(status.HTTP_403_FORBIDDEN, "managers see their own data only")
-    ref = await reading.get(("manager", manager_id), lambda c: _manager_ref(c, manager_id))
+    ref = await manager_ref(reading, manager_id)
     if ref is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"manager {manager_id} not found")
     if not user.can_see_manager(manager_id, ref.branch_id):
@@ -78,7 +81,7 @@ async def branch_in_scope(
     """The path's branch (its managers), if the caller may see it."""
     if not user.can_see_branch(branch_id):
         raise HTTPException(status.HTTP_403_FORBIDDEN, "branch is outside your scope")
-    refs = await reading.get(("branch", branch_id), lambda c: _branch_refs(c, branch_id))
+    refs = await branch_refs(reading, branch_id)
     if not refs:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"branch {branch_id} not found")
     return list(refs)

@@ -9,10 +9,13 @@ from __future__ import annotations
 
 from html import escape
 from importlib.resources import files
-from typing import Any
+from pathlib import PurePosixPath
 
 from fastapi import APIRouter, HTTPException, Response, status
 from fastapi.responses import HTMLResponse, RedirectResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.staticfiles import StaticFiles
+from starlette.types import Scope
 
 from api.deps import SettingsDep
 
@@ -35,14 +38,6 @@ _HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "Cache-Control": "no-cache",
 }
-
-
-def _asset_names() -> dict[str, str]:
-    return {
-        p.name: _TYPES[suffix]
-        for p in _ASSETS.iterdir()
-        if (suffix := "." + p.name.rpartition(".")[2]) in _TYPES
-    }
 
 
 @router.get("/dashboard", response_class=HTMLResponse)
@@ -69,15 +64,33 @@ def _vendored(name: str) -> bytes | None:
         return None
 
 
-@router.get("/dashboard/{name}")
-async def dashboard_asset(name: str) -> Any:
-    """The page's scripts and style sheet (a fixed list: nothing else is reachable)."""
-    vendored = _vendored(name)
-    if vendored is not None:
-        headers = {**_HEADERS, "Cache-Control": "public, max-age=86400"}
-        return Response(vendored, media_type=_TYPES[".js"], headers=headers)
-    media = _asset_names().get(name)
-    if media is None:
+@router.get("/dashboard/plotly.min.js")
+async def dashboard_charts() -> Response:
+    """The chart library, from the installed package that ships it."""
+    vendored = _vendored("plotly.min.js")
+    if vendored is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, "not found")
-    body = (_ASSETS / name).read_bytes()
-    return Response(body, media_type=media, headers=_HEADERS)
+    headers = {**_HEADERS, "Cache-Control": "public, max-age=86400"}
+    return Response(vendored, media_type=_TYPES[".js"], headers=headers)
+
+
+class _Assets(StaticFiles):
+    """The page's scripts, style sheet and images, from its folder (Starlette's static files:
+    no listing per request, ETag and If-None-Match), with the page's headers; only those
+    kinds of file are reachable."""
+
+    async def get_response(self, path: str, scope: Scope) -> Response:
+        media = _TYPES.get(PurePosixPath(path).suffix)
+        if media is None:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, "not found")
+        try:
+            response = await super().get_response(path, scope)
+        except StarletteHTTPException as exc:
+            raise HTTPException(exc.status_code, "not found") from None
+        response.headers.update(_HEADERS)
+        if response.status_code == status.HTTP_200_OK:
+            response.headers["content-type"] = media
+        return response
+
+
+router.mount("/dashboard", _Assets(directory=str(_ASSETS)), name="dashboard-assets")

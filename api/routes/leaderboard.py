@@ -10,9 +10,10 @@ from fastapi.responses import Response
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from api.answers import BranchLeaderboardOut, LeaderboardOut
 from api.deps import Admin, Reader, ReadingDep
 from api.pagination import Cursor, Limit, decode_cursor, encode_cursor
-from api.reads import AS_OF
+from api.reads import cached_answer
 from api.routes.tally import DateRange, Span
 from api.scope import BranchId, BranchInScope
 from models.balances import BALANCE_METRICS, average_balances, average_documents
@@ -60,6 +61,7 @@ async def _board(
     limit: int,
     cursor: str | None,
 ) -> dict[str, Any]:
+    """A page of managers ranked on the metric (the tables it reads: ``BOARD_READS``)."""
     start = decode_cursor(cursor, "rank") if cursor else 0
     ids = [m.manager_id for m in managers]
     # rank on the metric's own columns; full tallies only for the page shown
@@ -97,7 +99,6 @@ async def _board(
             settings.tz,
         )
         doc["average_balance"] = balances[manager_id]
-        doc["as_of"] = AS_OF  # the request's time, when the page is sent
         items.append(
             {
                 "rank": position,
@@ -118,7 +119,38 @@ async def _board(
     }
 
 
-@router.get("/branches/{branch_id}/leaderboard", response_model=dict[str, Any])
+BOARD_READS = ("managers", "manager_daily", "balance_daily", "balance_openings")
+
+
+@cached_answer(*BOARD_READS, out=BranchLeaderboardOut)
+async def branch_board(
+    conn: AsyncConnection,
+    settings: Any,
+    branch_id: str,
+    span: Span,
+    metric: str,
+    limit: int,
+    cursor: str | None,
+    *,
+    managers: list[Any],
+) -> dict[str, Any]:
+    board = await _board(conn, settings, managers, span, metric, limit, cursor)
+    return {"branch_id": branch_id, **board}
+
+
+@cached_answer(*BOARD_READS, out=LeaderboardOut)
+async def bank_board(
+    conn: AsyncConnection, settings: Any, span: Span, metric: str, limit: int, cursor: str | None
+) -> dict[str, Any]:
+    managers = (
+        await conn.execute(
+            select(ManagerRow.manager_id, ManagerRow.name, ManagerRow.branch_id, ManagerRow.active)
+        )
+    ).all()
+    return await _board(conn, settings, list(managers), span, metric, limit, cursor)
+
+
+@router.get("/branches/{branch_id}/leaderboard", response_model=BranchLeaderboardOut)
 async def branch_leaderboard(
     branch_id: BranchId,
     user: Reader,
@@ -133,16 +165,10 @@ async def branch_leaderboard(
     _check_metric(metric)
     if user.role == "manager":
         raise HTTPException(status.HTTP_403_FORBIDDEN, "leaderboards are for supervisors")
-
-    async def compute(conn: AsyncConnection) -> dict[str, Any]:
-        board = await _board(conn, reading.settings, managers, span, metric, limit, cursor)
-        return {"branch_id": branch_id, **board}
-
-    key = ("branch leaderboard", branch_id, span, metric, limit, cursor)
-    return await reading.answer(key, compute)
+    return await branch_board(reading, branch_id, span, metric, limit, cursor, managers=managers)
 
 
-@router.get("/leaderboard", response_model=dict[str, Any])
+@router.get("/leaderboard", response_model=LeaderboardOut)
 async def bank_leaderboard(
     user: Admin,
     reading: ReadingDep,
@@ -153,15 +179,4 @@ async def bank_leaderboard(
 ) -> Response:
     """Every manager of the bank ranked on a metric (admins), highest first, ties by manager_id."""
     _check_metric(metric)
-
-    async def compute(conn: AsyncConnection) -> dict[str, Any]:
-        managers = (
-            await conn.execute(
-                select(
-                    ManagerRow.manager_id, ManagerRow.name, ManagerRow.branch_id, ManagerRow.active
-                )
-            )
-        ).all()
-        return await _board(conn, reading.settings, list(managers), span, metric, limit, cursor)
-
-    return await reading.answer(("bank leaderboard", span, metric, limit, cursor), compute)
+    return await bank_board(reading, span, metric, limit, cursor)

@@ -11,8 +11,9 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
 from fastapi.responses import Response
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from api.answers import BranchTallyOut, TallyOut
 from api.deps import ReadingDep
-from api.reads import AS_OF
+from api.reads import cached_answer
 from api.scope import BranchId, BranchInScope, ManagerInScope
 from models.balances import average_documents
 from models.policy import account_counts_span, branch_account_targets, period_range
@@ -91,45 +92,48 @@ async def date_range(
 DateRange = Annotated[Span, Depends(date_range)]
 
 
-# The answers are kept encoded (api/reads.py): the routes return them as responses, and
-# declare what they hold for the OpenAPI document.
-@router.get("/managers/{manager_id}/tally", response_model=dict[str, Any])
+# The answers are kept encoded in the read cache (api/reads.py): the routes send them as
+# they were encoded, and declare what they hold for the OpenAPI document.
+@cached_answer(
+    "managers",
+    "manager_daily",
+    "manager_targets",
+    "balance_daily",
+    "balance_openings",
+    out=TallyOut,
+)
+async def manager_tally_answer(
+    conn: AsyncConnection, settings: Any, manager_id: str, branch_id: str, span: Span
+) -> dict[str, Any]:
+    # the figures also read the manager's hiring date from its last ``manager.upserted``
+    # event: stored in the same transaction as the ``managers`` row it upserts
+    got = await manager_figures(conn, manager_id, span.start, span.end)
+    totals = got.totals
+    doc = tally_document(("manager_id", manager_id), span.start, span.end, totals, settings.tz)
+    doc["branch_id"] = branch_id
+    doc["average_balance"] = (
+        await average_documents(
+            conn, "manager", [manager_id], span.start, span.end, span.today, settings.policy
+        )
+    )[manager_id]
+    target = period_target(got.history, span.start, span.end, settings.tz, got.hired_at)
+    doc["target"] = target_document(
+        target, totals["weighted_profit"], span.start, span.end, span.today
+    )
+    return doc
+
+
+@router.get("/managers/{manager_id}/tally", response_model=TallyOut)
 async def manager_tally(
     manager: ManagerInScope,
     reading: ReadingDep,
     span: DateRange,
 ) -> Response:
     """A manager's tally for the period containing `at` (or from/to), with the profit target."""
-    manager_id, branch_id = manager.manager_id, manager.branch_id
-    tz = reading.settings.tz
-
-    async def compute(conn: AsyncConnection) -> dict[str, Any]:
-        got = await manager_figures(conn, manager_id, span.start, span.end)
-        totals = got.totals
-        doc = tally_document(("manager_id", manager_id), span.start, span.end, totals, tz)
-        doc["branch_id"] = branch_id
-        doc["average_balance"] = (
-            await average_documents(
-                conn,
-                "manager",
-                [manager_id],
-                span.start,
-                span.end,
-                span.today,
-                reading.settings.policy,
-            )
-        )[manager_id]
-        target = period_target(got.history, span.start, span.end, tz, got.hired_at)
-        doc["target"] = target_document(
-            target, totals["weighted_profit"], span.start, span.end, span.today
-        )
-        doc["as_of"] = AS_OF
-        return doc
-
-    return await reading.answer(("manager tally", manager_id, span), compute)
+    return await manager_tally_answer(reading, manager.manager_id, manager.branch_id, span)
 
 
-@router.get("/branches/{branch_id}/tally", response_model=dict[str, Any])
+@router.get("/branches/{branch_id}/tally", response_model=BranchTallyOut)
 async def branch_tally(
     branch_id: BranchId,
     managers: BranchInScope,
@@ -137,17 +141,19 @@ async def branch_tally(
     span: DateRange,
 ) -> Response:
     """A branch's tally (exact sums over its events), its account targets and profit target."""
-
-    async def compute(conn: AsyncConnection) -> dict[str, Any]:
-        doc = await _branch_tally(conn, branch_id, managers, reading.settings, span)
-        doc["as_of"] = AS_OF
-        return doc
-
-    return await reading.answer(("branch tally", branch_id, span), compute)
+    return await branch_tally_answer(reading, branch_id, span, managers=managers)
 
 
-async def _branch_tally(
-    conn: AsyncConnection, branch_id: str, managers: list[Any], settings: Any, span: Span
+@cached_answer(
+    "managers",
+    "manager_targets",
+    "branch_daily",
+    "balance_daily",
+    "balance_openings",
+    out=BranchTallyOut,
+)
+async def branch_tally_answer(
+    conn: AsyncConnection, settings: Any, branch_id: str, span: Span, *, managers: list[Any]
 ) -> dict[str, Any]:
     totals = await branch_totals(conn, branch_id, span.start, span.end)
     doc = tally_document(("branch_id", branch_id), span.start, span.end, totals, settings.tz)

@@ -439,3 +439,83 @@ async def test_kept_computation_connections_the_server_dropped_are_replaced(
         k: v for k, v in first.items() if k != "as_of"
     }
     assert reads._idle and not (await pids()) & old
+
+
+def test_a_cached_read_of_a_table_that_is_not_versioned_is_refused_at_import(
+    monkeypatch: Any,
+) -> None:
+    from api import reads
+    from api.reads import UnversionedTable, cached_answer, cached_read
+
+    monkeypatch.setattr(reads, "CACHED_READS", {})  # the app's own stay as they are
+
+    async def read(_conn: Any) -> int:
+        return 1
+
+    with pytest.raises(UnversionedTable, match="clients"):
+        cached_read("managers", "clients")(read)
+    with pytest.raises(UnversionedTable, match="declares"):
+        cached_answer(out=dict)(read)
+    assert cached_read("managers")(read).tables == {"managers"}
+
+
+# rows a cached read may read although their table is not versioned: each is written in the
+# same transaction as a row of the versioned table named, which moves the version
+_WRITTEN_WITH = {
+    "events": "managers",  # a manager.upserted event, with the managers row it upserts
+    # a client's holders, with the balance deltas their move implies (streams/balances.py
+    # move_clients; a move that writes no delta moves no balance: the averages stay)
+    "balance_holders": "balance_daily",
+}
+
+
+async def test_a_cached_read_reads_only_the_tables_it_declares(
+    served: tuple[httpx.AsyncClient, ReadCache, Any], db_url: str, monkeypatch: Any
+) -> None:
+    """Every cached route over the vectors, each cached read watched by SQLite's authorizer
+    (which sees the reads made on the driver too): what each reads is what it declared."""
+    if not db_url.startswith("sqlite"):
+        pytest.skip("watches reads with SQLite's authorizer")
+    import sqlite3
+    from collections import defaultdict
+
+    from api.reads import CACHED_READS
+    from models.tables import Base
+
+    stored = set(Base.metadata.tables)
+    client = served[0]
+    seen: dict[str, set[str]] = defaultdict(set)
+
+    def watch(name: str, read: Any) -> Any:
+        async def watched(conn: Any, *args: Any, **kwargs: Any) -> Any:
+            tables = seen[name]
+
+            def authorize(action: int, table: str | None, *_: Any) -> int:
+                if action == sqlite3.SQLITE_READ and table in stored:  # not json_each()
+                    tables.add(table)
+                return sqlite3.SQLITE_OK
+
+            driver = (await conn.get_raw_connection()).driver_connection
+            await driver._execute(driver._conn.set_authorizer, authorize)
+            try:
+                return await read(conn, *args, **kwargs)
+            finally:
+                await driver._execute(driver._conn.set_authorizer, None)
+
+        return watched
+
+    for name, cached in CACHED_READS.items():
+        monkeypatch.setattr(cached, "read", watch(name, cached.read))
+    for path in (
+        "/v1/managers/m036/tally",
+        "/v1/branches/b05/tally",
+        "/v1/branches/b05/leaderboard",
+        "/v1/branches/b05/leaderboard?metric=average_deposits",
+        "/v1/leaderboard",
+    ):
+        await _get(client, path)
+    assert set(seen) == set(CACHED_READS), "every cached read was watched"
+    for name, tables in seen.items():
+        declared = CACHED_READS[name].tables
+        for table in tables - declared:
+            assert _WRITTEN_WITH.get(table) in declared, f"{name} reads {table} undeclared"

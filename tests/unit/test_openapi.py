@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+from pathlib import Path
 
 from api.make_examples import EXAMPLES, _collect
 from config import Settings
 from crmtracker.compose import api_app as create_app
 from testkit.paths import VECTORS
+
+ROUTES = Path(__file__).with_name("openapi_routes.json")
 
 
 def test_every_route_has_a_description_errors_and_an_example() -> None:
@@ -22,6 +25,17 @@ def test_every_route_has_a_description_errors_and_an_example() -> None:
                 assert {"401", "403", "422"} <= set(op["responses"]), (method, path)
 
 
+def test_the_routes_methods_and_status_codes_are_the_recorded_ones() -> None:
+    """Every path, its methods and the status codes each declares, as recorded: a change to
+    the API's surface shows up here (and in the file's diff) before a client sees it."""
+    spec = create_app(Settings(auth_secret="o" * 40)).openapi()
+    found = {
+        path: {method: sorted(op["responses"]) for method, op in ops.items()}
+        for path, ops in spec["paths"].items()
+    }
+    assert found == json.loads(ROUTES.read_text())
+
+
 def test_examples_are_what_the_routes_answer_today() -> None:
     stored = json.loads(EXAMPLES.read_text())
     fresh = asyncio.run(_collect(VECTORS))
@@ -31,7 +45,7 @@ def test_examples_are_what_the_routes_answer_today() -> None:
         if isinstance(doc, dict):
             return {k: shape(v) for k, v in doc.items() if k not in ("as_of",)}
         if isinstance(doc, list):
-            return [shape(doc[0])] if doc else []
+            return [shape(item) for item in doc]
         return type(doc).__name__
 
     for key in stored:

@@ -1,0 +1,224 @@
+"""What the routes answer, as types: the OpenAPI's response schemas, the examples' shapes
+and, for the read cache's answers, what a computed answer is checked against and encoded
+with once (api/reads.py).
+
+The shapes are the contract's (CONTRACT.md §3): decimals are strings rounded when shown
+(two places for money, four for ratios), dates ISO, times ISO with the bank's offset. A key
+the documents leave out when it has nothing to say (a zero count, a target's ``met`` when
+there is no target) is left out here too: ``omitted`` fields are not sent when ``None``.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, SerializationInfo
+
+from models.events import AccountType
+
+
+def _is_none(value: Any) -> bool:
+    return value is None
+
+
+class Answer(BaseModel):
+    """An answer: its keys are exactly the ones declared (a document with another key is a
+    mistake, found when the answer is computed, not by a client)."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+Money = Annotated[
+    str,
+    Field(
+        pattern=r"^-?\d+\.\d{2}$",
+        description="a decimal as a string, rounded half-up to two places",
+        examples=["12345.67"],
+    ),
+]
+Ratio = Annotated[
+    str,
+    Field(
+        pattern=r"^-?\d+\.\d{4}$",
+        description="a ratio as a decimal string, rounded half-up to four places",
+        examples=["1.1886"],
+    ),
+]
+
+
+def _stamp(value: str, info: SerializationInfo) -> str:
+    context = info.context
+    return context["as_of"] if isinstance(context, dict) and "as_of" in context else value
+
+
+AsOf = Annotated[
+    str,
+    PlainSerializer(_stamp, return_type=str),
+    Field(
+        description="when the figures were read: the request's time, in the bank's time zone",
+        examples=["2026-11-22T10:15:00+08:00"],
+    ),
+]
+"""An answer's ``as_of``: a cached answer is encoded with a stand-in (the serialization
+context's ``as_of``) that each request replaces with its own time."""
+
+
+def omitted(description: str) -> Any:
+    """A field left out of the answer when it has no value (``None``)."""
+    return Field(None, exclude_if=_is_none, description=description)
+
+
+# --- tallies ---------------------------------------------------------------------------------
+class PeriodOut(Answer):
+    from_: date = Field(alias="from", description="first day (inclusive)")
+    to: date = Field(description="last day (inclusive)")
+
+
+class LinesOut(Answer):
+    """An amount per business line."""
+
+    asset: Money
+    liability: Money
+    intermediary: Money
+    off_balance: Money
+
+
+class OriginsOut(Answer):
+    """Accounts opened by the client's origin (自然 / 自主营销)."""
+
+    natural: int
+    marketed: int
+
+
+class VisitsOut(Answer):
+    """Visits in all, and by method and by kind (zero counts left out)."""
+
+    total: int
+    on_site: int | None = omitted("visits made on site")
+    phone: int | None = omitted("by phone")
+    sms: int | None = omitted("by text message")
+    online: int | None = omitted("online")
+    routine: int | None = omitted("routine visits")
+    business: int | None = omitted("business visits")
+    post_loan_check: int | None = omitted("post-loan checks")
+    surprise: int | None = omitted("surprise visits")
+
+
+class BalanceOut(Answer):
+    """Average daily balances over the period's days (to today for a running period)."""
+
+    liability: Money
+    asset: Money
+
+
+class TargetOut(Answer):
+    """A profit target and how far the actual figure has come (``no_target``: none set)."""
+
+    target: Money | None
+    actual: Money
+    ratio: Ratio | None
+    met: bool | None = omitted("actual ≥ target (left out without a target)")
+    status: Literal["met", "behind", "no_target"]
+    expected_to_date: Money | None = omitted("for a running period: the target pro-rated to today")
+    on_track: bool | None = omitted("for a running period: actual ≥ expected_to_date")
+
+
+class ManagerKey(Answer):
+    manager_id: str
+
+
+class BranchKey(Answer):
+    branch_id: str
+
+
+class TallyFigures(Answer):
+    """The tally object of the contract (§3), without its owner."""
+
+    period: PeriodOut
+    transactions: int
+    volume: LinesOut
+    simulated_profit: LinesOut
+    weighted_profit: Money = Field(
+        description="Σ simulated profit × line coefficient × claim ratio, exact, rounded once"
+    )
+    accounts_opened: dict[AccountType, int] = Field(
+        description="new accounts by type (zero counts left out)"
+    )
+    accounts_by_origin: OriginsOut
+    visits: VisitsOut
+    as_of: AsOf
+
+
+class LeaderTallyOut(TallyFigures, ManagerKey):
+    """A ranked manager's tally."""
+
+    average_balance: BalanceOut
+
+
+class TallyOut(TallyFigures, ManagerKey):
+    """A manager's tally for a period or range, with the profit target."""
+
+    branch_id: str
+    average_balance: BalanceOut
+    target: TargetOut
+
+
+class AccountUnitOut(Answer):
+    """One week or month of an account target."""
+
+    from_: date = Field(alias="from")
+    to: date
+    target: Money
+    actual: int
+    met: bool
+    status: Literal["met", "behind", "running", "pending"]
+    expected_to_date: Money | None = omitted("for a running unit: the target pro-rated")
+
+
+class AccountTargetOut(Answer):
+    """A branch's account target rule over the period, unit by unit."""
+
+    name: str = Field(examples=["corporate_settlement"])
+    cadence: Literal["weekly", "monthly"]
+    target: Money
+    actual: int
+    ratio: Ratio | None
+    met: bool
+    status: Literal["met", "behind", "on_track"]
+    units: list[AccountUnitOut]
+
+
+class BranchTallyOut(TallyFigures, BranchKey):
+    """A branch's tally: exact sums over its events, account targets and profit target."""
+
+    average_balance: BalanceOut
+    account_targets: list[AccountTargetOut]
+    account_targets_met: bool
+    account_targets_status: Literal["met", "behind", "on_track"]
+    target: TargetOut
+    managers: int = Field(description="how many managers the branch has")
+
+
+# --- leaderboards ----------------------------------------------------------------------------
+class LeaderOut(Answer):
+    rank: int = Field(description="position, from 1")
+    manager_id: str
+    name: str | None
+    branch_id: str
+    value: Money | int = Field(description="the metric: money as a string, counts as integers")
+    tally: LeaderTallyOut
+
+
+class LeaderboardOut(Answer):
+    """Managers ranked on a metric, highest first, ties by manager_id (a page of them)."""
+
+    metric: str
+    period: PeriodOut
+    items: list[LeaderOut]
+    next_cursor: str | None
+    total: int
+
+
+class BranchLeaderboardOut(LeaderboardOut, BranchKey):
+    """A branch's managers ranked on a metric."""
