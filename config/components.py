@@ -24,9 +24,14 @@ if TYPE_CHECKING:
 C = TypeVar("C")
 
 
-def derive(config: type[C], settings: Any) -> C:
-    """A component's config from the settings: each field from the setting of its name."""
-    return config(**{f.name: getattr(settings, f.name) for f in fields(config)})  # type: ignore[arg-type]
+def derive(config: type[C], settings: Any, prefix: str = "") -> C:
+    """A config from the settings: each field from the setting (or derived value) of its
+    name, else of its name with ``prefix``."""
+    values = {
+        f.name: getattr(settings, f.name if hasattr(settings, f.name) else prefix + f.name)
+        for f in fields(config)  # type: ignore[arg-type]
+    }
+    return config(**values)
 
 
 class KafkaTopics(Protocol):

@@ -13,11 +13,13 @@ SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
 
 @dataclass(frozen=True)
 class KafkaConfig:
+    """Each field is the resolved setting of its name, else the ``kafka_`` one."""
+
     bootstrap: str
     group_id: str
     session_timeout: float
     heartbeat_interval: float
-    embedded: bool = False
+    embedded_broker: bool = False
     security_protocol: SecurityProtocol = "PLAINTEXT"
     sasl_mechanism: SaslMechanism = "PLAIN"
     sasl_username: str | None = None

@@ -246,20 +246,7 @@ class Settings(BaseSettings):
 
     @cached_property
     def kafka(self) -> KafkaConfig:
-        return KafkaConfig(
-            bootstrap=self.bootstrap,
-            group_id=self.group_id,
-            session_timeout=self.session_timeout,
-            heartbeat_interval=self.heartbeat_interval,
-            embedded=self.embedded_broker,
-            security_protocol=self.kafka_security_protocol,
-            sasl_mechanism=self.kafka_sasl_mechanism,
-            sasl_username=self.kafka_sasl_username,
-            sasl_password=self.kafka_sasl_password,
-            ssl_cafile=self.kafka_ssl_cafile,
-            ssl_certfile=self.kafka_ssl_certfile,
-            ssl_keyfile=self.kafka_ssl_keyfile,
-        )
+        return derive(KafkaConfig, self, prefix="kafka_")
 
     # --- what each component takes -------------------------------------------------------
     @cached_property
