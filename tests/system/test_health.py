@@ -14,7 +14,8 @@ import pytest
 from api.main import create_app
 from crmtracker.broker import EmbeddedBroker, ensure_topics
 from crmtracker.settings import Settings
-from testkit.broker import WorkerProcess, isolated_settings, produce
+from testkit.broker import isolated_settings, produce
+from testkit.process import WorkerProcess
 
 
 @asynccontextmanager
