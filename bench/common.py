@@ -6,18 +6,16 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
-import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 from config import Settings
 from crmtracker.broker import EmbeddedBroker, free_port
+from testkit import process
 from testkit.db import scratch_database as scratch_database  # the benches take it from here
-
-ROOT = Path(__file__).resolve().parents[1]
 
 DEFAULT_PG = "postgresql://postgres@127.0.0.1:5432/test"
 
@@ -41,6 +39,15 @@ def peak_rss_mib(pid: int) -> float | None:
     return None
 
 
+def cpu_seconds(pid: int) -> float | None:
+    """User and system CPU seconds of a process so far."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def rss_mib(pid: int) -> float | None:
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -61,47 +68,12 @@ def embedded_broker(workdir: Path) -> Iterator[EmbeddedBroker]:
         broker.stop()
 
 
-class Child:
-    """``python -m crmtracker <command>`` as a child process with its log in ``workdir``."""
+class Child(process.Child):
+    """``python -m crmtracker <command>`` as a child process in a session of its own, started
+    at once, its log in ``log_path``."""
 
     def __init__(self, command: str, env: dict[str, str], log_path: Path) -> None:
-        self.command = command
-        self.log_path = log_path
-        full = {**os.environ, **env, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
-        self._log = open(log_path, "ab")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "crmtracker", command],
-            env=full,
-            cwd=log_path.parent,
-            stdin=subprocess.DEVNULL,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def alive(self) -> bool:
-        return self.proc.poll() is None
-
-    def stop(self) -> int | None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self._log.close()
-        return self.proc.returncode
-
-    def tail(self, n: int = 30) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
-        except OSError:
-            return ""
+        super().__init__(command, env, log_path, new_session=True)
 
 
 def api_env(settings: Settings, port: int, secret: str) -> dict[str, str]:
@@ -138,6 +110,23 @@ def bearer(secret: str, role: str = "admin", **kw: object) -> dict[str, str]:
     from api.auth import mint_token
 
     return {"Authorization": f"Bearer {mint_token(secret, role, **kw)}"}  # type: ignore[arg-type]
+
+
+def fmt(v: float | None, spec: str) -> str:
+    return "-" if v is None else format(v, spec)
+
+
+def text_table(head: Sequence[str], rows: Sequence[Sequence[str]], left: int = 1) -> str:
+    """Columns as wide as their widest cell, the first ``left`` aligned left, the rest right."""
+    widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(head)]
+
+    def line(cells: Sequence[str]) -> str:
+        return "  ".join(
+            c.ljust(w) if i < left else c.rjust(w)
+            for i, (c, w) in enumerate(zip(cells, widths, strict=True))
+        )
+
+    return "\n".join([line(head), line(["-" * w for w in widths]), *map(line, rows)])
 
 
 def finish(

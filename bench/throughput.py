@@ -32,7 +32,6 @@ import contextlib
 import json
 import os
 import re
-import secrets
 import shutil
 import signal
 import subprocess
@@ -45,12 +44,14 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
-from bench.common import peak_rss_mib
+from bench.common import cpu_seconds, fmt, peak_rss_mib, text_table
 from config import Settings
 from crmtracker.broker import EmbeddedBroker, ensure_topics, free_port
 from demo import DemoGenerator, DemoMessage
+from testkit.db import create_pg_database, drop_pg_database
+from testkit.process import WorkerProcess
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -150,14 +151,6 @@ def _sum_or_none(values: Iterable[float | None]) -> float | None:
     return None if any(v is None for v in vals) else sum(vals)  # type: ignore[arg-type]
 
 
-def cpu_seconds(pid: int) -> float | None:
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return None
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def tail(path: Path, lines: int = 40) -> str:
     try:
         text = path.read_text(errors="replace")
@@ -184,89 +177,6 @@ def scan_log(path: Path) -> dict[str, int]:
         elif line.startswith("Traceback"):
             out["Traceback"] += 1
     return dict(out.most_common(20))
-
-
-class WorkerProcess:
-    def __init__(self, settings: Settings, log_path: Path, cwd: Path) -> None:
-        self.settings = settings
-        self.log_path = log_path
-        self.cwd = cwd
-        self.proc: subprocess.Popen[bytes] | None = None
-        self._log: IO[bytes] | None = None
-        self.started_mono = 0.0
-        self.started_wall = 0.0
-
-    def start(self) -> None:
-        env = dict(os.environ)
-        env.update(self.settings.child_env())
-        env["PYTHONPATH"] = os.pathsep.join(
-            p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p
-        )
-        env["PYTHONUNBUFFERED"] = "1"
-        self._log = open(self.log_path, "ab")
-        self.started_wall = time.time()
-        self.started_mono = time.monotonic()
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "crmtracker", "worker"],
-            cwd=self.cwd,  # not the repo: no stray .env
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-
-    @property
-    def pid(self) -> int | None:
-        return self.proc.pid if self.proc else None
-
-    def poll(self) -> int | None:
-        return self.proc.poll() if self.proc else None
-
-    def stop(self, timeout: float = 20.0) -> int | None:
-        code = None
-        if self.proc is not None:
-            if self.proc.poll() is None:
-                self.proc.send_signal(signal.SIGTERM)
-                try:
-                    self.proc.wait(timeout)
-                except subprocess.TimeoutExpired:
-                    print(
-                        f"  worker did not stop in {timeout:.0f}s after SIGTERM: killing it",
-                        file=sys.stderr,
-                    )
-                    self.proc.kill()
-                    self.proc.wait()
-            code = self.proc.returncode
-        if self._log is not None:
-            self._log.close()
-            self._log = None
-        return code
-
-
-# --- PostgreSQL scratch database -------------------------------------------------------------
-async def create_pg_database(admin_url: str) -> tuple[str, str]:
-    import asyncpg
-    from sqlalchemy.engine import make_url
-
-    name = f"crm_bench_{secrets.token_hex(4)}"
-    conn = await asyncpg.connect(admin_url)
-    try:
-        await conn.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await conn.close()
-    url = make_url(admin_url).set(database=name).render_as_string(hide_password=False)
-    return name, url
-
-
-async def drop_pg_database(admin_url: str, name: str) -> None:
-    import asyncpg
-
-    conn = await asyncpg.connect(admin_url)
-    try:
-        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await conn.close()
 
 
 # --- the phases ------------------------------------------------------------------------------
@@ -446,10 +356,10 @@ async def run_pipeline(
     await asyncio.to_thread(upgrade, settings.db_url)
     engine = make_engine(settings.db_url)
     log_path = workdir / f"worker-{res.db}.log"
-    worker = WorkerProcess(settings, log_path, workdir)
+    worker = WorkerProcess(settings, log_path, cwd=workdir, new_session=True)
     # more workers: one consumer group sharing the partitions (figures: the sums over them)
     others = [
-        WorkerProcess(settings, workdir / f"worker-{res.db}-{i}.log", workdir)
+        WorkerProcess(settings, workdir / f"worker-{res.db}-{i}.log", cwd=workdir, new_session=True)
         for i in range(2, workers + 1)
     ]
     everyone = [worker, *others]
@@ -562,7 +472,7 @@ async def bench_db(
         if db == "sqlite":
             url = f"sqlite:///{workdir / 'bench.sqlite3'}"
         else:
-            pg_name, url = await create_pg_database(args.pg_url)
+            pg_name, url = await create_pg_database(args.pg_url, "bench")
         settings = Settings(
             kafka_bootstrap=bootstrap,
             kafka_session_timeout=2.0,
@@ -801,10 +711,6 @@ async def run_peer(
 
 
 # --- output ----------------------------------------------------------------------------------
-def _fmt(v: float | None, spec: str) -> str:
-    return "-" if v is None else format(v, spec)
-
-
 def table(results: list[Result]) -> str:
     head = (
         "db",
@@ -825,28 +731,21 @@ def table(results: list[Result]) -> str:
         (
             r.db,
             str(r.events),
-            _fmt(r.produce_s, ".2f"),
-            _fmt(r.bare_msg_s, ",.0f"),
-            _fmt(r.faust_msg_s, ",.0f"),
-            _fmt(r.worker_startup_s, ".2f"),
-            _fmt(r.pipeline_events_s, ",.0f"),
-            _fmt(r.overall_events_s, ",.0f"),
-            _fmt(r.ratio_pipeline_faust, ".3f"),
-            _fmt(r.ratio_pipeline_bare, ".3f"),
-            _fmt(r.worker_peak_rss_mib, ".0f"),
+            fmt(r.produce_s, ".2f"),
+            fmt(r.bare_msg_s, ",.0f"),
+            fmt(r.faust_msg_s, ",.0f"),
+            fmt(r.worker_startup_s, ".2f"),
+            fmt(r.pipeline_events_s, ",.0f"),
+            fmt(r.overall_events_s, ",.0f"),
+            fmt(r.ratio_pipeline_faust, ".3f"),
+            fmt(r.ratio_pipeline_bare, ".3f"),
+            fmt(r.worker_peak_rss_mib, ".0f"),
             ("yes" if r.complete else f"no ({r.applied}/{r.expected})") if not r.error else "ERROR",
             "-" if r.exact is None else ("yes" if r.exact else f"NO ({r.mismatches} differ)"),
         )
         for r in results
     ]
-    widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(head)]
-    line = lambda cells: "  ".join(  # noqa: E731
-        c.ljust(w) if i == 0 else c.rjust(w)
-        for i, (c, w) in enumerate(zip(cells, widths, strict=False))
-    )
-    out = [line(head), line(["-" * w for w in widths])]
-    out += [line(r) for r in rows]
-    return "\n".join(out)
+    return text_table(head, rows, left=1)
 
 
 async def run(
@@ -954,10 +853,10 @@ def main(argv: list[str] | None = None) -> int:
         extra = (
             f"[{r.db}] rows {r.applied}/{r.expected} (rejected {r.rejected}; held when reached "
             f"{r.held_at_end}, {SETTLE_S:.0f}s later {r.held_left}, of which {r.held_stuck} "
-            f"wait for a known client/manager); bare read incl. group join {_fmt(r.bare_total_s, '.2f')}s; "
-            f"apply span {_fmt(r.apply_s, '.2f')}s (db received_at span "
-            f"{_fmt(r.db_span_s, '.2f')}s); worker CPU {_fmt(r.worker_cpu_s, '.1f')}s, "
-            f"broker CPU {_fmt(r.broker_cpu_s, '.1f')}s; worker exit {r.worker_exit}"
+            f"wait for a known client/manager); bare read incl. group join {fmt(r.bare_total_s, '.2f')}s; "
+            f"apply span {fmt(r.apply_s, '.2f')}s (db received_at span "
+            f"{fmt(r.db_span_s, '.2f')}s); worker CPU {fmt(r.worker_cpu_s, '.1f')}s, "
+            f"broker CPU {fmt(r.broker_cpu_s, '.1f')}s; worker exit {r.worker_exit}"
         )
         print(extra)
         for k, v in r.log_warnings.items():
@@ -967,7 +866,7 @@ def main(argv: list[str] | None = None) -> int:
     if peer is not None:
         print(
             f"[peer] {peer.name}: {peer.messages} transaction messages, "
-            f"{_fmt(peer.msg_s, ',.0f')} msg/s (incl. startup {_fmt(peer.total_s, '.2f')}s); "
+            f"{fmt(peer.msg_s, ',.0f')} msg/s (incl. startup {fmt(peer.total_s, '.2f')}s); "
             f"exact: {peer.exact} ({peer.mismatches} of {peer.manager_months} manager-months "
             f"differ){'; error: ' + peer.error if peer.error else ''}"
         )

@@ -34,7 +34,6 @@ import asyncio
 import contextlib
 import json
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -46,9 +45,19 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from bench.common import DEFAULT_PG, finish, percentile, scratch_database, wait_http
+from bench.common import (
+    DEFAULT_PG,
+    cpu_seconds,
+    finish,
+    fmt,
+    percentile,
+    scratch_database,
+    text_table,
+    wait_http,
+)
 from crmtracker.broker import free_port
 from testkit.factories import MONTHS, GeneratedLog, generate_log
+from testkit.process import Child, child_environ
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -124,14 +133,6 @@ def screen_targets(log: GeneratedLog, n: int) -> list[tuple[str, str, int, Decim
 
 
 # --- processes -------------------------------------------------------------------------------
-def cpu_seconds(pid: int) -> float | None:
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return None
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def child_pids(pid: int) -> list[int]:
     out: list[int] = []
     with contextlib.suppress(OSError):
@@ -154,26 +155,16 @@ class Up:
     def __init__(self, data_dir: Path, env: dict[str, str], api_port: int) -> None:
         self.data_dir = data_dir
         self.api_port = api_port
-        self.env = {**os.environ, **env, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
+        self.env = child_environ(env)
         self.kafka_port = free_port()
         self.log_path = data_dir / "up.log"
-        self._log = open(self.log_path, "ab")
         self.started = time.monotonic()
-        self.proc = subprocess.Popen(
-            [
-                *self.cli("up"),
-                "--port",
-                str(api_port),
-                "--kafka-port",
-                str(self.kafka_port),
-            ],
-            env=self.env,
-            cwd=data_dir,  # no stray .env
-            stdin=subprocess.DEVNULL,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
+        args = ["up", "--data-dir", str(data_dir), "--port", str(api_port)]
+        # in its data directory: no stray .env
+        self.child = Child(
+            [*args, "--kafka-port", str(self.kafka_port)], env, self.log_path, new_session=True
         )
+        self.proc = self.child.proc
 
     def cli(self, command: str) -> list[str]:
         return [sys.executable, "-m", "crmtracker", command, "--data-dir", str(self.data_dir)]
@@ -197,19 +188,11 @@ class Up:
 
     def stop(self) -> tuple[int | None, float]:
         started = time.monotonic()
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(60)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
-        self._log.close()
-        return self.proc.returncode, time.monotonic() - started
+        code = self.child.stop(60, group=True)
+        return code, time.monotonic() - started
 
     def tail(self, n: int = 30) -> str:
-        lines = self.log_path.read_text(errors="replace").splitlines()
-        return "\n".join(lines[-n:])
+        return self.child.tail(n)
 
 
 # --- librdkafka ------------------------------------------------------------------------------
@@ -458,10 +441,6 @@ async def run_one(
 
 
 # --- output ----------------------------------------------------------------------------------
-def _fmt(v: float | None, spec: str) -> str:
-    return "-" if v is None else format(v, spec)
-
-
 def table(results: list[Result]) -> str:
     head = (
         "db",
@@ -485,32 +464,24 @@ def table(results: list[Result]) -> str:
         (
             r.db,
             "on" if r.polling else "off",
-            _fmt(r.healthz_s, ".1f"),
-            _fmt(r.produce_s, ".2f"),
-            _fmt(r.caught_up_s, ".2f"),
-            _fmt(r.exact_s, ".2f"),
-            _fmt(r.msg_s, ",.0f"),
-            _fmt(r.ceiling_msg_s, ",.0f"),
-            _fmt(r.ratio_ceiling, ".3f"),
+            fmt(r.healthz_s, ".1f"),
+            fmt(r.produce_s, ".2f"),
+            fmt(r.caught_up_s, ".2f"),
+            fmt(r.exact_s, ".2f"),
+            fmt(r.msg_s, ",.0f"),
+            fmt(r.ceiling_msg_s, ",.0f"),
+            fmt(r.ratio_ceiling, ".3f"),
             str(r.screen_rounds),
-            _fmt(r.screen_round_p50_ms, ".0f"),
-            _fmt(r.screen_round_p99_ms, ".0f"),
-            _fmt(r.worker_cpu_s, ".1f"),
-            _fmt(r.stop_s, ".1f"),
-            _fmt(r.load_1m, ".1f"),
+            fmt(r.screen_round_p50_ms, ".0f"),
+            fmt(r.screen_round_p99_ms, ".0f"),
+            fmt(r.worker_cpu_s, ".1f"),
+            fmt(r.stop_s, ".1f"),
+            fmt(r.load_1m, ".1f"),
             "ERROR" if r.error else f"{r.tallies_exact}/{r.tallies}",
         )
         for r in results
     ]
-    widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(head)]
-
-    def line(cells: tuple[str, ...] | list[str]) -> str:
-        return "  ".join(
-            c.ljust(w) if i < 2 else c.rjust(w)
-            for i, (c, w) in enumerate(zip(cells, widths, strict=True))
-        )
-
-    return "\n".join([line(head), line(["-" * w for w in widths]), *map(line, rows)])
+    return text_table(head, rows, left=2)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

@@ -1,12 +1,9 @@
-"""Running the real worker process against the embedded broker, for integration tests."""
+"""The embedded broker in tests: settings of their own (topic prefix, consumer group),
+producing to and reading from topics, waiting for the worker's counts."""
 
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterable
@@ -18,8 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from config import Settings
 from testkit.checks import counts
-
-ROOT = Path(__file__).resolve().parents[1]
+from testkit.process import WorkerProcess
 
 
 def isolated_settings(bootstrap: str, db_url: str, data_dir: Path, **extra: Any) -> Settings:
@@ -35,51 +31,6 @@ def isolated_settings(bootstrap: str, db_url: str, data_dir: Path, **extra: Any)
         kafka_heartbeat_interval=0.5,
         **extra,
     )
-
-
-class WorkerProcess:
-    """``crm-tracker worker`` as a real child process (so it can be killed with -9)."""
-
-    def __init__(self, settings: Settings, log_path: Path) -> None:
-        self.settings = settings
-        self.log_path = log_path
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        env = {**os.environ, **self.settings.child_env(), "PYTHONPATH": str(ROOT)}
-        log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "crmtracker", "worker"],
-            env=env,
-            cwd=self.log_path.parent,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-        )
-        log.close()
-
-    def kill9(self) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait()
-
-    def stop(self) -> int | None:
-        if self.proc is None:
-            return None
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        return self.proc.returncode
-
-    def log_tail(self, n: int = 40) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
-        except OSError:
-            return ""
 
 
 async def produce(

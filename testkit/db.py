@@ -78,19 +78,24 @@ async def _pg_exec(admin_url: str, sql: str) -> None:
         await conn.close()
 
 
-def _names(kind: str, workdir: Path, server: str | None, prefix: str) -> tuple[str, str]:
-    """(database name, async URL) of a new scratch database."""
-    tag = uuid.uuid4().hex[:12]
-    if kind == "sqlite":
-        return "", f"sqlite+aiosqlite:///{workdir / f'{prefix}-{tag}.sqlite3'}"
-    assert server is not None, "a PostgreSQL scratch database needs a server URL"
-    name = f"crm_{prefix}_{tag}"
-    url = (
-        make_url(server)
-        .set(drivername="postgresql+asyncpg", database=name)
-        .render_as_string(hide_password=False)
-    )
-    return name, url
+async def create_pg_database(server: str, prefix: str = "scratch") -> tuple[str, str]:
+    """A new, empty (not migrated) database on the PostgreSQL server of the URL ``server``:
+    its name, and its URL (the driver of ``server``)."""
+    name = f"crm_{prefix}_{uuid.uuid4().hex[:12]}"
+    await _pg_exec(server, f'CREATE DATABASE "{name}"')
+    return name, make_url(server).set(database=name).render_as_string(hide_password=False)
+
+
+async def drop_pg_database(server: str, name: str) -> None:
+    await _pg_exec(server, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def _async_url(url: str) -> str:
+    return make_url(url).set(drivername="postgresql+asyncpg").render_as_string(hide_password=False)
+
+
+def _sqlite_url(workdir: Path, prefix: str) -> str:
+    return f"sqlite+aiosqlite:///{workdir / f'{prefix}-{uuid.uuid4().hex[:12]}.sqlite3'}"
 
 
 @contextlib.asynccontextmanager
@@ -99,18 +104,18 @@ async def scratch_database(
 ) -> AsyncIterator[str]:
     """A migrated, empty database: a SQLite file in ``workdir`` or a new database on the
     PostgreSQL server of the URL ``server`` (any database on it), dropped afterwards."""
-    name, url = _names(kind, workdir, server, prefix)
     if kind == "sqlite":
+        url = _sqlite_url(workdir, prefix)
         await asyncio.to_thread(upgrade, url)
         yield url
         return
-    assert server is not None
-    await _pg_exec(server, f'CREATE DATABASE "{name}"')
+    assert server is not None, "a PostgreSQL scratch database needs a server URL"
+    name, url = await create_pg_database(server, prefix)
     try:
-        await asyncio.to_thread(upgrade, url)
-        yield url
+        await asyncio.to_thread(upgrade, _async_url(url))
+        yield _async_url(url)
     finally:
-        await _pg_exec(server, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await drop_pg_database(server, name)
 
 
 @contextlib.contextmanager
@@ -123,13 +128,12 @@ def fresh_database(kind: str, workdir: Path) -> Iterator[str]:
         yield url
         return
     server = pg_admin_url()
-    name, url = _names(kind, workdir, server, "test")
-    asyncio.run(_pg_exec(server, f'CREATE DATABASE "{name}"'))
+    name, url = asyncio.run(create_pg_database(server, "test"))
     try:
-        upgrade(url)
-        yield url
+        upgrade(_async_url(url))
+        yield _async_url(url)
     finally:
-        asyncio.run(_pg_exec(server, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        asyncio.run(drop_pg_database(server, name))
 
 
 @contextlib.asynccontextmanager

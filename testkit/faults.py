@@ -29,12 +29,10 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import random
 import re
 import secrets
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -53,10 +51,11 @@ from config import Settings
 from crmtracker.broker import ensure_topics, free_port
 from crmtracker.embedded_pg import EmbeddedPostgres
 from models.db import make_engine
-from testkit.broker import ROOT, WorkerProcess, isolated_settings, produce, read_topic
+from testkit.broker import isolated_settings, produce, read_topic
 from testkit.checks import assert_tallies, counts
 from testkit.db import db_kind, scratch_database
 from testkit.factories import GeneratedLog, Msg, generate_log, valid_events
+from testkit.process import Child, WorkerProcess
 
 
 @dataclass
@@ -426,18 +425,6 @@ class Fault:
         }.get(self.kind, "ALLOW_CONNECTIONS false + terminate")
 
 
-def _start_api(env: dict[str, str], workdir: Path) -> subprocess.Popen[bytes]:
-    with open(workdir / "api.log", "ab") as log:
-        return subprocess.Popen(
-            [sys.executable, "-m", "crmtracker", "api"],
-            env=env,
-            cwd=workdir,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-        )
-
-
 async def db_fault(
     bootstrap: str,
     db_url: str,
@@ -470,7 +457,7 @@ async def db_fault(
         name, db_kind(db_url), len(log.messages), f"{fault.description}, {hold_s:.0f}s"
     )
 
-    api: subprocess.Popen[bytes] | None = None
+    api: Child | None = None
     api_port = free_port()
 
     def readyz() -> int | None:
@@ -486,13 +473,11 @@ async def db_fault(
         nonlocal api
         if with_api:  # the contract's /readyz, from the API process
             env = {
-                **os.environ,
                 **run.settings.child_env(),
                 "CRM_API_PORT": str(api_port),
                 "CRM_AUTH_SECRET": secrets.token_urlsafe(48),
-                "PYTHONPATH": str(ROOT),
             }
-            api = _start_api(env, workdir)
+            api = Child("api", env, workdir / "api.log")
         # half the log first; the rest is produced once the fault is on, so the worker has
         # work waiting for the whole fault whatever its speed
         half = len(log.messages) // 2
@@ -542,12 +527,7 @@ async def db_fault(
         return await _drill(res, body, run)
     finally:
         if api is not None:
-            api.terminate()
-            try:
-                api.wait(20)
-            except subprocess.TimeoutExpired:
-                api.kill()
-                api.wait()
+            api.stop()
 
 
 def table(results: list[DrillResult]) -> str:

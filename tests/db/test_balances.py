@@ -25,9 +25,10 @@ from models.events import InvalidEvent, decode_event
 from models.policy import Policy, money, period_range
 from models.tables import BalanceDayRow, RejectedRow
 from streams.apply import Applier, Incoming
-from testkit.broker import WorkerProcess, isolated_settings, produce, wait_for_counts
+from testkit.broker import isolated_settings, produce, wait_for_counts
 from testkit.feed import Feed, env, vector_batches
 from testkit.paths import VECTORS
+from testkit.process import WorkerProcess
 
 TODAY = date(2026, 12, 3)
 

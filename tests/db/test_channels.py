@@ -12,7 +12,7 @@ import hmac
 import json
 import logging
 import time as wallclock
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
@@ -41,6 +41,7 @@ from reminders.rules import digest_day, in_quiet_hours, quiet_ends, release_at
 from scheduler.channels import DingTalkRobot, EmailChannel, WeComRobot, channel_targets
 from scheduler.service import ReminderScheduler
 from testkit.api import SECRET, auth
+from testkit.hooks import local_http
 from testkit.reminders import World
 
 TZ = ZoneInfo("Asia/Shanghai")
@@ -216,20 +217,6 @@ class Robots:
         return web.json_response({"errcode": 0, "errmsg": "ok"})
 
 
-@pytest.fixture
-async def robots() -> AsyncIterator[tuple[Robots, str]]:
-    rec = Robots()
-    app = web.Application()
-    app.router.add_post("/cgi-bin/webhook/send", rec.wecom_send)
-    app.router.add_post("/robot/send", rec.dingtalk_send)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    yield rec, f"http://127.0.0.1:{port}"
-    await runner.cleanup()
-
-
 @dataclass
 class Mailbox:
     fail_first: int = 0
@@ -246,16 +233,6 @@ class Mailbox:
         assert msg["To"] in envelope.rcpt_tos
         self.mails.append(msg)  # type: ignore[arg-type]
         return "250 OK"
-
-
-@pytest.fixture
-def mailbox() -> Iterator[tuple[Mailbox, int]]:
-    box = Mailbox()
-    port = free_port()
-    ctl = Controller(box, hostname="127.0.0.1", port=port)
-    ctl.start()
-    yield box, port
-    ctl.stop()
 
 
 def _parts(msg: email.message.EmailMessage) -> tuple[str, str]:
@@ -321,21 +298,49 @@ def _settings(db_url: str, tmp_path: Path, **kw: Any) -> Settings:
     )
 
 
+@dataclass
+class Town:
+    """The people and clients of ``_people`` and ``_clients`` in the reminder world, with the
+    WeCom and DingTalk robots and the mailbox their channels reach."""
+
+    world: World
+    robots: Robots
+    mailbox: Mailbox
+    robots_url: str
+    smtp_port: int
+    db_url: str
+    data_dir: Path
+
+    def settings(self, **kw: Any) -> Settings:
+        return _settings(self.db_url, self.data_dir, **kw)
+
+    def channels(self, **kw: Any) -> list[Any]:
+        return _channels(self.robots_url, self.smtp_port, **kw)
+
+
+@pytest.fixture
+async def town(world: World, db_url: str, tmp_path: Path) -> AsyncIterator[Town]:
+    robots, mailbox, smtp_port = Robots(), Mailbox(), free_port()
+    smtp = Controller(mailbox, hostname="127.0.0.1", port=smtp_port)
+    smtp.start()
+    try:
+        routes = [
+            ("POST", "/cgi-bin/webhook/send", robots.wecom_send),
+            ("POST", "/robot/send", robots.dingtalk_send),
+        ]
+        async with local_http(routes) as robots_url:
+            await _people(world)
+            await _clients(world)
+            yield Town(world, robots, mailbox, robots_url, smtp_port, db_url, tmp_path)
+    finally:
+        smtp.stop()
+
+
 async def test_a_day_one_digest_at_0830_quiet_nights_escalations_at_once(
-    world: World,
-    robots: tuple[Robots, str],
-    mailbox: tuple[Mailbox, int],
-    db_url: str,
-    tmp_path: Path,
+    town: Town,
 ) -> None:
-    w = world
-    rec, url = robots
-    box, port = mailbox
-    await _people(w)
-    await _clients(w)
-    sched = ReminderScheduler(
-        _settings(db_url, tmp_path), w.engine, now=w.clock, targets=_channels(url, port)
-    )
+    w, rec, box = town.world, town.robots, town.mailbox
+    sched = ReminderScheduler(town.settings(), w.engine, now=w.clock, targets=town.channels())
     seen: list[tuple[datetime, str, str]] = []  # (clock, channel, title or subject)
     counts = {"wecom": 0, "dingtalk": 0, "email": 0}
 
@@ -420,26 +425,18 @@ async def test_a_day_one_digest_at_0830_quiet_nights_escalations_at_once(
 
 
 async def test_a_receiver_failing_then_recovering_loses_nothing_sends_nothing_twice(
-    world: World,
-    robots: tuple[Robots, str],
-    mailbox: tuple[Mailbox, int],
-    db_url: str,
-    tmp_path: Path,
+    town: Town,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    w = world
-    rec, url = robots
-    box, port = mailbox
+    w, rec, box = town.world, town.robots, town.mailbox
     rec.fail_first = 2  # WeCom 502 once, DingTalk refuses once (or the other way round)
     box.fail_first = 1
-    await _people(w)
-    await _clients(w)
-    settings = _settings(db_url, tmp_path)
+    settings = town.settings()
     sched = ReminderScheduler(
         settings,
         w.engine,
         now=w.clock,
-        targets=_channels(url, port),
+        targets=town.channels(),
     )
     failures = (
         REGISTRY.get_sample_value("crm_reminder_delivery_failures_total", {"target": "email"})
@@ -539,27 +536,17 @@ def test_up_demo_sends_the_digest_soon_and_keeps_explicit_settings(tmp_path: Pat
 
 
 async def test_a_digest_retry_falling_into_quiet_hours_waits_for_their_end(
-    world: World,
-    robots: tuple[Robots, str],
-    mailbox: tuple[Mailbox, int],
-    db_url: str,
-    tmp_path: Path,
+    town: Town,
 ) -> None:
-    w = world
-    rec, url = robots
-    box, port = mailbox
+    w, rec, box = town.world, town.robots, town.mailbox
     box.refuse_once = {"m1@bank.example"}
-    await _people(w)
-    await _clients(w)
     # a late digest (20:45) whose retry, 30 minutes on, would be in the night
-    settings = _settings(
-        db_url,
-        tmp_path,
+    settings = town.settings(
         digest_time="20:45",
         webhook_backoff_seconds=1800,
         webhook_backoff_max_seconds=3600,
     )
-    sched = ReminderScheduler(settings, w.engine, now=w.clock, targets=_channels(url, port))
+    sched = ReminderScheduler(settings, w.engine, now=w.clock, targets=town.channels())
     w.clock.t = local(TUESDAY, 20, 45)
     try:
         await sched.scan_once()
@@ -612,23 +599,15 @@ class _Topic:
 
 
 async def test_two_schedulers_one_digest_each_and_machines_get_only_reminder_events(
-    world: World,
-    robots: tuple[Robots, str],
-    mailbox: tuple[Mailbox, int],
-    db_url: str,
-    tmp_path: Path,
+    town: Town,
 ) -> None:
     import asyncio
 
-    w = world
-    rec, url = robots
-    box, port = mailbox
-    await _people(w)
-    await _clients(w)
-    settings = _settings(db_url, tmp_path)
+    w, rec, box = town.world, town.robots, town.mailbox
+    settings = town.settings()
     topic = _Topic()
-    a = ReminderScheduler(settings, w.engine, now=w.clock, targets=[topic, *_channels(url, port)])
-    b = ReminderScheduler(settings, w.engine, now=w.clock, targets=_channels(url, port))
+    a = ReminderScheduler(settings, w.engine, now=w.clock, targets=[topic, *town.channels()])
+    b = ReminderScheduler(settings, w.engine, now=w.clock, targets=town.channels())
     w.clock.t = local(TUESDAY, 14, 30)  # c5 escalates in this first scan
     rules = a.rules
     try:

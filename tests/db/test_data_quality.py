@@ -23,14 +23,9 @@ from models.events import InvalidEvent, decode_event
 from models.policy import Policy
 from models.tables import ClientRow, ManagerDayRow, RejectedRow
 from streams.apply import Applier
-from testkit.broker import (
-    WorkerProcess,
-    isolated_settings,
-    produce,
-    read_topic,
-    wait_for_counts,
-)
+from testkit.broker import isolated_settings, produce, read_topic, wait_for_counts
 from testkit.feed import Feed, env
+from testkit.process import WorkerProcess
 
 SECRET = "quality-secret-" + "q" * 40
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -14,6 +13,7 @@ import pytest
 
 from api.auth import decode_token
 from crmtracker.broker import free_port
+from testkit.process import child_environ
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -27,7 +27,7 @@ def run(
         text=True,
         cwd=data_dir,
         timeout=60,
-        env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})},
+        env=child_environ(env or {}),
     )
 
 
@@ -77,7 +77,7 @@ def test_up_starts_answers_and_stops_cleanly(tmp_path: Path) -> None:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        env=child_environ({}),
     )
     try:
         deadline = time.monotonic() + 60

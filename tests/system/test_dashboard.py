@@ -8,9 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -28,11 +25,12 @@ from config import Settings
 from crmtracker.broker import EmbeddedBroker, ensure_topics
 from demo import DemoGenerator
 from models.db import make_engine
-from testkit.broker import WorkerProcess, isolated_settings, produce
+from testkit.broker import isolated_settings, produce
 from testkit.browser import chromium, new_page
 from testkit.checks import counts
 from testkit.db import fresh_database
 from testkit.paths import ARTIFACTS
+from testkit.process import WorkerProcess
 from testkit.serving import ApiThread
 
 pytestmark = pytest.mark.kafka
@@ -172,27 +170,6 @@ def _shown(value: str) -> str:
     return f"{sign}{int(whole.lstrip('-')):,}.{(frac + '00')[:2]}"
 
 
-class SchedulerProcess(WorkerProcess):
-    """``crm-tracker scheduler`` as a child process, scanning every second."""
-
-    def start(self) -> None:
-        env = {
-            **os.environ,
-            **self.settings.child_env(),
-            "CRM_REMINDER_SCAN_SECONDS": "1",
-            "PYTHONPATH": str(Path(__file__).resolve().parents[2]),
-        }
-        with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "crmtracker", "scheduler"],
-                env=env,
-                cwd=self.log_path.parent,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-            )
-
-
 async def test_reminders_arrive_without_a_reload(
     stack: Stack, browser: Any, tmp_path: Path
 ) -> None:
@@ -209,7 +186,12 @@ async def test_reminders_arrive_without_a_reload(
     )
     if await stack.has_stream():
         await page.locator("body[data-live=live]").wait_for(timeout=10000)
-    scheduler = SchedulerProcess(stack.settings, tmp_path / "scheduler.log")
+    scheduler = WorkerProcess(
+        stack.settings,
+        tmp_path / "scheduler.log",
+        command="scheduler",
+        env={"CRM_REMINDER_SCAN_SECONDS": "1"},  # scanning every second
+    )
     scheduler.start()
     try:
         first = page.locator("#reminders tbody tr").first

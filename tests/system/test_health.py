@@ -15,7 +15,8 @@ from config import Settings
 from crmtracker import compose
 from crmtracker.broker import EmbeddedBroker, ensure_topics
 from crmtracker.compose import api_app as create_app
-from testkit.broker import WorkerProcess, isolated_settings, produce
+from testkit.broker import isolated_settings, produce
+from testkit.process import WorkerProcess
 
 
 @asynccontextmanager

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import subprocess
 import sys
 import time
@@ -15,7 +14,8 @@ import pytest
 
 from crmtracker.broker import EmbeddedBroker, ensure_topics, free_port
 from crmtracker.lagview import format_table
-from testkit.broker import ROOT, isolated_settings, produce
+from testkit.broker import isolated_settings, produce
+from testkit.process import child_environ
 
 
 def test_table_has_a_row_per_partition_and_the_group_line() -> None:
@@ -70,7 +70,7 @@ def _cli(*args: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProc
         text=True,
         cwd=cwd,
         timeout=60,
-        env={**os.environ, "PYTHONPATH": str(ROOT), **env},
+        env=child_environ(env),
     )
 
 
@@ -103,7 +103,7 @@ def test_lag_command_direct_and_through_the_api(
     api = subprocess.Popen(
         [sys.executable, "-m", "crmtracker", "api", "--port", str(port)],
         cwd=tmp_path,
-        env={**os.environ, "PYTHONPATH": str(ROOT), **env, "CRM_LAG_SAMPLE_SECONDS": "0.5"},
+        env=child_environ({**env, "CRM_LAG_SAMPLE_SECONDS": "0.5"}),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )

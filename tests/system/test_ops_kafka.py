@@ -25,9 +25,10 @@ from crmtracker.broker import EmbeddedBroker, ensure_topics, free_port
 from crmtracker.compose import api_app as create_app
 from models.db import make_engine
 from streams.lag import LagMonitor
-from testkit.broker import WorkerProcess, isolated_settings, wait_for_counts
+from testkit.broker import isolated_settings, wait_for_counts
 from testkit.db import fresh_database
 from testkit.factories import generate_log, valid_events
+from testkit.process import WorkerProcess
 
 pytestmark = pytest.mark.kafka
 

@@ -13,16 +13,11 @@ from aiokafka.admin import AIOKafkaAdminClient
 from config import Settings
 from crmtracker.broker import EmbeddedBroker, ensure_topics
 from models.db import make_engine
-from testkit.broker import (
-    WorkerProcess,
-    isolated_settings,
-    produce,
-    read_topic,
-    wait_for_counts,
-)
+from testkit.broker import isolated_settings, produce, read_topic, wait_for_counts
 from testkit.checks import assert_tallies, counts
 from testkit.factories import generate_log, load_vectors, valid_events
 from testkit.paths import VECTORS
+from testkit.process import WorkerProcess
 
 pytestmark = pytest.mark.kafka
 

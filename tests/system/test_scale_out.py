@@ -16,9 +16,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from crmtracker.broker import EmbeddedBroker, ensure_topics
 from models.db import make_engine
 from models.tables import WorkerPositionRow
-from testkit.broker import WorkerProcess, isolated_settings, produce, wait_for_counts
+from testkit.broker import isolated_settings, produce, wait_for_counts
 from testkit.checks import assert_tallies, counts
 from testkit.factories import generate_log, valid_events
+from testkit.process import WorkerProcess
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import signal
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
@@ -19,20 +17,10 @@ from models.db import make_engine
 from models.policy import Policy
 from scheduler.delivery import verify
 from streams.apply import Applier
-from testkit.broker import ROOT, isolated_settings, read_topic
+from testkit.broker import isolated_settings, read_topic
 from testkit.feed import Feed, env
 from testkit.hooks import HOOK_SECRET, Receiver
-
-
-def _start(child_env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    with open(log, "wb") as out:
-        return subprocess.Popen(
-            [sys.executable, "-m", "crmtracker", "scheduler"],
-            env=child_env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-        )
+from testkit.process import Child, child_environ
 
 
 @pytest.mark.kafka
@@ -70,16 +58,14 @@ async def test_scheduler_command(
     await engine.dispose()
 
     child_env = {
-        **os.environ,
         **settings.child_env(),
-        "PYTHONPATH": str(ROOT),
         "CRM_WEBHOOK_URLS": json.dumps([url]),
         "CRM_WEBHOOK_SECRET": HOOK_SECRET,
         "CRM_REMINDER_SCAN_SECONDS": "1",
         "CRM_REMINDER_DELIVER_SECONDS": "0.5",
     }
     log = tmp_path / "scheduler.log"
-    proc = _start(child_env, log)
+    proc = Child("scheduler", child_env, log)
     try:
         for _ in range(300):
             if rec.received:
@@ -88,8 +74,7 @@ async def test_scheduler_command(
         assert rec.received, log.read_text()
         records = await read_topic(settings, "crm.reminders", want=1)
     finally:
-        proc.send_signal(signal.SIGTERM)
-        code = proc.wait(20)
+        code = proc.stop(20)
     assert code == 0, log.read_text()
     headers, body = rec.received[0]
     assert verify(HOOK_SECRET, body, headers["X-CRM-Signature"])
@@ -143,12 +128,7 @@ def test_reminders_recompute_command(sqlite_url: str, tmp_path: Path) -> None:
     db.execute("UPDATE clients SET next_visit_due = NULL")
     db.commit()
     db.close()
-    env_ = {
-        **os.environ,
-        "CRM_DATABASE_URL": sqlite_url,
-        "CRM_DATA_DIR": str(tmp_path),
-        "PYTHONPATH": str(ROOT),
-    }
+    env_ = child_environ({"CRM_DATABASE_URL": sqlite_url, "CRM_DATA_DIR": str(tmp_path)})
     done = subprocess.run(
         [sys.executable, "-m", "crmtracker", "reminders", "recompute"],
         env=env_,

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import subprocess
 import sys
 from datetime import UTC, datetime
@@ -27,6 +26,7 @@ from streams.worker import deadletter_value
 from testkit.broker import isolated_settings, read_topic
 from testkit.factories import load_vectors, parse_message
 from testkit.paths import VECTORS
+from testkit.process import child_environ
 from testkit.serving import serve_in_thread
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -39,7 +39,7 @@ def cli(*args: str, stdin: bytes | None = None, env: dict[str, str] | None = Non
         input=stdin,
         capture_output=True,
         timeout=120,
-        env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})},
+        env=child_environ(env or {}),
     )
 
 

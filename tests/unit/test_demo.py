@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-import os
 import subprocess
 import sys
 import uuid
@@ -18,6 +17,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from demo import ROLES, DemoGenerator, DemoMessage, run_demo
+from testkit.process import child_environ
 
 TZ = ZoneInfo("Asia/Shanghai")
 NOW = datetime(2026, 11, 20, 9, 15, 0, tzinfo=TZ)
@@ -145,7 +145,7 @@ def test_identical_across_processes() -> None:
     root = Path(__file__).resolve().parents[2]
     digests = set()
     for hash_seed in ("1", "2"):
-        env = {**os.environ, "PYTHONHASHSEED": hash_seed, "PYTHONPATH": str(root)}
+        env = child_environ({"PYTHONHASHSEED": hash_seed})
         out = subprocess.run(
             [sys.executable, "-c", code],
             capture_output=True,

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -20,6 +19,7 @@ import pytest
 
 from crmtracker.broker import free_port
 from demo import DemoGenerator, run_demo
+from testkit.process import child_environ
 
 TZ = ZoneInfo("Asia/Shanghai")
 ROOT = Path(__file__).resolve().parents[2]
@@ -84,7 +84,7 @@ async def test_run_demo_sends_the_roster_a_year_back_then_history_then_live() ->
 @pytest.mark.kafka
 def test_up_demo_backfills_history_through_kafka(tmp_path: Path) -> None:
     api_port, kafka_port = free_port(), free_port()
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = child_environ({})
     env.pop("CRM_DATABASE_URL", None)
     env.pop("CRM_KAFKA_BOOTSTRAP", None)
     proc = subprocess.Popen(
