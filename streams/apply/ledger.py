@@ -52,6 +52,12 @@ CLAIM_COLUMNS = (
     ("value", "text"),
 )
 """An event row as the claim takes it: a tuple in this order."""
+COLUMN_OF_CLAIM = {c: i for i, (c, _t) in enumerate(CLAIM_COLUMNS)}
+
+# PostgreSQL's claim: one array per column, but what asyncpg encodes slowly goes another
+# way: the receive time (one per batch) as one value, exact decimals as their text (parsed by
+# the server; a third of the cost of encoding numeric elements)
+_PG_SENT_AS = {"numeric": "text"}
 
 HOLD_RELEASE_LOCK = 7235002
 
@@ -221,12 +227,24 @@ class PostgresLedger(Ledger):
     dialect = "postgresql"
 
     _CLAIM = (
-        "INSERT INTO events ({cols}) SELECT * FROM unnest({arrays}) "
+        "INSERT INTO events ({cols}) SELECT {select} FROM unnest({arrays}) AS t({names}) "
         "ON CONFLICT (event_id) DO NOTHING RETURNING event_id"
     ).format(
         cols=", ".join(f'"{c}"' for c, _ in CLAIM_COLUMNS),
-        arrays=", ".join(f"${i}::{t}[]" for i, (_, t) in enumerate(CLAIM_COLUMNS, 1)),
+        select=", ".join(
+            f"${len(CLAIM_COLUMNS)}::timestamptz"
+            if c == "received_at"
+            else (f'"{c}"::{t}' if t in _PG_SENT_AS else f'"{c}"')
+            for c, t in CLAIM_COLUMNS
+        ),
+        arrays=", ".join(
+            f"${i}::{_PG_SENT_AS.get(t, t)}[]"
+            for i, (_c, t) in enumerate((ct for ct in CLAIM_COLUMNS if ct[0] != "received_at"), 1)
+        ),
+        names=", ".join(f'"{c}"' for c, _ in CLAIM_COLUMNS if c != "received_at"),
     )
+    _RECEIVED = COLUMN_OF_CLAIM["received_at"]
+    _AS_TEXT = tuple(i for i, (_c, t) in enumerate(CLAIM_COLUMNS) if t in _PG_SENT_AS)
 
     def __init__(self) -> None:
         # the batch's changed cells go as four arrays (key, day, column, value); the database
@@ -240,7 +258,8 @@ class PostgresLedger(Ledger):
             self._upserts[name] = (
                 f"INSERT INTO {table} ({key}, day, {', '.join(BUCKET_COLUMNS)}) "
                 f"SELECT k, d, {', '.join(sums)} "
-                "FROM unnest($1::varchar[], $2::date[], $3::int[], $4::numeric[]) AS t(k, d, i, v) "
+                "FROM unnest($1::varchar[], $2::date[], $3::int[], $4::text[]::numeric[])"
+                " AS t(k, d, i, v) "
                 f"GROUP BY k, d ORDER BY k, d ON CONFLICT ({key}, day) DO UPDATE SET "
                 + ", ".join(f"{c} = {table}.{c} + excluded.{c}" for c in BUCKET_COLUMNS)
             )
@@ -253,7 +272,14 @@ class PostgresLedger(Ledger):
         if not rows:
             return set()
         rows.sort()  # by event id: the same lock order in every worker
-        found = await (await self._driver(conn)).fetch(self._CLAIM, *zip(*rows, strict=True))
+        arrays: list[Any] = list(zip(*rows, strict=True))
+        received = set(arrays[self._RECEIVED])
+        if len(received) != 1:
+            raise ValueError("one claim, one receive time")
+        for i in self._AS_TEXT:
+            arrays[i] = [None if v is None else str(v) for v in arrays[i]]
+        del arrays[self._RECEIVED]
+        found = await (await self._driver(conn)).fetch(self._CLAIM, *arrays, received.pop())
         return {r[0] for r in found}
 
     async def add(self, conn: AsyncConnection, table: str, deltas: Deltas) -> None:
@@ -268,7 +294,7 @@ class PostgresLedger(Ledger):
                 keys.append(k)
                 days.append(d)
                 cols.append(i)
-                values.append(v)
+                values.append(str(v))  # exact, and cheaper to send than a numeric
         # rows are inserted in (key, day) order (ORDER BY): one lock order, no deadlocks
         await (await self._driver(conn)).execute(self._upserts[table], keys, days, cols, values)
 
@@ -412,7 +438,9 @@ class SqliteLedger(Ledger):
         ids = [r[0] for r in rows]
         res = await conn.exec_driver_sql(self._EXISTING, (list_value(ids, "sqlite"),))
         existing = {r[0] for r in res}
-        new = [_sqlite_event(r) for r in rows if r[0] not in existing]
+        received: dict[Any, str | None] = {}  # one receive time per batch: converted once
+        # inserted in event id order: neighbours in the primary key's b-tree
+        new = [_sqlite_event(r, received) for r in sorted(rows) if r[0] not in existing]
         if new:
             await conn.exec_driver_sql(self._INSERT, new)
         return {r[0] for r in new}
@@ -427,9 +455,12 @@ class SqliteLedger(Ledger):
         await conn.exec_driver_sql(self._upserts[table], rows)
 
 
-def _sqlite_event(r: tuple[Any, ...]) -> tuple[Any, ...]:
+def _sqlite_event(r: tuple[Any, ...], received_as: dict[Any, str | None]) -> tuple[Any, ...]:
     """An event row with SQLite's storage forms (times, day, decimal as text)."""
     eid, et, topic, part, off, occurred, received, status, cid, mid, bid, day, wp, value = r
+    stored = received_as.get(received)
+    if stored is None:
+        stored = received_as[received] = sqlite_time(received)
     return (
         eid,
         et,
@@ -437,7 +468,7 @@ def _sqlite_event(r: tuple[Any, ...]) -> tuple[Any, ...]:
         part,
         off,
         sqlite_time(occurred),
-        sqlite_time(received),
+        stored,
         status,
         cid,
         mid,
