@@ -18,6 +18,7 @@ from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
 
+import msgspec
 from sqlalchemy import text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -52,12 +53,21 @@ CLAIM_COLUMNS = (
     ("value", "text"),
 )
 """An event row as the claim takes it: a tuple in this order."""
-COLUMN_OF_CLAIM = {c: i for i, (c, _t) in enumerate(CLAIM_COLUMNS)}
+_CLAIM_NAMES = ", ".join(f'"{c}"' for c, _ in CLAIM_COLUMNS)
 
-# PostgreSQL's claim: one array per column, but what asyncpg encodes slowly goes another
-# way: the receive time (one per batch) as one value, exact decimals as their text (parsed by
-# the server; a third of the cost of encoding numeric elements)
-_PG_SENT_AS = {"numeric": "text"}
+# PostgreSQL: a batch's rows go as one JSON document (msgspec encodes it in C: datetimes in
+# RFC 3339, decimals as their exact text), expanded by the server; arrays per column cost
+# asyncpg about 5 µs per row in element checks and encoding, the document under 1 µs
+_JSON = msgspec.json.Encoder()
+_PG_CAST = {"varchar": "", "text": ""}
+
+
+def _pg_rows(columns: Sequence[tuple[str, str]]) -> str:
+    """The select list reading ``columns`` (name, type) from a JSON array row ``r``."""
+    return ", ".join(
+        f"r->>{i}" if t in _PG_CAST else f"(r->>{i})::{t}" for i, (_c, t) in enumerate(columns)
+    )
+
 
 HOLD_RELEASE_LOCK = 7235002
 
@@ -226,29 +236,16 @@ class Ledger:
 class PostgresLedger(Ledger):
     dialect = "postgresql"
 
+    # rows in the document's order (WITH ORDINALITY): event id order, one lock order
     _CLAIM = (
-        "INSERT INTO events ({cols}) SELECT {select} FROM unnest({arrays}) AS t({names}) "
-        "ON CONFLICT (event_id) DO NOTHING RETURNING event_id"
-    ).format(
-        cols=", ".join(f'"{c}"' for c, _ in CLAIM_COLUMNS),
-        select=", ".join(
-            f"${len(CLAIM_COLUMNS)}::timestamptz"
-            if c == "received_at"
-            else (f'"{c}"::{t}' if t in _PG_SENT_AS else f'"{c}"')
-            for c, t in CLAIM_COLUMNS
-        ),
-        arrays=", ".join(
-            f"${i}::{_PG_SENT_AS.get(t, t)}[]"
-            for i, (_c, t) in enumerate((ct for ct in CLAIM_COLUMNS if ct[0] != "received_at"), 1)
-        ),
-        names=", ".join(f'"{c}"' for c, _ in CLAIM_COLUMNS if c != "received_at"),
+        f"INSERT INTO events ({_CLAIM_NAMES}) SELECT {_pg_rows(CLAIM_COLUMNS)}"
+        " FROM jsonb_array_elements($1::jsonb) WITH ORDINALITY AS e(r, n) ORDER BY n"
+        " ON CONFLICT (event_id) DO NOTHING RETURNING event_id"
     )
-    _RECEIVED = COLUMN_OF_CLAIM["received_at"]
-    _AS_TEXT = tuple(i for i, (_c, t) in enumerate(CLAIM_COLUMNS) if t in _PG_SENT_AS)
 
     def __init__(self) -> None:
-        # the batch's changed cells go as four arrays (key, day, column, value); the database
-        # pivots them into rows, sums per (key, day) and adds them in key order
+        # the batch's changed cells go as (key, day, column, value) rows of one document; the
+        # database pivots them into rows, sums per (key, day) and adds them in key order
         self._upserts = {}
         for name, (table, key) in BUCKET_TABLES.items():
             sums = [
@@ -258,8 +255,8 @@ class PostgresLedger(Ledger):
             self._upserts[name] = (
                 f"INSERT INTO {table} ({key}, day, {', '.join(BUCKET_COLUMNS)}) "
                 f"SELECT k, d, {', '.join(sums)} "
-                "FROM unnest($1::varchar[], $2::date[], $3::int[], $4::text[]::numeric[])"
-                " AS t(k, d, i, v) "
+                "FROM (SELECT r->>0 AS k, (r->>1)::date AS d, (r->>2)::int AS i,"
+                " (r->>3)::numeric AS v FROM jsonb_array_elements($1::jsonb) r) t "
                 f"GROUP BY k, d ORDER BY k, d ON CONFLICT ({key}, day) DO UPDATE SET "
                 + ", ".join(f"{c} = {table}.{c} + excluded.{c}" for c in BUCKET_COLUMNS)
             )
@@ -272,31 +269,15 @@ class PostgresLedger(Ledger):
         if not rows:
             return set()
         rows.sort()  # by event id: the same lock order in every worker
-        arrays: list[Any] = list(zip(*rows, strict=True))
-        received = set(arrays[self._RECEIVED])
-        if len(received) != 1:
-            raise ValueError("one claim, one receive time")
-        for i in self._AS_TEXT:
-            arrays[i] = [None if v is None else str(v) for v in arrays[i]]
-        del arrays[self._RECEIVED]
-        found = await (await self._driver(conn)).fetch(self._CLAIM, *arrays, received.pop())
+        found = await (await self._driver(conn)).fetch(self._CLAIM, _JSON.encode(rows).decode())
         return {r[0] for r in found}
 
     async def add(self, conn: AsyncConnection, table: str, deltas: Deltas) -> None:
         if not deltas:
             return
-        keys: list[str] = []
-        days: list[date] = []
-        cols: list[int] = []
-        values: list[Any] = []
-        for (k, d), cells in deltas.items():
-            for i, v in cells.items():
-                keys.append(k)
-                days.append(d)
-                cols.append(i)
-                values.append(str(v))  # exact, and cheaper to send than a numeric
+        cells = [(k, d, i, v) for (k, d), row in deltas.items() for i, v in row.items()]
         # rows are inserted in (key, day) order (ORDER BY): one lock order, no deadlocks
-        await (await self._driver(conn)).execute(self._upserts[table], keys, days, cols, values)
+        await (await self._driver(conn)).execute(self._upserts[table], _JSON.encode(cells).decode())
 
     _TERMS = (
         "SELECT c.client_id, c.manager_id, c.claim_ratio, c.origin,"
@@ -330,18 +311,16 @@ class PostgresLedger(Ledger):
         rows = await (await self._driver(conn)).fetch(self._MANAGERS, manager_ids)
         return {mid: ManagerTerms(bid, bool(active)) for mid, bid, active in rows}
 
+    _LOCK_KEYS = (
+        "SELECT pg_advisory_xact_lock(k) FROM (SELECT DISTINCT hashtextextended(x, 0) AS k"
+        " FROM jsonb_array_elements_text($1::jsonb) x ORDER BY 1) s"
+    )
+
     async def lock_keys(self, conn: AsyncConnection, keys: Iterable[str]) -> None:
         wanted = sorted(set(keys))
         if not wanted:
             return
-        await conn.execute(
-            text(
-                "SELECT pg_advisory_xact_lock(k) FROM "
-                "(SELECT DISTINCT hashtextextended(x, 0) AS k FROM unnest(CAST(:keys AS text[])) x"
-                " ORDER BY 1) s"
-            ),
-            {"keys": wanted},
-        )
+        await (await self._driver(conn)).execute(self._LOCK_KEYS, _JSON.encode(wanted).decode())
 
     async def lock_hold_release(self, conn: AsyncConnection) -> None:
         await conn.execute(text(f"SELECT pg_advisory_xact_lock({HOLD_RELEASE_LOCK})"))
