@@ -159,6 +159,23 @@ async def test_event_for_unknown_client_is_held_then_applied(db_url: str) -> Non
     await engine.dispose()
 
 
+def deposit(feed: Feed, event_id: str, at: str, profit: str) -> Incoming:
+    """A liability transaction of 1000 on client c's account a."""
+    return feed.msg(
+        "bank.transactions",
+        env(
+            event_id,
+            "transaction.posted",
+            at,
+            client_id="c",
+            account_id="a",
+            business_line="liability",
+            amount="1000",
+            simulated_profit=profit,
+        ),
+    )
+
+
 async def add_old_and_new_managers(applier: Applier, feed: Feed) -> None:
     """Manager 'old' in branch b1 and 'new' in branch b2: the two sides of a transfer."""
     await applier.apply(
@@ -210,19 +227,7 @@ async def test_transfer_splits_the_month_including_a_late_event(db_url: str) -> 
     )
 
     def tx(i: int, at: str) -> Incoming:
-        return feed.msg(
-            "bank.transactions",
-            env(
-                f"t{i}",
-                "transaction.posted",
-                at,
-                client_id="c",
-                account_id="a",
-                business_line="liability",
-                amount="1000",
-                simulated_profit="1.00",
-            ),
-        )
+        return deposit(feed, f"t{i}", at, "1.00")
 
     await applier.apply([tx(1, "2026-11-10T10:00:00+08:00"), tx(2, "2026-11-20T10:00:00+08:00")])
     # arrives last, happened before the transfer: stays with the old manager
@@ -759,19 +764,7 @@ async def test_terms_kept_across_batches_follow_every_writer(db_url: str) -> Non
         )
 
     def tx(i: int, at: str) -> Incoming:
-        return feed.msg(
-            "bank.transactions",
-            env(
-                f"t{i}",
-                "transaction.posted",
-                at,
-                client_id="c",
-                account_id="a",
-                business_line="liability",
-                amount="1000",
-                simulated_profit="100.00",
-            ),
-        )
+        return deposit(feed, f"t{i}", at, "100.00")
 
     async def credited(eid: str) -> tuple[str, Decimal]:
         async with engine.connect() as conn:

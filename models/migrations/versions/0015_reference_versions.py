@@ -28,24 +28,29 @@ WATCHED: dict[str, tuple[str, ...] | None] = {
     "managers": ("branch_id", "active"),
 }
 
-# PostgreSQL: one bump per statement, on a shard chosen by backend (as data_versions, 0006)
-PG_FUNCTION = """
-CREATE OR REPLACE FUNCTION crm_bump_reference_version() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-    INSERT INTO reference_versions (shard, version) VALUES (pg_backend_pid() % 16, 1)
-    ON CONFLICT (shard) DO UPDATE SET version = reference_versions.version + 1;
-    RETURN NULL;
-END
-$$
-"""
-SQLITE_BUMP = (
-    "INSERT INTO reference_versions (shard, version) VALUES (0, 1) "
-    "ON CONFLICT (shard) DO UPDATE SET version = version + 1;"
+# one bump: PostgreSQL per statement, on a shard chosen by backend (as data_versions, 0006);
+# SQLite per row (it has row triggers only), on one shard (one writer at a time)
+BUMP = (
+    "INSERT INTO reference_versions (shard, version) VALUES ({shard}, 1) "
+    "ON CONFLICT (shard) DO UPDATE SET version = reference_versions.version + 1;"
+)
+PG_FUNCTION = (
+    "CREATE OR REPLACE FUNCTION crm_bump_reference_version() RETURNS trigger LANGUAGE plpgsql"
+    f" AS $$ BEGIN {BUMP.format(shard='pg_backend_pid() % 16')} RETURN NULL; END $$"
 )
 
 
 def _update(columns: tuple[str, ...] | None) -> str:
     return "UPDATE" if columns is None else f"UPDATE OF {', '.join(columns)}"
+
+
+def _sqlite_triggers() -> list[tuple[str, str]]:
+    """SQLite's row triggers: (name, what it follows)."""
+    return [
+        (f"crm_reference_version_{table}_{what.split()[0].lower()}", f"AFTER {what} ON {table}")
+        for table, columns in WATCHED.items()
+        for what in ("INSERT", _update(columns), "DELETE")
+    ]
 
 
 def upgrade() -> None:
@@ -55,30 +60,25 @@ def upgrade() -> None:
         sa.Column("version", sa.BigInteger(), nullable=False),
         sa.PrimaryKeyConstraint("shard"),
     )
-    if op.get_bind().dialect.name == "postgresql":
-        op.execute(PG_FUNCTION)
-        for table, columns in WATCHED.items():
-            op.execute(
-                f"CREATE TRIGGER crm_reference_version AFTER INSERT OR {_update(columns)} "
-                f"OR DELETE OR TRUNCATE ON {table} "
-                "FOR EACH STATEMENT EXECUTE FUNCTION crm_bump_reference_version()"
-            )
+    if op.get_bind().dialect.name != "postgresql":
+        for name, event in _sqlite_triggers():
+            op.execute(f"CREATE TRIGGER {name} {event} BEGIN {BUMP.format(shard=0)} END")
         return
+    op.execute(PG_FUNCTION)
     for table, columns in WATCHED.items():
-        for what in ("INSERT", _update(columns), "DELETE"):
-            op.execute(
-                f"CREATE TRIGGER crm_reference_version_{table}_{what.split()[0].lower()} "
-                f"AFTER {what} ON {table} BEGIN {SQLITE_BUMP} END"
-            )
+        op.execute(
+            f"CREATE TRIGGER crm_reference_version AFTER INSERT OR {_update(columns)} "
+            f"OR DELETE OR TRUNCATE ON {table} "
+            "FOR EACH STATEMENT EXECUTE FUNCTION crm_bump_reference_version()"
+        )
 
 
 def downgrade() -> None:
-    if op.get_bind().dialect.name == "postgresql":
+    if op.get_bind().dialect.name != "postgresql":
+        for name, _event in _sqlite_triggers():
+            op.execute(f"DROP TRIGGER IF EXISTS {name}")
+    else:
         for table in WATCHED:
             op.execute(f"DROP TRIGGER IF EXISTS crm_reference_version ON {table}")
         op.execute("DROP FUNCTION IF EXISTS crm_bump_reference_version()")
-    else:
-        for table in WATCHED:
-            for what in ("insert", "update", "delete"):
-                op.execute(f"DROP TRIGGER IF EXISTS crm_reference_version_{table}_{what}")
     op.drop_table("reference_versions")
