@@ -499,6 +499,19 @@ class DataVersionRow(Base):
     version: Mapped[int] = mapped_column(BigInteger)
 
 
+class ReferenceVersionRow(Base):
+    """Counters that every write to what the credit rule reads moves (clients' manager, claim
+    ratio and origin; assignment histories; managers' branch and active flag), in the writing
+    transaction (triggers, migration 0015). Their sum changes whenever those committed terms
+    have changed: the write path keeps the terms across batches while it stays the same.
+    Sharded by backend on PostgreSQL, as ``data_versions``."""
+
+    __tablename__ = "reference_versions"
+
+    shard: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    version: Mapped[int] = mapped_column(BigInteger)
+
+
 class WorkerPositionRow(Base):
     """What the worker last saw of each partition: committed offset and high watermark.
 

@@ -240,10 +240,11 @@ class Applier:
         m: Incoming,
         e: Event,
         now: datetime,
-        credited: tuple[str, Any, Any, Any] | None = None,
+        credited: tuple[str, Any, Any, Any, Any] | None = None,
     ) -> tuple[Any, ...]:
         """An ``events`` row in the ledger's claim order. Reference data names its subject;
-        a fact its credit (status, manager, branch, weighted profit)."""
+        a fact its credit (status, manager, branch, weighted profit, bank day: None when
+        not credited)."""
         p = e.payload
         if credited is None:
             credited = (
@@ -251,8 +252,9 @@ class Applier:
                 getattr(p, "manager_id", None),
                 getattr(p, "branch_id", None),
                 None,
+                None,
             )
-        status, manager_id, branch_id, weighted = credited
+        status, manager_id, branch_id, weighted, day = credited
         return (
             e.event_id,
             e.event_type,
@@ -265,7 +267,7 @@ class Applier:
             getattr(p, "client_id", None),
             manager_id,
             branch_id,
-            e.occurred_at.astimezone(self.tz).date(),
+            e.occurred_at.astimezone(self.tz).date() if day is None else day,
             weighted,
             raw_text(visit_ledger.stored_value(e, m.value)),  # visit notes are never stored here
         )
@@ -274,10 +276,9 @@ class Applier:
         assert f.msg is not None
         c = f.credit
         if c is None:
-            return self._row(f.msg, f.event, now, ("held", None, None, None))
-        return self._row(
-            f.msg, f.event, now, ("applied", c.manager_id, c.branch_id, c.weighted_profit)
-        )
+            return self._row(f.msg, f.event, now, ("held", None, None, None, None))
+        credited = ("applied", c.manager_id, c.branch_id, c.weighted_profit, c.day)
+        return self._row(f.msg, f.event, now, credited)
 
 
 def _entity_keys(decoded: Decoded) -> set[str]:

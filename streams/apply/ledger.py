@@ -18,13 +18,14 @@ from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
 
+import msgspec
 from sqlalchemy import text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from models.db import list_value
 from models.tables import COUNT_COLUMNS, MONEY_COLUMNS
-from streams.apply.credit import ClientTerms, ManagerTerms
+from streams.apply.credit import Assignment, ClientTerms, ManagerTerms
 from streams.apply.terms import Terms, handed_over, load_opened
 
 BUCKET_COLUMNS: tuple[str, ...] = (*MONEY_COLUMNS, *COUNT_COLUMNS)
@@ -52,8 +53,31 @@ CLAIM_COLUMNS = (
     ("value", "text"),
 )
 """An event row as the claim takes it: a tuple in this order."""
+_CLAIM_NAMES = ", ".join(f'"{c}"' for c, _ in CLAIM_COLUMNS)
+
+# PostgreSQL: a batch's rows go as one JSON document (msgspec encodes it in C: datetimes in
+# RFC 3339, decimals as their exact text), expanded by the server; arrays per column cost
+# asyncpg about 5 µs per row in element checks and encoding, the document under 1 µs
+_JSON = msgspec.json.Encoder()
+_PG_CAST = {"varchar": "", "text": ""}
+
+
+def _pg_rows(columns: Sequence[tuple[str, str]]) -> str:
+    """The select list reading ``columns`` (name, type) from a JSON array row ``r``."""
+    return ", ".join(
+        f"r->>{i}" if t in _PG_CAST else f"(r->>{i})::{t}" for i, (_c, t) in enumerate(columns)
+    )
+
 
 HOLD_RELEASE_LOCK = 7235002
+
+KEPT_CLIENTS_LIMIT = 500_000
+"""Beyond this many clients kept, the terms kept across batches start again from empty."""
+
+ClientEntry = tuple[ClientTerms, list[Assignment] | None, frozenset[str]]
+"""A client's terms, its assignment history (None: none) and the managers both name."""
+
+_REFERENCE_VERSION = "SELECT COALESCE(SUM(version), 0) FROM reference_versions"
 
 Deltas = dict[tuple[str, date], dict[int, Any]]
 """(manager or branch id, day) → {column index in ``BUCKET_COLUMNS``: the value to add};
@@ -68,10 +92,29 @@ def full_row(cells: dict[int, Any]) -> list[Any]:
     return row
 
 
+class KeptTerms:
+    """The credit rule's terms as read at one reference version (``reference_versions``,
+    migration 0015: triggers move it on every write to what the terms read, by any writer)."""
+
+    __slots__ = ("clients", "managers", "version")
+
+    def __init__(self, version: int) -> None:
+        self.version = version
+        self.clients: dict[str, ClientEntry] = {}
+        self.managers: dict[str, ManagerTerms] = {}
+
+
 class Ledger:
-    """The statements a batch needs; ``for_dialect`` picks the database's backend."""
+    """The statements a batch needs; ``for_dialect`` picks the database's backend.
+
+    It keeps the credit rule's terms across batches: each read of them first reads the
+    reference version (after the batch's locks, so with what other workers committed), and
+    what was kept at another version is not used. What a transaction reads is kept only
+    once it has committed (it may have read its own writes)."""
 
     dialect: str
+    _kept: KeptTerms | None = None
+    _staged: KeptTerms | None = None
 
     @staticmethod
     def for_dialect(dialect: str) -> Ledger:
@@ -83,8 +126,34 @@ class Ledger:
 
     @contextlib.asynccontextmanager
     async def writing(self) -> AsyncIterator[None]:
-        """Around a batch's transaction: whatever this process must serialise itself."""
+        """Around a batch's transaction (entered before it begins, left after its commit)."""
+        async with self._serial():
+            self._staged = None
+            try:
+                yield
+            except BaseException:
+                self._staged = None
+                raise
+            self._keep_staged()
+
+    @contextlib.asynccontextmanager
+    async def _serial(self) -> AsyncIterator[None]:
+        """Whatever this process must serialise itself."""
         yield
+
+    def _keep_staged(self) -> None:
+        """The transaction committed: what it read of the terms is kept."""
+        staged, self._staged = self._staged, None
+        if staged is None:
+            return
+        kept = self._kept
+        if kept is None or kept.version != staged.version:
+            self._kept = staged
+            return
+        kept.clients.update(staged.clients)
+        kept.managers.update(staged.managers)
+        if len(kept.clients) > KEPT_CLIENTS_LIMIT:
+            self._kept = None
 
     async def claim(self, conn: AsyncConnection, rows: list[tuple[Any, ...]]) -> set[str]:
         """Insert event rows (``CLAIM_COLUMNS`` order); return the ids that were new."""
@@ -99,7 +168,62 @@ class Ledger:
     ) -> Terms:
         """What the credit rule reads for these clients' facts: the clients, their histories
         and every manager a fact of theirs may be credited to (any manager of a history, the
-        clients' current ones, and those the facts name)."""
+        clients' current ones, and those the facts name). Only what is not kept at the
+        current reference version is read."""
+        version = await self._reference_version(conn)
+        staged = self._staged
+        if staged is None or staged.version != version:
+            staged = self._staged = KeptTerms(version)
+        kept = self._kept if self._kept is not None and self._kept.version == version else None
+        terms = Terms()
+        wanted = set(named_managers)
+        missing: list[str] = []
+        for cid in set(client_ids):
+            entry = staged.clients.get(cid) or (kept.clients.get(cid) if kept else None)
+            if entry is None:
+                missing.append(cid)
+                continue
+            terms.clients[cid], history, names = entry
+            if history:
+                terms.history[cid] = history
+            wanted |= names
+        if missing:
+            missing.sort()
+            for cid, entry in (await self._read_clients(conn, missing)).items():
+                staged.clients[cid] = entry
+                terms.clients[cid], history, names = entry
+                if history:
+                    terms.history[cid] = history
+                wanted |= names
+        unknown: list[str] = []
+        for mid in wanted:
+            m = staged.managers.get(mid) or (kept.managers.get(mid) if kept else None)
+            if m is None:
+                unknown.append(mid)
+            else:
+                terms.managers[mid] = m
+        if unknown:
+            unknown.sort()
+            read = await self._read_managers(conn, unknown)
+            staged.managers.update(read)
+            terms.managers.update(read)
+        # accounts are written by the batches themselves: read each time (handed-over only)
+        terms.opened = await load_opened(conn, handed_over(terms.history))
+        return terms
+
+    async def _reference_version(self, conn: AsyncConnection) -> int:
+        res = await conn.exec_driver_sql(_REFERENCE_VERSION)
+        return int(res.scalar_one())
+
+    async def _read_clients(
+        self, conn: AsyncConnection, client_ids: list[str]
+    ) -> dict[str, ClientEntry]:
+        """The clients' terms and histories, read from the database."""
+        raise NotImplementedError
+
+    async def _read_managers(
+        self, conn: AsyncConnection, manager_ids: list[str]
+    ) -> dict[str, ManagerTerms]:
         raise NotImplementedError
 
     async def lock_keys(self, conn: AsyncConnection, keys: Iterable[str]) -> None:
@@ -112,17 +236,16 @@ class Ledger:
 class PostgresLedger(Ledger):
     dialect = "postgresql"
 
+    # rows in the document's order (WITH ORDINALITY): event id order, one lock order
     _CLAIM = (
-        "INSERT INTO events ({cols}) SELECT * FROM unnest({arrays}) "
-        "ON CONFLICT (event_id) DO NOTHING RETURNING event_id"
-    ).format(
-        cols=", ".join(f'"{c}"' for c, _ in CLAIM_COLUMNS),
-        arrays=", ".join(f"${i}::{t}[]" for i, (_, t) in enumerate(CLAIM_COLUMNS, 1)),
+        f"INSERT INTO events ({_CLAIM_NAMES}) SELECT {_pg_rows(CLAIM_COLUMNS)}"
+        " FROM jsonb_array_elements($1::jsonb) WITH ORDINALITY AS e(r, n) ORDER BY n"
+        " ON CONFLICT (event_id) DO NOTHING RETURNING event_id"
     )
 
     def __init__(self) -> None:
-        # the batch's changed cells go as four arrays (key, day, column, value); the database
-        # pivots them into rows, sums per (key, day) and adds them in key order
+        # the batch's changed cells go as (key, day, column, value) rows of one document; the
+        # database pivots them into rows, sums per (key, day) and adds them in key order
         self._upserts = {}
         for name, (table, key) in BUCKET_TABLES.items():
             sums = [
@@ -132,7 +255,8 @@ class PostgresLedger(Ledger):
             self._upserts[name] = (
                 f"INSERT INTO {table} ({key}, day, {', '.join(BUCKET_COLUMNS)}) "
                 f"SELECT k, d, {', '.join(sums)} "
-                "FROM unnest($1::varchar[], $2::date[], $3::int[], $4::numeric[]) AS t(k, d, i, v) "
+                "FROM (SELECT r->>0 AS k, (r->>1)::date AS d, (r->>2)::int AS i,"
+                " (r->>3)::numeric AS v FROM jsonb_array_elements($1::jsonb) r) t "
                 f"GROUP BY k, d ORDER BY k, d ON CONFLICT ({key}, day) DO UPDATE SET "
                 + ", ".join(f"{c} = {table}.{c} + excluded.{c}" for c in BUCKET_COLUMNS)
             )
@@ -145,24 +269,15 @@ class PostgresLedger(Ledger):
         if not rows:
             return set()
         rows.sort()  # by event id: the same lock order in every worker
-        found = await (await self._driver(conn)).fetch(self._CLAIM, *zip(*rows, strict=True))
+        found = await (await self._driver(conn)).fetch(self._CLAIM, _JSON.encode(rows).decode())
         return {r[0] for r in found}
 
     async def add(self, conn: AsyncConnection, table: str, deltas: Deltas) -> None:
         if not deltas:
             return
-        keys: list[str] = []
-        days: list[date] = []
-        cols: list[int] = []
-        values: list[Any] = []
-        for (k, d), cells in deltas.items():
-            for i, v in cells.items():
-                keys.append(k)
-                days.append(d)
-                cols.append(i)
-                values.append(v)
+        cells = [(k, d, i, v) for (k, d), row in deltas.items() for i, v in row.items()]
         # rows are inserted in (key, day) order (ORDER BY): one lock order, no deadlocks
-        await (await self._driver(conn)).execute(self._upserts[table], keys, days, cols, values)
+        await (await self._driver(conn)).execute(self._upserts[table], _JSON.encode(cells).decode())
 
     _TERMS = (
         "SELECT c.client_id, c.manager_id, c.claim_ratio, c.origin,"
@@ -177,40 +292,35 @@ class PostgresLedger(Ledger):
         " WHERE manager_id IN (SELECT unnest($1::varchar[]))"
     )
 
-    async def load_terms(
-        self, conn: AsyncConnection, client_ids: Iterable[str], named_managers: Iterable[str]
-    ) -> Terms:
-        # two statements on the driver: a client with its history in one row, then managers
-        # (SQLAlchemy's per-row result processing cost more than the rest of the batch)
-        driver = await self._driver(conn)
-        terms = Terms()
-        wanted = set(named_managers)
-        for cid, mid, ratio, origin, ats, mids in await driver.fetch(
-            self._TERMS, sorted(set(client_ids))
+    # on the driver: a client with its history in one row, then the managers (SQLAlchemy's
+    # per-row result processing cost more than the rest of the batch)
+    async def _read_clients(
+        self, conn: AsyncConnection, client_ids: list[str]
+    ) -> dict[str, ClientEntry]:
+        out: dict[str, ClientEntry] = {}
+        for cid, mid, ratio, origin, ats, mids in await (await self._driver(conn)).fetch(
+            self._TERMS, client_ids
         ):
-            terms.clients[cid] = ClientTerms(mid, ratio, origin)
-            wanted.add(mid)
-            if ats:
-                terms.history[cid] = list(zip(ats, mids, strict=True))
-                wanted.update(mids)
-        if wanted:
-            for mid, bid, active in await driver.fetch(self._MANAGERS, sorted(wanted)):
-                terms.managers[mid] = ManagerTerms(bid, bool(active))
-        terms.opened = await load_opened(conn, handed_over(terms.history))
-        return terms
+            history = list(zip(ats, mids, strict=True)) if ats else None
+            out[cid] = (ClientTerms(mid, ratio, origin), history, frozenset((mid, *(mids or ()))))
+        return out
+
+    async def _read_managers(
+        self, conn: AsyncConnection, manager_ids: list[str]
+    ) -> dict[str, ManagerTerms]:
+        rows = await (await self._driver(conn)).fetch(self._MANAGERS, manager_ids)
+        return {mid: ManagerTerms(bid, bool(active)) for mid, bid, active in rows}
+
+    _LOCK_KEYS = (
+        "SELECT pg_advisory_xact_lock(k) FROM (SELECT DISTINCT hashtextextended(x, 0) AS k"
+        " FROM jsonb_array_elements_text($1::jsonb) x ORDER BY 1) s"
+    )
 
     async def lock_keys(self, conn: AsyncConnection, keys: Iterable[str]) -> None:
         wanted = sorted(set(keys))
         if not wanted:
             return
-        await conn.execute(
-            text(
-                "SELECT pg_advisory_xact_lock(k) FROM "
-                "(SELECT DISTINCT hashtextextended(x, 0) AS k FROM unnest(CAST(:keys AS text[])) x"
-                " ORDER BY 1) s"
-            ),
-            {"keys": wanted},
-        )
+        await (await self._driver(conn)).execute(self._LOCK_KEYS, _JSON.encode(wanted).decode())
 
     async def lock_hold_release(self, conn: AsyncConnection) -> None:
         await conn.execute(text(f"SELECT pg_advisory_xact_lock({HOLD_RELEASE_LOCK})"))
@@ -251,7 +361,7 @@ class SqliteLedger(Ledger):
             )
 
     @contextlib.asynccontextmanager
-    async def writing(self) -> AsyncIterator[None]:
+    async def _serial(self) -> AsyncIterator[None]:
         async with self._lock:
             yield
 
@@ -268,34 +378,37 @@ class SqliteLedger(Ledger):
         " WHERE manager_id IN (SELECT value FROM json_each(?))"
     )
 
-    async def load_terms(
-        self, conn: AsyncConnection, client_ids: Iterable[str], named_managers: Iterable[str]
-    ) -> Terms:
-        # three statements on the driver, values read as SQLAlchemy stores them (decimals as
-        # text, times as naive UTC text)
-        terms = Terms()
-        ids = list_value(sorted(set(client_ids)), "sqlite")
-        wanted = set(named_managers)
-        # (a driver result's rows typed as what they are: SQLAlchemy's stubs give
-        # CursorResult[Any] rows of one column)
+    # on the driver, values read as SQLAlchemy stores them (decimals as text, times as naive
+    # UTC text); a driver result's rows typed as what they are (SQLAlchemy's stubs give
+    # CursorResult[Any] rows of one column)
+    async def _read_clients(
+        self, conn: AsyncConnection, client_ids: list[str]
+    ) -> dict[str, ClientEntry]:
+        ids = list_value(client_ids, "sqlite")
         clients: Iterable[Sequence[Any]] = await conn.exec_driver_sql(self._CLIENTS, (ids,))
-        for cid, mid, ratio, origin in clients:
-            terms.clients[cid] = ClientTerms(mid, None if ratio is None else Decimal(ratio), origin)
-            wanted.add(mid)
-        if terms.clients:
-            known = list_value(sorted(terms.clients), "sqlite")
+        found = {
+            cid: ClientTerms(mid, None if ratio is None else Decimal(ratio), origin)
+            for cid, mid, ratio, origin in clients
+        }
+        histories: dict[str, list[Assignment]] = {}
+        if found:
+            known = list_value(sorted(found), "sqlite")
             history: Iterable[Sequence[Any]] = await conn.exec_driver_sql(self._HISTORY, (known,))
             for cid, at, mid in history:
                 when = datetime.fromisoformat(at).replace(tzinfo=UTC)
-                terms.history.setdefault(cid, []).append((when, mid))
-                wanted.add(mid)
-        if wanted:
-            managers = list_value(sorted(wanted), "sqlite")
-            found: Iterable[Sequence[Any]] = await conn.exec_driver_sql(self._MANAGERS, (managers,))
-            for mid, bid, active in found:
-                terms.managers[mid] = ManagerTerms(bid, bool(active))
-        terms.opened = await load_opened(conn, handed_over(terms.history))
-        return terms
+                histories.setdefault(cid, []).append((when, mid))
+        out: dict[str, ClientEntry] = {}
+        for cid, ct in found.items():
+            h = histories.get(cid)
+            out[cid] = (ct, h, frozenset((ct.manager_id, *(m for _a, m in h or ()))))
+        return out
+
+    async def _read_managers(
+        self, conn: AsyncConnection, manager_ids: list[str]
+    ) -> dict[str, ManagerTerms]:
+        ids = list_value(manager_ids, "sqlite")
+        found: Iterable[Sequence[Any]] = await conn.exec_driver_sql(self._MANAGERS, (ids,))
+        return {mid: ManagerTerms(bid, bool(active)) for mid, bid, active in found}
 
     async def claim(self, conn: AsyncConnection, rows: list[tuple[Any, ...]]) -> set[str]:
         if not rows:
@@ -304,7 +417,9 @@ class SqliteLedger(Ledger):
         ids = [r[0] for r in rows]
         res = await conn.exec_driver_sql(self._EXISTING, (list_value(ids, "sqlite"),))
         existing = {r[0] for r in res}
-        new = [_sqlite_event(r) for r in rows if r[0] not in existing]
+        received: dict[Any, str | None] = {}  # one receive time per batch: converted once
+        # inserted in event id order: neighbours in the primary key's b-tree
+        new = [_sqlite_event(r, received) for r in sorted(rows) if r[0] not in existing]
         if new:
             await conn.exec_driver_sql(self._INSERT, new)
         return {r[0] for r in new}
@@ -319,9 +434,12 @@ class SqliteLedger(Ledger):
         await conn.exec_driver_sql(self._upserts[table], rows)
 
 
-def _sqlite_event(r: tuple[Any, ...]) -> tuple[Any, ...]:
+def _sqlite_event(r: tuple[Any, ...], received_as: dict[Any, str | None]) -> tuple[Any, ...]:
     """An event row with SQLite's storage forms (times, day, decimal as text)."""
     eid, et, topic, part, off, occurred, received, status, cid, mid, bid, day, wp, value = r
+    stored = received_as.get(received)
+    if stored is None:
+        stored = received_as[received] = sqlite_time(received)
     return (
         eid,
         et,
@@ -329,7 +447,7 @@ def _sqlite_event(r: tuple[Any, ...]) -> tuple[Any, ...]:
         part,
         off,
         sqlite_time(occurred),
-        sqlite_time(received),
+        stored,
         status,
         cid,
         mid,

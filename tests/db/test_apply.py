@@ -118,6 +118,23 @@ async def test_event_for_unknown_client_is_held_then_applied(db_url: str) -> Non
     await engine.dispose()
 
 
+def deposit(feed: Feed, event_id: str, at: str, profit: str) -> Incoming:
+    """A liability transaction of 1000 on client c's account a."""
+    return feed.msg(
+        "bank.transactions",
+        env(
+            event_id,
+            "transaction.posted",
+            at,
+            client_id="c",
+            account_id="a",
+            business_line="liability",
+            amount="1000",
+            simulated_profit=profit,
+        ),
+    )
+
+
 async def test_transfer_splits_the_month_including_a_late_event(db_url: str) -> None:
     engine = make_engine(db_url, writer=True)
     applier = Applier(engine, FULL)
@@ -150,19 +167,7 @@ async def test_transfer_splits_the_month_including_a_late_event(db_url: str) -> 
     )
 
     def tx(i: int, at: str) -> Incoming:
-        return feed.msg(
-            "bank.transactions",
-            env(
-                f"t{i}",
-                "transaction.posted",
-                at,
-                client_id="c",
-                account_id="a",
-                business_line="liability",
-                amount="1000",
-                simulated_profit="1.00",
-            ),
-        )
+        return deposit(feed, f"t{i}", at, "1.00")
 
     await applier.apply([tx(1, "2026-11-10T10:00:00+08:00"), tx(2, "2026-11-20T10:00:00+08:00")])
     # arrives last, happened before the transfer: stays with the old manager
@@ -662,3 +667,75 @@ def test_raw_driver_errors_of_an_outage_are_transient() -> None:
     assert is_transient(asyncpg.exceptions.ObjectNotInPrerequisiteStateError("not accepting"))
     assert not is_transient(asyncpg.exceptions.UniqueViolationError("duplicate key"))
     assert not is_transient(ValueError("a bad message"))
+
+
+async def test_terms_kept_across_batches_follow_every_writer(db_url: str) -> None:
+    """A worker keeps the credit rule's terms between batches; a transfer applied by another
+    worker, an operator's SQL and a batch of its own that rolled back are all seen."""
+    from sqlalchemy import text
+
+    engine = make_engine(db_url, writer=True)
+    a, b = Applier(engine, FULL), Applier(engine, FULL)
+    feed = Feed()
+    await add_old_and_new_managers(a, feed)
+
+    def client(eid: str, at: str, manager: str, assigned: str | None = None) -> Incoming:
+        extra = {"assigned_at": assigned} if assigned else {}
+        return feed.msg(
+            "crm.clients",
+            env(eid, "client.upserted", at, client_id="c", manager_id=manager, **extra),
+        )
+
+    def tx(i: int, at: str) -> Incoming:
+        return deposit(feed, f"t{i}", at, "100.00")
+
+    async def credited(eid: str) -> tuple[str, Decimal]:
+        async with engine.connect() as conn:
+            row = (await conn.execute(select(EventRow).where(EventRow.event_id == eid))).one()
+        return row.manager_id, row.weighted_profit
+
+    await a.apply([client("c-1", "2026-11-01T09:00:00+08:00", "old")])
+    await a.apply([tx(1, "2026-11-05T10:00:00+08:00")])
+    assert await credited("t1") == ("old", Decimal("100.00"))
+    # another worker applies the transfer; the first one's next fact follows it
+    await b.apply([client("c-2", "2026-11-15T09:00:00+08:00", "new", "2026-11-15T09:00:00+08:00")])
+    await a.apply([tx(2, "2026-11-20T10:00:00+08:00")])
+    assert await credited("t2") == ("new", Decimal("60"))  # a hand-over's deposits: 0.6
+    # an operator's SQL on a claim ratio
+    async with engine.begin() as conn:
+        await conn.execute(text("UPDATE clients SET claim_ratio = '0.5' WHERE client_id = 'c'"))
+    await a.apply([tx(3, "2026-11-21T10:00:00+08:00")])
+    assert await credited("t3") == ("new", Decimal("50.00"))
+    # a batch that moves the client back to 'old' and fails after crediting: rolled back
+    original = a.ledger.add
+
+    async def fail(*args: Any) -> None:
+        raise RuntimeError("the database went away")
+
+    a.ledger.add = fail  # type: ignore[method-assign]
+    with pytest.raises(RuntimeError):
+        await a.apply(
+            [
+                client("c-3", "2026-11-25T09:00:00+08:00", "old", "2026-11-25T09:00:00+08:00"),
+                tx(4, "2026-11-26T10:00:00+08:00"),
+            ]
+        )
+    a.ledger.add = original  # type: ignore[method-assign]
+    # another writer moves the reference version on (as far as the rolled-back batch had)
+    await b.apply(
+        [
+            feed.msg(
+                "crm.managers",
+                env(
+                    "x-up",
+                    "manager.upserted",
+                    "2026-08-01T00:00:00+08:00",
+                    manager_id="x",
+                    branch_id="b3",
+                ),
+            )
+        ]
+    )
+    await a.apply([tx(5, "2026-11-27T10:00:00+08:00")])
+    assert await credited("t5") == ("new", Decimal("50.00"))
+    await engine.dispose()
