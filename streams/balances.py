@@ -108,11 +108,20 @@ async def _accounts(conn: AsyncConnection, column: str, ids: list[str]) -> list[
     return [_Account(*r) for r in res.all()]
 
 
+class SnapshotsApplied(NamedTuple):
+    managers: set[str]
+    """The managers whose balances changed."""
+    duplicates: int
+    """Snapshots that changed nothing: a resend of the stored one of their account and
+    date, or one older than it (counted with the batch's duplicates)."""
+
+
 async def apply_snapshots(
     conn: AsyncConnection, events: Sequence[Event], policy: Policy, now: datetime
-) -> set[str]:
-    """Apply new (already claimed) ``balance.snapshot`` events; returns the managers whose
-    balances changed. Fires ``outflow`` alerts (models/balances.py ``outflow``)."""
+) -> SnapshotsApplied:
+    """Apply ``balance.snapshot`` events of known clients. Their ``balance_snapshots`` row
+    is their record (they are not claimed in ``events``): a resend finds its own event
+    there and changes nothing, as an older correction does (both count as duplicates). Fires ``outflow`` alerts (models/balances.py ``outflow``)."""
     today = now.astimezone(policy.tz).date()
     incoming: dict[str, list[tuple[date, Snap]]] = defaultdict(list)
     for e in events:
@@ -123,7 +132,7 @@ async def apply_snapshots(
             (p.as_of_date, (e.occurred_at, p.client_id, p.business_line, balance, e.event_id))
         )
     if not incoming:
-        return set()
+        return SnapshotsApplied(set(), 0)
     dialect = conn.dialect.name
     accounts = sorted(incoming)
     # every account of the batch's clients as it was before the batch (also what the night
@@ -135,14 +144,34 @@ async def apply_snapshots(
     if missing:  # new accounts, or one now reported under another client
         for r in await _accounts(conn, "account_id", missing):
             newest[r.account_id] = r
-    # the account's known series: only its newest day when every incoming day is past it
+    changes: list[Change] = []
+    snapshot_rows: list[tuple[Any, ...]] = []  # in _SNAPSHOT_COLUMNS order
+    account_rows: list[tuple[Any, ...]] = []  # in _ACCOUNT_COLUMNS order
     series: dict[str, dict[date, Snap]] = {}
-    late = []
+    late: list[str] = []
     for acc in accounts:
+        items = incoming[acc]
         prior = newest.get(acc)
-        if prior is None:
-            series[acc] = {}
-        elif min(d for d, _ in incoming[acc]) > prior.last_date:
+        if len(items) == 1 and (prior is None or items[0][0] > prior.last_date):
+            # a night: one day past the account's newest (or its first one); no series read
+            day, (at, cid, line, bal, eid) = items[0]
+            if prior is None:
+                if bal:
+                    changes.append((cid, line, bal, day, None))
+            elif prior.client_id == cid and prior.business_line == line:
+                if bal != prior.last_balance:
+                    changes.append((cid, line, bal - prior.last_balance, day, None))
+            else:  # the account moved to another client or line
+                if prior.last_balance:
+                    changes.append(
+                        (prior.client_id, prior.business_line, -prior.last_balance, day, None)
+                    )
+                if bal:
+                    changes.append((cid, line, bal, day, None))
+            snapshot_rows.append((acc, day, cid, line, bal, at, eid))
+            account_rows.append((acc, cid, line, day, bal, at))
+        elif prior is not None and min(d for d, _ in items) > prior.last_date:
+            # several days past the newest (a catch-up): its newest day is all it needs
             series[acc] = {
                 prior.last_date: (
                     prior.last_occurred_at,
@@ -153,9 +182,10 @@ async def apply_snapshots(
                 )
             }
         else:
-            late.append(acc)
             series[acc] = {}
-    if late:
+            if prior is not None:
+                late.append(acc)
+    if late:  # a late or corrected day: the account's whole series
         rows = await conn.execute(
             select(
                 BalanceSnapshotRow.account_id,
@@ -175,63 +205,11 @@ async def apply_snapshots(
                 snap.balance,
                 snap.event_id,
             )
-
-    # (client, line, change, first day, first day it no longer applies)
-    changes: list[tuple[str, str, Decimal, date, date | None]] = []
-    snapshot_rows: list[dict[str, Any]] = []
-    account_rows: list[dict[str, Any]] = []
-    for acc in accounts:
-        known = series[acc]
-        days = sorted(known)
-        written: dict[date, Snap] = {}
-        for day, new in sorted(incoming[acc], key=lambda x: (x[0], x[1][0])):
-            current = known.get(day)
-            if current is not None and current[0] >= new[0]:
-                continue  # an older (or equally old) correction changes nothing
-            i = bisect.bisect_left(days, day)
-            before: Snap | None
-            if current is not None:
-                before = current
-                after = days[i + 1] if i + 1 < len(days) else None
-            else:
-                before = known[days[i - 1]] if i > 0 else None
-                after = days[i] if i < len(days) else None
-                days.insert(i, day)
-            if before is not None and before[1:3] == new[1:3]:  # same client and line
-                if new[3] != before[3]:
-                    changes.append((new[1], new[2], new[3] - before[3], day, after))
-            else:
-                old, fresh = _vector(before), _vector(new)
-                for key in old.keys() | fresh.keys():
-                    change = fresh.get(key, ZERO) - old.get(key, ZERO)
-                    if change:
-                        changes.append((key[0], key[1], change, day, after))
-            known[day] = new
-            written[day] = new
-        for day, (at, cid, line, bal, eid) in sorted(written.items()):
-            snapshot_rows.append(
-                {
-                    "account_id": acc,
-                    "as_of_date": day,
-                    "client_id": cid,
-                    "business_line": line,
-                    "balance": bal,
-                    "occurred_at": at,
-                    "event_id": eid,
-                }
-            )
-        if written and days[-1] in written:
-            at, cid, line, bal, _eid = known[days[-1]]
-            account_rows.append(
-                {
-                    "account_id": acc,
-                    "client_id": cid,
-                    "business_line": line,
-                    "last_date": days[-1],
-                    "last_balance": bal,
-                    "last_occurred_at": at,
-                }
-            )
+    duplicates = 0
+    for acc, known in series.items():
+        duplicates += _fill(acc, known, incoming[acc], changes, snapshot_rows, account_rows)
+    snapshot_rows.sort()  # one lock order for every worker
+    account_rows.sort()
     await _upsert_snapshots(conn, snapshot_rows, account_rows)
     await fire_outflows(
         conn,
@@ -244,13 +222,64 @@ async def apply_snapshots(
         now,
     )
     if not changes:
-        return set()
+        return SnapshotsApplied(set(), duplicates)
     segments = await holders(conn, {c[0] for c in changes}, policy)
     deltas: Deltas = {}
     for cid, line, change, start, stop in changes:
         add_change(deltas, segments[cid], line, change, start, stop)
     await write_deltas(conn, deltas, today)
-    return {k[1] for k in deltas if k[0] == "manager"}
+    return SnapshotsApplied({k[1] for k in deltas if k[0] == "manager"}, duplicates)
+
+
+Change = tuple[str, str, Decimal, date, date | None]
+"""(client, line, change of its carried balance, first day, first day it no longer applies)."""
+
+
+def _fill(
+    acc: str,
+    known: dict[date, Snap],
+    items: list[tuple[date, Snap]],
+    changes: list[Change],
+    snapshot_rows: list[tuple[Any, ...]],
+    account_rows: list[tuple[Any, ...]],
+) -> int:
+    """An account's incoming days against its known series (late days, corrections, several
+    days at once): the changes they make, its rows to write. Returns how many changed
+    nothing (a resend, or an older or equally old correction)."""
+    days = sorted(known)
+    written: dict[date, Snap] = {}
+    unchanged = 0
+    for day, new in sorted(items, key=lambda x: (x[0], x[1][0])):
+        current = known.get(day)
+        if current is not None and current[0] >= new[0]:
+            unchanged += 1
+            continue
+        i = bisect.bisect_left(days, day)
+        before: Snap | None
+        if current is not None:
+            before = current
+            after = days[i + 1] if i + 1 < len(days) else None
+        else:
+            before = known[days[i - 1]] if i > 0 else None
+            after = days[i] if i < len(days) else None
+            days.insert(i, day)
+        if before is not None and before[1:3] == new[1:3]:  # same client and line
+            if new[3] != before[3]:
+                changes.append((new[1], new[2], new[3] - before[3], day, after))
+        else:
+            old, fresh = _vector(before), _vector(new)
+            for key in old.keys() | fresh.keys():
+                change = fresh.get(key, ZERO) - old.get(key, ZERO)
+                if change:
+                    changes.append((key[0], key[1], change, day, after))
+        known[day] = new
+        written[day] = new
+    for day, (at, cid, line, bal, eid) in sorted(written.items()):
+        snapshot_rows.append((acc, day, cid, line, bal, at, eid))
+    if written and days[-1] in written:
+        at, cid, line, bal, _eid = known[days[-1]]
+        account_rows.append((acc, cid, line, days[-1], bal, at))
+    return unchanged
 
 
 _SNAPSHOT_COLUMNS = (
@@ -283,26 +312,30 @@ def _pg_upsert(table: str, columns: Sequence[tuple[str, str]], key: Sequence[str
     )
 
 
+_SNAPSHOT_NAMES = tuple(c for c, _ in _SNAPSHOT_COLUMNS)
+_ACCOUNT_NAMES = tuple(c for c, _ in _ACCOUNT_COLUMNS)
 _PG_SNAPSHOTS = _pg_upsert("balance_snapshots", _SNAPSHOT_COLUMNS, ("account_id", "as_of_date"))
 _PG_ACCOUNTS = _pg_upsert("balance_accounts", _ACCOUNT_COLUMNS, ("account_id",))
 
 
 async def _upsert_snapshots(
     conn: AsyncConnection,
-    snapshot_rows: list[dict[str, Any]],
-    account_rows: list[dict[str, Any]],
+    snapshot_tuples: list[tuple[Any, ...]],
+    account_tuples: list[tuple[Any, ...]],
 ) -> None:
-    """The batch's winning snapshots and the accounts' newest days: on PostgreSQL one
-    statement over arrays each (no per-row parameter building), else executemany."""
+    """The batch's winning snapshots and the accounts' newest days (rows in column order):
+    on PostgreSQL one statement over arrays each (no per-row parameters), else executemany."""
     if conn.dialect.name == "postgresql":
         raw = (await conn.get_raw_connection()).driver_connection
         for sql, columns, rows in (
-            (_PG_SNAPSHOTS, _SNAPSHOT_COLUMNS, snapshot_rows),
-            (_PG_ACCOUNTS, _ACCOUNT_COLUMNS, account_rows),
+            (_PG_SNAPSHOTS, _SNAPSHOT_COLUMNS, snapshot_tuples),
+            (_PG_ACCOUNTS, _ACCOUNT_COLUMNS, account_tuples),
         ):
             if rows:
-                await raw.execute(sql, *([r[c] for r in rows] for c, _ in columns))  # type: ignore[union-attr]
+                await raw.execute(sql, *(list(c) for c in zip(*rows, strict=True)))  # type: ignore[union-attr]
         return
+    snapshot_rows = [dict(zip(_SNAPSHOT_NAMES, r, strict=True)) for r in snapshot_tuples]
+    account_rows = [dict(zip(_ACCOUNT_NAMES, r, strict=True)) for r in account_tuples]
     if snapshot_rows:
         stmt = _insert(conn, BalanceSnapshotRow)
         stmt = stmt.on_conflict_do_update(
@@ -322,7 +355,7 @@ async def _upsert_snapshots(
 async def fire_outflows(
     conn: AsyncConnection,
     before: Sequence[Any],
-    after: Sequence[dict[str, Any]],
+    after: Sequence[tuple[Any, ...]],
     policy: Policy,
     now: datetime,
 ) -> int:
@@ -334,13 +367,8 @@ async def fire_outflows(
     for acc, cid, line, day, bal in before:
         old[cid][acc] = (cid, line, day, bal)
     new = {cid: dict(accounts) for cid, accounts in old.items()}
-    for r in after:
-        new.setdefault(r["client_id"], {})[r["account_id"]] = (
-            r["client_id"],
-            r["business_line"],
-            r["last_date"],
-            r["last_balance"],
-        )
+    for acc, cid, line, day, bal, _at in after:  # _ACCOUNT_COLUMNS order
+        new.setdefault(cid, {})[acc] = (cid, line, day, bal)
     fired: list[tuple[str, date, Decimal, Decimal]] = []
     for cid, accounts in new.items():
         if not old.get(cid):

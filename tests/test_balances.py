@@ -3,6 +3,7 @@ snapshots and a mid-month transfer, on both databases."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import random
 from collections import defaultdict
@@ -21,9 +22,9 @@ from crmtracker.broker import ensure_topics
 from crmtracker.settings import Settings
 from models.balances import average_balances, client_averages
 from models.db import make_engine
-from models.events import InvalidEvent, decode_event
+from models.events import BalanceSnapshot, InvalidEvent, decode_event
 from models.policy import Policy, money, period_range
-from models.tables import BalanceDayRow, RejectedRow
+from models.tables import BalanceDayRow, BalanceSnapshotRow, RejectedRow
 from streams.apply import Applier, Incoming
 from tests.conftest import VECTORS
 from tests.kafka_helpers import WorkerProcess, isolated_settings, produce, wait_for_counts
@@ -425,15 +426,38 @@ def _jsonl(name: str) -> list[tuple[str, bytes | None, bytes | None]]:
     return out
 
 
-def _ids(messages: list[tuple[str, bytes | None, bytes | None]]) -> tuple[int, int]:
-    """(distinct valid event ids, invalid messages)."""
+def _ids(messages: list[tuple[str, bytes | None, bytes | None]]) -> tuple[int, set[str], int]:
+    """(distinct valid event ids but balances, the balances that win their account and day,
+    invalid messages). Balances are recorded in ``balance_snapshots``, not in ``events``:
+    the newest ``occurred_at`` of an account and day, the first of equals (in the order of
+    its partition, which is the order here: one key per client)."""
     ids, bad = set(), 0
+    wins: dict[tuple[str, date], tuple[datetime, str]] = {}
     for _t, _k, v in messages:
         try:
-            ids.add(decode_event(v).event_id)
+            e = decode_event(v)
         except InvalidEvent:
             bad += 1
-    return len(ids), bad
+            continue
+        p = e.payload
+        if isinstance(p, BalanceSnapshot):
+            key = (p.account_id, p.as_of_date)
+            if key not in wins or wins[key][0] < e.occurred_at:
+                wins[key] = (e.occurred_at, e.event_id)
+        else:
+            ids.add(e.event_id)
+    return len(ids), {eid for _at, eid in wins.values()}, bad
+
+
+async def _wait_for_snapshots(engine: Any, wanted: set[str], timeout: float) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        async with engine.connect() as conn:
+            stored = set((await conn.execute(select(BalanceSnapshotRow.event_id))).scalars())
+        if wanted <= stored:
+            return
+        assert asyncio.get_running_loop().time() < deadline, len(wanted - stored)
+        await asyncio.sleep(0.5)
 
 
 @pytest.mark.kafka
@@ -490,7 +514,7 @@ async def test_vectors_and_oracle_through_the_broker(
         )
     oracle_msgs += [("bank.balances", rec["client_id"].encode(), v) for v, rec in log]
     messages = _jsonl("events.jsonl") + _jsonl("balances.jsonl") + oracle_msgs
-    valid, bad = _ids(messages)
+    valid, winners, bad = _ids(messages)
     settings = isolated_settings(broker.bootstrap, db_url, tmp_path)
     await ensure_topics(settings)
     await produce(settings, messages)
@@ -499,6 +523,7 @@ async def test_vectors_and_oracle_through_the_broker(
     worker.start()
     try:
         await wait_for_counts(engine, valid, bad, 240, worker)
+        await _wait_for_snapshots(engine, winners, 240)
         expected = json.loads((VECTORS / "balances_expected.json").read_text())
         got = {k: await manager_month(engine, k) for k in expected["average_balance"]}
         assert got == expected["average_balance"]
