@@ -811,10 +811,10 @@ async def test_tier_review_on_hand_made_clients(db_url: str, tmp_path: Path) -> 
 
 
 # --- hand-over increments (增量认领): the README's worked example -----------------------------
-async def test_handover_worked_example(db_url: str) -> None:
-    engine = make_engine(db_url, writer=True)
-    applier = Applier(engine, Policy(), now=lambda: datetime(2026, 12, 1, tzinfo=UTC))
-    feed = Feed()
+async def _handed_over_client(applier: Applier, feed: Feed) -> None:
+    """The README's worked example: client h with ma (b1) since 2025, deposits 1,000,000
+    from 1 December 2025, 1,500,000 from 1 July 2026, 600,000 from 16 August; handed over to
+    mc (b2) on 1 July 2026 10:00."""
     await applier.apply(reference(feed))
     await applier.apply([client_msg(feed, "h-1", "h", "ma", "2025-11-01T09:00:00+08:00")])
     at = datetime(2026, 9, 1, tzinfo=UTC)  # one late file: the days fill in whatever the order
@@ -832,6 +832,27 @@ async def test_handover_worked_example(db_url: str) -> None:
     )
     # handed over to mc (branch b2) on 1 July 2026
     await applier.apply([client_msg(feed, "h-2", "h", "mc", "2026-07-01T10:00:00+08:00")])
+
+
+def _leaves(feed: Feed, manager: str, branch: str) -> Incoming:
+    return feed.msg(
+        "crm.managers",
+        env(
+            f"{manager}-2",
+            "manager.upserted",
+            "2026-11-01T08:00:00+08:00",
+            manager_id=manager,
+            branch_id=branch,
+            active=False,
+        ),
+    )
+
+
+async def test_handover_worked_example(db_url: str) -> None:
+    engine = make_engine(db_url, writer=True)
+    applier = Applier(engine, Policy(), now=lambda: datetime(2026, 12, 1, tzinfo=UTC))
+    feed = Feed()
+    await _handed_over_client(applier, feed)
 
     async def month(m: int, policy: Policy) -> dict[str, dict[str, str]]:
         start, end = period_range("month", date(2026, m, 1))
@@ -873,22 +894,106 @@ async def test_handover_worked_example(db_url: str) -> None:
         "b2": "1035483.87",
     }
     # the previous manager has left: a full transfer whatever the mode
+    await applier.apply([_leaves(feed, "ma", "b1")])
+    assert (await month(8, Policy()))["mc"] == "1035483.87"
+    await engine.dispose()
+
+
+async def test_handover_weighted_profit_worked_example(db_url: str, tmp_path: Path) -> None:
+    """The README's worked example of the weighted profit of deposit business after a
+    hand-over, read from both managers' and both branches' tallies."""
+    engine = make_engine(db_url, writer=True)
+    applier = Applier(engine, Policy(), now=lambda: datetime(2026, 12, 1, tzinfo=UTC))
+    feed = Feed()
+    await _handed_over_client(applier, feed)
+
+    def tx(eid: str, account: str, at: str, profit: str, line: str = "liability") -> Incoming:
+        return feed.msg(
+            "bank.transactions",
+            env(
+                eid,
+                "transaction.posted",
+                at,
+                client_id="h",
+                account_id=account,
+                business_line=line,
+                amount="100000.00",
+                simulated_profit=profit,
+            ),
+        )
+
+    opened = env(
+        "hn-open",
+        "account.opened",
+        "2026-08-01T10:00:00+08:00",
+        client_id="h",
+        account_id="hn",
+        account_type="deposit",
+    )
     await applier.apply(
         [
-            feed.msg(
-                "crm.managers",
-                env(
-                    "ma-2",
-                    "manager.upserted",
-                    "2026-11-01T08:00:00+08:00",
-                    manager_id="ma",
-                    branch_id="b1",
-                    active=False,
-                ),
-            )
+            # 10 July: on hd (held before the hand-over: credited to ma, ratio 1.0)
+            tx("t1", "hd", "2026-07-10T11:00:00+08:00", "3000.00"),
+            # a loan's profit is not deposit business: it keeps the transaction rule
+            tx("t2", "hl", "2026-07-11T11:00:00+08:00", "500.00", "asset"),
+            feed.msg("bank.accounts", opened),
+            # on hn, opened by mc after the hand-over (credited to mc at 0.6)
+            tx("t3", "hn", "2026-08-10T11:00:00+08:00", "900.00"),
+            tx("t4", "hn", "2026-08-20T11:00:00+08:00", "1000.00"),
         ]
     )
-    assert (await month(8, Policy()))["mc"] == "1035483.87"
+    settings = Settings(database_url=db_url, data_dir=tmp_path, auth_secret=SECRET)
+    app = create_app(settings)
+    headers = {"Authorization": f"Bearer {mint_token(SECRET, 'admin')}"}
+
+    async def profits(at: str) -> dict[str, str]:
+        out = {}
+        for path in ("managers/ma", "managers/mc", "branches/b1", "branches/b2"):
+            r = await c.get(
+                f"/v1/{path}/tally", params={"period": "month", "at": at}, headers=headers
+            )
+            assert r.status_code == 200, r.text
+            out[path.split("/")[1]] = r.json()["weighted_profit"]
+        return out
+
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
+            # July: D = 1,500,000, base 1,000,000, s = 1/3: t1's 3,000 → mc 3,000 × 1/3 ×
+            # 0.6 = 600, ma 3,000 × 2/3 × 1.0 = 2,000; t2 (a loan) stays with ma: 450
+            assert await profits("2026-07-15") == {
+                "ma": "2450.00",
+                "mc": "600.00",
+                "b1": "2450.00",
+                "b2": "600.00",
+            }
+            # August: t3 on the 10th (s = 1/3): mc 180, ma 600; t4 on the 20th (D =
+            # 600,000 below the base, s = 0): ma 1,000
+            assert await profits("2026-08-15") == {
+                "ma": "1600.00",
+                "mc": "180.00",
+                "b1": "1600.00",
+                "b2": "180.00",
+            }
+            r = await c.get(
+                "/v1/branches/b1/leaderboard",
+                params={"period": "month", "at": "2026-08-15", "metric": "weighted_profit"},
+                headers=headers,
+            )
+            assert {i["manager_id"]: i["value"] for i in r.json()["items"]}["ma"] == "1600.00"
+    # ma leaves: a full transfer, the transaction rule alone (mc at the hand-over ratios):
+    # July t1 3,000 × 0.6 + t2 500 × 0.9 × 0.8; August t3 900 × 0.6 + t4 1,000 × 0.6
+    await applier.apply([_leaves(feed, "ma", "b1")])
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
+            assert await profits("2026-07-15") == {
+                "ma": "0.00",
+                "mc": "2160.00",
+                "b1": "0.00",
+                "b2": "2160.00",
+            }
+            assert (await profits("2026-08-15"))["mc"] == "1140.00"
     await engine.dispose()
 
 

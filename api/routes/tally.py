@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from api.deps import ReadingDep
 from api.reads import AS_OF
 from api.scope import BranchId, BranchInScope, ManagerInScope
-from models.balances import average_documents
+from models.balances import add_handover_profit, average_documents
 from models.policy import account_counts_span, branch_account_targets, period_range
 from models.tally import (
     account_targets_document,
@@ -106,6 +106,9 @@ async def manager_tally(
     async def compute(conn: AsyncConnection) -> dict[str, Any]:
         got = await manager_figures(conn, manager_id, span.start, span.end)
         totals = got.totals
+        await add_handover_profit(
+            conn, "manager", {manager_id: totals}, span.start, span.end, reading.settings.policy
+        )
         doc = tally_document(("manager_id", manager_id), span.start, span.end, totals, tz)
         doc["branch_id"] = branch_id
         doc["average_balance"] = (
@@ -150,6 +153,9 @@ async def _branch_tally(
     conn: AsyncConnection, branch_id: str, managers: list[Any], settings: Any, span: Span
 ) -> dict[str, Any]:
     totals = await branch_totals(conn, branch_id, span.start, span.end)
+    await add_handover_profit(
+        conn, "branch", {branch_id: totals}, span.start, span.end, settings.policy
+    )
     doc = tally_document(("branch_id", branch_id), span.start, span.end, totals, settings.tz)
     doc["average_balance"] = (
         await average_documents(
