@@ -327,10 +327,7 @@ async def _upsert_snapshots(
     on PostgreSQL one statement over arrays each (no per-row parameters), else executemany."""
     if conn.dialect.name == "postgresql":
         raw = (await conn.get_raw_connection()).driver_connection
-        for sql, columns, rows in (
-            (_PG_SNAPSHOTS, _SNAPSHOT_COLUMNS, snapshot_tuples),
-            (_PG_ACCOUNTS, _ACCOUNT_COLUMNS, account_tuples),
-        ):
+        for sql, rows in ((_PG_SNAPSHOTS, snapshot_tuples), (_PG_ACCOUNTS, account_tuples)):
             if rows:
                 await raw.execute(sql, *(list(c) for c in zip(*rows, strict=True)))  # type: ignore[union-attr]
         return
