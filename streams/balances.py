@@ -24,7 +24,7 @@ from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any, NamedTuple
 
-from sqlalchemy import bindparam, or_, select, text, update
+from sqlalchemy import bindparam, delete, or_, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -611,6 +611,70 @@ async def move_clients(
     deltas = drop_zeros(deltas)
     await write_deltas(conn, deltas, today)
     return {k[1] for k in deltas if k[0] == "manager"}
+
+
+async def rebuild_balances(conn: AsyncConnection, policy: Policy, today: date) -> int:
+    """Replay's part: rebuild every stored change, year opening, holder segment and account
+    newest day from the stored snapshots and the assignment history as it stands (the
+    alerts' state, ``computed_tier`` and ``tier_checked``, stays). Returns the change rows
+    written."""
+    dialect = conn.dialect.name
+    await conn.execute(delete(BalanceDayRow))
+    await conn.execute(delete(BalanceOpeningRow))
+    await conn.execute(delete(BalanceAccountRow))
+    clients = sorted(
+        set((await conn.execute(select(BalanceSnapshotRow.client_id).distinct())).scalars())
+    )
+    segments = await _segments_now(conn, clients, policy) if clients else {}
+    stored = set((await conn.execute(select(BalanceHolderRow.client_id))).scalars())
+    holder_rows = [
+        {
+            "client_id": c,
+            "segments": dump_segments(segments[c]),
+            "handed_over": len(segments[c]) > 1,
+        }
+        for c in clients
+    ]
+    gone = sorted(stored - set(clients))
+    if gone:
+        await conn.execute(
+            delete(BalanceHolderRow).where(one_of(BalanceHolderRow.client_id, gone, dialect))
+        )
+    if holder_rows:
+        stmt = _insert(conn, BalanceHolderRow)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["client_id"],
+            set_={"segments": stmt.excluded.segments, "handed_over": stmt.excluded.handed_over},
+        )
+        await conn.execute(stmt, holder_rows)
+    deltas: Deltas = {}
+    accounts: list[tuple[Any, ...]] = []
+    previous: tuple[Any, ...] | None = None  # the account's last row read
+    rows = await conn.stream(
+        select(*(BalanceSnapshotRow.__table__.c[c] for c in _SNAPSHOT_NAMES)).order_by(
+            BalanceSnapshotRow.account_id, BalanceSnapshotRow.as_of_date
+        )
+    )
+    async for acc, day, cid, line, bal, at, _eid in rows:
+        if previous is not None and previous[0] == acc:
+            add_change(deltas, segments[previous[2]], previous[3], -previous[4], day, None)
+        elif previous is not None:
+            accounts.append(_newest(previous))
+        add_change(deltas, segments[cid], line, bal, day, None)
+        previous = (acc, day, cid, line, bal, at)
+    if previous is not None:
+        accounts.append(_newest(previous))
+    await _upsert_snapshots(conn, [], accounts)
+    deltas = drop_zeros(deltas)
+    await write_deltas(conn, deltas, today)
+    return len(deltas)
+
+
+def _newest(row: tuple[Any, ...]) -> tuple[Any, ...]:
+    """A snapshot row (account, day, client, line, balance, occurred_at) as its account's
+    newest day, in _ACCOUNT_COLUMNS order."""
+    acc, day, cid, line, bal, at = row
+    return (acc, cid, line, day, bal, at)
 
 
 # --- writing ---------------------------------------------------------------------------------
