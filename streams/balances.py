@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import bisect
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Container, Iterable, Sequence
 from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any, NamedTuple
@@ -210,7 +210,7 @@ async def apply_snapshots(
         duplicates += _fill(acc, known, incoming[acc], changes, snapshot_rows, account_rows)
     snapshot_rows.sort()  # one lock order for every worker
     account_rows.sort()
-    await _upsert_snapshots(conn, snapshot_rows, account_rows)
+    await _upsert_snapshots(conn, snapshot_rows, account_rows, newest)
     await fire_outflows(
         conn,
         [
@@ -223,9 +223,14 @@ async def apply_snapshots(
     )
     if not changes:
         return SnapshotsApplied(set(), duplicates)
-    segments = await holders(conn, {c[0] for c in changes}, policy)
-    deltas: Deltas = {}
+    # a night's changes of a client's accounts share their days: one credit per client
+    merged: dict[tuple[str, str, date, date | None], Decimal] = {}
     for cid, line, change, start, stop in changes:
+        k = (cid, line, start, stop)
+        merged[k] = merged.get(k, ZERO) + change
+    segments = await holders(conn, {k[0] for k in merged}, policy)
+    deltas: Deltas = {}
+    for (cid, line, start, stop), change in merged.items():
         add_change(deltas, segments[cid], line, change, start, stop)
     await write_deltas(conn, deltas, today)
     return SnapshotsApplied({k[1] for k in deltas if k[0] == "manager"}, duplicates)
@@ -316,18 +321,35 @@ _SNAPSHOT_NAMES = tuple(c for c, _ in _SNAPSHOT_COLUMNS)
 _ACCOUNT_NAMES = tuple(c for c, _ in _ACCOUNT_COLUMNS)
 _PG_SNAPSHOTS = _pg_upsert("balance_snapshots", _SNAPSHOT_COLUMNS, ("account_id", "as_of_date"))
 _PG_ACCOUNTS = _pg_upsert("balance_accounts", _ACCOUNT_COLUMNS, ("account_id",))
+# accounts already stored (the batch read them under its clients' locks): a plain UPDATE,
+# cheaper than an INSERT that conflicts on every row
+_PG_ACCOUNTS_UPDATE = (
+    "UPDATE balance_accounts AS a SET "
+    + ", ".join(f"{c} = u.{c}" for c in _ACCOUNT_NAMES[1:])
+    + " FROM unnest("
+    + ", ".join(f"${i}::{t}[]" for i, (_, t) in enumerate(_ACCOUNT_COLUMNS, 1))
+    + f") AS u({', '.join(_ACCOUNT_NAMES)}) WHERE a.account_id = u.account_id"
+)
 
 
 async def _upsert_snapshots(
     conn: AsyncConnection,
     snapshot_tuples: list[tuple[Any, ...]],
     account_tuples: list[tuple[Any, ...]],
+    stored: Container[str] = (),
 ) -> None:
-    """The batch's winning snapshots and the accounts' newest days (rows in column order):
-    on PostgreSQL one statement over arrays each (no per-row parameters), else executemany."""
+    """The batch's winning snapshots and the accounts' newest days (rows in column order;
+    ``stored``: the accounts that have a row): on PostgreSQL one statement over arrays per
+    table and kind (no per-row parameters), else executemany."""
     if conn.dialect.name == "postgresql":
         raw = (await conn.get_raw_connection()).driver_connection
-        for sql, rows in ((_PG_SNAPSHOTS, snapshot_tuples), (_PG_ACCOUNTS, account_tuples)):
+        known = [r for r in account_tuples if r[0] in stored]
+        fresh = [r for r in account_tuples if r[0] not in stored] if known else account_tuples
+        for sql, rows in (
+            (_PG_SNAPSHOTS, snapshot_tuples),
+            (_PG_ACCOUNTS_UPDATE, known),
+            (_PG_ACCOUNTS, fresh),
+        ):
             if rows:
                 await raw.execute(sql, *(list(c) for c in zip(*rows, strict=True)))  # type: ignore[union-attr]
         return
