@@ -558,11 +558,40 @@ async def average_documents(
 TIER_ORDER = ("diamond", "platinum", "gold", "silver", "bronze")
 
 
-def standard_deposits(averages: dict[str, Decimal], policy: Any) -> Decimal:
-    """Σ line average daily balance × the policy's conversion coefficient."""
+def standard_deposits(averages: dict[str, Decimal], policy: Any, fees: Decimal = ZERO) -> Decimal:
+    """Σ line average daily balance × the policy's conversion coefficient, plus the fee
+    income of the window (``fees``) × its coefficient (``fee_income``)."""
+    coefficients = policy.standard_coefficients
     return sum(
-        (averages.get(line, ZERO) * c for line, c in policy.standard_coefficients.items()), ZERO
+        (averages.get(line, ZERO) * coefficients.get(line, ZERO) for line in LINES),
+        fees * coefficients.get("fee_income", ZERO),
     )
+
+
+async def fee_incomes(
+    conn: AsyncConnection, client_ids: Sequence[str], start: date, end: date, policy: Any
+) -> dict[str, Decimal]:
+    """Per client, its fee income (中间业务收入) over the bank days [start, end]: the
+    simulated profit (CNY) of its applied ``intermediary`` transactions."""
+    from models.events import TransactionPosted, decode_event
+    from models.policy import to_cny
+    from models.tables import EventRow
+
+    out = {c: ZERO for c in client_ids}
+    rows = await conn.execute(
+        select(EventRow.client_id, EventRow.value).where(
+            one_of(EventRow.client_id, sorted(out), conn.dialect.name),
+            EventRow.event_type == "transaction.posted",
+            EventRow.status == "applied",
+            EventRow.day >= start,
+            EventRow.day <= end,
+        )
+    )
+    for cid, value in rows.all():
+        p = decode_event(value.encode(), policy).payload
+        if isinstance(p, TransactionPosted) and p.business_line == "intermediary":
+            out[cid] += to_cny(p.simulated_profit, p.currency, policy)
+    return out
 
 
 def computed_tier(
@@ -597,6 +626,7 @@ async def client_tiers(
         return {}
     start, end = review_window(today, policy)
     averages = await client_averages(conn, ids, start, end, today)
+    fees = await fee_incomes(conn, ids, start, end, policy)
     first = dict(
         (
             await conn.execute(
@@ -610,7 +640,7 @@ async def client_tiers(
     for c in clients:
         since = first.get(c.client_id)
         days = (today - bank_day(since, policy.tz)).days if since is not None else 0
-        standard = standard_deposits(averages[c.client_id], policy)
+        standard = standard_deposits(averages[c.client_id], policy, fees[c.client_id])
         out[c.client_id] = {
             "standard_deposits": standard,
             "average_deposits": averages[c.client_id]["liability"],

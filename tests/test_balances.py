@@ -760,6 +760,8 @@ async def test_tier_review_on_hand_made_clients(db_url: str, tmp_path: Path) -> 
         ("k5", "mb", long_ago, "silver", False, {"k5-l": ("asset", "3000000")}),
         ("k6", "mc", long_ago, None, False, {}),
         ("k7", "ma", long_ago, "gold", False, {"k7-d": ("liability", "4999999.99")}),
+        # silver by its deposits; gold with its fee income (below)
+        ("k8", "ma", long_ago, "silver", False, {"k8-d": ("liability", "4990000")}),
     ]
     msgs = []
     for cid, mid, since, tier, bad, _accounts in clients:
@@ -786,6 +788,26 @@ async def test_tier_review_on_hand_made_clients(db_url: str, tmp_path: Path) -> 
             for acc, (line, bal) in accounts.items()
         ]
     )
+
+    def fee(eid: str, days_ago: int, profit: str) -> Incoming:
+        at = datetime.combine(today - timedelta(days=days_ago), datetime.min.time(), tz)
+        return feed.msg(
+            "bank.transactions",
+            env(
+                eid,
+                "transaction.posted",
+                (at + timedelta(hours=10)).isoformat(),
+                client_id="k8",
+                account_id="k8-f",
+                business_line="intermediary",
+                amount="1000.00",
+                simulated_profit=profit,
+            ),
+        )
+
+    # fee income in the half-year: 60 + 40 = 100 → 100 × 100 = 10,000 of standard deposits;
+    # one older than the half-year does not count
+    await applier.apply([fee("f1", 10, "60.00"), fee("f2", 100, "40.00"), fee("f3", 250, "900")])
     await engine.dispose()
     settings = Settings(database_url=db_url, data_dir=tmp_path, auth_secret=SECRET)
     app = create_app(settings)
@@ -804,7 +826,9 @@ async def test_tier_review_on_hand_made_clients(db_url: str, tmp_path: Path) -> 
                 "k2": ("diamond", "bronze"),  # bad credit, whatever the deposits
                 "k6": (None, "bronze"),
                 "k7": ("gold", "silver"),  # a cent below gold
+                "k8": ("silver", "gold"),  # 4,990,000 + 100 × 100 of fee income
             }
+            assert got["k8"]["standard_deposits"] == "5000000.00"
             assert got["k1"]["standard_deposits"] == "60000000.00"
             assert got["k7"]["standard_deposits"] == "4999999.99"
             assert got["k1"]["relationship_days"] >= 399
@@ -818,7 +842,7 @@ async def test_tier_review_on_hand_made_clients(db_url: str, tmp_path: Path) -> 
                 cursor = r.json()["next_cursor"]
                 if cursor is None:
                     break
-            assert seen == ["k1", "k2", "k6", "k7"]
+            assert seen == ["k1", "k2", "k6", "k7", "k8"]
             # scope: a manager sees their own clients only; another manager's filter is a 403
             r = await c.get("/v1/clients/tier-review", headers=as_("manager", manager_id="mb"))
             assert r.json()["items"] == []
