@@ -579,7 +579,7 @@ async def fee_incomes(
 
     out = {c: ZERO for c in client_ids}
     rows = await conn.execute(
-        select(EventRow.client_id, EventRow.value).where(
+        select(EventRow.value).where(
             one_of(EventRow.client_id, sorted(out), conn.dialect.name),
             EventRow.event_type == "transaction.posted",
             EventRow.status == "applied",
@@ -587,10 +587,10 @@ async def fee_incomes(
             EventRow.day <= end,
         )
     )
-    for cid, value in rows.all():
+    for value in rows.scalars():
         p = decode_event(value.encode(), policy).payload
         if isinstance(p, TransactionPosted) and p.business_line == "intermediary":
-            out[cid] += to_cny(p.simulated_profit, p.currency, policy)
+            out[p.client_id] += to_cny(p.simulated_profit, p.currency, policy)
     return out
 
 
