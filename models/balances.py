@@ -257,6 +257,10 @@ def handover_base_window(handed: date, policy: Any) -> tuple[date, date]:
     return handed - timedelta(days=policy.standard_window_days), handed - timedelta(days=1)
 
 
+Span = tuple[date, date]
+"""The first and last day of a period."""
+
+
 class HandOver(NamedTuple):
     """Days [lo, hi] of a period on which a handed-over client is held by its new manager."""
 
@@ -382,12 +386,7 @@ async def handover_split(
 
 
 async def handover_profit_split(
-    conn: AsyncConnection,
-    scope: str,
-    owner_ids: Iterable[str],
-    start: date,
-    last: date,
-    policy: Any,
+    conn: AsyncConnection, scope: str, owner_ids: Iterable[str], span: Span, policy: Any
 ) -> dict[str, Decimal]:
     """增量认领, the weighted profit of deposit business: a liability transaction of a
     handed-over client on a day d held by its new manager N (increment mode, the previous
@@ -398,8 +397,9 @@ async def handover_profit_split(
         P: profit × coefficient × (1 − s(d)) × P's claim ratio for the client
 
     with s(d) = ``increment_share``(D(d), base). Returns, per owner (``scope``), the change
-    of its weighted profit over [start, last] against what the transaction rule credited
-    (stored with each event), for the transactions credited to P or N."""
+    of its weighted profit over the days ``span`` (first, last) against what the
+    transaction rule credited (stored with each event), for the transactions credited to P
+    or N."""
     from models.events import TransactionPosted, decode_event
     from models.policy import claim_ratio, to_cny, weighted_profit
     from models.tables import ClientRow, EventRow
@@ -407,6 +407,7 @@ async def handover_profit_split(
     out: dict[str, Decimal] = defaultdict(lambda: ZERO)
     if policy.handover_mode != "increment":
         return out
+    start, last = span
     found, snaps = await _hand_overs(conn, scope, owner_ids, start, last)
     if not found:
         return out
@@ -734,7 +735,7 @@ async def add_handover_profit(
     """Per owner of ``totals`` (owner → its tally totals), add the 增量认领 split of the
     weighted profit of deposit business (``handover_profit_split``) to its
     ``weighted_profit``, in place."""
-    moved = await handover_profit_split(conn, scope, totals, start, end, policy)
+    moved = await handover_profit_split(conn, scope, totals, (start, end), policy)
     for owner, t in totals.items():
         if moved.get(owner):
             t["weighted_profit"] += moved[owner]

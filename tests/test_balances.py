@@ -885,17 +885,10 @@ async def _handed_over_client(applier: Applier, feed: Feed) -> None:
 
 
 def _leaves(feed: Feed, manager: str, branch: str) -> Incoming:
-    return feed.msg(
-        "crm.managers",
-        env(
-            f"{manager}-2",
-            "manager.upserted",
-            "2026-11-01T08:00:00+08:00",
-            manager_id=manager,
-            branch_id=branch,
-            active=False,
-        ),
-    )
+    """The manager's record saying they have left (1 November 2026)."""
+    record = {"manager_id": manager, "branch_id": branch, "active": False}
+    at = "2026-11-01T08:00:00+08:00"
+    return feed.msg("crm.managers", env(f"{manager}-2", "manager.upserted", at, **record))
 
 
 async def test_handover_worked_example(db_url: str) -> None:
@@ -958,19 +951,9 @@ async def test_handover_weighted_profit_worked_example(db_url: str, tmp_path: Pa
     await _handed_over_client(applier, feed)
 
     def tx(eid: str, account: str, at: str, profit: str, line: str = "liability") -> Incoming:
-        return feed.msg(
-            "bank.transactions",
-            env(
-                eid,
-                "transaction.posted",
-                at,
-                client_id="h",
-                account_id=account,
-                business_line=line,
-                amount="100000.00",
-                simulated_profit=profit,
-            ),
-        )
+        fact = {"client_id": "h", "account_id": account, "business_line": line}
+        fact |= {"amount": "100000.00", "simulated_profit": profit}
+        return feed.msg("bank.transactions", env(eid, "transaction.posted", at, **fact))
 
     opened = env(
         "hn-open",
@@ -992,58 +975,54 @@ async def test_handover_weighted_profit_worked_example(db_url: str, tmp_path: Pa
             tx("t4", "hn", "2026-08-20T11:00:00+08:00", "1000.00"),
         ]
     )
-    settings = Settings(database_url=db_url, data_dir=tmp_path, auth_secret=SECRET)
-    app = create_app(settings)
+    app = create_app(Settings(database_url=db_url, data_dir=tmp_path, auth_secret=SECRET))
     headers = {"Authorization": f"Bearer {mint_token(SECRET, 'admin')}"}
 
-    async def profits(at: str) -> dict[str, str]:
-        out = {}
-        for path in ("managers/ma", "managers/mc", "branches/b1", "branches/b2"):
-            r = await c.get(
-                f"/v1/{path}/tally", params={"period": "month", "at": at}, headers=headers
-            )
-            assert r.status_code == 200, r.text
-            out[path.split("/")[1]] = r.json()["weighted_profit"]
+    async def read(*months: str) -> list[dict[str, str]]:
+        """Per month (a day of it), the weighted profit of ma, mc, b1 and b2; and the
+        leaderboard's value for ma in the last one."""
+        out = []
+        async with app.router.lifespan_context(app):
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
+                for at in months:
+                    got = {}
+                    for path in ("managers/ma", "managers/mc", "branches/b1", "branches/b2"):
+                        r = await c.get(
+                            f"/v1/{path}/tally",
+                            params={"period": "month", "at": at},
+                            headers=headers,
+                        )
+                        assert r.status_code == 200, r.text
+                        got[path.split("/")[1]] = r.json()["weighted_profit"]
+                    r = await c.get(
+                        "/v1/branches/b1/leaderboard",
+                        params={"period": "month", "at": at, "metric": "weighted_profit"},
+                        headers=headers,
+                    )
+                    board = {i["manager_id"]: i["value"] for i in r.json()["items"]}
+                    got["board ma"] = board.get("ma", "0.00")
+                    out.append(got)
         return out
 
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
-            # July: D = 1,500,000, base 1,000,000, s = 1/3: t1's 3,000 → mc 3,000 × 1/3 ×
-            # 0.6 = 600, ma 3,000 × 2/3 × 1.0 = 2,000; t2 (a loan) stays with ma: 450
-            assert await profits("2026-07-15") == {
-                "ma": "2450.00",
-                "mc": "600.00",
-                "b1": "2450.00",
-                "b2": "600.00",
-            }
-            # August: t3 on the 10th (s = 1/3): mc 180, ma 600; t4 on the 20th (D =
-            # 600,000 below the base, s = 0): ma 1,000
-            assert await profits("2026-08-15") == {
-                "ma": "1600.00",
-                "mc": "180.00",
-                "b1": "1600.00",
-                "b2": "180.00",
-            }
-            r = await c.get(
-                "/v1/branches/b1/leaderboard",
-                params={"period": "month", "at": "2026-08-15", "metric": "weighted_profit"},
-                headers=headers,
-            )
-            assert {i["manager_id"]: i["value"] for i in r.json()["items"]}["ma"] == "1600.00"
+    def split(ma: str, mc: str) -> dict[str, str]:
+        return {"ma": ma, "mc": mc, "b1": ma, "b2": mc, "board ma": ma}
+
+    # July: D = 1,500,000, base 1,000,000, s = 1/3: t1's 3,000 → mc 3,000 × 1/3 × 0.6 = 600,
+    # ma 3,000 × 2/3 × 1.0 = 2,000; t2 (a loan) stays with ma: 450.
+    # August: t3 on the 10th (s = 1/3): mc 180, ma 600; t4 on the 20th (D = 600,000 below
+    # the base, s = 0): ma 1,000
+    assert await read("2026-07-15", "2026-08-15") == [
+        split("2450.00", "600.00"),
+        split("1600.00", "180.00"),
+    ]
     # ma leaves: a full transfer, the transaction rule alone (mc at the hand-over ratios):
     # July t1 3,000 × 0.6 + t2 500 × 0.9 × 0.8; August t3 900 × 0.6 + t4 1,000 × 0.6
     await applier.apply([_leaves(feed, "ma", "b1")])
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
-            assert await profits("2026-07-15") == {
-                "ma": "0.00",
-                "mc": "2160.00",
-                "b1": "0.00",
-                "b2": "2160.00",
-            }
-            assert (await profits("2026-08-15"))["mc"] == "1140.00"
+    assert await read("2026-07-15", "2026-08-15") == [
+        split("0.00", "2160.00"),
+        split("0.00", "1140.00"),
+    ]
     await engine.dispose()
 
 

@@ -81,7 +81,7 @@ async def _board(
         zero = metric_value(zero_totals(), metric)
         if metric == "weighted_profit":  # with the 增量认领 split of deposit business
             moved = await handover_profit_split(
-                conn, "manager", ids, span.start, span.end, settings.policy
+                conn, "manager", ids, (span.start, span.end), settings.policy
             )
             found = {m: found.get(m, zero) + moved.get(m, zero) for m in {*found, *moved}}
     values: dict[str, Any] = {}
