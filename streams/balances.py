@@ -1,18 +1,21 @@
 """Applying end-of-day balances, set-based, inside the batch's database transaction.
 
-The batch apply (streams/apply.py) claims the events (exactly once), resolves their client
-(held while it is unknown) and hands the applied ``balance.snapshot`` events over here:
+The batch apply (streams/apply/applier.py) resolves the snapshots' clients (held, and
+claimed in ``events``, while one is unknown) and hands the ``balance.snapshot`` events of
+known clients over here, unclaimed: their ``balance_snapshots`` row is their record.
 
 - ``apply_snapshots``: keeps one snapshot per (account, bank date), the one with the latest
-  ``occurred_at`` (an older correction changes nothing), and turns each change of an
-  account's carried balance into day deltas of the managers and branches holding the client
-  on those days (models/balances.py). A night's batch (dates past each account's newest)
-  reads one row per account (``balance_accounts``); a late or corrected snapshot reads the
-  account's series to find the days it fills (up to the account's next snapshot).
+  ``occurred_at`` (a resend or an older correction changes nothing), and turns each change
+  of an account's carried balance into day deltas of the managers and branches holding the
+  client on those days (models/balances.py). A night's batch (each account one day past its
+  newest) reads one row per account (``balance_accounts``) and writes two (the snapshot, the
+  account's newest day); a late or corrected snapshot reads the account's series to find the
+  days it fills (up to the account's next snapshot).
 - ``move_clients``: after a transfer changed a client's assignment history, the client's
   carried balance moves from the old holders' days to the new ones'.
+- ``rebuild_balances``: replay's part, everything above again from the stored snapshots.
 
-Both end in ``write_deltas``: one upsert of the day deltas and one of the year openings.
+All end in ``write_deltas``: one upsert of the day deltas and one of the year openings.
 """
 
 from __future__ import annotations
