@@ -4,7 +4,8 @@ The worker's own apply step (``Applier.apply``, decode → claim → resolve →
 batches from memory (no broker, as bench/apply_only.py), on a scratch database:
 
 - ``night``: every account's snapshot for one night (night 1 creates the accounts' rows,
-  night 2 is the steady state), and for comparison as many ``transaction.posted`` events;
+  night 2 is the steady state), and for comparison as many ``transaction.posted`` events
+  through the same apply step, with the ratio of the two rates (and of CPU per event);
 - ``month``: 30 nights of every account (``--month-accounts``), night after night;
 - queries: a manager's month average, a branch's year average, a branch leaderboard on
   ``average_deposits`` (median of ``--repeat`` runs).
@@ -223,6 +224,12 @@ async def run_db(kind: str, args: argparse.Namespace, workdir: Path) -> dict[str
             out["night"]["night_1"] = await _apply(applier, bank.night(d1), args.batch)
             out["night"]["night_2"] = await _apply(applier, bank.night(d2), args.batch)
             out["night"]["transactions"] = await _apply(applier, bank.transactions(d2), args.batch)
+            # the issue's bar: a night applies at least as fast as transactions do
+            night, tx = out["night"]["night_2"], out["night"]["transactions"]
+            out["night"]["snapshots_vs_transactions"] = {
+                "events_s": round(night["events_s"] / tx["events_s"], 2),
+                "cpu_per_event": round(night["cpu_us_per_event"] / tx["cpu_us_per_event"], 2),
+            }
             out["night"]["queries"] = await _queries(engine, bank, d2, args.repeat)
             await engine.dispose()
     if args.month_accounts:

@@ -27,7 +27,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import Any, NamedTuple
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import func, select
@@ -175,7 +175,8 @@ async def average_balances(
         policy = Policy()
     if policy.handover_mode == "increment":
         for owner, moved in (await handover_split(conn, scope, ids, start, last, policy)).items():
-            sums[owner]["liability"] += moved
+            if owner in sums:  # the other side of a hand-over may not be asked for
+                sums[owner]["liability"] += moved
     return {o: {line: average(sums[o][line], days) for line in LINES} for o in ids}
 
 
@@ -256,6 +257,105 @@ def handover_base_window(handed: date, policy: Any) -> tuple[date, date]:
     return handed - timedelta(days=policy.standard_window_days), handed - timedelta(days=1)
 
 
+Span = tuple[date, date]
+"""The first and last day of a period."""
+
+
+class HandOver(NamedTuple):
+    """Days [lo, hi] of a period on which a handed-over client is held by its new manager."""
+
+    client_id: str
+    lo: date
+    hi: date
+    handed: date
+    """The hand-over day (the new holder's first)."""
+    previous: Segment
+    current: Segment
+    previous_index: int
+    """The previous holder's segment: 0 for the client's first manager."""
+
+
+async def _hand_overs(
+    conn: AsyncConnection, scope: str, owner_ids: Iterable[str], start: date, last: date
+) -> tuple[list[HandOver], dict[str, list[Snapshot]]]:
+    """增量认领 applies: the hand-overs of [start, last] whose previous or new holder is one
+    of ``owner_ids`` (in ``scope``) and whose previous manager is still active, with the
+    deposit snapshots of their clients up to ``last``."""
+    from models.tables import BalanceHolderRow, ManagerRow
+
+    wanted = set(owner_ids)
+    key = 1 if scope == "manager" else 2
+    rows = (
+        await conn.execute(
+            select(BalanceHolderRow.client_id, BalanceHolderRow.segments).where(
+                BalanceHolderRow.handed_over.is_(True)
+            )
+        )
+    ).all()
+    found: list[HandOver] = []
+    for cid, text in rows:
+        segs = load_segments(text)
+        for i in range(1, len(segs)):
+            prev, cur = segs[i - 1], segs[i]
+            first = cur[0]
+            assert first is not None
+            stop = segs[i + 1][0] if i + 1 < len(segs) else None
+            lo = max(first, start)
+            hi = last if stop is None else min(last, stop - timedelta(days=1))
+            if lo > hi or (prev[key] not in wanted and cur[key] not in wanted):
+                continue
+            found.append(HandOver(cid, lo, hi, first, prev, cur, i - 1))
+    if not found:
+        return [], {}
+    dialect = conn.dialect.name
+    active = dict(
+        (
+            await conn.execute(
+                select(ManagerRow.manager_id, ManagerRow.active).where(
+                    one_of(ManagerRow.manager_id, sorted({h.previous[1] for h in found}), dialect)
+                )
+            )
+        ).all()
+    )
+    # the previous manager has left: a full transfer (the credit rule's own answer)
+    found = [h for h in found if active.get(h.previous[1], True)]
+    snaps: dict[str, list[Snapshot]] = defaultdict(list)
+    if not found:
+        return [], snaps
+    for cid, acc, day, line, bal in (
+        await conn.execute(
+            select(
+                BalanceSnapshotRow.client_id,
+                BalanceSnapshotRow.account_id,
+                BalanceSnapshotRow.as_of_date,
+                BalanceSnapshotRow.business_line,
+                BalanceSnapshotRow.balance,
+            ).where(
+                one_of(BalanceSnapshotRow.client_id, sorted({h.client_id for h in found}), dialect),
+                BalanceSnapshotRow.business_line == "liability",
+                BalanceSnapshotRow.as_of_date <= last,
+            )
+        )
+    ).all():
+        snaps[cid].append(Snapshot(acc, day, line, bal))
+    return found, snaps
+
+
+def handover_base(snaps: Iterable[Snapshot], handed: date, policy: Any) -> Decimal:
+    """The base of a hand-over: the client's average daily deposits over the half-year
+    before it."""
+    b0, b1 = handover_base_window(handed, policy)
+    return average(sum(daily_balances(snaps, "liability", b0, b1), ZERO), (b1 - b0).days + 1)
+
+
+def increment_share(deposits: Decimal, base: Decimal) -> Decimal:
+    """s(d) = (D − min(D, base)) ÷ D: the new manager's share of a day's deposit business
+    (0 when the client has no deposits that day)."""
+    if deposits <= 0:
+        return ZERO
+    return (deposits - min(deposits, base)) / deposits
+
+
 async def handover_split(
     conn: AsyncConnection,
     scope: str,
@@ -270,75 +370,108 @@ async def handover_split(
     increment above it. Returns, per owner of ``owner_ids``, the change of its Σ daily
     deposits over [start, last]. A previous manager who has left (inactive) hands over
     everything (a full transfer)."""
-    from models.tables import BalanceHolderRow, ManagerRow
-
-    wanted = set(owner_ids)
-    rows = (
-        await conn.execute(
-            select(BalanceHolderRow.client_id, BalanceHolderRow.segments).where(
-                BalanceHolderRow.handed_over.is_(True)
-            )
-        )
-    ).all()
-    key = 1 if scope == "manager" else 2
-    # (client, from, to, hand-over day, previous owner, new owner, previous manager)
-    pending: list[tuple[str, date, date, date, str, str, str]] = []
-    managers: set[str] = set()
-    for cid, text in rows:
-        segs = load_segments(text)
-        for i in range(1, len(segs)):
-            prev, cur = segs[i - 1], segs[i]
-            first = cur[0]
-            assert first is not None
-            stop = segs[i + 1][0] if i + 1 < len(segs) else None
-            lo = max(first, start)
-            hi = last if stop is None else min(last, stop - timedelta(days=1))
-            if lo > hi or (prev[key] not in wanted and cur[key] not in wanted):
-                continue
-            if prev[key] == cur[key]:
-                continue  # the same branch on both sides: nothing moves between branches
-            pending.append((cid, lo, hi, first, prev[key], cur[key], prev[1]))  # type: ignore[arg-type]
-            managers.add(prev[1])
     out: dict[str, Decimal] = defaultdict(lambda: ZERO)
-    if not pending:
+    key = 1 if scope == "manager" else 2
+    found, snaps = await _hand_overs(conn, scope, owner_ids, start, last)
+    for h in found:
+        prev_owner, new_owner = h.previous[key], h.current[key]
+        if prev_owner == new_owner:
+            continue  # the same branch on both sides: nothing moves between branches
+        base = handover_base(snaps[h.client_id], h.handed, policy)
+        days = daily_balances(snaps[h.client_id], "liability", h.lo, h.hi)
+        kept = sum((min(d, base) for d in days), ZERO)
+        out[prev_owner] += kept  # type: ignore[index]
+        out[new_owner] -= kept  # type: ignore[index]
+    return out
+
+
+async def handover_profit_split(
+    conn: AsyncConnection, scope: str, owner_ids: Iterable[str], span: Span, policy: Any
+) -> dict[str, Decimal]:
+    """增量认领, the weighted profit of deposit business: a liability transaction of a
+    handed-over client on a day d held by its new manager N (increment mode, the previous
+    manager P still active) is credited in the proportion of that day's deposits,
+
+        N: profit × coefficient × s(d) × N's claim ratio (the hand-over ratio unless the
+           client has its own)
+        P: profit × coefficient × (1 − s(d)) × P's claim ratio for the client
+
+    with s(d) = ``increment_share``(D(d), base). Returns, per owner (``scope``), the change
+    of its weighted profit over the days ``span`` (first, last) against what the
+    transaction rule credited (stored with each event), for the transactions credited to P
+    or N."""
+    from models.events import TransactionPosted, decode_event
+    from models.policy import claim_ratio, to_cny, weighted_profit
+    from models.tables import ClientRow, EventRow
+
+    out: dict[str, Decimal] = defaultdict(lambda: ZERO)
+    if policy.handover_mode != "increment":
         return out
-    active = dict(
-        (
+    start, last = span
+    found, snaps = await _hand_overs(conn, scope, owner_ids, start, last)
+    if not found:
+        return out
+    dialect = conn.dialect.name
+    ids = sorted({h.client_id for h in found})
+    terms = {
+        r.client_id: r
+        for r in (
             await conn.execute(
-                select(ManagerRow.manager_id, ManagerRow.active).where(
-                    one_of(ManagerRow.manager_id, sorted(managers), conn.dialect.name)
+                select(ClientRow.client_id, ClientRow.claim_ratio, ClientRow.origin).where(
+                    one_of(ClientRow.client_id, ids, dialect)
                 )
             )
         ).all()
-    )
-    clients = sorted({p[0] for p in pending})
-    snaps: dict[str, list[Snapshot]] = defaultdict(list)
-    for cid, acc, day, line, bal in (
+    }
+    facts: dict[str, list[Any]] = defaultdict(list)
+    for r in (
         await conn.execute(
             select(
-                BalanceSnapshotRow.client_id,
-                BalanceSnapshotRow.account_id,
-                BalanceSnapshotRow.as_of_date,
-                BalanceSnapshotRow.business_line,
-                BalanceSnapshotRow.balance,
+                EventRow.client_id,
+                EventRow.day,
+                EventRow.manager_id,
+                EventRow.branch_id,
+                EventRow.weighted_profit,
+                EventRow.value,
             ).where(
-                one_of(BalanceSnapshotRow.client_id, clients, conn.dialect.name),
-                BalanceSnapshotRow.business_line == "liability",
-                BalanceSnapshotRow.as_of_date <= last,
+                one_of(EventRow.client_id, ids, dialect),
+                EventRow.event_type == "transaction.posted",
+                EventRow.status == "applied",
+                EventRow.day >= min(h.lo for h in found),
+                EventRow.day <= last,
             )
         )
     ).all():
-        snaps[cid].append(Snapshot(acc, day, line, bal))
-    for cid, lo, hi, handed, prev_owner, new_owner, prev_manager in pending:
-        if not active.get(prev_manager, True):
-            continue  # the previous manager has left: a full transfer
-        b0, b1 = handover_base_window(handed, policy)
-        base = average(
-            sum(daily_balances(snaps[cid], "liability", b0, b1), ZERO), (b1 - b0).days + 1
-        )
-        kept = sum((min(d, base) for d in daily_balances(snaps[cid], "liability", lo, hi)), ZERO)
-        out[prev_owner] += kept
-        out[new_owner] -= kept
+        facts[r.client_id].append(r)
+    key = 1 if scope == "manager" else 2
+    line = "liability"
+    for h in found:
+        term = terms.get(h.client_id)
+        if term is None:
+            continue
+        mine = [
+            r
+            for r in facts[h.client_id]
+            if h.lo <= r.day <= h.hi and r.manager_id in (h.previous[1], h.current[1])
+        ]
+        if not mine:
+            continue
+        base = handover_base(snaps[h.client_id], h.handed, policy)
+        deposits = daily_balances(snaps[h.client_id], line, h.lo, h.hi)
+        new_ratio = claim_ratio(term.claim_ratio, term.origin, True, line, policy)
+        old_ratio = claim_ratio(term.claim_ratio, term.origin, h.previous_index > 0, line, policy)
+        for r in mine:
+            p = decode_event(r.value.encode(), policy).payload
+            if not isinstance(p, TransactionPosted) or p.business_line != line:
+                continue
+            profit = to_cny(p.simulated_profit, p.currency, policy)
+            share = increment_share(deposits[(r.day - h.lo).days], base)
+            stored = r.manager_id if scope == "manager" else r.branch_id
+            out[stored] -= r.weighted_profit or ZERO
+            out[h.current[key]] += weighted_profit(profit * share, line, new_ratio, policy)  # type: ignore[index]
+            out[h.previous[key]] += weighted_profit(  # type: ignore[index]
+                profit * (1 - share), line, old_ratio, policy
+            )
     return out
 
 
@@ -426,11 +559,40 @@ async def average_documents(
 TIER_ORDER = ("diamond", "platinum", "gold", "silver", "bronze")
 
 
-def standard_deposits(averages: dict[str, Decimal], policy: Any) -> Decimal:
-    """Σ line average daily balance × the policy's conversion coefficient."""
+def standard_deposits(averages: dict[str, Decimal], policy: Any, fees: Decimal = ZERO) -> Decimal:
+    """Σ line average daily balance × the policy's conversion coefficient, plus the fee
+    income of the window (``fees``) × its coefficient (``fee_income``)."""
+    coefficients = policy.standard_coefficients
     return sum(
-        (averages.get(line, ZERO) * c for line, c in policy.standard_coefficients.items()), ZERO
+        (averages.get(line, ZERO) * coefficients.get(line, ZERO) for line in LINES),
+        fees * coefficients.get("fee_income", ZERO),
     )
+
+
+async def fee_incomes(
+    conn: AsyncConnection, client_ids: Sequence[str], start: date, end: date, policy: Any
+) -> dict[str, Decimal]:
+    """Per client, its fee income (中间业务收入) over the bank days [start, end]: the
+    simulated profit (CNY) of its applied ``intermediary`` transactions."""
+    from models.events import TransactionPosted, decode_event
+    from models.policy import to_cny
+    from models.tables import EventRow
+
+    out = {c: ZERO for c in client_ids}
+    rows = await conn.execute(
+        select(EventRow.value).where(
+            one_of(EventRow.client_id, sorted(out), conn.dialect.name),
+            EventRow.event_type == "transaction.posted",
+            EventRow.status == "applied",
+            EventRow.day >= start,
+            EventRow.day <= end,
+        )
+    )
+    for value in rows.scalars():
+        p = decode_event(value.encode(), policy).payload
+        if isinstance(p, TransactionPosted) and p.business_line == "intermediary":
+            out[p.client_id] += to_cny(p.simulated_profit, p.currency, policy)
+    return out
 
 
 def computed_tier(
@@ -465,6 +627,7 @@ async def client_tiers(
         return {}
     start, end = review_window(today, policy)
     averages = await client_averages(conn, ids, start, end, today)
+    fees = await fee_incomes(conn, ids, start, end, policy)
     first = dict(
         (
             await conn.execute(
@@ -478,7 +641,7 @@ async def client_tiers(
     for c in clients:
         since = first.get(c.client_id)
         days = (today - bank_day(since, policy.tz)).days if since is not None else 0
-        standard = standard_deposits(averages[c.client_id], policy)
+        standard = standard_deposits(averages[c.client_id], policy, fees[c.client_id])
         out[c.client_id] = {
             "standard_deposits": standard,
             "average_deposits": averages[c.client_id]["liability"],
@@ -559,3 +722,20 @@ async def tier_review_page(
                 return items, cursor
         if len(rows) < chunk:
             return items, None
+
+
+async def add_handover_profit(
+    conn: AsyncConnection,
+    scope: str,
+    totals: dict[str, Any],
+    start: date,
+    end: date,
+    policy: Any,
+) -> None:
+    """Per owner of ``totals`` (owner → its tally totals), add the 增量认领 split of the
+    weighted profit of deposit business (``handover_profit_split``) to its
+    ``weighted_profit``, in place."""
+    moved = await handover_profit_split(conn, scope, totals, (start, end), policy)
+    for owner, t in totals.items():
+        if moved.get(owner):
+            t["weighted_profit"] += moved[owner]

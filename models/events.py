@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from decimal import Decimal, InvalidOperation
-from typing import Annotated, Any, Literal, cast
+from typing import Annotated, Any, ClassVar, Literal, cast
 
 from pydantic import (
     BaseModel,
@@ -224,6 +224,10 @@ class BalanceSnapshot(_Payload):
     balance: Money = Field(ge=0)
     as_of_date: BankDate
     currency: Annotated[StrictStr, Field(min_length=3, max_length=3)] = "CNY"
+
+    manager_id: ClassVar[None] = None
+    """A snapshot names no manager (its client's holder is credited); said here so that
+    asking for one is a plain attribute read, not pydantic's slow missing-attribute path."""
 
 
 PAYLOADS: dict[str, type[_Payload]] = {

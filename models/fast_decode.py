@@ -27,6 +27,7 @@ from models.events import (
     SUPPORTED_SCHEMA_VERSIONS,
     AccountOpened,
     AccountType,
+    BalanceSnapshot,
     BusinessLine,
     ClientOrigin,
     ClientUpserted,
@@ -37,6 +38,7 @@ from models.events import (
     VisitKind,
     VisitLogged,
     VisitMethod,
+    _bank_date,
     _rfc3339,
     currency_accepted,
 )
@@ -100,6 +102,15 @@ class _Client(msgspec.Struct):
     bad_credit: bool = False
 
 
+class _Balance(msgspec.Struct):
+    client_id: _Id
+    account_id: _Id
+    business_line: Literal["liability", "asset"]
+    balance: Decimal
+    as_of_date: str
+    currency: Annotated[str, msgspec.Meta(min_length=3, max_length=3)] = "CNY"
+
+
 # manager records (rare, and the fields that say where reminders go and when the manager
 # was hired) always take the checked path
 MIRRORS: dict[str, tuple[type[msgspec.Struct], Any]] = {
@@ -107,6 +118,7 @@ MIRRORS: dict[str, tuple[type[msgspec.Struct], Any]] = {
     "account.opened": (_Account, AccountOpened),
     "visit.logged": (_Visit, VisitLogged),
     "client.upserted": (_Client, ClientUpserted),
+    "balance.snapshot": (_Balance, BalanceSnapshot),
 }
 """event type → (the msgspec struct, the pydantic model it mirrors)."""
 
@@ -135,6 +147,8 @@ def _payload_ok(p: Any, policy: Policy | None) -> bool:
         )
     if isinstance(p, _Client):
         return _money_ok(p.claim_ratio, _ZERO, _ONE)
+    if isinstance(p, _Balance):
+        return _money_ok(p.balance, _ZERO) and currency_accepted(p.currency, policy)
     return True
 
 
@@ -152,6 +166,8 @@ def fast_decode(raw: bytes, policy: Policy | None) -> Event | None:
         values = {f: getattr(p, f) for f in fields}
         if isinstance(p, _Client) and p.assigned_at is not None:
             values["assigned_at"] = _rfc3339(p.assigned_at)
+        elif isinstance(p, _Balance):
+            values["as_of_date"] = _bank_date(p.as_of_date)
     except (msgspec.ValidationError, msgspec.DecodeError, ValueError):
         return None
     if type(env.schema_version) is not int or not _payload_ok(p, policy):

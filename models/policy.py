@@ -134,10 +134,14 @@ class Policy:
     (settings ``CRM_MAX_FUTURE_SKEW``; not a bank rule, so not in the policy file)."""
     # --- balances: standard deposits (标准存款), tiers, alerts (product defaults) ---
     standard_coefficients: dict[str, Decimal] = field(
-        default_factory=lambda: {"liability": Decimal("1.0"), "asset": Decimal("0.5")}
+        default_factory=lambda: {
+            "liability": Decimal("1.0"),
+            "asset": Decimal("0.5"),
+            "fee_income": Decimal("100"),
+        }
     )
-    """Standard deposits = Σ line average daily balance × coefficient (the bank's annex 1
-    is missing: product defaults)."""
+    """Standard deposits = Σ line average daily balance × coefficient + the window's fee
+    income × ``fee_income`` (the bank's annex 1 is missing: product defaults)."""
     tier_thresholds: dict[str, Decimal] = field(
         default_factory=lambda: {
             "diamond": Decimal("200000000"),

@@ -149,7 +149,7 @@ class Balances(_Section):
     relationship_min_days: int = Field(ge=0, le=3660)
     outflow_share: Decimal = Field(gt=0, le=1)
     outflow_amount: Decimal = Field(gt=0)
-    standard_coefficients: dict[Literal["liability", "asset"], Decimal]
+    standard_coefficients: dict[Literal["liability", "asset", "fee_income"], Decimal]
     tier_thresholds: dict[Literal["diamond", "platinum", "gold", "silver"], Decimal]
 
     @field_validator("tier_thresholds")

@@ -422,6 +422,9 @@ class BalanceAccountRow(Base):
     """Each account's newest snapshot: a night's batch (dates past it) reads only this."""
 
     __tablename__ = "balance_accounts"
+    # room on each page: a night's update of the newest day stays on its page and leaves
+    # both indexes alone (migration 0014)
+    __table_args__ = ({"postgresql_with": {"fillfactor": 50}},)
 
     account_id: Mapped[str] = mapped_column(String(128), primary_key=True)
     client_id: Mapped[str] = mapped_column(String(128), index=True)

@@ -1,30 +1,33 @@
 """Applying end-of-day balances, set-based, inside the batch's database transaction.
 
-The batch apply (streams/apply.py) claims the events (exactly once), resolves their client
-(held while it is unknown) and hands the applied ``balance.snapshot`` events over here:
+The batch apply (streams/apply/applier.py) resolves the snapshots' clients (held, and
+claimed in ``events``, while one is unknown) and hands the ``balance.snapshot`` events of
+known clients over here, unclaimed: their ``balance_snapshots`` row is their record.
 
 - ``apply_snapshots``: keeps one snapshot per (account, bank date), the one with the latest
-  ``occurred_at`` (an older correction changes nothing), and turns each change of an
-  account's carried balance into day deltas of the managers and branches holding the client
-  on those days (models/balances.py). A night's batch (dates past each account's newest)
-  reads one row per account (``balance_accounts``); a late or corrected snapshot reads the
-  account's series to find the days it fills (up to the account's next snapshot).
+  ``occurred_at`` (a resend or an older correction changes nothing), and turns each change
+  of an account's carried balance into day deltas of the managers and branches holding the
+  client on those days (models/balances.py). A night's batch (each account one day past its
+  newest) reads one row per account (``balance_accounts``) and writes two (the snapshot, the
+  account's newest day); a late or corrected snapshot reads the account's series to find the
+  days it fills (up to the account's next snapshot).
 - ``move_clients``: after a transfer changed a client's assignment history, the client's
   carried balance moves from the old holders' days to the new ones'.
+- ``rebuild_balances``: replay's part, everything above again from the stored snapshots.
 
-Both end in ``write_deltas``: one upsert of the day deltas and one of the year openings.
+All end in ``write_deltas``: one upsert of the day deltas and one of the year openings.
 """
 
 from __future__ import annotations
 
 import bisect
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Container, Iterable, Sequence
 from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any, NamedTuple
 
-from sqlalchemy import bindparam, or_, select, text, update
+from sqlalchemy import bindparam, delete, or_, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -107,11 +110,20 @@ async def _accounts(conn: AsyncConnection, column: str, ids: list[str]) -> list[
     return [_Account(*r) for r in res.all()]
 
 
+class SnapshotsApplied(NamedTuple):
+    managers: set[str]
+    """The managers whose balances changed."""
+    duplicates: int
+    """Snapshots that changed nothing: a resend of the stored one of their account and
+    date, or one older than it (counted with the batch's duplicates)."""
+
+
 async def apply_snapshots(
     conn: AsyncConnection, events: Sequence[Event], policy: Policy, now: datetime
-) -> set[str]:
-    """Apply new (already claimed) ``balance.snapshot`` events; returns the managers whose
-    balances changed. Fires ``outflow`` alerts (models/balances.py ``outflow``)."""
+) -> SnapshotsApplied:
+    """Apply ``balance.snapshot`` events of known clients. Their ``balance_snapshots`` row
+    is their record (they are not claimed in ``events``): a resend finds its own event
+    there and changes nothing, as an older correction does (both count as duplicates). Fires ``outflow`` alerts (models/balances.py ``outflow``)."""
     today = now.astimezone(policy.tz).date()
     incoming: dict[str, list[tuple[date, Snap]]] = defaultdict(list)
     for e in events:
@@ -122,7 +134,7 @@ async def apply_snapshots(
             (p.as_of_date, (e.occurred_at, p.client_id, p.business_line, balance, e.event_id))
         )
     if not incoming:
-        return set()
+        return SnapshotsApplied(set(), 0)
     dialect = conn.dialect.name
     accounts = sorted(incoming)
     # every account of the batch's clients as it was before the batch (also what the night
@@ -134,14 +146,34 @@ async def apply_snapshots(
     if missing:  # new accounts, or one now reported under another client
         for r in await _accounts(conn, "account_id", missing):
             newest[r.account_id] = r
-    # the account's known series: only its newest day when every incoming day is past it
+    changes: list[Change] = []
+    snapshot_rows: list[tuple[Any, ...]] = []  # in _SNAPSHOT_COLUMNS order
+    account_rows: list[tuple[Any, ...]] = []  # in _ACCOUNT_COLUMNS order
     series: dict[str, dict[date, Snap]] = {}
-    late = []
+    late: list[str] = []
     for acc in accounts:
+        items = incoming[acc]
         prior = newest.get(acc)
-        if prior is None:
-            series[acc] = {}
-        elif min(d for d, _ in incoming[acc]) > prior.last_date:
+        if len(items) == 1 and (prior is None or items[0][0] > prior.last_date):
+            # a night: one day past the account's newest (or its first one); no series read
+            day, (at, cid, line, bal, eid) = items[0]
+            if prior is None:
+                if bal:
+                    changes.append((cid, line, bal, day, None))
+            elif prior.client_id == cid and prior.business_line == line:
+                if bal != prior.last_balance:
+                    changes.append((cid, line, bal - prior.last_balance, day, None))
+            else:  # the account moved to another client or line
+                if prior.last_balance:
+                    changes.append(
+                        (prior.client_id, prior.business_line, -prior.last_balance, day, None)
+                    )
+                if bal:
+                    changes.append((cid, line, bal, day, None))
+            snapshot_rows.append((acc, day, cid, line, bal, at, eid))
+            account_rows.append((acc, cid, line, day, bal, at))
+        elif prior is not None and min(d for d, _ in items) > prior.last_date:
+            # several days past the newest (a catch-up): its newest day is all it needs
             series[acc] = {
                 prior.last_date: (
                     prior.last_occurred_at,
@@ -152,9 +184,10 @@ async def apply_snapshots(
                 )
             }
         else:
-            late.append(acc)
             series[acc] = {}
-    if late:
+            if prior is not None:
+                late.append(acc)
+    if late:  # a late or corrected day: the account's whole series
         rows = await conn.execute(
             select(
                 BalanceSnapshotRow.account_id,
@@ -174,64 +207,12 @@ async def apply_snapshots(
                 snap.balance,
                 snap.event_id,
             )
-
-    # (client, line, change, first day, first day it no longer applies)
-    changes: list[tuple[str, str, Decimal, date, date | None]] = []
-    snapshot_rows: list[dict[str, Any]] = []
-    account_rows: list[dict[str, Any]] = []
-    for acc in accounts:
-        known = series[acc]
-        days = sorted(known)
-        written: dict[date, Snap] = {}
-        for day, new in sorted(incoming[acc], key=lambda x: (x[0], x[1][0])):
-            current = known.get(day)
-            if current is not None and current[0] >= new[0]:
-                continue  # an older (or equally old) correction changes nothing
-            i = bisect.bisect_left(days, day)
-            before: Snap | None
-            if current is not None:
-                before = current
-                after = days[i + 1] if i + 1 < len(days) else None
-            else:
-                before = known[days[i - 1]] if i > 0 else None
-                after = days[i] if i < len(days) else None
-                days.insert(i, day)
-            if before is not None and before[1:3] == new[1:3]:  # same client and line
-                if new[3] != before[3]:
-                    changes.append((new[1], new[2], new[3] - before[3], day, after))
-            else:
-                old, fresh = _vector(before), _vector(new)
-                for key in old.keys() | fresh.keys():
-                    change = fresh.get(key, ZERO) - old.get(key, ZERO)
-                    if change:
-                        changes.append((key[0], key[1], change, day, after))
-            known[day] = new
-            written[day] = new
-        for day, (at, cid, line, bal, eid) in sorted(written.items()):
-            snapshot_rows.append(
-                {
-                    "account_id": acc,
-                    "as_of_date": day,
-                    "client_id": cid,
-                    "business_line": line,
-                    "balance": bal,
-                    "occurred_at": at,
-                    "event_id": eid,
-                }
-            )
-        if written and days[-1] in written:
-            at, cid, line, bal, _eid = known[days[-1]]
-            account_rows.append(
-                {
-                    "account_id": acc,
-                    "client_id": cid,
-                    "business_line": line,
-                    "last_date": days[-1],
-                    "last_balance": bal,
-                    "last_occurred_at": at,
-                }
-            )
-    await _upsert_snapshots(conn, snapshot_rows, account_rows)
+    duplicates = 0
+    for acc, known in series.items():
+        duplicates += _fill(acc, known, incoming[acc], changes, snapshot_rows, account_rows)
+    snapshot_rows.sort()  # one lock order for every worker
+    account_rows.sort()
+    await _upsert_snapshots(conn, snapshot_rows, account_rows, newest)
     await fire_outflows(
         conn,
         [
@@ -243,13 +224,69 @@ async def apply_snapshots(
         now,
     )
     if not changes:
-        return set()
-    segments = await holders(conn, {c[0] for c in changes}, policy)
-    deltas: Deltas = {}
+        return SnapshotsApplied(set(), duplicates)
+    # a night's changes of a client's accounts share their days: one credit per client
+    merged: dict[tuple[str, str, date, date | None], Decimal] = {}
     for cid, line, change, start, stop in changes:
+        k = (cid, line, start, stop)
+        merged[k] = merged.get(k, ZERO) + change
+    segments = await holders(conn, {k[0] for k in merged}, policy)
+    deltas: Deltas = {}
+    for (cid, line, start, stop), change in merged.items():
         add_change(deltas, segments[cid], line, change, start, stop)
     await write_deltas(conn, deltas, today)
-    return {k[1] for k in deltas if k[0] == "manager"}
+    return SnapshotsApplied({k[1] for k in deltas if k[0] == "manager"}, duplicates)
+
+
+Change = tuple[str, str, Decimal, date, date | None]
+"""(client, line, change of its carried balance, first day, first day it no longer applies)."""
+
+
+def _fill(
+    acc: str,
+    known: dict[date, Snap],
+    items: list[tuple[date, Snap]],
+    changes: list[Change],
+    snapshot_rows: list[tuple[Any, ...]],
+    account_rows: list[tuple[Any, ...]],
+) -> int:
+    """An account's incoming days against its known series (late days, corrections, several
+    days at once): the changes they make, its rows to write. Returns how many changed
+    nothing (a resend, or an older or equally old correction)."""
+    days = sorted(known)
+    written: dict[date, Snap] = {}
+    unchanged = 0
+    for day, new in sorted(items, key=lambda x: (x[0], x[1][0])):
+        current = known.get(day)
+        if current is not None and current[0] >= new[0]:
+            unchanged += 1
+            continue
+        i = bisect.bisect_left(days, day)
+        before: Snap | None
+        if current is not None:
+            before = current
+            after = days[i + 1] if i + 1 < len(days) else None
+        else:
+            before = known[days[i - 1]] if i > 0 else None
+            after = days[i] if i < len(days) else None
+            days.insert(i, day)
+        if before is not None and before[1:3] == new[1:3]:  # same client and line
+            if new[3] != before[3]:
+                changes.append((new[1], new[2], new[3] - before[3], day, after))
+        else:
+            old, fresh = _vector(before), _vector(new)
+            for key in old.keys() | fresh.keys():
+                change = fresh.get(key, ZERO) - old.get(key, ZERO)
+                if change:
+                    changes.append((key[0], key[1], change, day, after))
+        known[day] = new
+        written[day] = new
+    for day, (at, cid, line, bal, eid) in sorted(written.items()):
+        snapshot_rows.append((acc, day, cid, line, bal, at, eid))
+    if written and days[-1] in written:
+        at, cid, line, bal, _eid = known[days[-1]]
+        account_rows.append((acc, cid, line, days[-1], bal, at))
+    return unchanged
 
 
 _SNAPSHOT_COLUMNS = (
@@ -282,26 +319,44 @@ def _pg_upsert(table: str, columns: Sequence[tuple[str, str]], key: Sequence[str
     )
 
 
+_SNAPSHOT_NAMES = tuple(c for c, _ in _SNAPSHOT_COLUMNS)
+_ACCOUNT_NAMES = tuple(c for c, _ in _ACCOUNT_COLUMNS)
 _PG_SNAPSHOTS = _pg_upsert("balance_snapshots", _SNAPSHOT_COLUMNS, ("account_id", "as_of_date"))
 _PG_ACCOUNTS = _pg_upsert("balance_accounts", _ACCOUNT_COLUMNS, ("account_id",))
+# accounts already stored (the batch read them under its clients' locks): a plain UPDATE,
+# cheaper than an INSERT that conflicts on every row
+_PG_ACCOUNTS_UPDATE = (
+    "UPDATE balance_accounts AS a SET "
+    + ", ".join(f"{c} = u.{c}" for c in _ACCOUNT_NAMES[1:])
+    + " FROM unnest("
+    + ", ".join(f"${i}::{t}[]" for i, (_, t) in enumerate(_ACCOUNT_COLUMNS, 1))
+    + f") AS u({', '.join(_ACCOUNT_NAMES)}) WHERE a.account_id = u.account_id"
+)
 
 
 async def _upsert_snapshots(
     conn: AsyncConnection,
-    snapshot_rows: list[dict[str, Any]],
-    account_rows: list[dict[str, Any]],
+    snapshot_tuples: list[tuple[Any, ...]],
+    account_tuples: list[tuple[Any, ...]],
+    stored: Container[str] = (),
 ) -> None:
-    """The batch's winning snapshots and the accounts' newest days: on PostgreSQL one
-    statement over arrays each (no per-row parameter building), else executemany."""
+    """The batch's winning snapshots and the accounts' newest days (rows in column order;
+    ``stored``: the accounts that have a row): on PostgreSQL one statement over arrays per
+    table and kind (no per-row parameters), else executemany."""
     if conn.dialect.name == "postgresql":
         raw = (await conn.get_raw_connection()).driver_connection
-        for sql, columns, rows in (
-            (_PG_SNAPSHOTS, _SNAPSHOT_COLUMNS, snapshot_rows),
-            (_PG_ACCOUNTS, _ACCOUNT_COLUMNS, account_rows),
+        known = [r for r in account_tuples if r[0] in stored]
+        fresh = [r for r in account_tuples if r[0] not in stored] if known else account_tuples
+        for sql, rows in (
+            (_PG_SNAPSHOTS, snapshot_tuples),
+            (_PG_ACCOUNTS_UPDATE, known),
+            (_PG_ACCOUNTS, fresh),
         ):
             if rows:
-                await raw.execute(sql, *([r[c] for r in rows] for c, _ in columns))  # type: ignore[union-attr]
+                await raw.execute(sql, *(list(c) for c in zip(*rows, strict=True)))  # type: ignore[union-attr]
         return
+    snapshot_rows = [dict(zip(_SNAPSHOT_NAMES, r, strict=True)) for r in snapshot_tuples]
+    account_rows = [dict(zip(_ACCOUNT_NAMES, r, strict=True)) for r in account_tuples]
     if snapshot_rows:
         stmt = _insert(conn, BalanceSnapshotRow)
         stmt = stmt.on_conflict_do_update(
@@ -321,7 +376,7 @@ async def _upsert_snapshots(
 async def fire_outflows(
     conn: AsyncConnection,
     before: Sequence[Any],
-    after: Sequence[dict[str, Any]],
+    after: Sequence[tuple[Any, ...]],
     policy: Policy,
     now: datetime,
 ) -> int:
@@ -333,13 +388,8 @@ async def fire_outflows(
     for acc, cid, line, day, bal in before:
         old[cid][acc] = (cid, line, day, bal)
     new = {cid: dict(accounts) for cid, accounts in old.items()}
-    for r in after:
-        new.setdefault(r["client_id"], {})[r["account_id"]] = (
-            r["client_id"],
-            r["business_line"],
-            r["last_date"],
-            r["last_balance"],
-        )
+    for acc, cid, line, day, bal, _at in after:  # _ACCOUNT_COLUMNS order
+        new.setdefault(cid, {})[acc] = (cid, line, day, bal)
     fired: list[tuple[str, date, Decimal, Decimal]] = []
     for cid, accounts in new.items():
         if not old.get(cid):
@@ -528,6 +578,70 @@ async def move_clients(
     deltas = drop_zeros(deltas)
     await write_deltas(conn, deltas, today)
     return {k[1] for k in deltas if k[0] == "manager"}
+
+
+async def rebuild_balances(conn: AsyncConnection, policy: Policy, today: date) -> int:
+    """Replay's part: rebuild every stored change, year opening, holder segment and account
+    newest day from the stored snapshots and the assignment history as it stands (the
+    alerts' state, ``computed_tier`` and ``tier_checked``, stays). Returns the change rows
+    written."""
+    dialect = conn.dialect.name
+    await conn.execute(delete(BalanceDayRow))
+    await conn.execute(delete(BalanceOpeningRow))
+    await conn.execute(delete(BalanceAccountRow))
+    clients = sorted(
+        set((await conn.execute(select(BalanceSnapshotRow.client_id).distinct())).scalars())
+    )
+    segments = await _segments_now(conn, clients, policy) if clients else {}
+    stored = set((await conn.execute(select(BalanceHolderRow.client_id))).scalars())
+    holder_rows = [
+        {
+            "client_id": c,
+            "segments": dump_segments(segments[c]),
+            "handed_over": len(segments[c]) > 1,
+        }
+        for c in clients
+    ]
+    gone = sorted(stored - set(clients))
+    if gone:
+        await conn.execute(
+            delete(BalanceHolderRow).where(one_of(BalanceHolderRow.client_id, gone, dialect))
+        )
+    if holder_rows:
+        stmt = _insert(conn, BalanceHolderRow)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["client_id"],
+            set_={"segments": stmt.excluded.segments, "handed_over": stmt.excluded.handed_over},
+        )
+        await conn.execute(stmt, holder_rows)
+    deltas: Deltas = {}
+    accounts: list[tuple[Any, ...]] = []
+    previous: tuple[Any, ...] | None = None  # the account's last row read
+    rows = await conn.stream(
+        select(*(BalanceSnapshotRow.__table__.c[c] for c in _SNAPSHOT_NAMES)).order_by(
+            BalanceSnapshotRow.account_id, BalanceSnapshotRow.as_of_date
+        )
+    )
+    async for acc, day, cid, line, bal, at, _eid in rows:
+        if previous is not None and previous[0] == acc:
+            add_change(deltas, segments[previous[2]], previous[3], -previous[4], day, None)
+        elif previous is not None:
+            accounts.append(_newest(previous))
+        add_change(deltas, segments[cid], line, bal, day, None)
+        previous = (acc, day, cid, line, bal, at)
+    if previous is not None:
+        accounts.append(_newest(previous))
+    await _upsert_snapshots(conn, [], accounts)
+    deltas = drop_zeros(deltas)
+    await write_deltas(conn, deltas, today)
+    return len(deltas)
+
+
+def _newest(row: tuple[Any, ...]) -> tuple[Any, ...]:
+    """A snapshot row (account, day, client, line, balance, occurred_at) as its account's
+    newest day, in _ACCOUNT_COLUMNS order."""
+    acc, day, cid, line, bal, at = row
+    return (acc, cid, line, day, bal, at)
 
 
 # --- writing ---------------------------------------------------------------------------------

@@ -11,6 +11,10 @@ ratios and hand-over mode (增量认领 or full), the bank's time zone. Its row 
 - SQLite: the transaction holds the single write lock; the worker's writes wait, and retry
   (a locked database is a transient error to the worker), in the same way.
 
+The balances are rebuilt in the same transaction from the stored snapshots (their day
+changes, year openings and holders by the assignment history as it stands; the snapshots
+are stored in CNY, so a changed FX rate does not convert them again).
+
 If anything fails, the transaction rolls back and the old figures stay. Held events stay
 held (they are released by the reference data they wait for, as always).
 """
@@ -20,7 +24,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime
 from typing import cast
 
 from sqlalchemy import Table, bindparam, delete, func, select, update
@@ -35,6 +39,7 @@ from streams.apply.ledger import BUCKET_COLUMNS, full_row
 from streams.apply.terms import handed_over as handed_over_clients
 from streams.apply.terms import load_clients, load_history, load_opened
 from streams.apply.transfer import CREDITED_FACT
+from streams.balances import rebuild_balances
 
 log = logging.getLogger("crmtracker.replay")
 
@@ -51,6 +56,8 @@ class ReplayResult:
     branch_days: int = 0
     skipped: int = 0
     """Facts whose manager is not known any more (left as they were; logged)."""
+    balance_changes: int = 0
+    """Balance change rows rebuilt (``streams.balances.rebuild_balances``)."""
 
 
 Progress = Callable[[int, int], None]
@@ -66,7 +73,9 @@ async def replay(
     async with engine.begin() as conn:
         if conn.dialect.name == "postgresql":
             await conn.exec_driver_sql(
-                "LOCK TABLE events, manager_daily, branch_daily IN EXCLUSIVE MODE"
+                "LOCK TABLE events, manager_daily, branch_daily, balance_snapshots,"
+                " balance_accounts, balance_holders, balance_daily, balance_openings"
+                " IN EXCLUSIVE MODE"
             )
         return await _replay(conn, policy, since, progress)
 
@@ -178,6 +187,8 @@ async def _replay(
                 ],
             )
     result.manager_days, result.branch_days = len(per_manager), len(per_branch)
+    # the balances: every change rebuilt from the stored snapshots by today's history
+    result.balance_changes = await rebuild_balances(conn, policy, datetime.now(policy.tz).date())
     if progress is not None:
         progress(total, total)
     return result

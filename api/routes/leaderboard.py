@@ -16,7 +16,13 @@ from api.pagination import Cursor, Limit, decode_cursor, encode_cursor
 from api.reads import cached_answer
 from api.routes.tally import DateRange, Span
 from api.scope import BranchId, BranchInScope
-from models.balances import BALANCE_METRICS, average_balances, average_documents
+from models.balances import (
+    BALANCE_METRICS,
+    add_handover_profit,
+    average_balances,
+    average_documents,
+    handover_profit_split,
+)
 from models.policy import money
 from models.tables import ManagerRow
 from models.tally import (
@@ -75,6 +81,11 @@ async def _board(
     else:
         found = await managers_metric(conn, ids, span.start, span.end, metric)
         zero = metric_value(zero_totals(), metric)
+        if metric == "weighted_profit":  # with the 增量认领 split of deposit business
+            moved = await handover_profit_split(
+                conn, "manager", ids, (span.start, span.end), settings.policy
+            )
+            found = {m: found.get(m, zero) + moved.get(m, zero) for m in {*found, *moved}}
     values: dict[str, Any] = {}
     for m in managers:
         # every active manager is ranked; a departed one only if the period has their work
@@ -85,6 +96,8 @@ async def _board(
     page = ranked[start : start + limit]
     shown = [mid for _, mid, _ in page]
     totals = await managers_totals(conn, shown, span.start, span.end)
+    totals = {mid: totals.get(mid) or zero_totals() for mid in shown}
+    await add_handover_profit(conn, "manager", totals, span.start, span.end, settings.policy)
     balances = await average_documents(
         conn, "manager", shown, span.start, span.end, span.today, settings.policy
     )

@@ -15,7 +15,7 @@ from api.answers import BranchTallyOut, TallyOut
 from api.deps import ReadingDep
 from api.reads import cached_answer
 from api.scope import BranchId, BranchInScope, ManagerInScope
-from models.balances import average_documents
+from models.balances import add_handover_profit, average_documents
 from models.policy import account_counts_span, branch_account_targets, period_range
 from models.tally import (
     account_targets_document,
@@ -109,6 +109,9 @@ async def manager_tally_answer(
     # event: stored in the same transaction as the ``managers`` row it upserts
     got = await manager_figures(conn, manager_id, span.start, span.end)
     totals = got.totals
+    await add_handover_profit(
+        conn, "manager", {manager_id: totals}, span.start, span.end, settings.policy
+    )
     doc = tally_document(("manager_id", manager_id), span.start, span.end, totals, settings.tz)
     doc["branch_id"] = branch_id
     doc["average_balance"] = (
@@ -156,6 +159,9 @@ async def branch_tally_answer(
     conn: AsyncConnection, settings: Any, branch_id: str, span: Span, *, managers: list[Any]
 ) -> dict[str, Any]:
     totals = await branch_totals(conn, branch_id, span.start, span.end)
+    await add_handover_profit(
+        conn, "branch", {branch_id: totals}, span.start, span.end, settings.policy
+    )
     doc = tally_document(("branch_id", branch_id), span.start, span.end, totals, settings.tz)
     doc["average_balance"] = (
         await average_documents(

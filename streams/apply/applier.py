@@ -43,6 +43,7 @@ from streams.apply.visits import REMINDER_SOURCE, Visits
 from streams.balances import apply_snapshots, move_clients
 
 Decoded = list[tuple[Incoming, Event]]
+SNAP = "balance.snapshot"
 
 
 class Applier:
@@ -197,6 +198,12 @@ class Applier:
             # under the hold/release lock, with what committed while we waited for it
             await self.ledger.lock_hold_release(conn)
             await resolve(self.ledger, conn, waiting, self.policy, self.tz)
+        # end-of-day balances of known clients are not claimed in ``events``: their record
+        # is their ``balance_snapshots`` row (streams/balances.py), where a resend changes
+        # nothing (one row per account and date; an equally old one never replaces it)
+        balances = [f.event for f in new if f.credit is not None and f.event.event_type == SNAP]
+        if balances:
+            new = [f for f in new if f.credit is None or f.event.event_type != SNAP]
         # dedupe: claim the batch's ids with the credit they get now
         new_ids = await self.ledger.claim(conn, [self._fact_row(f, now) for f in new])
         result.duplicates += len(new) - len(new_ids)
@@ -210,13 +217,15 @@ class Applier:
         if released:
             result.released += await self.held.settle(conn, released, now)
         applied = [f for f in (*fresh, *released) if f.credit is not None]
-        # end-of-day balances: claimed, held and released like every fact, written as one
-        # list by streams/balances.py (they add nothing to the day buckets)
-        snapshots = [f.event for f in applied if f.event.event_type == "balance.snapshot"]
+        # end-of-day balances: held and released like every fact, written as one list by
+        # streams/balances.py (they add nothing to the day buckets)
+        snapshots = balances + [f.event for f in applied if f.event.event_type == SNAP]
         if snapshots:
-            applied = [f for f in applied if f.event.event_type != "balance.snapshot"]
-            result.changed_managers |= await apply_snapshots(conn, snapshots, self.policy, now)
-            result.applied["balance.snapshot"] += len(snapshots)
+            applied = [f for f in applied if f.event.event_type != SNAP]
+            kept = await apply_snapshots(conn, snapshots, self.policy, now)
+            result.changed_managers |= kept.managers
+            result.applied[SNAP] += len(snapshots) - kept.duplicates
+            result.duplicates += kept.duplicates
             result.latest_occurred.extend(e.occurred_at for e in snapshots)
         for f in applied:
             c = f.credit

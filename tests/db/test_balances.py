@@ -3,6 +3,7 @@ snapshots and a mid-month transfer, on both databases."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import random
 from collections import defaultdict
@@ -21,10 +22,11 @@ from crmtracker.broker import ensure_topics
 from crmtracker.compose import api_app as create_app
 from models.balances import average_balances, client_averages
 from models.db import make_engine
-from models.events import InvalidEvent, decode_event
+from models.events import BalanceSnapshot, InvalidEvent, decode_event
 from models.policy import Policy, money, period_range
-from models.tables import BalanceDayRow, RejectedRow
+from models.tables import BalanceDayRow, BalanceOpeningRow, BalanceSnapshotRow, RejectedRow
 from streams.apply import Applier, Incoming
+from streams.replay import replay
 from testkit.broker import isolated_settings, produce, wait_for_counts
 from testkit.feed import Feed, env, vector_batches
 from testkit.paths import VECTORS
@@ -72,7 +74,27 @@ async def test_vectors_reproduce_the_expected_averages(db_url: str) -> None:
         assert sum(r.applied.values()) == 0
     got = {k: await manager_month(engine, k) for k in expected["average_balance"]}
     assert got == expected["average_balance"]
+    # a replay rebuilds the same changes and openings from the stored snapshots
+    before = await _balance_rows(engine)
+    assert (await replay(engine, Policy())).balance_changes > 0
+    assert await _balance_rows(engine) == before
+    got = {k: await manager_month(engine, k) for k in expected["average_balance"]}
+    assert got == expected["average_balance"]
     await engine.dispose()
+
+
+async def _balance_rows(engine: Any) -> tuple[set[tuple[Any, ...]], set[tuple[Any, ...]]]:
+    """The non-zero change rows and the year openings, as sets of plain tuples."""
+    async with engine.connect() as conn:
+        days = {
+            tuple(r)
+            for r in (await conn.execute(select(BalanceDayRow.__table__))).all()
+            if r.liability or r.asset
+        }
+        openings = {
+            tuple(r) for r in (await conn.execute(select(BalanceOpeningRow.__table__))).all()
+        }
+    return days, openings
 
 
 # --- the independent oracle -----------------------------------------------------------------
@@ -279,6 +301,11 @@ async def test_oracle_gaps_corrections_late_and_a_mid_month_transfer(db_url: str
         await applier.apply([feed.msg("bank.balances", v) for v, _ in rest[i : i + n]])
         i += n
     await check_against_oracle(engine, [rec for _, rec in log])
+    # a replay rebuilds the same figures from the snapshots and today's history
+    before = await _balance_rows(engine)
+    await replay(engine, Policy())
+    assert await _balance_rows(engine) == before
+    await check_against_oracle(engine, [rec for _, rec in log])
     # per client, from the snapshots
     async with engine.connect() as conn:
         per_client = await client_averages(
@@ -426,15 +453,38 @@ def _jsonl(name: str) -> list[tuple[str, bytes | None, bytes | None]]:
     return out
 
 
-def _ids(messages: list[tuple[str, bytes | None, bytes | None]]) -> tuple[int, int]:
-    """(distinct valid event ids, invalid messages)."""
+def _ids(messages: list[tuple[str, bytes | None, bytes | None]]) -> tuple[int, set[str], int]:
+    """(distinct valid event ids but balances, the balances that win their account and day,
+    invalid messages). Balances are recorded in ``balance_snapshots``, not in ``events``:
+    the newest ``occurred_at`` of an account and day, the first of equals (in the order of
+    its partition, which is the order here: one key per client)."""
     ids, bad = set(), 0
+    wins: dict[tuple[str, date], tuple[datetime, str]] = {}
     for _t, _k, v in messages:
         try:
-            ids.add(decode_event(v).event_id)
+            e = decode_event(v)
         except InvalidEvent:
             bad += 1
-    return len(ids), bad
+            continue
+        p = e.payload
+        if isinstance(p, BalanceSnapshot):
+            key = (p.account_id, p.as_of_date)
+            if key not in wins or wins[key][0] < e.occurred_at:
+                wins[key] = (e.occurred_at, e.event_id)
+        else:
+            ids.add(e.event_id)
+    return len(ids), {eid for _at, eid in wins.values()}, bad
+
+
+async def _wait_for_snapshots(engine: Any, wanted: set[str], timeout: float) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        async with engine.connect() as conn:
+            stored = set((await conn.execute(select(BalanceSnapshotRow.event_id))).scalars())
+        if wanted <= stored:
+            return
+        assert asyncio.get_running_loop().time() < deadline, len(wanted - stored)
+        await asyncio.sleep(0.5)
 
 
 @pytest.mark.kafka
@@ -491,7 +541,7 @@ async def test_vectors_and_oracle_through_the_broker(
         )
     oracle_msgs += [("bank.balances", rec["client_id"].encode(), v) for v, rec in log]
     messages = _jsonl("events.jsonl") + _jsonl("balances.jsonl") + oracle_msgs
-    valid, bad = _ids(messages)
+    valid, winners, bad = _ids(messages)
     settings = isolated_settings(broker.bootstrap, db_url, tmp_path)
     await ensure_topics(settings)
     await produce(settings, messages)
@@ -500,6 +550,7 @@ async def test_vectors_and_oracle_through_the_broker(
     worker.start()
     try:
         await wait_for_counts(engine, valid, bad, 240, worker)
+        await _wait_for_snapshots(engine, winners, 240)
         expected = json.loads((VECTORS / "balances_expected.json").read_text())
         got = {k: await manager_month(engine, k) for k in expected["average_balance"]}
         assert got == expected["average_balance"]
@@ -710,6 +761,8 @@ async def test_tier_review_on_hand_made_clients(db_url: str, tmp_path: Path) -> 
         ("k5", "mb", long_ago, "silver", False, {"k5-l": ("asset", "3000000")}),
         ("k6", "mc", long_ago, None, False, {}),
         ("k7", "ma", long_ago, "gold", False, {"k7-d": ("liability", "4999999.99")}),
+        # silver by its deposits; gold with its fee income (below)
+        ("k8", "ma", long_ago, "silver", False, {"k8-d": ("liability", "4990000")}),
     ]
     msgs = []
     for cid, mid, since, tier, bad, _accounts in clients:
@@ -736,6 +789,26 @@ async def test_tier_review_on_hand_made_clients(db_url: str, tmp_path: Path) -> 
             for acc, (line, bal) in accounts.items()
         ]
     )
+
+    def fee(eid: str, days_ago: int, profit: str) -> Incoming:
+        at = datetime.combine(today - timedelta(days=days_ago), datetime.min.time(), tz)
+        return feed.msg(
+            "bank.transactions",
+            env(
+                eid,
+                "transaction.posted",
+                (at + timedelta(hours=10)).isoformat(),
+                client_id="k8",
+                account_id="k8-f",
+                business_line="intermediary",
+                amount="1000.00",
+                simulated_profit=profit,
+            ),
+        )
+
+    # fee income in the half-year: 60 + 40 = 100 → 100 × 100 = 10,000 of standard deposits;
+    # one older than the half-year does not count
+    await applier.apply([fee("f1", 10, "60.00"), fee("f2", 100, "40.00"), fee("f3", 250, "900")])
     await engine.dispose()
     settings = Settings(database_url=db_url, data_dir=tmp_path, auth_secret=SECRET)
     app = create_app(settings)
@@ -754,7 +827,9 @@ async def test_tier_review_on_hand_made_clients(db_url: str, tmp_path: Path) -> 
                 "k2": ("diamond", "bronze"),  # bad credit, whatever the deposits
                 "k6": (None, "bronze"),
                 "k7": ("gold", "silver"),  # a cent below gold
+                "k8": ("silver", "gold"),  # 4,990,000 + 100 × 100 of fee income
             }
+            assert got["k8"]["standard_deposits"] == "5000000.00"
             assert got["k1"]["standard_deposits"] == "60000000.00"
             assert got["k7"]["standard_deposits"] == "4999999.99"
             assert got["k1"]["relationship_days"] >= 399
@@ -768,7 +843,7 @@ async def test_tier_review_on_hand_made_clients(db_url: str, tmp_path: Path) -> 
                 cursor = r.json()["next_cursor"]
                 if cursor is None:
                     break
-            assert seen == ["k1", "k2", "k6", "k7"]
+            assert seen == ["k1", "k2", "k6", "k7", "k8"]
             # scope: a manager sees their own clients only; another manager's filter is a 403
             r = await c.get("/v1/clients/tier-review", headers=as_("manager", manager_id="mb"))
             assert r.json()["items"] == []
@@ -787,10 +862,10 @@ async def test_tier_review_on_hand_made_clients(db_url: str, tmp_path: Path) -> 
 
 
 # --- hand-over increments (增量认领): the README's worked example -----------------------------
-async def test_handover_worked_example(db_url: str) -> None:
-    engine = make_engine(db_url, writer=True)
-    applier = Applier(engine, Policy(), now=lambda: datetime(2026, 12, 1, tzinfo=UTC))
-    feed = Feed()
+async def _handed_over_client(applier: Applier, feed: Feed) -> None:
+    """The README's worked example: client h with ma (b1) since 2025, deposits 1,000,000
+    from 1 December 2025, 1,500,000 from 1 July 2026, 600,000 from 16 August; handed over to
+    mc (b2) on 1 July 2026 10:00."""
     await applier.apply(reference(feed))
     await applier.apply([client_msg(feed, "h-1", "h", "ma", "2025-11-01T09:00:00+08:00")])
     at = datetime(2026, 9, 1, tzinfo=UTC)  # one late file: the days fill in whatever the order
@@ -808,6 +883,20 @@ async def test_handover_worked_example(db_url: str) -> None:
     )
     # handed over to mc (branch b2) on 1 July 2026
     await applier.apply([client_msg(feed, "h-2", "h", "mc", "2026-07-01T10:00:00+08:00")])
+
+
+def _leaves(feed: Feed, manager: str, branch: str) -> Incoming:
+    """The manager's record saying they have left (1 November 2026)."""
+    record = {"manager_id": manager, "branch_id": branch, "active": False}
+    at = "2026-11-01T08:00:00+08:00"
+    return feed.msg("crm.managers", env(f"{manager}-2", "manager.upserted", at, **record))
+
+
+async def test_handover_worked_example(db_url: str) -> None:
+    engine = make_engine(db_url, writer=True)
+    applier = Applier(engine, Policy(), now=lambda: datetime(2026, 12, 1, tzinfo=UTC))
+    feed = Feed()
+    await _handed_over_client(applier, feed)
 
     async def month(m: int, policy: Policy) -> dict[str, dict[str, str]]:
         start, end = period_range("month", date(2026, m, 1))
@@ -849,22 +938,92 @@ async def test_handover_worked_example(db_url: str) -> None:
         "b2": "1035483.87",
     }
     # the previous manager has left: a full transfer whatever the mode
+    await applier.apply([_leaves(feed, "ma", "b1")])
+    assert (await month(8, Policy()))["mc"] == "1035483.87"
+    await engine.dispose()
+
+
+async def test_handover_weighted_profit_worked_example(db_url: str, tmp_path: Path) -> None:
+    """The README's worked example of the weighted profit of deposit business after a
+    hand-over, read from both managers' and both branches' tallies."""
+    engine = make_engine(db_url, writer=True)
+    applier = Applier(engine, Policy(), now=lambda: datetime(2026, 12, 1, tzinfo=UTC))
+    feed = Feed()
+    await _handed_over_client(applier, feed)
+
+    def tx(eid: str, account: str, at: str, profit: str, line: str = "liability") -> Incoming:
+        fact = {"client_id": "h", "account_id": account, "business_line": line}
+        fact |= {"amount": "100000.00", "simulated_profit": profit}
+        return feed.msg("bank.transactions", env(eid, "transaction.posted", at, **fact))
+
+    opened = env(
+        "hn-open",
+        "account.opened",
+        "2026-08-01T10:00:00+08:00",
+        client_id="h",
+        account_id="hn",
+        account_type="deposit",
+    )
     await applier.apply(
         [
-            feed.msg(
-                "crm.managers",
-                env(
-                    "ma-2",
-                    "manager.upserted",
-                    "2026-11-01T08:00:00+08:00",
-                    manager_id="ma",
-                    branch_id="b1",
-                    active=False,
-                ),
-            )
+            # 10 July: on hd (held before the hand-over: credited to ma, ratio 1.0)
+            tx("t1", "hd", "2026-07-10T11:00:00+08:00", "3000.00"),
+            # a loan's profit is not deposit business: it keeps the transaction rule
+            tx("t2", "hl", "2026-07-11T11:00:00+08:00", "500.00", "asset"),
+            feed.msg("bank.accounts", opened),
+            # on hn, opened by mc after the hand-over (credited to mc at 0.6)
+            tx("t3", "hn", "2026-08-10T11:00:00+08:00", "900.00"),
+            tx("t4", "hn", "2026-08-20T11:00:00+08:00", "1000.00"),
         ]
     )
-    assert (await month(8, Policy()))["mc"] == "1035483.87"
+    app = create_app(Settings(database_url=db_url, data_dir=tmp_path, auth_secret=SECRET))
+    headers = {"Authorization": f"Bearer {mint_token(SECRET, 'admin')}"}
+
+    async def read(*months: str) -> list[dict[str, str]]:
+        """Per month (a day of it), the weighted profit of ma, mc, b1 and b2; and the
+        leaderboard's value for ma in the last one."""
+        out = []
+        async with app.router.lifespan_context(app):
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
+                for at in months:
+                    got = {}
+                    for path in ("managers/ma", "managers/mc", "branches/b1", "branches/b2"):
+                        r = await c.get(
+                            f"/v1/{path}/tally",
+                            params={"period": "month", "at": at},
+                            headers=headers,
+                        )
+                        assert r.status_code == 200, r.text
+                        got[path.split("/")[1]] = r.json()["weighted_profit"]
+                    r = await c.get(
+                        "/v1/branches/b1/leaderboard",
+                        params={"period": "month", "at": at, "metric": "weighted_profit"},
+                        headers=headers,
+                    )
+                    board = {i["manager_id"]: i["value"] for i in r.json()["items"]}
+                    got["board ma"] = board.get("ma", "0.00")
+                    out.append(got)
+        return out
+
+    def split(ma: str, mc: str) -> dict[str, str]:
+        return {"ma": ma, "mc": mc, "b1": ma, "b2": mc, "board ma": ma}
+
+    # July: D = 1,500,000, base 1,000,000, s = 1/3: t1's 3,000 → mc 3,000 × 1/3 × 0.6 = 600,
+    # ma 3,000 × 2/3 × 1.0 = 2,000; t2 (a loan) stays with ma: 450.
+    # August: t3 on the 10th (s = 1/3): mc 180, ma 600; t4 on the 20th (D = 600,000 below
+    # the base, s = 0): ma 1,000
+    assert await read("2026-07-15", "2026-08-15") == [
+        split("2450.00", "600.00"),
+        split("1600.00", "180.00"),
+    ]
+    # ma leaves: a full transfer, the transaction rule alone (mc at the hand-over ratios):
+    # July t1 3,000 × 0.6 + t2 500 × 0.9 × 0.8; August t3 900 × 0.6 + t4 1,000 × 0.6
+    await applier.apply([_leaves(feed, "ma", "b1")])
+    assert await read("2026-07-15", "2026-08-15") == [
+        split("0.00", "2160.00"),
+        split("0.00", "1140.00"),
+    ]
     await engine.dispose()
 
 

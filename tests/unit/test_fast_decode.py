@@ -47,7 +47,8 @@ def test_generated_logs_and_vectors_decode_alike() -> None:
     raws = [m.value for m in log.messages]
     raws += [
         json.loads(line)["value"].encode()
-        for line in (VECTORS / "events.jsonl").read_text().splitlines()
+        for name in ("events.jsonl", "balances.jsonl")
+        for line in (VECTORS / name).read_text().splitlines()
     ]
     for raw in raws:
         _both(raw, policy)
@@ -114,3 +115,33 @@ def test_edge_values_decode_alike(field: str) -> None:
     _both(b'{"event_id": "e", "event_type": "visit.logged", "payload": []}', policy)
     _both(b"\xff\xfe", policy)
     _both(None, policy)
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("as_of_date", v)
+        for v in ("2026-11-05", "2026-02-30", "2026-1-5", "2026-11-05T00:00:00", 20261105, None)
+    ]
+    + [("balance", v) for v in ("0", "-0.01", "12.345", 7, "NaN", None, "1e18")]
+    + [("currency", v) for v in ("CNY", "HKD", "USD", "cny")]
+    + [("business_line", v) for v in ("liability", "asset", "off_balance")],
+)
+def test_balance_snapshots_decode_alike(field: str, value: object) -> None:
+    policy = Policy(fx_rates={"HKD": Decimal("0.91")})
+    payload: dict[str, object] = {
+        "client_id": "c1",
+        "account_id": "a1",
+        "business_line": "liability",
+        "balance": "100.00",
+        "as_of_date": "2026-11-05",
+    }
+    payload[field] = value
+    env = {
+        "event_id": "b1",
+        "event_type": "balance.snapshot",
+        "schema_version": 1,
+        "occurred_at": "2026-11-06T01:00:00+08:00",
+        "payload": payload,
+    }
+    _both(json.dumps(env).encode(), policy)
