@@ -20,16 +20,16 @@ down_revision: str | None = "0014"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
-# what each table's trigger watches: None for every column (the columns of the terms only,
-# so that due dates and tiers written per batch do not move the counter)
-WATCHED: dict[str, tuple[str, ...] | None] = {
+# the columns the terms read of each table: an update moves the counter only when one of them
+# changes (a record sent again as it was, due dates and tiers written per batch: no move)
+WATCHED: dict[str, tuple[str, ...]] = {
     "clients": ("manager_id", "claim_ratio", "origin"),
-    "client_assignments": None,
+    "client_assignments": ("client_id", "assigned_at", "manager_id"),
     "managers": ("branch_id", "active"),
 }
 
-# one bump: PostgreSQL per statement, on a shard chosen by backend (as data_versions, 0006);
-# SQLite per row (it has row triggers only), on one shard (one writer at a time)
+# one bump, on a shard chosen by backend on PostgreSQL (as data_versions, 0006), on one shard
+# on SQLite (one writer at a time)
 BUMP = (
     "INSERT INTO reference_versions (shard, version) VALUES ({shard}, 1) "
     "ON CONFLICT (shard) DO UPDATE SET version = reference_versions.version + 1;"
@@ -40,17 +40,24 @@ PG_FUNCTION = (
 )
 
 
-def _update(columns: tuple[str, ...] | None) -> str:
-    return "UPDATE" if columns is None else f"UPDATE OF {', '.join(columns)}"
+def _changed(columns: tuple[str, ...], differ: str) -> str:
+    return " OR ".join(f"OLD.{c} {differ} NEW.{c}" for c in columns)
 
 
 def _sqlite_triggers() -> list[tuple[str, str]]:
     """SQLite's row triggers: (name, what it follows)."""
-    return [
-        (f"crm_reference_version_{table}_{what.split()[0].lower()}", f"AFTER {what} ON {table}")
-        for table, columns in WATCHED.items()
-        for what in ("INSERT", _update(columns), "DELETE")
-    ]
+    out = []
+    for table, columns in WATCHED.items():
+        out.append((f"crm_reference_version_{table}_insert", f"AFTER INSERT ON {table}"))
+        out.append((f"crm_reference_version_{table}_delete", f"AFTER DELETE ON {table}"))
+        out.append(
+            (
+                f"crm_reference_version_{table}_update",
+                f"AFTER UPDATE OF {', '.join(columns)} ON {table} FOR EACH ROW"
+                f" WHEN {_changed(columns, 'IS NOT')}",
+            )
+        )
+    return out
 
 
 def upgrade() -> None:
@@ -66,10 +73,15 @@ def upgrade() -> None:
         return
     op.execute(PG_FUNCTION)
     for table, columns in WATCHED.items():
+        # rows in or out: once per statement; an update: per row whose terms changed
         op.execute(
-            f"CREATE TRIGGER crm_reference_version AFTER INSERT OR {_update(columns)} "
-            f"OR DELETE OR TRUNCATE ON {table} "
-            "FOR EACH STATEMENT EXECUTE FUNCTION crm_bump_reference_version()"
+            f"CREATE TRIGGER crm_reference_version AFTER INSERT OR DELETE OR TRUNCATE ON {table}"
+            " FOR EACH STATEMENT EXECUTE FUNCTION crm_bump_reference_version()"
+        )
+        op.execute(
+            f"CREATE TRIGGER crm_reference_version_update AFTER UPDATE OF {', '.join(columns)}"
+            f" ON {table} FOR EACH ROW WHEN ({_changed(columns, 'IS DISTINCT FROM')})"
+            " EXECUTE FUNCTION crm_bump_reference_version()"
         )
 
 
@@ -80,5 +92,6 @@ def downgrade() -> None:
     else:
         for table in WATCHED:
             op.execute(f"DROP TRIGGER IF EXISTS crm_reference_version ON {table}")
+            op.execute(f"DROP TRIGGER IF EXISTS crm_reference_version_update ON {table}")
         op.execute("DROP FUNCTION IF EXISTS crm_bump_reference_version()")
     op.drop_table("reference_versions")
