@@ -652,6 +652,13 @@ _PG_DAILY = (
     "liability = balance_daily.liability + excluded.liability, "
     "asset = balance_daily.asset + excluded.asset"
 )
+_PG_OPENING_ADD = (  # rows in the arrays' (sorted) order: one lock order for every worker
+    "INSERT INTO balance_openings (scope, owner_id, year, liability, asset) "
+    "SELECT * FROM unnest($1::varchar[], $2::varchar[], $3::integer[], $4::numeric[], "
+    "$5::numeric[]) ON CONFLICT (scope, owner_id, year) DO UPDATE SET "
+    "liability = balance_openings.liability + excluded.liability, "
+    "asset = balance_openings.asset + excluded.asset"
+)
 _PG_OPENING = text(
     "INSERT INTO balance_openings (scope, owner_id, year, liability, asset) "
     "SELECT CAST(:scope AS varchar), CAST(:owner AS varchar), CAST(:year AS integer), "
@@ -719,20 +726,35 @@ async def write_deltas(conn: AsyncConnection, deltas: Deltas, today: date) -> No
                         part[line] += v[line]
             wanted.append((scope, owner, year, part))
     if dialect == "postgresql":
-        await conn.execute(
-            _PG_OPENING,
-            [
-                {
-                    "scope": s,
-                    "owner": o,
-                    "year": y,
-                    "jan1": date(y, 1, 1),
-                    "liability": p["liability"],
-                    "asset": p["asset"],
-                }
-                for s, o, y, p in wanted
-            ],
-        )
+        # stored openings gain the batch's part (one UPDATE over arrays); a new one sums
+        # every stored change before its year, once per owner and year
+        known = [w for w in wanted if w[:3] in stored]
+        if known:
+            raw = await conn.get_raw_connection()
+            await raw.driver_connection.execute(  # type: ignore[union-attr]
+                _PG_OPENING_ADD,
+                [w[0] for w in known],
+                [w[1] for w in known],
+                [w[2] for w in known],
+                [w[3]["liability"] for w in known],
+                [w[3]["asset"] for w in known],
+            )
+        fresh = [w for w in wanted if w[:3] not in stored]
+        if fresh:
+            await conn.execute(
+                _PG_OPENING,
+                [
+                    {
+                        "scope": s,
+                        "owner": o,
+                        "year": y,
+                        "jan1": date(y, 1, 1),
+                        "liability": p["liability"],
+                        "asset": p["asset"],
+                    }
+                    for s, o, y, p in fresh
+                ],
+            )
         return
     rows = []
     for scope, owner, year, part in wanted:
