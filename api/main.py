@@ -10,7 +10,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from api import openapi_examples
+from api import errors, openapi_examples
 from api.deps import ERRORS
 from api.export import ExportMiddleware
 from api.reads import ReadCache
@@ -66,6 +66,8 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.settings = settings
     app.state.secret = settings.signing_secret()
     app.state.notes_cipher = visit_ledger.cipher_for(settings)
+
+    errors.install(app)  # CRMError: {"detail": ...} with its status code
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -127,6 +127,7 @@ class ReadCache:
 
     def _sqlite_version(self) -> tuple[int, int] | None:
         """The version read in the loop (SQLite; None: locked, or the file is not there)."""
+        assert self._sqlite_file is not None
         try:
             db = self._sqlite
             if db is None:
