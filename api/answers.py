@@ -11,11 +11,13 @@ there is no target) is left out here too: ``omitted`` fields are not sent when `
 from __future__ import annotations
 
 from datetime import date
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, SerializationInfo
 
 from models.events import AccountType
+
+ItemT = TypeVar("ItemT")
 
 
 def _is_none(value: Any) -> bool:
@@ -222,3 +224,92 @@ class LeaderboardOut(Answer):
 
 class BranchLeaderboardOut(LeaderboardOut, BranchKey):
     """A branch's managers ranked on a metric."""
+
+
+# --- lists -----------------------------------------------------------------------------------
+class Page(Answer, Generic[ItemT]):
+    """A page of a list: the items, the cursor of the next page (null: the last page) and how
+    many items the whole list has."""
+
+    items: list[ItemT]
+    next_cursor: str | None
+    total: int
+
+
+Timestamp = Annotated[
+    str,
+    Field(
+        description="a time, ISO 8601 with the bank's offset",
+        examples=["2026-11-22T10:15:00+08:00"],
+    ),
+]
+
+
+# --- clients, reminders, overdue -------------------------------------------------------------
+class ReminderOut(Answer):
+    """A reminder: the ``reminder.*`` payload fields and its history (overdue days counted
+    when read; a resolved reminder's stop at its resolution)."""
+
+    reminder_id: int
+    client_id: str
+    manager_id: str
+    supervisor_id: str | None
+    branch_id: str | None
+    kind: str
+    due_at: Timestamp
+    overdue_days: int
+    status: str
+    fired_at: Timestamp
+    escalated_at: Timestamp | None
+    acked_at: Timestamp | None
+    acked_by: str | None
+    snoozed_until: Timestamp | None
+    resolved_at: Timestamp | None
+
+
+class ClientManagerOut(Answer):
+    manager_id: str
+    name: str | None
+    branch_id: str | None
+    supervisor_id: str | None
+
+
+class OverdueDaysOut(Answer):
+    """Days past due (null: not due, or no such check for this client)."""
+
+    visit: int | None
+    post_loan_check: int | None
+
+
+class ClientOut(Answer):
+    """A client, its manager, last visits, next due dates and open reminders."""
+
+    client_id: str
+    name: str | None
+    segment: str | None
+    tier: str | None
+    credit_client: bool
+    branch_id: str | None
+    visit_interval_days: int | None = Field(description="the interval in force")
+    visit_interval_override: int | None = Field(description="the client's own, if set")
+    post_loan_interval_days: int | None = Field(description="credit clients only")
+    assigned_at: Timestamp
+    manager: ClientManagerOut
+    last_visit_at: Timestamp | None
+    last_post_loan_check_at: Timestamp | None
+    next_visit_due: Timestamp | None
+    next_post_loan_due: Timestamp | None
+    overdue_days: OverdueDaysOut
+    open_reminders: list[ReminderOut]
+
+
+class OverdueOut(Answer):
+    """A client overdue for a visit or a post-loan check."""
+
+    client_id: str
+    manager_id: str
+    branch_id: str | None
+    supervisor_id: str | None
+    kind: Literal["visit", "post_loan_check"]
+    due_at: Timestamp
+    overdue_days: int

@@ -10,6 +10,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
 
+from api.answers import ClientOut, OverdueOut, Page
 from api.deps import ConnDep, Reader, SettingsDep
 from api.errors import Invalid
 from api.scope import ClientInScope, caller_scope, forbid_out_of_scope
@@ -39,7 +40,7 @@ def decode_key(cursor: str) -> Any:
         raise Invalid("invalid cursor") from None
 
 
-@router.get("/clients/{client_id}")
+@router.get("/clients/{client_id}", response_model=ClientOut)
 async def get_client(
     c: ClientInScope,
     conn: ConnDep,
@@ -50,7 +51,7 @@ async def get_client(
     return await client_doc(conn, c, settings.policy, now)
 
 
-@router.get("/overdue")
+@router.get("/overdue", response_model=Page[OverdueOut])
 async def overdue(
     user: Reader,
     conn: ConnDep,

@@ -7,6 +7,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, Path, Query, Request
 from pydantic import AwareDatetime, BaseModel
 
+from api.answers import Page, ReminderOut
 from api.auth import Principal
 from api.deps import ConnDep, Reader, SettingsDep, require_roles
 from api.errors import Conflict, Invalid, NotFound
@@ -41,24 +42,6 @@ class SnoozeIn(BaseModel):
     """RFC 3339 with an offset; after now and at most ``max_snooze_days`` ahead."""
 
 
-class ReminderOut(BaseModel):
-    reminder_id: int
-    client_id: str
-    manager_id: str
-    supervisor_id: str | None
-    branch_id: str | None
-    kind: str
-    due_at: str
-    overdue_days: int
-    status: str
-    fired_at: str
-    escalated_at: str | None
-    acked_at: str | None
-    acked_by: str | None
-    snoozed_until: str | None
-    resolved_at: str | None
-
-
 @router.get("/reminders/deliveries")
 async def list_deliveries(
     user: OpsOrAdmin,
@@ -89,7 +72,7 @@ async def list_deliveries(
     }
 
 
-@router.get("/reminders")
+@router.get("/reminders", response_model=Page[ReminderOut])
 async def list_reminders(
     user: Reader,
     conn: ConnDep,
