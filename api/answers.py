@@ -313,3 +313,125 @@ class OverdueOut(Answer):
     kind: Literal["visit", "post_loan_check"]
     due_at: Timestamp
     overdue_days: int
+
+
+# --- assessment ------------------------------------------------------------------------------
+class AssessPeriodOut(PeriodOut):
+    label: str = Field(description="the key evaluations are stored under", examples=["2026-Q4"])
+
+
+class DerivedSignalOut(Answer):
+    """The evaluation points the post-loan discipline gives (used when none were entered)."""
+
+    what: str
+    as_of: Timestamp
+    credit_clients: int
+    not_overdue: int
+    share: Ratio | None
+    points: Money
+
+
+class WorkLogOut(Answer):
+    """How promptly the manager's visits were logged."""
+
+    what: str
+    limit_hours: int
+    visits: int
+    late: int
+    on_time_share: Ratio | None
+
+
+class EvaluationOut(Answer):
+    """A version of the comprehensive evaluation entered for a period."""
+
+    period: str
+    version: int
+    points: Money
+    parts: dict[str, str] | None
+    reasons: str
+    entered_by: str
+    entered_at: Timestamp
+
+
+class EnteredEvaluationOut(EvaluationOut):
+    source: Literal["supervisor"]
+    derived_signal: DerivedSignalOut
+    work_log: WorkLogOut
+
+
+class DerivedEvaluationOut(Answer):
+    source: Literal["derived"]
+    points: Money
+    derived_signal: DerivedSignalOut
+    work_log: WorkLogOut
+
+
+class ElapsedOut(PeriodOut):
+    """The period's days so far."""
+
+
+class PaceOut(Answer):
+    """For a period not settled: where the target pro-rated to today stands."""
+
+    elapsed: ElapsedOut | None
+    expected_to_date: Money | None
+    ratio: Ratio | None
+    on_pace: bool | None
+
+
+class AnnualOut(Answer):
+    """A settled year's completion and the judgement of the years up to it."""
+
+    year: int
+    target: Money | None
+    actual: Money
+    completion_ratio: Ratio | None
+    judgement: str | None
+    not_judged: str | None
+
+
+class AssessmentFigures(Answer):
+    period: AssessPeriodOut
+    settled: bool
+    hired_at: date | None
+    target: Money | None
+    weighted_profit: Money
+    completion_ratio: Ratio | None
+    completion_cap: str = Field(description="the policy's cap on the completion ratio")
+    performance_points: Money
+    evaluation_points: Money
+    evaluation: EnteredEvaluationOut | DerivedEvaluationOut = Field(discriminator="source")
+    total_score: Money
+    pace: PaceOut | None
+    credit_clients: int
+    grade: str
+    flags: list[str]
+    annual_completion: list[AnnualOut]
+    as_of: Timestamp
+
+
+class AssessmentOut(AssessmentFigures, ManagerKey):
+    """A manager's assessment (考核): completion, points, total score, grade and flags."""
+
+    branch_id: str
+
+
+class EvaluationsOut(Page[EvaluationOut], ManagerKey):
+    """Every version of the evaluation entered for the period, newest first."""
+
+
+class AssessedKey(ManagerKey):
+    name: str | None
+    active: bool
+
+
+class AssessedManagerOut(AssessmentFigures, AssessedKey):
+    """A manager's row of the assessment table."""
+
+
+class BranchPeriodKey(BranchKey):
+    period: PeriodOut
+
+
+class BranchAssessmentOut(Page[AssessedManagerOut], BranchPeriodKey):
+    """The assessment table (考核表) of a branch."""

@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import func, insert, select
 from sqlalchemy.exc import IntegrityError
 
+from api.answers import AssessmentOut, EvaluationsOut
 from api.deps import ConnDep, EngineDep, Reader, SettingsDep
 from api.errors import Conflict, Forbidden, Invalid
 from api.scope import ManagerInScope
@@ -55,7 +56,7 @@ class EvaluationIn(BaseModel):
     parts: dict[str, Decimal] | None = None
 
 
-@router.get("/managers/{manager_id}/assessment")
+@router.get("/managers/{manager_id}/assessment", response_model=AssessmentOut)
 async def manager_assessment(
     manager: ManagerInScope,
     conn: ConnDep,
@@ -72,7 +73,7 @@ async def manager_assessment(
     return doc
 
 
-@router.get("/managers/{manager_id}/evaluation")
+@router.get("/managers/{manager_id}/evaluation", response_model=EvaluationsOut)
 async def evaluation_history(
     manager: ManagerInScope,
     conn: ConnDep,

@@ -12,6 +12,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 from fastapi.responses import Response
 
+from api.answers import BranchAssessmentOut
 from api.deps import ConnDep, Reader, SettingsDep
 from api.errors import Invalid, NotFound
 from api.export import XLSX
@@ -27,7 +28,7 @@ from models.policy import period_range
 router = APIRouter(prefix="/v1", tags=["reports"])
 
 
-@router.get("/branches/{branch_id}/assessment")
+@router.get("/branches/{branch_id}/assessment", response_model=BranchAssessmentOut)
 async def branch_assessment(
     branch_id: BranchId,
     managers: BranchInScope,
