@@ -435,3 +435,32 @@ class BranchPeriodKey(BranchKey):
 
 class BranchAssessmentOut(Page[AssessedManagerOut], BranchPeriodKey):
     """The assessment table (考核表) of a branch."""
+
+
+class EnteredOut(EvaluationOut, ManagerKey):
+    """The evaluation version just entered."""
+
+
+# --- audit, calendar feed --------------------------------------------------------------------
+class AuditEntryOut(Answer):
+    """Who did what, when, from where (newest first)."""
+
+    id: int
+    at: Timestamp
+    actor: str
+    role: str
+    action: str
+    subject: str | None
+    detail: dict[str, Any] | None
+    remote_addr: str | None
+
+
+class FeedTokenOut(ManagerKey):
+    """A new calendar feed token: shown once, kept only as a hash."""
+
+    token: str
+    url: str = Field(description="the feed to subscribe to (.ics)")
+
+
+class FeedTokensRevokedOut(ManagerKey):
+    revoked: int = Field(description="how many tokens were revoked")

@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import func, insert, select
 from sqlalchemy.exc import IntegrityError
 
-from api.answers import AssessmentOut, EvaluationsOut
+from api.answers import AssessmentOut, EnteredOut, EvaluationsOut
 from api.deps import ConnDep, EngineDep, Reader, SettingsDep
 from api.errors import Conflict, Forbidden, Invalid
 from api.scope import ManagerInScope
@@ -96,7 +96,7 @@ async def evaluation_history(
     return {"manager_id": manager_id, "items": items, "next_cursor": None, "total": len(items)}
 
 
-@router.put("/managers/{manager_id}/evaluation")
+@router.put("/managers/{manager_id}/evaluation", response_model=EnteredOut)
 async def enter_evaluation(
     manager: ManagerInScope,
     user: Reader,

@@ -7,6 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import Response
 
+from api.answers import FeedTokenOut, FeedTokensRevokedOut
 from api.deps import ConnDep, Reader, SettingsDep
 from api.errors import Invalid, Unauthorized
 from api.pagination import Cursor, Limit
@@ -49,7 +50,7 @@ def _feed_url(request: Request, token: str) -> str:
     return str(request.url_for("plan_feed", token=token))
 
 
-@router.post("/managers/{manager_id}/feed-token")
+@router.post("/managers/{manager_id}/feed-token", response_model=FeedTokenOut)
 async def create_feed_token(
     ref: ManagerInScope, user: Reader, conn: ConnDep, request: Request, now: NowDep
 ) -> dict[str, Any]:
@@ -70,7 +71,7 @@ async def create_feed_token(
     return {"manager_id": ref.manager_id, "token": token, "url": _feed_url(request, token)}
 
 
-@router.delete("/managers/{manager_id}/feed-token")
+@router.delete("/managers/{manager_id}/feed-token", response_model=FeedTokensRevokedOut)
 async def revoke_feed_tokens(
     ref: ManagerInScope, user: Reader, conn: ConnDep, request: Request, now: NowDep
 ) -> dict[str, Any]:
