@@ -464,3 +464,22 @@ class FeedTokenOut(ManagerKey):
 
 class FeedTokensRevokedOut(ManagerKey):
     revoked: int = Field(description="how many tokens were revoked")
+
+
+# --- events ----------------------------------------------------------------------------------
+class RejectedOut(Answer):
+    """A dead-lettered (``rejected``) or ``held`` event: why, and the raw message."""
+
+    id: int
+    topic: str
+    partition: int
+    offset: int
+    key: str | None
+    status: Literal["rejected", "held", "released"]
+    reason: str
+    event_id: str | None
+    event_type: str | None
+    raw: str | None = Field(description="the message as text (null: not UTF-8)")
+    raw_base64: str | None = Field(description="the message's bytes, base64")
+    received_at: Timestamp
+    released_at: Timestamp | None
