@@ -11,11 +11,13 @@ there is no target) is left out here too: ``omitted`` fields are not sent when `
 from __future__ import annotations
 
 from datetime import date
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, SerializationInfo
 
 from models.events import AccountType
+
+ItemT = TypeVar("ItemT")
 
 
 def _is_none(value: Any) -> bool:
@@ -222,3 +224,262 @@ class LeaderboardOut(Answer):
 
 class BranchLeaderboardOut(LeaderboardOut, BranchKey):
     """A branch's managers ranked on a metric."""
+
+
+# --- lists -----------------------------------------------------------------------------------
+class Page(Answer, Generic[ItemT]):
+    """A page of a list: the items, the cursor of the next page (null: the last page) and how
+    many items the whole list has."""
+
+    items: list[ItemT]
+    next_cursor: str | None
+    total: int
+
+
+Timestamp = Annotated[
+    str,
+    Field(
+        description="a time, ISO 8601 with the bank's offset",
+        examples=["2026-11-22T10:15:00+08:00"],
+    ),
+]
+
+
+# --- clients, reminders, overdue -------------------------------------------------------------
+class ReminderOut(Answer):
+    """A reminder: the ``reminder.*`` payload fields and its history (overdue days counted
+    when read; a resolved reminder's stop at its resolution)."""
+
+    reminder_id: int
+    client_id: str
+    manager_id: str
+    supervisor_id: str | None
+    branch_id: str | None
+    kind: str
+    due_at: Timestamp
+    overdue_days: int
+    status: str
+    fired_at: Timestamp
+    escalated_at: Timestamp | None
+    acked_at: Timestamp | None
+    acked_by: str | None
+    snoozed_until: Timestamp | None
+    resolved_at: Timestamp | None
+
+
+class ClientManagerOut(Answer):
+    manager_id: str
+    name: str | None
+    branch_id: str | None
+    supervisor_id: str | None
+
+
+class OverdueDaysOut(Answer):
+    """Days past due (null: not due, or no such check for this client)."""
+
+    visit: int | None
+    post_loan_check: int | None
+
+
+class ClientOut(Answer):
+    """A client, its manager, last visits, next due dates and open reminders."""
+
+    client_id: str
+    name: str | None
+    segment: str | None
+    tier: str | None
+    credit_client: bool
+    branch_id: str | None
+    visit_interval_days: int | None = Field(description="the interval in force")
+    visit_interval_override: int | None = Field(description="the client's own, if set")
+    post_loan_interval_days: int | None = Field(description="credit clients only")
+    assigned_at: Timestamp
+    manager: ClientManagerOut
+    last_visit_at: Timestamp | None
+    last_post_loan_check_at: Timestamp | None
+    next_visit_due: Timestamp | None
+    next_post_loan_due: Timestamp | None
+    overdue_days: OverdueDaysOut
+    open_reminders: list[ReminderOut]
+
+
+class OverdueOut(Answer):
+    """A client overdue for a visit or a post-loan check."""
+
+    client_id: str
+    manager_id: str
+    branch_id: str | None
+    supervisor_id: str | None
+    kind: Literal["visit", "post_loan_check"]
+    due_at: Timestamp
+    overdue_days: int
+
+
+# --- assessment ------------------------------------------------------------------------------
+class AssessPeriodOut(PeriodOut):
+    label: str = Field(description="the key evaluations are stored under", examples=["2026-Q4"])
+
+
+class DerivedSignalOut(Answer):
+    """The evaluation points the post-loan discipline gives (used when none were entered)."""
+
+    what: str
+    as_of: Timestamp
+    credit_clients: int
+    not_overdue: int
+    share: Ratio | None
+    points: Money
+
+
+class WorkLogOut(Answer):
+    """How promptly the manager's visits were logged."""
+
+    what: str
+    limit_hours: int
+    visits: int
+    late: int
+    on_time_share: Ratio | None
+
+
+class EvaluationOut(Answer):
+    """A version of the comprehensive evaluation entered for a period."""
+
+    period: str
+    version: int
+    points: Money
+    parts: dict[str, str] | None
+    reasons: str
+    entered_by: str
+    entered_at: Timestamp
+
+
+class EnteredEvaluationOut(EvaluationOut):
+    source: Literal["supervisor"]
+    derived_signal: DerivedSignalOut
+    work_log: WorkLogOut
+
+
+class DerivedEvaluationOut(Answer):
+    source: Literal["derived"]
+    points: Money
+    derived_signal: DerivedSignalOut
+    work_log: WorkLogOut
+
+
+class ElapsedOut(PeriodOut):
+    """The period's days so far."""
+
+
+class PaceOut(Answer):
+    """For a period not settled: where the target pro-rated to today stands."""
+
+    elapsed: ElapsedOut | None
+    expected_to_date: Money | None
+    ratio: Ratio | None
+    on_pace: bool | None
+
+
+class AnnualOut(Answer):
+    """A settled year's completion and the judgement of the years up to it."""
+
+    year: int
+    target: Money | None
+    actual: Money
+    completion_ratio: Ratio | None
+    judgement: str | None
+    not_judged: str | None
+
+
+class AssessmentFigures(Answer):
+    period: AssessPeriodOut
+    settled: bool
+    hired_at: date | None
+    target: Money | None
+    weighted_profit: Money
+    completion_ratio: Ratio | None
+    completion_cap: str = Field(description="the policy's cap on the completion ratio")
+    performance_points: Money
+    evaluation_points: Money
+    evaluation: EnteredEvaluationOut | DerivedEvaluationOut = Field(discriminator="source")
+    total_score: Money
+    pace: PaceOut | None
+    credit_clients: int
+    grade: str
+    flags: list[str]
+    annual_completion: list[AnnualOut]
+    as_of: Timestamp
+
+
+class AssessmentOut(AssessmentFigures, ManagerKey):
+    """A manager's assessment (考核): completion, points, total score, grade and flags."""
+
+    branch_id: str
+
+
+class EvaluationsOut(Page[EvaluationOut], ManagerKey):
+    """Every version of the evaluation entered for the period, newest first."""
+
+
+class AssessedKey(ManagerKey):
+    name: str | None
+    active: bool
+
+
+class AssessedManagerOut(AssessmentFigures, AssessedKey):
+    """A manager's row of the assessment table."""
+
+
+class BranchPeriodKey(BranchKey):
+    period: PeriodOut
+
+
+class BranchAssessmentOut(Page[AssessedManagerOut], BranchPeriodKey):
+    """The assessment table (考核表) of a branch."""
+
+
+class EnteredOut(EvaluationOut, ManagerKey):
+    """The evaluation version just entered."""
+
+
+# --- audit, calendar feed --------------------------------------------------------------------
+class AuditEntryOut(Answer):
+    """Who did what, when, from where (newest first)."""
+
+    id: int
+    at: Timestamp
+    actor: str
+    role: str
+    action: str
+    subject: str | None
+    detail: dict[str, Any] | None
+    remote_addr: str | None
+
+
+class FeedTokenOut(ManagerKey):
+    """A new calendar feed token: shown once, kept only as a hash."""
+
+    token: str
+    url: str = Field(description="the feed to subscribe to (.ics)")
+
+
+class FeedTokensRevokedOut(ManagerKey):
+    revoked: int = Field(description="how many tokens were revoked")
+
+
+# --- events ----------------------------------------------------------------------------------
+class RejectedOut(Answer):
+    """A dead-lettered (``rejected``) or ``held`` event: why, and the raw message."""
+
+    id: int
+    topic: str
+    partition: int
+    offset: int
+    key: str | None
+    status: Literal["rejected", "held", "released"]
+    reason: str
+    event_id: str | None
+    event_type: str | None
+    raw: str | None = Field(description="the message as text (null: not UTF-8)")
+    raw_base64: str | None = Field(description="the message's bytes, base64")
+    received_at: Timestamp
+    released_at: Timestamp | None

@@ -6,12 +6,13 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Annotated, Any
 
-from fastapi import Depends, HTTPException, Request, status
+from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from api.auth import Principal, TokenError, decode_token
+from api.errors import Forbidden, Unauthorized
 from api.reads import ReadCache
 from config import ApiConfig
 
@@ -36,19 +37,11 @@ async def get_conn(request: Request) -> AsyncIterator[AsyncConnection]:
 def principal_of(request: Request, creds: HTTPAuthorizationCredentials | None) -> Principal:
     """The caller of a request with these credentials; 401 without a valid bearer token."""
     if creds is None or creds.scheme.lower() != "bearer":
-        raise HTTPException(
-            status.HTTP_401_UNAUTHORIZED,
-            "missing bearer token",
-            headers={"WWW-Authenticate": "Bearer"},
-        )
+        raise Unauthorized("missing bearer token")
     try:
         return decode_token(request.app.state.secret, creds.credentials)
     except TokenError as exc:
-        raise HTTPException(
-            status.HTTP_401_UNAUTHORIZED,
-            f"invalid token: {exc}",
-            headers={"WWW-Authenticate": "Bearer"},
-        ) from None
+        raise Unauthorized(f"invalid token: {exc}") from None
 
 
 def require_roles(*roles: str):
@@ -58,7 +51,7 @@ def require_roles(*roles: str):
     ) -> Principal:
         user = principal_of(request, creds)
         if user.role not in roles:
-            raise HTTPException(status.HTTP_403_FORBIDDEN, "out of scope for this role")
+            raise Forbidden("out of scope for this role")
         return user
 
     return check

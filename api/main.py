@@ -11,7 +11,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from api import openapi_examples
+from api import errors, openapi_examples
 from api.deps import ERRORS
 from api.export import ExportMiddleware
 from api.reads import ReadCache
@@ -74,6 +74,8 @@ def create_app(
     app.state.settings = settings
     app.state.secret = secret
     app.state.notes_cipher = notes_cipher
+
+    errors.install(app)  # CRMError: {"detail": ...} with its status code
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -6,7 +6,9 @@ import base64
 import binascii
 from typing import Annotated
 
-from fastapi import HTTPException, Query, status
+from fastapi import Query
+
+from api.errors import Invalid
 
 Limit = Annotated[int, Query(ge=1, le=1000, description="items per page (at most 1000)")]
 Cursor = Annotated[
@@ -30,4 +32,4 @@ def decode_cursor(cursor: str, kind: str) -> int:
             raise ValueError
         return n
     except (ValueError, binascii.Error, UnicodeDecodeError):
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "invalid cursor") from None
+        raise Invalid("invalid cursor") from None

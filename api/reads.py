@@ -127,6 +127,7 @@ class ReadCache:
 
     def _sqlite_version(self) -> tuple[int, int] | None:
         """The version read in the loop (SQLite; None: locked, or the file is not there)."""
+        assert self._sqlite_file is not None
         try:
             db = self._sqlite
             if db is None:
@@ -173,7 +174,9 @@ class ReadCache:
 
     async def _read_version(self) -> tuple[int, int]:
         VERSION_READS.inc()
-        v = await self._query_version()
+        return self._adopt(await self._query_version())
+
+    def _adopt(self, v: tuple[int, int]) -> tuple[int, int]:
         if v != self._version:
             self._version = v
             self._kept.clear()
@@ -181,9 +184,17 @@ class ReadCache:
         return v
 
     async def version(self) -> tuple[int, int] | None:
-        """The data version as of a read that began after this call (None: cache off)."""
+        """The data version as of a read that began after this call (None: cache off).
+
+        SQLite: the request's own read, at once, in the loop (``_sqlite_version``): it costs
+        less than waiting for a shared read's turn of the loop."""
         if not self.enabled:
             return None
+        if self._sqlite_file is not None:
+            found = self._sqlite_version()
+            if found is not None:
+                VERSION_READS.inc()
+                return self._adopt(found)
         arrived = self._started
         while True:
             inflight = self._inflight

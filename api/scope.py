@@ -15,12 +15,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Annotated, Any
 
-from fastapi import Depends, HTTPException, Path, status
+from fastapi import Depends, Path
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from api.auth import Principal
 from api.deps import ConnDep, Reader, ReadingDep
+from api.errors import Forbidden, NotFound
 from api.reads import cached_read
 from models.followup import Scope, client_row, reminder_scope_row
 from models.tables import ManagerRow
@@ -66,12 +67,12 @@ async def branch_refs(conn: AsyncConnection, branch_id: str) -> tuple[ManagerRef
 async def manager_in_scope(manager_id: ManagerId, user: Reader, reading: ReadingDep) -> ManagerRef:
     """The path's manager, if the caller may see it (the lookup goes through the read cache)."""
     if user.role == "manager" and user.manager_id != manager_id:
-        raise HTTPException(status.HTTP_403_FORBIDDEN, "managers see their own data only")
+        raise Forbidden("managers see their own data only")
     ref = await manager_ref(reading, manager_id)
     if ref is None:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, f"manager {manager_id} not found")
+        raise NotFound("manager", manager_id)
     if not user.can_see_manager(manager_id, ref.branch_id):
-        raise HTTPException(status.HTTP_403_FORBIDDEN, "manager is outside your branches")
+        raise Forbidden("manager is outside your branches")
     return ref
 
 
@@ -80,10 +81,10 @@ async def branch_in_scope(
 ) -> list[ManagerRef]:
     """The path's branch (its managers), if the caller may see it."""
     if not user.can_see_branch(branch_id):
-        raise HTTPException(status.HTTP_403_FORBIDDEN, "branch is outside your scope")
+        raise Forbidden("branch is outside your scope")
     refs = await branch_refs(reading, branch_id)
     if not refs:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, f"branch {branch_id} not found")
+        raise NotFound("branch", branch_id)
     return list(refs)
 
 
@@ -91,9 +92,9 @@ async def client_in_scope(client_id: ClientId, user: Reader, conn: ConnDep) -> A
     """The path's client (with its manager's branch), if the caller may see it."""
     c = await client_row(conn, client_id)
     if c is None:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, f"client {client_id} not found")
+        raise NotFound("client", client_id)
     if not user.can_see_manager(c.manager_id, c.manager_branch_id):
-        raise HTTPException(status.HTTP_403_FORBIDDEN, "out of scope for this caller")
+        raise Forbidden("out of scope for this caller")
     return c
 
 
@@ -103,9 +104,9 @@ async def reminder_in_scope(reminder_id: ReminderId, user: Reader, conn: ConnDep
     r = await reminder_scope_row(conn, reminder_id)
     await conn.rollback()
     if r is None:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, f"reminder {reminder_id} not found")
+        raise NotFound("reminder", reminder_id)
     if not user.can_see_manager(r.manager_id, r.manager_branch_id):
-        raise HTTPException(status.HTTP_403_FORBIDDEN, "out of scope for this caller")
+        raise Forbidden("out of scope for this caller")
     return reminder_id
 
 
@@ -123,9 +124,9 @@ async def forbid_out_of_scope(
 ) -> None:
     """A filter naming someone the caller may not see is a 403, not an empty list."""
     if manager_id is not None and user.role == "manager" and manager_id != user.manager_id:
-        raise HTTPException(status.HTTP_403_FORBIDDEN, "out of scope: another manager")
+        raise Forbidden("out of scope: another manager")
     if branch_id is not None and user.role == "supervisor" and branch_id not in user.branches:
-        raise HTTPException(status.HTTP_403_FORBIDDEN, "out of scope: another branch")
+        raise Forbidden("out of scope: another branch")
     if branch_id is not None and user.role == "manager":
         home = (
             await conn.execute(
@@ -133,7 +134,7 @@ async def forbid_out_of_scope(
             )
         ).scalar_one_or_none()
         if home != branch_id:
-            raise HTTPException(status.HTTP_403_FORBIDDEN, "out of scope: another branch")
+            raise Forbidden("out of scope: another branch")
     if manager_id is not None and user.role == "supervisor":
         home = (
             await conn.execute(
@@ -141,7 +142,7 @@ async def forbid_out_of_scope(
             )
         ).scalar_one_or_none()
         if home is None or home not in user.branches:
-            raise HTTPException(status.HTTP_403_FORBIDDEN, "out of scope: another branch")
+            raise Forbidden("out of scope: another branch")
 
 
 ManagerInScope = Annotated[ManagerRef, Depends(manager_in_scope)]

@@ -28,8 +28,6 @@ from models.policy import (
 from models.tables import AssignmentRow, ClientRow, EvaluationRow, EventRow
 from models.tally import hired_dates, manager_totals, period_target, ratio_text, target_history
 
-ASSESSMENT_PERIODS = ("month", "quarter", "year")
-
 
 def period_label(period: str, start: date) -> str:
     """``2026`` / ``2026-Q4`` / ``2026-11``: the key evaluations are stored under."""

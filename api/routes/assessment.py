@@ -8,12 +8,14 @@ from decimal import Decimal
 from types import SimpleNamespace
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Body, HTTPException, Query, Request, status
+from fastapi import APIRouter, Body, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import func, insert, select
 from sqlalchemy.exc import IntegrityError
 
+from api.answers import AssessmentOut, EnteredOut, EvaluationsOut
 from api.deps import ConnDep, EngineDep, Reader, SettingsDep
+from api.errors import Conflict, Forbidden, Invalid
 from api.scope import ManagerInScope
 from models.assessment import assess, evaluation_document, period_label
 from models.audit import record
@@ -54,7 +56,7 @@ class EvaluationIn(BaseModel):
     parts: dict[str, Decimal] | None = None
 
 
-@router.get("/managers/{manager_id}/assessment")
+@router.get("/managers/{manager_id}/assessment", response_model=AssessmentOut)
 async def manager_assessment(
     manager: ManagerInScope,
     conn: ConnDep,
@@ -71,7 +73,7 @@ async def manager_assessment(
     return doc
 
 
-@router.get("/managers/{manager_id}/evaluation")
+@router.get("/managers/{manager_id}/evaluation", response_model=EvaluationsOut)
 async def evaluation_history(
     manager: ManagerInScope,
     conn: ConnDep,
@@ -94,7 +96,7 @@ async def evaluation_history(
     return {"manager_id": manager_id, "items": items, "next_cursor": None, "total": len(items)}
 
 
-@router.put("/managers/{manager_id}/evaluation")
+@router.put("/managers/{manager_id}/evaluation", response_model=EnteredOut)
 async def enter_evaluation(
     manager: ManagerInScope,
     user: Reader,
@@ -106,16 +108,12 @@ async def enter_evaluation(
     """Enter (or correct, as a new version) a manager's comprehensive evaluation points."""
     manager_id = manager.manager_id
     if user.role not in ("supervisor", "admin"):
-        raise HTTPException(status.HTTP_403_FORBIDDEN, "evaluations are entered by supervisors")
+        raise Forbidden("evaluations are entered by supervisors")
     limit = settings.policy.evaluation_points
     if body.points > limit:
-        raise HTTPException(
-            status.HTTP_422_UNPROCESSABLE_CONTENT, f"points must be between 0 and {limit}"
-        )
+        raise Invalid(f"points must be between 0 and {limit}")
     if body.parts is not None and sum(body.parts.values(), Decimal(0)) != body.points:
-        raise HTTPException(
-            status.HTTP_422_UNPROCESSABLE_CONTENT, "the parts must add up to points"
-        )
+        raise Invalid("the parts must add up to points")
     start, _ = period_range(body.period, body.at or datetime.now(settings.tz).date())
     label = period_label(body.period, start)
     now = datetime.now(UTC)
@@ -140,9 +138,7 @@ async def enter_evaluation(
         try:
             await conn.execute(insert(EvaluationRow).values(**row))
         except IntegrityError:
-            raise HTTPException(
-                status.HTTP_409_CONFLICT, "entered by someone else at the same moment; retry"
-            ) from None
+            raise Conflict("entered by someone else at the same moment; retry") from None
         await record(
             conn,
             actor=user.subject,

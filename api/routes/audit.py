@@ -8,6 +8,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 from sqlalchemy import func, select
 
+from api.answers import AuditEntryOut, Page
 from api.deps import Admin, ConnDep
 from api.pagination import Cursor, Limit, decode_cursor, encode_cursor
 from models.tables import AuditRow
@@ -15,7 +16,7 @@ from models.tables import AuditRow
 router = APIRouter(prefix="/v1", tags=["audit"])
 
 
-@router.get("/audit")
+@router.get("/audit", response_model=Page[AuditEntryOut])
 async def audit_log(
     user: Admin,
     conn: ConnDep,

@@ -6,10 +6,11 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Query, status
+from fastapi import APIRouter, Query
 from sqlalchemy import select
 
 from api.deps import ConnDep, Reader, SettingsDep
+from api.errors import Invalid
 from api.pagination import Cursor, Limit
 from api.routes.clients import decode_key, encode_key
 from api.routes.tally import DateRange
@@ -40,7 +41,7 @@ async def tier_review(
     await forbid_out_of_scope(conn, user, manager_id, branch_id)
     after = decode_key(cursor) if cursor else None
     if after is not None and not isinstance(after, str):
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "invalid cursor")
+        raise Invalid("invalid cursor")
     scope = caller_scope(user)
     managers = None if manager_id is None else {manager_id}
     if scope.manager_ids is not None:

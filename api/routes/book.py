@@ -6,9 +6,10 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, HTTPException, Query, status
+from fastapi import APIRouter, Query
 
 from api.deps import ConnDep, SettingsDep
+from api.errors import Invalid
 from api.pagination import Cursor, Limit
 from api.routes.clients import NowDep, decode_key, encode_key
 from api.routes.tally import DateRange
@@ -41,7 +42,7 @@ def _offset(cursor: str | None, shape: list[Any]) -> int:
         or isinstance(key.get("offset"), bool)
         or key["offset"] < 0
     ):
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "invalid cursor")
+        raise Invalid("invalid cursor")
     return int(key["offset"])
 
 

@@ -8,9 +8,11 @@ import json
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
+from fastapi import APIRouter, Depends, Query, Request
 
+from api.answers import ClientOut, OverdueOut, Page
 from api.deps import ConnDep, Reader, SettingsDep
+from api.errors import Invalid
 from api.scope import ClientInScope, caller_scope, forbid_out_of_scope
 from models.followup import client_doc, overdue_page
 from models.visits import REMINDER_KINDS
@@ -35,10 +37,10 @@ def decode_key(cursor: str) -> Any:
     try:
         return json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
     except (ValueError, binascii.Error, UnicodeDecodeError):
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "invalid cursor") from None
+        raise Invalid("invalid cursor") from None
 
 
-@router.get("/clients/{client_id}")
+@router.get("/clients/{client_id}", response_model=ClientOut)
 async def get_client(
     c: ClientInScope,
     conn: ConnDep,
@@ -49,7 +51,7 @@ async def get_client(
     return await client_doc(conn, c, settings.policy, now)
 
 
-@router.get("/overdue")
+@router.get("/overdue", response_model=Page[OverdueOut])
 async def overdue(
     user: Reader,
     conn: ConnDep,
@@ -72,7 +74,7 @@ async def overdue(
             if after[0].tzinfo is None:
                 raise ValueError
         except (TypeError, ValueError):
-            raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "invalid cursor") from None
+            raise Invalid("invalid cursor") from None
     page = await overdue_page(
         conn,
         now,

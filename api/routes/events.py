@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Query
 from sqlalchemy import ColumnElement, func, select
 
+from api.answers import Page, RejectedOut
 from api.deps import Admin, ConnDep
 from api.pagination import Cursor, Limit, decode_cursor, encode_cursor
 from models.tables import RejectedRow
@@ -38,7 +39,7 @@ def _item(r: Any) -> dict[str, Any]:
     }
 
 
-@router.get("/events/rejected")
+@router.get("/events/rejected", response_model=Page[RejectedOut])
 async def rejected_events(
     user: Admin,
     conn: ConnDep,

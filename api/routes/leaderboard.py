@@ -5,13 +5,14 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Query, status
+from fastapi import APIRouter, Query
 from fastapi.responses import Response
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from api.answers import BranchLeaderboardOut, LeaderboardOut
 from api.deps import Admin, Reader, ReadingDep
+from api.errors import Forbidden, Invalid
 from api.pagination import Cursor, Limit, decode_cursor, encode_cursor
 from api.reads import cached_answer
 from api.routes.tally import DateRange, Span
@@ -52,9 +53,8 @@ MetricQ = Annotated[
 
 def _check_metric(metric: str) -> None:
     if metric not in METRICS and metric not in BALANCE_METRICS:
-        raise HTTPException(
-            status.HTTP_422_UNPROCESSABLE_CONTENT,
-            f"unknown metric {metric!r}; one of: {', '.join([*METRICS, *BALANCE_METRICS])}",
+        raise Invalid(
+            f"unknown metric {metric!r}; one of: {', '.join([*METRICS, *BALANCE_METRICS])}"
         )
 
 
@@ -177,7 +177,7 @@ async def branch_leaderboard(
     """Every manager of the branch ranked on a metric, highest first, ties by manager_id."""
     _check_metric(metric)
     if user.role == "manager":
-        raise HTTPException(status.HTTP_403_FORBIDDEN, "leaderboards are for supervisors")
+        raise Forbidden("leaderboards are for supervisors")
     return await branch_board(reading, branch_id, span, metric, limit, cursor, managers=managers)
 
 

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request, Response, status
+from fastapi import APIRouter, Depends, FastAPI, Query, Request, Response
 from fastapi.responses import PlainTextResponse
 from fastapi.security import HTTPAuthorizationCredentials
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Gauge, generate_latest
@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from api.auth import Principal
 from api.deps import _bearer, principal_of, require_roles
+from api.errors import Forbidden, Unavailable
 from models.tables import EventRow, RejectedRow
 from streams.lag import LagMonitor
 
@@ -86,9 +87,8 @@ async def lag(
             await monitor.sample()
         except Exception as exc:
             if monitor.sampled_at is None:
-                raise HTTPException(
-                    status.HTTP_503_SERVICE_UNAVAILABLE,
-                    f"cannot read offsets from the broker: {type(exc).__name__}: {exc}",
+                raise Unavailable(
+                    f"cannot read offsets from the broker: {type(exc).__name__}: {exc}"
                 ) from None
     answer = monitor.report()
     start = int(cursor or 0)
@@ -107,7 +107,7 @@ async def metrics_reader(
         return
     user = principal_of(request, creds)
     if user.role not in ("ops", "admin"):
-        raise HTTPException(status.HTTP_403_FORBIDDEN, "out of scope for this role")
+        raise Forbidden("out of scope for this role")
 
 
 async def refresh_stored_counts(engine: AsyncEngine) -> None:

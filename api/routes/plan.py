@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Path, Query, Request, status
+from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import Response
 
+from api.answers import FeedTokenOut, FeedTokensRevokedOut
 from api.deps import ConnDep, Reader, SettingsDep
+from api.errors import Invalid, Unauthorized
 from api.pagination import Cursor, Limit
 from api.routes.book import _offset, paged
 from api.routes.clients import NowDep
@@ -22,7 +24,7 @@ Days = Annotated[int, Query(description="the window: 7 or 30 days from now")]
 
 def window(days: int) -> int:
     if days not in (7, 30):
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "days must be 7 or 30")
+        raise Invalid("days must be 7 or 30")
     return days
 
 
@@ -48,7 +50,7 @@ def _feed_url(request: Request, token: str) -> str:
     return str(request.url_for("plan_feed", token=token))
 
 
-@router.post("/managers/{manager_id}/feed-token")
+@router.post("/managers/{manager_id}/feed-token", response_model=FeedTokenOut)
 async def create_feed_token(
     ref: ManagerInScope, user: Reader, conn: ConnDep, request: Request, now: NowDep
 ) -> dict[str, Any]:
@@ -69,7 +71,7 @@ async def create_feed_token(
     return {"manager_id": ref.manager_id, "token": token, "url": _feed_url(request, token)}
 
 
-@router.delete("/managers/{manager_id}/feed-token")
+@router.delete("/managers/{manager_id}/feed-token", response_model=FeedTokensRevokedOut)
 async def revoke_feed_tokens(
     ref: ManagerInScope, user: Reader, conn: ConnDep, request: Request, now: NowDep
 ) -> dict[str, Any]:
@@ -111,7 +113,7 @@ async def plan_feed(
     window(days)
     manager_id = await plans.feed_manager(conn, token)
     if manager_id is None:
-        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "unknown or revoked feed token")
+        raise Unauthorized("unknown or revoked feed token", challenge=False)
     items = await plans.plan(conn, manager_id, now, days, settings.policy)
     body = plans.calendar(manager_id, items, now.astimezone(settings.tz).date(), now)
     return Response(

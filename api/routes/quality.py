@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, HTTPException, Query, status
+from fastapi import APIRouter, Query
 
 from api.deps import ConnDep, Reader, SettingsDep
+from api.errors import Invalid
 from api.routes.clients import decode_key, encode_key
 from api.scope import caller_scope, forbid_out_of_scope
 from models.quality import CLAIM_FLOOR_RULE, claim_floor_exceptions
@@ -46,7 +47,7 @@ async def data_quality(
             or len(after) != 2
             or not all(isinstance(k, str) for k in after)
         ):
-            raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "invalid cursor")
+            raise Invalid("invalid cursor")
         items = [i for i in items if [i["client_id"], i["rule"]] > after]
     page = items[:limit]
     more = len(items) > limit

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, status
+from fastapi import APIRouter, Depends, Path, Query, Request
 from pydantic import AwareDatetime, BaseModel
 
+from api.answers import Page, ReminderOut
 from api.auth import Principal
 from api.deps import ConnDep, Reader, SettingsDep, require_roles
+from api.errors import Conflict, Invalid, NotFound
 from api.routes.clients import NowDep, decode_key, encode_key
 from api.scope import ReminderInScope, caller_scope, forbid_out_of_scope
 from models.audit import record
@@ -31,31 +33,13 @@ def decode_cursor(cursor: str) -> int:
     key = decode_key(cursor)
     after = key.get("after") if isinstance(key, dict) else None
     if not isinstance(after, int) or isinstance(after, bool) or after < 0:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "invalid cursor")
+        raise Invalid("invalid cursor")
     return after
 
 
 class SnoozeIn(BaseModel):
     until: AwareDatetime
     """RFC 3339 with an offset; after now and at most ``max_snooze_days`` ahead."""
-
-
-class ReminderOut(BaseModel):
-    reminder_id: int
-    client_id: str
-    manager_id: str
-    supervisor_id: str | None
-    branch_id: str | None
-    kind: str
-    due_at: str
-    overdue_days: int
-    status: str
-    fired_at: str
-    escalated_at: str | None
-    acked_at: str | None
-    acked_by: str | None
-    snoozed_until: str | None
-    resolved_at: str | None
 
 
 @router.get("/reminders/deliveries")
@@ -88,7 +72,7 @@ async def list_deliveries(
     }
 
 
-@router.get("/reminders")
+@router.get("/reminders", response_model=Page[ReminderOut])
 async def list_reminders(
     user: Reader,
     conn: ConnDep,
@@ -139,19 +123,19 @@ def audit(
     }
 
 
-async def _write(conn: ConnDep, action: Any, entry: dict[str, Any]) -> Any:
-    """Run the action and its audit entry in one transaction."""
+async def _write(conn: ConnDep, reminder_id: int, action: Any, entry: dict[str, Any]) -> Any:
+    """Run the action on the reminder and its audit entry in one transaction."""
     try:
         row = await action
         await record(conn, **entry)
         await conn.commit()
         return row
-    except reminders.ReminderNotFound as exc:
+    except reminders.ReminderNotFound:
         await conn.rollback()
-        raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from None
+        raise NotFound("reminder", reminder_id) from None
     except reminders.ReminderResolved as exc:
         await conn.rollback()
-        raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from None
+        raise Conflict(str(exc)) from None
 
 
 @router.post("/reminders/{reminder_id}/ack", response_model=ReminderOut)
@@ -166,6 +150,7 @@ async def ack_reminder(
     """Acknowledge a reminder (its manager, their supervisor, or an admin); 409 if resolved."""
     row = await _write(
         conn,
+        reminder_id,
         reminders.ack(conn, reminder_id, user.subject, now),
         audit(user, "reminder.acked", reminder_id, request, now),
     )
@@ -184,16 +169,16 @@ async def snooze_reminder(
 ) -> dict[str, Any]:
     """Snooze a reminder until a later instant, at most max_snooze_days ahead."""
     if body.until <= now:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "until must be in the future")
+        raise Invalid("until must be in the future")
     bound = snooze_bound(now, settings.policy)
     if body.until > bound:
-        raise HTTPException(
-            status.HTTP_422_UNPROCESSABLE_CONTENT,
+        raise Invalid(
             f"until must be at most {settings.policy.max_snooze_days} days ahead "
-            f"({bound.astimezone(settings.tz).isoformat()})",
+            f"({bound.astimezone(settings.tz).isoformat()})"
         )
     row = await _write(
         conn,
+        reminder_id,
         reminders.snooze(conn, reminder_id, body.until, now),
         audit(user, "reminder.snoozed", reminder_id, request, now, until=body.until.isoformat()),
     )

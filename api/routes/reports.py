@@ -9,10 +9,12 @@ from __future__ import annotations
 from datetime import UTC, date, datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Query, status
+from fastapi import APIRouter, Query
 from fastapi.responses import Response
 
+from api.answers import BranchAssessmentOut
 from api.deps import ConnDep, Reader, SettingsDep
+from api.errors import Invalid, NotFound
 from api.export import XLSX
 from api.pagination import Cursor, Limit
 from api.routes.assessment import AtQ, PeriodQ
@@ -26,7 +28,7 @@ from models.policy import period_range
 router = APIRouter(prefix="/v1", tags=["reports"])
 
 
-@router.get("/branches/{branch_id}/assessment")
+@router.get("/branches/{branch_id}/assessment", response_model=BranchAssessmentOut)
 async def branch_assessment(
     branch_id: BranchId,
     managers: BranchInScope,
@@ -79,9 +81,9 @@ async def weekly_report(
     try:
         report = await reports.weekly(conn, branch_id, week, settings.policy, now)
     except OverflowError:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "at is out of range") from None
+        raise Invalid("at is out of range") from None
     if report is None:  # (BranchInScope has answered 404 already)
-        raise HTTPException(status.HTTP_404_NOT_FOUND, f"branch {branch_id} not found")
+        raise NotFound("branch", branch_id)
     body = reports.workbook(report, settings.tz.key)
     name = f"weekly-{branch_id}-{report.start.isoformat()}.xlsx"
     return Response(

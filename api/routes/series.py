@@ -5,9 +5,10 @@ from __future__ import annotations
 from datetime import date, timedelta
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, HTTPException, Query, status
+from fastapi import APIRouter, Query
 
 from api.deps import ConnDep, SettingsDep
+from api.errors import Invalid
 from api.routes.clients import NowDep
 from api.scope import BranchId, BranchInScope, ManagerInScope
 from models.series import series
@@ -31,23 +32,18 @@ def _range(start: date | None, end: date | None, step: str, today: date) -> tupl
         except OverflowError:
             end = date.max
     if end.year > 9998:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "dates run to 9998-12-31")
+        raise Invalid("dates run to 9998-12-31")
     if start > end:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "from must not be after to")
+        raise Invalid("from must not be after to")
     limit = MAX_DAYS if step == "day" else 3660
     if (end - start).days >= limit:
-        raise HTTPException(
-            status.HTTP_422_UNPROCESSABLE_CONTENT, f"a {step} series spans at most {limit} days"
-        )
+        raise Invalid(f"a {step} series spans at most {limit} days")
     return start, end
 
 
 def _metric(metric: str) -> str:
     if metric not in METRICS:
-        raise HTTPException(
-            status.HTTP_422_UNPROCESSABLE_CONTENT,
-            f"unknown metric {metric!r}; one of {', '.join(sorted(METRICS))}",
-        )
+        raise Invalid(f"unknown metric {metric!r}; one of {', '.join(sorted(METRICS))}")
     return metric
 
 

@@ -8,12 +8,13 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request, status
+from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials
 
 from api.auth import Principal, TokenError, decode_token
 from api.deps import _bearer
+from api.errors import Forbidden, Invalid, Unauthorized
 from models.stream import last_id, prune, read_after
 
 router = APIRouter(prefix="/v1", tags=["live"])
@@ -36,17 +37,13 @@ async def stream_user(
 ) -> Principal:
     token = creds.credentials if creds is not None else access_token
     if not token:
-        raise HTTPException(
-            status.HTTP_401_UNAUTHORIZED, "missing bearer token", {"WWW-Authenticate": "Bearer"}
-        )
+        raise Unauthorized("missing bearer token")
     try:
         user = decode_token(request.app.state.secret, token)
     except TokenError as exc:
-        raise HTTPException(
-            status.HTTP_401_UNAUTHORIZED, f"invalid token: {exc}", {"WWW-Authenticate": "Bearer"}
-        ) from None
+        raise Unauthorized(f"invalid token: {exc}") from None
     if user.role == "ops":
-        raise HTTPException(status.HTTP_403_FORBIDDEN, "out of scope for this role")
+        raise Forbidden("out of scope for this role")
     return user
 
 
@@ -80,9 +77,7 @@ async def stream(
     try:
         after = int(last_event_id) if last_event_id else None
     except ValueError:
-        raise HTTPException(
-            status.HTTP_422_UNPROCESSABLE_CONTENT, "Last-Event-ID must be an integer"
-        ) from None
+        raise Invalid("Last-Event-ID must be an integer") from None
     async with engine.connect() as conn:
         newest = await last_id(conn)
     cursor = newest if after is None else min(after, newest)

@@ -7,12 +7,13 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from api.answers import BranchTallyOut, TallyOut
 from api.deps import ReadingDep
+from api.errors import Invalid
 from api.reads import cached_answer
 from api.scope import BranchId, BranchInScope, ManagerInScope
 from models.balances import add_handover_profit, average_documents
@@ -42,19 +43,13 @@ def resolve_range(
     """The inclusive dates a query asks for; 422 when the combination makes no sense."""
     if start is not None or end is not None:
         if period is not None or at is not None:
-            raise HTTPException(
-                status.HTTP_422_UNPROCESSABLE_CONTENT,
-                "give either period (with at) or from/to, not both",
-            )
+            raise Invalid("give either period (with at) or from/to, not both")
         if start is None or end is None:
-            raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "from and to go together")
+            raise Invalid("from and to go together")
         if start > end:
-            raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "from must not be after to")
+            raise Invalid("from must not be after to")
         if (end - start).days >= MAX_RANGE_DAYS:
-            raise HTTPException(
-                status.HTTP_422_UNPROCESSABLE_CONTENT,
-                f"a range spans at most {MAX_RANGE_DAYS} days",
-            )
+            raise Invalid(f"a range spans at most {MAX_RANGE_DAYS} days")
         return start, end
     return period_range(period or "month", at or today)
 

@@ -10,11 +10,12 @@ from __future__ import annotations
 from datetime import date, datetime, time, timedelta
 from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Query, Request, status
+from fastapi import APIRouter, Query, Request
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from api.auth import Principal
 from api.deps import ConnDep, Reader, SettingsDep
+from api.errors import Invalid
 from api.pagination import Cursor, Limit
 from api.routes.clients import NowDep, decode_key, encode_key
 from api.scope import ClientInScope, ManagerInScope
@@ -37,7 +38,7 @@ def _after(cursor: str | None) -> tuple[datetime, str] | None:
             raise ValueError
         return when, eid
     except (TypeError, ValueError):
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "invalid cursor") from None
+        raise Invalid("invalid cursor") from None
 
 
 def may_read_notes(user: Principal, client_manager_id: str | None, branch_id: str | None) -> bool:
@@ -137,12 +138,9 @@ async def manager_visits(
     for a manager) are withheld: ``notes`` null, ``notes_withheld`` true."""
     if from_ is not None and to is not None:
         if from_ > to:
-            raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "from must not be after to")
+            raise Invalid("from must not be after to")
         if (to - from_).days >= MAX_RANGE_DAYS:
-            raise HTTPException(
-                status.HTTP_422_UNPROCESSABLE_CONTENT,
-                f"a range spans at most {MAX_RANGE_DAYS} days",
-            )
+            raise Invalid(f"a range spans at most {MAX_RANGE_DAYS} days")
     start = day_start(from_, settings) if from_ is not None else None
     end = None
     if to is not None and to < date.max:

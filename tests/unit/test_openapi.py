@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 from pathlib import Path
+from typing import Any
 
 from api.make_examples import EXAMPLES, _collect
 from config import Settings
@@ -50,3 +51,32 @@ def test_examples_are_what_the_routes_answer_today() -> None:
 
     for key in stored:
         assert shape(stored[key]) == shape(fresh[key]), f"{key}: run python -m api.make_examples"
+
+
+def test_every_example_is_an_answer_of_the_routes_type() -> None:
+    """The typed answers (api/answers.py) are the authority: each stored example must be one
+    (lists cut to one item stay answers of the same type)."""
+    import importlib
+    import pkgutil
+
+    from fastapi.routing import APIRoute
+    from pydantic import TypeAdapter
+
+    import api.routes
+
+    stored = json.loads(EXAMPLES.read_text())
+    typed = 0
+    routes = [
+        route
+        for info in pkgutil.iter_modules(api.routes.__path__)
+        for route in importlib.import_module(f"api.routes.{info.name}").router.routes
+    ]
+    for route in routes:
+        if not isinstance(route, APIRoute) or route.response_model is None:
+            continue
+        for method in route.methods:
+            example = stored.get(f"{method} {route.path}")
+            if example is not None and route.response_model != dict[str, Any]:
+                TypeAdapter(route.response_model).validate_python(example)
+                typed += 1
+    assert typed >= 11, "the typed routes have examples"
