@@ -26,6 +26,7 @@ from models.policy import Policy, money, period_range
 from models.tables import BalanceDayRow, RejectedRow
 from streams.apply import Applier, Incoming
 from testkit.broker import isolated_settings, produce, wait_for_counts
+from testkit.db import Engines
 from testkit.feed import Feed, env, vector_batches
 from testkit.paths import VECTORS
 from testkit.process import WorkerProcess
@@ -55,8 +56,8 @@ async def manager_month(engine: Any, key: str, today: date = TODAY) -> dict[str,
     return {line: money(v) for line, v in avg.items()}
 
 
-async def test_vectors_reproduce_the_expected_averages(db_url: str) -> None:
-    engine = make_engine(db_url, writer=True)
+async def test_vectors_reproduce_the_expected_averages(db_url: str, engines: Engines) -> None:
+    engine = engines(db_url, writer=True)
     applier = Applier(engine, Policy())
     for batch in vector_batches():
         await applier.apply(batch)
@@ -72,7 +73,6 @@ async def test_vectors_reproduce_the_expected_averages(db_url: str) -> None:
         assert sum(r.applied.values()) == 0
     got = {k: await manager_month(engine, k) for k in expected["average_balance"]}
     assert got == expected["average_balance"]
-    await engine.dispose()
 
 
 # --- the independent oracle -----------------------------------------------------------------
@@ -248,10 +248,12 @@ async def check_against_oracle(engine: Any, records: list[dict[str, Any]]) -> No
     assert not wrong, wrong
 
 
-async def test_oracle_gaps_corrections_late_and_a_mid_month_transfer(db_url: str) -> None:
+async def test_oracle_gaps_corrections_late_and_a_mid_month_transfer(
+    db_url: str, engines: Engines
+) -> None:
     rng = random.Random(19)
     log, _clients = random_log(rng)
-    engine = make_engine(db_url, writer=True)
+    engine = engines(db_url, writer=True)
     applier = Applier(engine, Policy())
     feed = Feed()
     await applier.apply(reference(feed))
@@ -293,12 +295,13 @@ async def test_oracle_gaps_corrections_late_and_a_mid_month_transfer(db_url: str
     assert {k: money(v) for k, v in per_client["c2"].items()} == {
         k: money(v) for k, v in want.items()
     }
-    await engine.dispose()
 
 
-async def test_a_year_reads_at_most_366_change_rows_and_one_opening(db_url: str) -> None:
+async def test_a_year_reads_at_most_366_change_rows_and_one_opening(
+    db_url: str, engines: Engines
+) -> None:
     """Balances over two years: next year's query does not read the year before."""
-    engine = make_engine(db_url, writer=True)
+    engine = engines(db_url, writer=True)
     # the clock after the last snapshot (an event dated ahead of it is refused)
     applier = Applier(engine, Policy(), now=lambda: datetime(2028, 1, 5, tzinfo=UTC))
     feed = Feed()
@@ -346,7 +349,6 @@ async def test_a_year_reads_at_most_366_change_rows_and_one_opening(db_url: str)
             conn, "manager", ["ma"], date(2027, 1, 1), date(2027, 12, 31), date(2028, 1, 5)
         )
     assert got2 == got  # 1 July 2026 has its own snapshot: nothing carried into 2027
-    await engine.dispose()
 
 
 def test_balance_snapshot_validation() -> None:
@@ -387,8 +389,10 @@ def test_balance_snapshot_validation() -> None:
         raise AssertionError("missing as_of_date accepted")
 
 
-async def test_a_bad_snapshot_is_rejected_with_its_reason(sqlite_url: str) -> None:
-    engine = make_engine(sqlite_url, writer=True)
+async def test_a_bad_snapshot_is_rejected_with_its_reason(
+    sqlite_url: str, engines: Engines
+) -> None:
+    engine = engines(sqlite_url, writer=True)
     applier = Applier(engine, Policy())
     feed = Feed()
     value = env(
@@ -407,7 +411,6 @@ async def test_a_bad_snapshot_is_rejected_with_its_reason(sqlite_url: str) -> No
         row = (await conn.execute(select(RejectedRow))).one()
     assert row.status == "rejected" and "payload.balance" in row.reason
     assert row.reason.startswith("bank.balances[0]@0")
-    await engine.dispose()
 
 
 # --- through the real broker and the worker process ------------------------------------------
@@ -585,7 +588,9 @@ async def test_tallies_and_leaderboards_carry_average_balances(db_url: str, tmp_
 
 
 # --- alerts: 大额资金流出 --------------------------------------------------------------------
-async def test_an_outflow_fires_one_alert_that_is_delivered(db_url: str, tmp_path: Path) -> None:
+async def test_an_outflow_fires_one_alert_that_is_delivered(
+    db_url: str, tmp_path: Path, engines: Engines
+) -> None:
     from aiohttp import web
 
     from crmtracker.broker import free_port
@@ -593,7 +598,7 @@ async def test_an_outflow_fires_one_alert_that_is_delivered(db_url: str, tmp_pat
     from scheduler.delivery import WebhookTarget
     from scheduler.service import ReminderScheduler
 
-    engine = make_engine(db_url, writer=True)
+    engine = engines(db_url, writer=True)
     clock = [datetime(2026, 11, 12, 2, tzinfo=UTC)]
     applier = Applier(engine, Policy(), now=lambda: clock[0])
     feed = Feed()
@@ -681,7 +686,6 @@ async def test_an_outflow_fires_one_alert_that_is_delivered(db_url: str, tmp_pat
         ]
     )
     assert [a.status for a in await alerts()] == ["resolved"]
-    await engine.dispose()
 
 
 # --- standard deposits and the tier review ---------------------------------------------------
@@ -787,8 +791,8 @@ async def test_tier_review_on_hand_made_clients(db_url: str, tmp_path: Path) -> 
 
 
 # --- hand-over increments (增量认领): the README's worked example -----------------------------
-async def test_handover_worked_example(db_url: str) -> None:
-    engine = make_engine(db_url, writer=True)
+async def test_handover_worked_example(db_url: str, engines: Engines) -> None:
+    engine = engines(db_url, writer=True)
     applier = Applier(engine, Policy(), now=lambda: datetime(2026, 12, 1, tzinfo=UTC))
     feed = Feed()
     await applier.apply(reference(feed))
@@ -865,18 +869,19 @@ async def test_handover_worked_example(db_url: str) -> None:
         ]
     )
     assert (await month(8, Policy()))["mc"] == "1035483.87"
-    await engine.dispose()
 
 
 # --- alerts: 客户等级下降 ----------------------------------------------------------------------
-async def test_a_computed_tier_drop_fires_one_alert(db_url: str, tmp_path: Path) -> None:
+async def test_a_computed_tier_drop_fires_one_alert(
+    db_url: str, tmp_path: Path, engines: Engines
+) -> None:
     from models.tables import ReminderRow
     from scheduler.service import ReminderScheduler
 
     # standard deposits over one day (yesterday's close), so a drop shows the next morning
     policy = Policy(standard_window_days=1, relationship_min_days=0)
     clock = [datetime(2026, 11, 10, 1, tzinfo=UTC)]
-    engine = make_engine(db_url, writer=True)
+    engine = engines(db_url, writer=True)
     applier = Applier(engine, policy, now=lambda: clock[0])
     feed = Feed()
     await applier.apply(reference(feed))
@@ -912,4 +917,3 @@ async def test_a_computed_tier_drop_fires_one_alert(db_url: str, tmp_path: Path)
             await conn.execute(select(ReminderRow).where(ReminderRow.kind == "tier_drop"))
         ).all()
     assert [(r.client_id, r.manager_id, r.status) for r in rows] == [("t", "ma", "open")]
-    await engine.dispose()

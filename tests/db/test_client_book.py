@@ -9,10 +9,10 @@ import httpx
 
 from api.main import create_app
 from crmtracker.settings import Settings
-from models.db import make_engine
 from models.policy import Policy
 from streams.apply import Applier
 from testkit.book import NOW, SECRET, TZ, auth, fill_book
+from testkit.db import Engines
 from testkit.feed import Feed, env
 
 
@@ -93,12 +93,12 @@ async def test_coverage_of_a_manager_and_a_branch(api: httpx.AsyncClient) -> Non
 
 
 async def test_a_departed_managers_clients_go_to_the_supervisor_at_once(
-    db_url: str, tmp_path: Path
+    db_url: str, tmp_path: Path, engines: Engines
 ) -> None:
     from scheduler.service import ReminderScheduler
 
     await fill_book(db_url)
-    engine = make_engine(db_url, writer=True)
+    engine = engines(db_url, writer=True)
     # m2 leaves: c3 (diamond, 30 days, last visit 2026-11-11) is due 2026-12-11
     leave = env(
         "m2-left",
@@ -154,4 +154,3 @@ async def test_a_departed_managers_clients_go_to_the_supervisor_at_once(
     assert rows[("c3", "visit")].supervisor_id == "s-b1"
     assert rows[("c5", "visit")].status == "open"
     assert rows[("c5", "visit")].escalated_at is None
-    await engine.dispose()

@@ -32,6 +32,7 @@ from models.tables import (
 )
 from streams.apply import Applier
 from testkit.api import SECRET, auth
+from testkit.db import Engines
 from testkit.feed import vector_batches
 
 SEPT = {"period": "month", "at": "2026-09-15"}
@@ -101,24 +102,23 @@ def _writes(table: str) -> list[Any]:
 
 
 @pytest.mark.parametrize("table", VERSIONED_TABLES)
-async def test_every_write_to_a_versioned_table_moves_the_version(db_url: str, table: str) -> None:
-    engine = make_engine(db_url)
-    try:
-        before = await version_of(engine)
-        for stmt in _writes(table):
-            async with engine.begin() as conn:
-                await conn.execute(stmt)
-            after = await version_of(engine)
-            assert after != before, f"{stmt} on {table} did not move the data version"
-            before = after
-        # a rolled-back write moves nothing: the version is part of the transaction
-        with pytest.raises(RuntimeError):
-            async with engine.begin() as conn:
-                await conn.execute(_writes(table)[0])
-                raise RuntimeError("roll back")
-        assert await version_of(engine) == before
-    finally:
-        await engine.dispose()
+async def test_every_write_to_a_versioned_table_moves_the_version(
+    db_url: str, table: str, engines: Engines
+) -> None:
+    engine = engines(db_url)
+    before = await version_of(engine)
+    for stmt in _writes(table):
+        async with engine.begin() as conn:
+            await conn.execute(stmt)
+        after = await version_of(engine)
+        assert after != before, f"{stmt} on {table} did not move the data version"
+        before = after
+    # a rolled-back write moves nothing: the version is part of the transaction
+    with pytest.raises(RuntimeError):
+        async with engine.begin() as conn:
+            await conn.execute(_writes(table)[0])
+            raise RuntimeError("roll back")
+    assert await version_of(engine) == before
 
 
 @pytest.fixture
