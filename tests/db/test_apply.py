@@ -23,7 +23,7 @@ from testkit.paths import VECTORS
 
 FULL = Policy(handover_mode="full")
 """Transfers that take everything from the hand-over on: these tests are about moving facts
-(the hand-over rule, 增量认领, has its own in tests/test_handover.py)."""
+(the hand-over rule, 增量认领, has its own in tests/db/test_handover.py)."""
 
 
 async def assert_vectors(engine: Any) -> None:

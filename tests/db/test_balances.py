@@ -11,7 +11,6 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from sqlalchemy import func, select
 
@@ -25,6 +24,7 @@ from models.events import InvalidEvent, decode_event
 from models.policy import Policy, money, period_range
 from models.tables import BalanceDayRow, RejectedRow
 from streams.apply import Applier, Incoming
+from testkit.api import asgi_client
 from testkit.broker import isolated_settings, produce, wait_for_counts
 from testkit.db import Engines
 from testkit.feed import Feed, env, vector_batches
@@ -442,7 +442,7 @@ def _ids(messages: list[tuple[str, bytes | None, bytes | None]]) -> tuple[int, i
 
 @pytest.mark.kafka
 async def test_vectors_and_oracle_through_the_broker(
-    broker: Any, db_url: str, tmp_path: Path
+    broker: Any, db_url: str, tmp_path: Path, engines: Engines
 ) -> None:
     rng = random.Random(7)
     log, _clients = random_log(rng)
@@ -499,7 +499,7 @@ async def test_vectors_and_oracle_through_the_broker(
     await ensure_topics(settings)
     await produce(settings, messages)
     worker = WorkerProcess(settings, tmp_path / "worker.log")
-    engine = make_engine(db_url)
+    engine = engines(db_url)
     worker.start()
     try:
         await wait_for_counts(engine, valid, bad, 240, worker)
@@ -509,7 +509,6 @@ async def test_vectors_and_oracle_through_the_broker(
         await check_against_oracle(engine, [rec for _, rec in log])
     finally:
         assert worker.stop() == 0, worker.log_tail()
-        await engine.dispose()
 
 
 # --- the API ---------------------------------------------------------------------------------
@@ -526,65 +525,63 @@ async def test_tallies_and_leaderboards_carry_average_balances(db_url: str, tmp_
     settings = Settings(database_url=db_url, data_dir=tmp_path, auth_secret=SECRET)
     app = create_app(settings)
     headers = {"Authorization": f"Bearer {mint_token(SECRET, 'admin')}"}
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
-            r = await c.get(
-                "/v1/managers/m010/tally",
-                params={"period": "month", "at": "2026-10-05"},
-                headers=headers,
-            )
-            assert r.status_code == 200
-            assert r.json()["average_balance"] == expected["m010|2026-10"]
-            branch = r.json()["branch_id"]
-            # the branch: the sum of its managers' averages (same days), rounded once
-            r = await c.get(
-                f"/v1/branches/{branch}/leaderboard",
-                params={"period": "month", "at": "2026-10-05", "metric": "average_deposits"},
-                headers=headers,
-            )
-            assert r.status_code == 200
-            board = r.json()["items"]
-            assert board[0]["manager_id"] == "m010"
-            assert board[0]["value"] == expected["m010|2026-10"]["liability"]
-            assert board[0]["tally"]["average_balance"] == expected["m010|2026-10"]
-            values = [Decimal(i["value"]) for i in board]
-            assert values == sorted(values, reverse=True)
-            r = await c.get(
-                f"/v1/branches/{branch}/tally",
-                params={"period": "month", "at": "2026-10-05"},
-                headers=headers,
-            )
-            want = sum(
-                (
-                    Decimal(expected[f"{i['manager_id']}|2026-10"]["liability"])
-                    for i in board
-                    if f"{i['manager_id']}|2026-10" in expected
-                ),
-                Decimal(0),
-            )
-            assert abs(Decimal(r.json()["average_balance"]["liability"]) - want) <= Decimal(
-                "0.01"
-            ) * len(board)
-            # per client: c0092 is m010's only client with balances
-            r = await c.get(
-                "/v1/clients/c0092/balances",
-                params={"period": "month", "at": "2026-10-05"},
-                headers=headers,
-            )
-            assert r.status_code == 200
-            assert r.json()["average_balance"] == expected["m010|2026-10"]
-            assert r.json()["days"] == 31
-            r = await c.get(
-                "/v1/clients/c0092/balances", params={"from": "2026-10-05"}, headers=headers
-            )
-            assert r.status_code == 422
-            r = await c.get(
-                f"/v1/branches/{branch}/leaderboard",
-                params={"period": "month", "metric": "average_nothing"},
-                headers=headers,
-            )
-            assert r.status_code == 422
+    async with asgi_client(app) as c:
+        r = await c.get(
+            "/v1/managers/m010/tally",
+            params={"period": "month", "at": "2026-10-05"},
+            headers=headers,
+        )
+        assert r.status_code == 200
+        assert r.json()["average_balance"] == expected["m010|2026-10"]
+        branch = r.json()["branch_id"]
+        # the branch: the sum of its managers' averages (same days), rounded once
+        r = await c.get(
+            f"/v1/branches/{branch}/leaderboard",
+            params={"period": "month", "at": "2026-10-05", "metric": "average_deposits"},
+            headers=headers,
+        )
+        assert r.status_code == 200
+        board = r.json()["items"]
+        assert board[0]["manager_id"] == "m010"
+        assert board[0]["value"] == expected["m010|2026-10"]["liability"]
+        assert board[0]["tally"]["average_balance"] == expected["m010|2026-10"]
+        values = [Decimal(i["value"]) for i in board]
+        assert values == sorted(values, reverse=True)
+        r = await c.get(
+            f"/v1/branches/{branch}/tally",
+            params={"period": "month", "at": "2026-10-05"},
+            headers=headers,
+        )
+        want = sum(
+            (
+                Decimal(expected[f"{i['manager_id']}|2026-10"]["liability"])
+                for i in board
+                if f"{i['manager_id']}|2026-10" in expected
+            ),
+            Decimal(0),
+        )
+        assert abs(Decimal(r.json()["average_balance"]["liability"]) - want) <= Decimal(
+            "0.01"
+        ) * len(board)
+        # per client: c0092 is m010's only client with balances
+        r = await c.get(
+            "/v1/clients/c0092/balances",
+            params={"period": "month", "at": "2026-10-05"},
+            headers=headers,
+        )
+        assert r.status_code == 200
+        assert r.json()["average_balance"] == expected["m010|2026-10"]
+        assert r.json()["days"] == 31
+        r = await c.get(
+            "/v1/clients/c0092/balances", params={"from": "2026-10-05"}, headers=headers
+        )
+        assert r.status_code == 422
+        r = await c.get(
+            f"/v1/branches/{branch}/leaderboard",
+            params={"period": "month", "metric": "average_nothing"},
+            headers=headers,
+        )
+        assert r.status_code == 422
 
 
 # --- alerts: 大额资金流出 --------------------------------------------------------------------
@@ -747,47 +744,43 @@ async def test_tier_review_on_hand_made_clients(db_url: str, tmp_path: Path) -> 
     def as_(role: str, **kw: Any) -> dict[str, str]:
         return {"Authorization": f"Bearer {mint_token(SECRET, role, **kw)}"}
 
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
-            r = await c.get("/v1/clients/tier-review", headers=as_("admin"))
-            assert r.status_code == 200, r.text
-            got = {i["client_id"]: i for i in r.json()["items"]}
-            assert {k: (i["tier"], i["computed_tier"]) for k, i in got.items()} == {
-                "k1": ("gold", "platinum"),
-                "k2": ("diamond", "bronze"),  # bad credit, whatever the deposits
-                "k6": (None, "bronze"),
-                "k7": ("gold", "silver"),  # a cent below gold
-            }
-            assert got["k1"]["standard_deposits"] == "60000000.00"
-            assert got["k7"]["standard_deposits"] == "4999999.99"
-            assert got["k1"]["relationship_days"] >= 399
-            # k3: under half a year, not classified; k4: 5M + 0.5 × 2M = gold; k5: silver
-            # paged one by one, the same list
-            seen, cursor = [], None
-            while True:
-                params = {"limit": 1} | ({"cursor": cursor} if cursor else {})
-                r = await c.get("/v1/clients/tier-review", params=params, headers=as_("admin"))
-                seen += [i["client_id"] for i in r.json()["items"]]
-                cursor = r.json()["next_cursor"]
-                if cursor is None:
-                    break
-            assert seen == ["k1", "k2", "k6", "k7"]
-            # scope: a manager sees their own clients only; another manager's filter is a 403
-            r = await c.get("/v1/clients/tier-review", headers=as_("manager", manager_id="mb"))
-            assert r.json()["items"] == []
-            r = await c.get(
-                "/v1/clients/tier-review",
-                params={"manager_id": "ma"},
-                headers=as_("manager", manager_id="mb"),
-            )
-            assert r.status_code == 403
-            r = await c.get("/v1/clients/tier-review", headers=as_("supervisor", branches=["b2"]))
-            assert [i["client_id"] for i in r.json()["items"]] == ["k6"]
-            r = await c.get(
-                "/v1/clients/tier-review", params={"cursor": "%%%"}, headers=as_("admin")
-            )
-            assert r.status_code == 422
+    async with asgi_client(app) as c:
+        r = await c.get("/v1/clients/tier-review", headers=as_("admin"))
+        assert r.status_code == 200, r.text
+        got = {i["client_id"]: i for i in r.json()["items"]}
+        assert {k: (i["tier"], i["computed_tier"]) for k, i in got.items()} == {
+            "k1": ("gold", "platinum"),
+            "k2": ("diamond", "bronze"),  # bad credit, whatever the deposits
+            "k6": (None, "bronze"),
+            "k7": ("gold", "silver"),  # a cent below gold
+        }
+        assert got["k1"]["standard_deposits"] == "60000000.00"
+        assert got["k7"]["standard_deposits"] == "4999999.99"
+        assert got["k1"]["relationship_days"] >= 399
+        # k3: under half a year, not classified; k4: 5M + 0.5 × 2M = gold; k5: silver
+        # paged one by one, the same list
+        seen, cursor = [], None
+        while True:
+            params = {"limit": 1} | ({"cursor": cursor} if cursor else {})
+            r = await c.get("/v1/clients/tier-review", params=params, headers=as_("admin"))
+            seen += [i["client_id"] for i in r.json()["items"]]
+            cursor = r.json()["next_cursor"]
+            if cursor is None:
+                break
+        assert seen == ["k1", "k2", "k6", "k7"]
+        # scope: a manager sees their own clients only; another manager's filter is a 403
+        r = await c.get("/v1/clients/tier-review", headers=as_("manager", manager_id="mb"))
+        assert r.json()["items"] == []
+        r = await c.get(
+            "/v1/clients/tier-review",
+            params={"manager_id": "ma"},
+            headers=as_("manager", manager_id="mb"),
+        )
+        assert r.status_code == 403
+        r = await c.get("/v1/clients/tier-review", headers=as_("supervisor", branches=["b2"]))
+        assert [i["client_id"] for i in r.json()["items"]] == ["k6"]
+        r = await c.get("/v1/clients/tier-review", params={"cursor": "%%%"}, headers=as_("admin"))
+        assert r.status_code == 422
 
 
 # --- hand-over increments (增量认领): the README's worked example -----------------------------

@@ -11,6 +11,7 @@ from api.main import create_app
 from crmtracker.settings import Settings
 from models.policy import Policy
 from streams.apply import Applier
+from testkit.api import asgi_client
 from testkit.book import NOW, SECRET, TZ, auth, fill_book
 from testkit.db import Engines
 from testkit.feed import Feed, env
@@ -127,18 +128,14 @@ async def test_a_departed_managers_clients_go_to_the_supervisor_at_once(
     )
     app = create_app(settings)
     app.state.now = lambda: NOW
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
-            r = await c.get(
-                "/v1/branches/b1/unassigned", headers=auth("supervisor", branches=["b1"])
-            )
-            assert r.status_code == 200, r.text
-            (item,) = r.json()["items"]
-            assert item["client_id"] == "c3" and item["manager_id"] == "m2"
-            assert item["next_visit_due"] == "2026-12-11T10:00:00+08:00"
-            for role in (auth("supervisor", branches=["b2"]), auth("manager", manager_id="m1")):
-                assert (await c.get("/v1/branches/b1/unassigned", headers=role)).status_code == 403
+    async with asgi_client(app) as c:
+        r = await c.get("/v1/branches/b1/unassigned", headers=auth("supervisor", branches=["b1"]))
+        assert r.status_code == 200, r.text
+        (item,) = r.json()["items"]
+        assert item["client_id"] == "c3" and item["manager_id"] == "m2"
+        assert item["next_visit_due"] == "2026-12-11T10:00:00+08:00"
+        for role in (auth("supervisor", branches=["b2"]), auth("manager", manager_id="m1")):
+            assert (await c.get("/v1/branches/b1/unassigned", headers=role)).status_code == 403
 
     # two hours after c3 (m2's, departed) and c5 (m1's) came due: c3's reminder goes to the
     # supervisor at once; c5's waits out the grace period

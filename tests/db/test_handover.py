@@ -275,7 +275,7 @@ def test_replay_after_switching_the_mode_equals_a_fresh_computation(kind: str) -
     """A log with hand-overs, openings before and after them (arriving in any order against
     the business on them) and a manager leaving, applied live in one mode and replayed in
     the other, gives the buckets of a fresh apply in the other mode, and the independent
-    oracle's figures (tests/factories.py) for that mode."""
+    oracle's figures (testkit/factories.py) for that mode."""
     seed = 7
     log = _log_with_handed_over_accounts(seed)
     valid, _bad = valid_events(log.messages)

@@ -31,7 +31,7 @@ from models.tables import (
     ManagerTargetRow,
 )
 from streams.apply import Applier
-from testkit.api import SECRET, auth
+from testkit.api import SECRET, asgi_client, auth
 from testkit.db import Engines
 from testkit.feed import vector_batches
 
@@ -129,10 +129,8 @@ async def served(db_url: str, tmp_path: Path) -> AsyncIterator[tuple[httpx.Async
     for batch in vector_batches():
         await applier.apply(batch)
     app = create_app(Settings(database_url=db_url, data_dir=tmp_path, auth_secret=SECRET))
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
-            yield c, app.state.reads, writer
+    async with asgi_client(app) as c:
+        yield c, app.state.reads, writer
     await writer.dispose()
 
 

@@ -1,4 +1,4 @@
-"""Tallies in depth, property-based: for random event logs (tests/factories.py, written from
+"""Tallies in depth, property-based: for random event logs (testkit/factories.py, written from
 the contract alone), every period is the sum of its days, a branch is the sum of its
 managers, a replay rebuilds exactly what the live apply built, and the month figures equal
 the independent computation."""
