@@ -1,11 +1,11 @@
-"""Fault drills, long versions (``make drills``); the short ones run in ``tests/faults/``.
+"""Fault drills, long versions (``make drills``); the short ones run in ``tests/system/test_faults.py``.
 
     python bench/drills.py [--db sqlite,postgresql] [--only kill9,pg_stop,...]
                            [--no-pg-stop] [--json out.json]
 
-Each drill produces a known log (``tests/factories.py``), injects its fault while the real
+Each drill produces a known log (``testkit/factories.py``), injects its fault while the real
 worker process applies it, and compares the database with the independent computation:
-exact figures, nothing lost, nothing doubled. See ``tests/faults/scenarios.py`` for how each
+exact figures, nothing lost, nothing doubled. See ``testkit/faults.py`` for how each
 fault is made and what is checked while it lasts.
 
 | drill | size | fault |

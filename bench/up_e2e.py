@@ -8,7 +8,7 @@ directory and API port; SQLite in the data directory, or a scratch PostgreSQL da
 
 1. wait until ``GET /healthz`` answers, mint a supervisor token with ``crm-tracker token`` and
    the same data directory (every branch of the log);
-2. produce the log with librdkafka (confluent-kafka): ``tests/factories.generate_log`` sized to
+2. produce the log with librdkafka (confluent-kafka): ``testkit.factories.generate_log`` sized to
    52,000 messages by default (40 managers, 1,500 clients, 5 % resends with the same
    event_id, 200 malformed messages, late client records whose facts come first);
 3. polling on: a supervisor screen asks for 120 manager tallies (every manager, the log's
@@ -17,7 +17,7 @@ directory and API port; SQLite in the data directory, or a scratch PostgreSQL da
    every input partition (offsets are committed after the database commit), then the same
    120 tallies are read every 0.2 s;
 4. "exact" is the first moment every one of the 120 tallies answers the transactions and
-   weighted profit that ``tests/factories.py`` computed independently from the log;
+   weighted profit that ``testkit/factories.py`` computed independently from the log;
    msg/s = messages / (first produce -> exact);
 5. the ceiling, in the same run on the same broker: a bare librdkafka consumer (assigned
    every input partition from the beginning, no group) reading the same topics and

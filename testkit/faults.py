@@ -1,9 +1,9 @@
 """Fault drills: a known message log, a fault injected while the real worker process applies
-it, then the database compared with the independent computation of ``tests/factories.py``
+it, then the database compared with the independent computation of ``testkit/factories.py``
 (exact figures, every valid event applied once, every malformed one rejected, none held).
 
 Each drill is an ``async`` function returning a :class:`DrillResult`; the pytest suite
-(``tests/faults/test_faults.py``) runs short versions, ``bench/drills.py`` the long ones.
+(``tests/system/test_faults.py``) runs short versions, ``bench/drills.py`` the long ones.
 
 The faults:
 - ``kill9``: the worker is killed with SIGKILL at random points of the stream, then restarted;

@@ -15,6 +15,7 @@ from models.db import make_engine
 from models.policy import Policy
 from scheduler.service import ReminderScheduler
 from streams.apply import Applier
+from testkit.api import asgi_client
 from testkit.book import NOW, SECRET, fill_book
 from testkit.reminders import DAY0, Clock, World
 
@@ -28,10 +29,8 @@ async def api(db_url: str, tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
         Settings(database_url=db_url, data_dir=tmp_path, auth_secret=SECRET, lag_sample_seconds=0)
     )
     app.state.now = lambda: NOW
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
-            yield c
+    async with asgi_client(app) as c:
+        yield c
 
 
 @pytest.fixture

@@ -6,14 +6,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 from api.auth import mint_token
 from config import Settings
 from crmtracker.compose import api_app as create_app
 from models.db import make_engine
 from models.policy import Policy
 from streams.apply import Applier
+from testkit.api import asgi_client
 from testkit.feed import Feed, env
 
 SECRET = "accounts-secret-" + "a" * 40
@@ -87,14 +86,12 @@ async def test_a_month_with_a_week_lacking_an_account_is_behind(
     await engine.dispose()
     app = create_app(Settings(database_url=db_url, data_dir=tmp_path, auth_secret=SECRET))
     headers = {"Authorization": f"Bearer {mint_token(SECRET, 'supervisor', branches=['ba'])}"}
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
-            r = await c.get(
-                "/v1/branches/ba/tally",
-                params={"period": "month", "at": "2026-11-15"},
-                headers=headers,
-            )
+    async with asgi_client(app) as c:
+        r = await c.get(
+            "/v1/branches/ba/tally",
+            params={"period": "month", "at": "2026-11-15"},
+            headers=headers,
+        )
     assert r.status_code == 200, r.text
     doc = r.json()
     weekly, corp, basic = doc["account_targets"]

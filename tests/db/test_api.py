@@ -16,7 +16,7 @@ from crmtracker.compose import api_app as create_app
 from models.db import make_engine
 from models.policy import Policy
 from streams.apply import Applier
-from testkit.api import SECRET, auth
+from testkit.api import SECRET, asgi_client, auth
 from testkit.db import fresh_database
 from testkit.feed import vector_batches
 
@@ -46,10 +46,8 @@ async def client(filled_db: str, tmp_path: Path) -> AsyncIterator[httpx.AsyncCli
     db_url = filled_db
     settings = Settings(database_url=db_url, data_dir=tmp_path, auth_secret=SECRET)
     app = create_app(settings)
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
-            yield c
+    async with asgi_client(app) as c:
+        yield c
 
 
 async def test_manager_month_tally_matches_the_contract_shape(client: httpx.AsyncClient) -> None:

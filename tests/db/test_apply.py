@@ -16,13 +16,14 @@ from models.tables import EventRow, RejectedRow
 from streams.apply import Applier, Incoming, attributed_manager
 from streams.worker import Pipeline
 from testkit.checks import assert_tallies, counts, month_doc
+from testkit.db import Engines
 from testkit.fakes import FlakyApplier
 from testkit.feed import Feed, add_old_and_new_managers, env, vector_batches
 from testkit.paths import VECTORS
 
 FULL = Policy(handover_mode="full")
 """Transfers that take everything from the hand-over on: these tests are about moving facts
-(the hand-over rule, 增量认领, has its own in tests/test_handover.py)."""
+(the hand-over rule, 增量认领, has its own in tests/db/test_handover.py)."""
 
 
 async def assert_vectors(engine: Any) -> None:
@@ -32,17 +33,16 @@ async def assert_vectors(engine: Any) -> None:
     assert (rejected, held) == (expected["bad"], 0)
 
 
-async def test_vectors_give_the_expected_tallies(db_url: str) -> None:
-    engine = make_engine(db_url, writer=True)
+async def test_vectors_give_the_expected_tallies(db_url: str, engines: Engines) -> None:
+    engine = engines(db_url, writer=True)
     applier = Applier(engine, Policy())
     for batch in vector_batches():
         await applier.apply(batch)
     await assert_vectors(engine)
-    await engine.dispose()
 
 
-async def test_redelivery_changes_nothing(db_url: str) -> None:
-    engine = make_engine(db_url, writer=True)
+async def test_redelivery_changes_nothing(db_url: str, engines: Engines) -> None:
+    engine = engines(db_url, writer=True)
     applier = Applier(engine, Policy())
     batches = vector_batches(size=300)
     for batch in batches:
@@ -52,11 +52,10 @@ async def test_redelivery_changes_nothing(db_url: str) -> None:
         result = await applier.apply(batch)
         assert sum(result.applied.values()) == 0
     await assert_vectors(engine)
-    await engine.dispose()
 
 
-async def test_event_for_unknown_client_is_held_then_applied(db_url: str) -> None:
-    engine = make_engine(db_url, writer=True)
+async def test_event_for_unknown_client_is_held_then_applied(db_url: str, engines: Engines) -> None:
+    engine = engines(db_url, writer=True)
     applier = Applier(engine, Policy())
     feed = Feed()
     tx = env(
@@ -115,7 +114,6 @@ async def test_event_for_unknown_client_is_held_then_applied(db_url: str) -> Non
     r = await applier.apply([feed.msg("bank.transactions", tx)])
     assert sum(r.applied.values()) == 0 and r.duplicates == 1
     assert (await month_doc(engine, "m9|2026-11"))["transactions"] == 1
-    await engine.dispose()
 
 
 def deposit(feed: Feed, event_id: str, at: str, profit: str) -> Incoming:
@@ -135,8 +133,10 @@ def deposit(feed: Feed, event_id: str, at: str, profit: str) -> Incoming:
     )
 
 
-async def test_transfer_splits_the_month_including_a_late_event(db_url: str) -> None:
-    engine = make_engine(db_url, writer=True)
+async def test_transfer_splits_the_month_including_a_late_event(
+    db_url: str, engines: Engines
+) -> None:
+    engine = engines(db_url, writer=True)
     applier = Applier(engine, FULL)
     feed = Feed()
     await add_old_and_new_managers(applier, feed)
@@ -177,7 +177,6 @@ async def test_transfer_splits_the_month_including_a_late_event(db_url: str) -> 
     assert (old["transactions"], new["transactions"]) == (2, 2)
     assert (await month_doc(engine, "b1|2026-11", branch=True))["transactions"] == 2
     assert (await month_doc(engine, "b2|2026-11", branch=True))["transactions"] == 2
-    await engine.dispose()
 
 
 def test_attribution_before_first_assignment_goes_to_the_first_manager() -> None:
@@ -194,8 +193,10 @@ def test_attribution_before_first_assignment_goes_to_the_first_manager() -> None
     assert attributed_manager([], at("2026-10-01T00:00:00+08:00")) is None
 
 
-async def test_bad_messages_are_recorded_once_even_when_redelivered(db_url: str) -> None:
-    engine = make_engine(db_url, writer=True)
+async def test_bad_messages_are_recorded_once_even_when_redelivered(
+    db_url: str, engines: Engines
+) -> None:
+    engine = engines(db_url, writer=True)
     applier = Applier(engine, Policy())
     bad = Incoming("bank.transactions", 3, 17, b"k", b"{oops")
     for _ in range(3):
@@ -205,11 +206,12 @@ async def test_bad_messages_are_recorded_once_even_when_redelivered(db_url: str)
         rows = (await conn.execute(select(RejectedRow))).all()
     assert len(rows) == 1
     assert rows[0].reason.startswith("bank.transactions[3]@17: value is not valid JSON")
-    await engine.dispose()
 
 
-async def test_pipeline_waits_out_database_outages_and_skips_nothing(sqlite_url: str) -> None:
-    engine = make_engine(sqlite_url, writer=True)
+async def test_pipeline_waits_out_database_outages_and_skips_nothing(
+    sqlite_url: str, engines: Engines
+) -> None:
+    engine = engines(sqlite_url, writer=True)
     applier = FlakyApplier(engine, Policy(), failures=3)
     dead: list[tuple[Incoming, str]] = []
 
@@ -236,11 +238,12 @@ async def test_pipeline_waits_out_database_outages_and_skips_nothing(sqlite_url:
     async with engine.connect() as conn:
         assert (await conn.execute(select(func.count()).select_from(EventRow))).scalar() == 1
     assert dead == []
-    await engine.dispose()
 
 
-async def test_pipeline_isolates_a_message_that_breaks_the_apply(sqlite_url: str) -> None:
-    engine = make_engine(sqlite_url, writer=True)
+async def test_pipeline_isolates_a_message_that_breaks_the_apply(
+    sqlite_url: str, engines: Engines
+) -> None:
+    engine = engines(sqlite_url, writer=True)
     applier = FlakyApplier(engine, Policy(), failures=0, poison="POISON")
     dead: list[tuple[Incoming, str]] = []
 
@@ -270,7 +273,6 @@ async def test_pipeline_isolates_a_message_that_breaks_the_apply(sqlite_url: str
         assert (await conn.execute(select(func.count()).select_from(EventRow))).scalar() == 7
         row = (await conn.execute(select(RejectedRow))).one()
     assert row.offset == 5 and row.status == "rejected"
-    await engine.dispose()
 
 
 def test_money_columns_round_trip_exactly_on_sqlite() -> None:
@@ -288,9 +290,11 @@ def test_money_columns_round_trip_exactly_on_sqlite() -> None:
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
 
-async def test_a_transfer_applied_after_the_facts_moves_their_credit(db_url: str) -> None:
+async def test_a_transfer_applied_after_the_facts_moves_their_credit(
+    db_url: str, engines: Engines
+) -> None:
     """Topics are not ordered: facts dated after a transfer may be applied before it."""
-    engine = make_engine(db_url, writer=True)
+    engine = engines(db_url, writer=True)
     applier = Applier(engine, FULL)
     feed = Feed()
     await add_old_and_new_managers(applier, feed)
@@ -373,12 +377,13 @@ async def test_a_transfer_applied_after_the_facts_moves_their_credit(db_url: str
         ]
     )
     assert (await month_doc(engine, "new|2026-11"))["transactions"] == 1
-    await engine.dispose()
 
 
-async def test_a_transfer_to_a_manager_not_known_yet_holds_the_moved_facts(db_url: str) -> None:
+async def test_a_transfer_to_a_manager_not_known_yet_holds_the_moved_facts(
+    db_url: str, engines: Engines
+) -> None:
     """Agents run concurrently: a transfer can be applied before its new manager's record."""
-    engine = make_engine(db_url, writer=True)
+    engine = engines(db_url, writer=True)
     applier = Applier(engine, FULL)
     feed = Feed()
     await applier.apply(
@@ -468,16 +473,17 @@ async def test_a_transfer_to_a_manager_not_known_yet_holds_the_moved_facts(db_ur
     assert (await month_doc(engine, "b2|2026-11", branch=True))["weighted_profit"] == "7.20"
     assert (await month_doc(engine, "old|2026-11"))["transactions"] == 1
     assert await counts(engine) == (6, 0, 0)  # 2 managers, 2 client records, 2 transactions
-    await engine.dispose()
 
 
-async def test_a_transfer_racing_the_release_of_its_clients_held_fact(pg_url: str) -> None:
+async def test_a_transfer_racing_the_release_of_its_clients_held_fact(
+    pg_url: str, engines: Engines
+) -> None:
     """Two workers at once (PostgreSQL): one applies a client's transfer while another
     applies the manager record that releases a held fact of that client. The releasing
     worker does not lock the client, so it may credit the fact by the history before the
     transfer commits; the transfer must then find the fact applied and move it. Seen once
     in the three-worker kill test: an account opening credited to the previous manager."""
-    engine = make_engine(pg_url, writer=True)
+    engine = engines(pg_url, writer=True)
     policy = FULL
     feed = Feed()
 
@@ -548,10 +554,9 @@ async def test_a_transfer_racing_the_release_of_its_clients_held_fact(pg_url: st
     async with engine.connect() as conn:
         row = (await conn.execute(select(EventRow).where(EventRow.event_id == "acc"))).one()
     assert (row.status, row.manager_id, row.branch_id) == ("applied", "new", "b2")
-    await engine.dispose()
 
 
-async def test_origin_claim_defaults_follow_the_hand_over(db_url: str) -> None:
+async def test_origin_claim_defaults_follow_the_hand_over(db_url: str, engines: Engines) -> None:
     """With the policy's origin defaults on: a natural-growth client's business is credited
     at 0.5; after a hand-over, deposits at 0.6 and the rest at 0.8, also when the transfer
     arrives after the business it covers; a replay computes the same."""
@@ -559,7 +564,7 @@ async def test_origin_claim_defaults_follow_the_hand_over(db_url: str) -> None:
     from testkit.checks import buckets
 
     policy = Policy(origin_claim_defaults=True, handover_mode="full")
-    engine = make_engine(db_url, writer=True)
+    engine = engines(db_url, writer=True)
     applier = Applier(engine, policy)
     feed = Feed()
     await add_old_and_new_managers(applier, feed)
@@ -602,7 +607,6 @@ async def test_origin_claim_defaults_follow_the_hand_over(db_url: str) -> None:
     live = await buckets(engine)
     await replay(engine, policy)
     assert await buckets(engine) == live
-    await engine.dispose()
 
 
 async def test_a_database_refusing_connections_rejects_nothing(pg_url: str) -> None:

@@ -39,11 +39,11 @@ import pytest
 from sqlalchemy import insert
 
 from models.assessment import assess
-from models.db import make_engine
 from models.policy import Policy, money
 from models.tables import EvaluationRow
 from models.tally import period_target, target_history
 from streams.apply import Applier
+from testkit.db import Engines
 from testkit.feed import Feed, client_upsert, deposit_profit, env, manager_upsert
 
 JUDGED = datetime(2027, 1, 10, 9, 0, tzinfo=UTC)
@@ -140,8 +140,8 @@ async def fill(applier: Applier) -> None:
     )
 
 
-async def test_hand_computed_assessment(db_url: str) -> None:
-    engine = make_engine(db_url, writer=True)
+async def test_hand_computed_assessment(db_url: str, engines: Engines) -> None:
+    engine = engines(db_url, writer=True)
     policy = Policy()
     await fill(Applier(engine, policy))
     async with engine.connect() as conn:
@@ -190,18 +190,18 @@ async def test_hand_computed_assessment(db_url: str) -> None:
     assert month["flags"] == []  # the annual judgement is for years only
     assert month["completion_ratio"] == "0.0000"
     assert month["period"]["label"] == "2026-11"
-    await engine.dispose()
 
 
 async def test_a_running_year_is_judged_on_pace_not_by_the_annual_judgement(
     db_url: str,
+    engines: Engines,
 ) -> None:
     """The same manager on 2026-08-01 08:00 (+08:00), the year still running:
     no flag (a running year is never judged); pace: 1 January to 1 August is 213 days, the
     target pro-rated to them 1,000,000 × 213 / 365 = 583,561.64, weighted so far 660,000
     ≥ that → on pace (against the whole year it would be 0.66, "behind"). The settled years
     shown are 2023-2025; 2025's own judgement: below 60 % in 2024 and 2025 → reappoint."""
-    engine = make_engine(db_url, writer=True)
+    engine = engines(db_url, writer=True)
     policy = Policy()
     await fill(Applier(engine, policy))
     mid_year = datetime(2026, 8, 1, tzinfo=UTC)
@@ -221,7 +221,6 @@ async def test_a_running_year_is_judged_on_pace_not_by_the_annual_judgement(
         (2024, "demote_one_level"),
         (2025, "reappoint_by_performance"),
     ]
-    await engine.dispose()
 
 
 # --- the annual judgement over 2023-2025 --------------------------------------------------
@@ -255,13 +254,13 @@ async def _judge(
     ],
 )
 async def test_annual_judgement_steps_over_2023_to_2025(
-    db_url: str, profits: tuple[str, str, str], step: str
+    db_url: str, profits: tuple[str, str, str], step: str, engines: Engines
 ) -> None:
     """Target 1,000,000.00 given 2022-12-01 (in force on 1 January of 2023, 2024, 2025);
     one deposit profit per year, so each year's completion is profit / 1,000,000 (see the
     parameters). Judged on 2026-01-10: 2025 is settled, and the flag is the strongest step
     of rules §15 that its run of years calls for, alone."""
-    engine = make_engine(db_url, writer=True)
+    engine = engines(db_url, writer=True)
     applier = Applier(engine, Policy())
     feed = Feed()
     await applier.apply([manager_upsert(feed, "m-1", "2022-12-01T09:00:00+08:00", "mj", "1000000")])
@@ -279,10 +278,11 @@ async def test_annual_judgement_steps_over_2023_to_2025(
     assert doc["flags"] == [step]
     # 百分制 whatever the completion: 70 × min(c, 1.0) + 30 (no credit clients: discipline full)
     assert Decimal(doc["total_score"]) <= 100
-    await engine.dispose()
 
 
-async def test_a_mid_year_target_raise_does_not_change_the_year(db_url: str) -> None:
+async def test_a_mid_year_target_raise_does_not_change_the_year(
+    db_url: str, engines: Engines
+) -> None:
     """Target 1,000,000 given 2024-12-01, raised to 2,000,000 on 2025-07-01; deposit profit
     900,000 in 2025, none in 2024.
     2024: its first target came in December → 1,000,000; completion 0 (below 60 %).
@@ -291,7 +291,7 @@ async def test_a_mid_year_target_raise_does_not_change_the_year(db_url: str) -> 
     second year below 60 % → reappoint_by_performance). Performance 70 × 0.9 = 63.00.
     2026 is held to the raised 2,000,000 (in force on 1 January 2026): the month of
     November 2026 is 2,000,000 × 30 / 365 = 164,383.56 in the tally's target too."""
-    engine = make_engine(db_url, writer=True)
+    engine = engines(db_url, writer=True)
     applier = Applier(engine, Policy())
     feed = Feed()
     await applier.apply(
@@ -313,10 +313,9 @@ async def test_a_mid_year_target_raise_does_not_change_the_year(db_url: str) -> 
         assert period_target(history, date(2026, 1, 1), date(2026, 12, 31), tz) == 2000000
         nov = period_target(history, date(2026, 11, 1), date(2026, 11, 30), tz)
         assert money(nov) == "164383.56"
-    await engine.dispose()
 
 
-async def test_a_manager_hired_in_september(db_url: str) -> None:
+async def test_a_manager_hired_in_september(db_url: str, engines: Engines) -> None:
     """Hired 2025-09-01 (``hired_at``), target 1,200,000 from the same day; deposit profit
     200,000 in 2025, 600,000 in 2026.
     2025: 122 days employed (1 Sep - 31 Dec) of 365 → target 1,200,000 × 122 / 365 =
@@ -324,7 +323,7 @@ async def test_a_manager_hired_in_september(db_url: str) -> None:
     122/365 = 0.33 of the year < half → no annual judgement, though below 60 %.
     2026: the full target (in force on 1 January 2026) 1,200,000; completion 0.5 → below
     60 %, a run of one (2025 was not judged) → demote_one_level, not reappoint."""
-    engine = make_engine(db_url, writer=True)
+    engine = engines(db_url, writer=True)
     applier = Applier(engine, Policy())
     feed = Feed()
     await applier.apply(
@@ -350,16 +349,17 @@ async def test_a_manager_hired_in_september(db_url: str) -> None:
     second = await _judge(engine, "mh", 2026, Policy())
     assert second["target"] == "1200000.00" and second["completion_ratio"] == "0.5000"
     assert second["flags"] == ["demote_one_level"]
-    await engine.dispose()
 
 
-async def test_grade_counts_the_clients_held_at_the_period_end(db_url: str) -> None:
+async def test_grade_counts_the_clients_held_at_the_period_end(
+    db_url: str, engines: Engines
+) -> None:
     """m1 holds 12 credit clients (c00-c11) from 2026-01-05; on 2026-05-01 c10 and c11 move
     to m2; c12, not a credit client, stays with m1.
     Q1 2026 (ends 31 March): m1 held 12 → grade D (11-20); m2 held none → E.
     Q2 2026 (ends 30 June): m1 held 10 → E (≤ 10); m2 held 2 → E. Judged later (2026-12-03),
     the past quarters keep the clients of their own end, not today's."""
-    engine = make_engine(db_url, writer=True)
+    engine = engines(db_url, writer=True)
     applier = Applier(engine, Policy())
     feed = Feed()
     await applier.apply(
@@ -397,10 +397,9 @@ async def test_grade_counts_the_clients_held_at_the_period_end(db_url: str) -> N
         ("g2", "Q1"): (0, "E"),
         ("g2", "Q2"): (2, "E"),
     }
-    await engine.dispose()
 
 
-async def test_work_log_promptness_counts_late_visits(db_url: str) -> None:
+async def test_work_log_promptness_counts_late_visits(db_url: str, engines: Engines) -> None:
     """Visits by m1 received by the worker at 2026-11-10 12:00 UTC (its clock), limit 48 h:
     v1 happened 2026-11-09 18:00 (+08:00) = 10:00 UTC, 26 h before → on time;
     v2 2026-11-08 20:00 (+08:00) = 12:00 UTC, exactly 48 h → on time (late is beyond it);
@@ -408,7 +407,7 @@ async def test_work_log_promptness_counts_late_visits(db_url: str) -> None:
     v4 2026-10-30 10:00 (+08:00) is October's → not in November's count.
     November 2026: 3 visits, 1 late, on-time share 2/3 = 0.6667; shown beside the post-loan
     signal in the evaluation part."""
-    engine = make_engine(db_url, writer=True)
+    engine = engines(db_url, writer=True)
     received = datetime(2026, 11, 10, 12, tzinfo=UTC)
     applier = Applier(engine, Policy(), now=lambda: received)
     feed = Feed()
@@ -444,4 +443,3 @@ async def test_work_log_promptness_counts_late_visits(db_url: str) -> None:
     assert (log["visits"], log["late"], log["limit_hours"]) == (3, 1, 48)
     assert log["on_time_share"] == "0.6667"
     assert "derived_signal" in doc["evaluation"]
-    await engine.dispose()

@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-import httpx
 import pytest
 from aiohttp import web
 from aiosmtpd.controller import Controller
@@ -40,7 +39,7 @@ from models.digest import (
 from reminders.rules import digest_day, in_quiet_hours, quiet_ends, release_at
 from scheduler.channels import DingTalkRobot, EmailChannel, WeComRobot, channel_targets
 from scheduler.service import ReminderScheduler
-from testkit.api import SECRET, auth
+from testkit.api import SECRET, asgi_client, auth
 from testkit.hooks import local_http
 from testkit.reminders import World
 
@@ -451,16 +450,14 @@ async def test_a_receiver_failing_then_recovering_loses_nothing_sends_nothing_tw
         assert rec.wecom == [] and rec.dingtalk == [] and box.mails == []
 
         app = create_app(settings)
-        async with app.router.lifespan_context(app):
-            transport = httpx.ASGITransport(app=app)
-            async with httpx.AsyncClient(transport=transport, base_url="http://t") as api:
-                doc = (
-                    await api.get(
-                        "/v1/reminders/deliveries",
-                        params={"status": "pending"},
-                        headers=auth("ops"),
-                    )
-                ).json()
+        async with asgi_client(app, "http://t") as api:
+            doc = (
+                await api.get(
+                    "/v1/reminders/deliveries",
+                    params={"status": "pending"},
+                    headers=auth("ops"),
+                )
+            ).json()
         assert doc["total"] == 3
         by_target = {i["target"]: i for i in doc["items"]}
         assert set(by_target) == {"email", "wecom:b1", "dingtalk:*"}
@@ -554,16 +551,14 @@ async def test_a_digest_retry_falling_into_quiet_hours_waits_for_their_end(
         # c5's escalation push to s1; digests: m1 (mail, WeCom), m2 (DingTalk), s1 (mail)
         assert r.dispatched == 4 and r.delivered == 4 and r.retrying == 1
         app = create_app(settings)
-        async with app.router.lifespan_context(app):
-            transport = httpx.ASGITransport(app=app)
-            async with httpx.AsyncClient(transport=transport, base_url="http://t") as api:
-                doc = (
-                    await api.get(
-                        "/v1/reminders/deliveries",
-                        params={"status": "pending", "target": "email"},
-                        headers=auth("admin"),
-                    )
-                ).json()
+        async with asgi_client(app, "http://t") as api:
+            doc = (
+                await api.get(
+                    "/v1/reminders/deliveries",
+                    params={"status": "pending", "target": "email"},
+                    headers=auth("admin"),
+                )
+            ).json()
         assert doc["total"] == 1
         wednesday_8 = local(TUESDAY + timedelta(days=1), 8)
         assert datetime.fromisoformat(doc["items"][0]["next_attempt_at"]) == wednesday_8

@@ -9,10 +9,11 @@ import httpx
 
 from config import Settings
 from crmtracker.compose import api_app as create_app
-from models.db import make_engine
 from models.policy import Policy
 from streams.apply import Applier
+from testkit.api import asgi_client
 from testkit.book import NOW, SECRET, TZ, auth, fill_book
+from testkit.db import Engines
 from testkit.feed import Feed, env
 
 
@@ -93,12 +94,12 @@ async def test_coverage_of_a_manager_and_a_branch(api: httpx.AsyncClient) -> Non
 
 
 async def test_a_departed_managers_clients_go_to_the_supervisor_at_once(
-    db_url: str, tmp_path: Path
+    db_url: str, tmp_path: Path, engines: Engines
 ) -> None:
     from scheduler.service import ReminderScheduler
 
     await fill_book(db_url)
-    engine = make_engine(db_url, writer=True)
+    engine = engines(db_url, writer=True)
     # m2 leaves: c3 (diamond, 30 days, last visit 2026-11-11) is due 2026-12-11
     leave = env(
         "m2-left",
@@ -127,18 +128,14 @@ async def test_a_departed_managers_clients_go_to_the_supervisor_at_once(
     )
     app = create_app(settings)
     app.state.now = lambda: NOW
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
-            r = await c.get(
-                "/v1/branches/b1/unassigned", headers=auth("supervisor", branches=["b1"])
-            )
-            assert r.status_code == 200, r.text
-            (item,) = r.json()["items"]
-            assert item["client_id"] == "c3" and item["manager_id"] == "m2"
-            assert item["next_visit_due"] == "2026-12-11T10:00:00+08:00"
-            for role in (auth("supervisor", branches=["b2"]), auth("manager", manager_id="m1")):
-                assert (await c.get("/v1/branches/b1/unassigned", headers=role)).status_code == 403
+    async with asgi_client(app) as c:
+        r = await c.get("/v1/branches/b1/unassigned", headers=auth("supervisor", branches=["b1"]))
+        assert r.status_code == 200, r.text
+        (item,) = r.json()["items"]
+        assert item["client_id"] == "c3" and item["manager_id"] == "m2"
+        assert item["next_visit_due"] == "2026-12-11T10:00:00+08:00"
+        for role in (auth("supervisor", branches=["b2"]), auth("manager", manager_id="m1")):
+            assert (await c.get("/v1/branches/b1/unassigned", headers=role)).status_code == 403
 
     # two hours after c3 (m2's, departed) and c5 (m1's) came due: c3's reminder goes to the
     # supervisor at once; c5's waits out the grace period
@@ -154,4 +151,3 @@ async def test_a_departed_managers_clients_go_to_the_supervisor_at_once(
     assert rows[("c3", "visit")].supervisor_id == "s-b1"
     assert rows[("c5", "visit")].status == "open"
     assert rows[("c5", "visit")].escalated_at is None
-    await engine.dispose()

@@ -9,19 +9,21 @@ from sqlalchemy import insert
 from sqlalchemy.exc import IntegrityError
 
 from crmtracker.cli import configure_logging
-from models.db import make_engine
 from models.policy import Policy
 from models.tables import ManagerRow
 from streams.apply import Applier, Incoming
 from streams.worker import Pipeline
+from testkit.db import Engines
 from testkit.feed import Feed, env
 
 NOTE = "CONFIDENTIAL-NOTE-" + "n" * 30
 NAME = "CONFIDENTIAL-NAME-Acme Holdings"
 
 
-async def test_database_errors_never_carry_statement_parameters(db_url: str) -> None:
-    engine = make_engine(db_url, writer=True)
+async def test_database_errors_never_carry_statement_parameters(
+    db_url: str, engines: Engines
+) -> None:
+    engine = engines(db_url, writer=True)
     row = {
         "manager_id": "m1",
         "name": NAME,
@@ -35,15 +37,14 @@ async def test_database_errors_never_carry_statement_parameters(db_url: str) -> 
         async with engine.begin() as conn:
             await conn.execute(insert(ManagerRow).values(**row))
     assert NAME not in str(err.value)
-    await engine.dispose()
 
 
 async def test_worker_logs_and_reasons_hold_no_notes_or_names(
-    db_url: str, caplog: pytest.LogCaptureFixture
+    db_url: str, caplog: pytest.LogCaptureFixture, engines: Engines
 ) -> None:
     configure_logging("DEBUG")  # as `CRM_LOG_LEVEL=DEBUG crm-tracker worker` would
     caplog.set_level(logging.DEBUG)
-    engine = make_engine(db_url, writer=True)
+    engine = engines(db_url, writer=True)
     dead: list[tuple[Incoming, str]] = []
 
     async def deadletter(m: Incoming, reason: str) -> None:
@@ -95,4 +96,3 @@ async def test_worker_logs_and_reasons_hold_no_notes_or_names(
     for _, reason in dead:
         assert NOTE not in reason and NAME not in reason
     assert NOTE not in caplog.text and NAME not in caplog.text
-    await engine.dispose()

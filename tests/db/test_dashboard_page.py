@@ -11,6 +11,7 @@ import pytest
 from config import Settings
 from crmtracker import compose
 from crmtracker.compose import api_app as create_app
+from testkit.api import asgi_client
 
 ASSETS = Path(__file__).resolve().parents[2] / "api" / "static" / "dashboard"
 
@@ -19,10 +20,8 @@ ASSETS = Path(__file__).resolve().parents[2] / "api" / "static" / "dashboard"
 async def client(sqlite_url: str, tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
     settings = Settings(database_url=sqlite_url, data_dir=tmp_path, auth_secret="s" * 40)
     app = create_app(settings)
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
-            yield c
+    async with asgi_client(app) as c:
+        yield c
 
 
 async def test_page_is_served_with_a_strict_policy(client: httpx.AsyncClient) -> None:

@@ -23,7 +23,9 @@ from models.events import InvalidEvent, decode_event
 from models.policy import Policy
 from models.tables import ClientRow, ManagerDayRow, RejectedRow
 from streams.apply import Applier
+from testkit.api import asgi_client
 from testkit.broker import isolated_settings, produce, read_topic, wait_for_counts
+from testkit.db import Engines
 from testkit.feed import Feed, env
 from testkit.process import WorkerProcess
 
@@ -102,11 +104,9 @@ async def client(db_url: str, tmp_path: Path) -> AsyncIterator[httpx.AsyncClient
     await _fill(engine)
     await engine.dispose()
     app = create_app(Settings(database_url=db_url, data_dir=tmp_path, auth_secret=SECRET))
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
-            c.db_url = db_url  # type: ignore[attr-defined]
-            yield c
+    async with asgi_client(app) as c:
+        c.db_url = db_url  # type: ignore[attr-defined]
+        yield c
 
 
 def auth(role: str, **kw: Any) -> dict[str, str]:
@@ -197,7 +197,7 @@ def test_the_decoder_refuses_a_date_beyond_the_skew() -> None:
 
 @pytest.mark.kafka
 async def test_a_future_dated_visit_is_dead_lettered_and_the_client_stays_overdue(
-    broker: EmbeddedBroker, db_url: str, tmp_path: Path
+    broker: EmbeddedBroker, db_url: str, tmp_path: Path, engines: Engines
 ) -> None:
     """Through the broker and a real worker process: a bronze client assigned 200 days ago
     (interval 180 days) is 20 days overdue. A visit dated a year ahead (a typo of the year)
@@ -262,7 +262,7 @@ async def test_a_future_dated_visit_is_dead_lettered_and_the_client_stays_overdu
         ],
     )
     worker = WorkerProcess(settings, tmp_path / "worker.log")
-    engine = make_engine(db_url)
+    engine = engines(db_url)
     worker.start()
     try:
         await wait_for_counts(engine, 4, 1, 120, worker)
@@ -281,4 +281,3 @@ async def test_a_future_dated_visit_is_dead_lettered_and_the_client_stays_overdu
         assert clients["cz"].last_visit_at is not None
     finally:
         assert worker.stop() == 0, worker.log_tail()
-        await engine.dispose()

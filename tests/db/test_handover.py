@@ -36,7 +36,7 @@ from models.tables import AccountRow
 from streams.apply import Applier, Incoming
 from streams.replay import replay
 from testkit.checks import assert_tallies, buckets, month_doc
-from testkit.db import fresh_database
+from testkit.db import Engines, fresh_database
 from testkit.factories import Msg, compute_expected, generate_log, valid_events
 from testkit.feed import Feed, add_old_and_new_managers, batches_of, env
 
@@ -139,11 +139,11 @@ async def _the_case_arriving_late(applier: Applier) -> None:
     )
 
 
-async def test_hand_over_splits_existing_and_new_accounts(db_url: str) -> None:
+async def test_hand_over_splits_existing_and_new_accounts(db_url: str, engines: Engines) -> None:
     """See the module docstring: old keeps a1 and a3 (190.00), new takes a2 (160.00) and
     its opening; the late transfer moves nothing (no account opened after it is known yet:
     all three are existing business), the late opening of a2 moves t2 from old to new."""
-    engine = make_engine(db_url, writer=True)
+    engine = engines(db_url, writer=True)
     applier = Applier(engine, INCREMENT)
     feed = Feed()
     await add_old_and_new_managers(applier, feed)
@@ -179,13 +179,14 @@ async def test_hand_over_splits_existing_and_new_accounts(db_url: str) -> None:
     )
     figures = await _figures(engine)
     assert figures["new|2026-11"] == (2, "220.00") and figures["old|2026-11"] == (2, "190.00")
-    await engine.dispose()
 
 
-async def test_previous_manager_leaving_makes_a_full_transfer(db_url: str) -> None:
+async def test_previous_manager_leaving_makes_a_full_transfer(
+    db_url: str, engines: Engines
+) -> None:
     """Old leaves (active false): new takes t1 (60.00) and t3 (72.00) too, 292.00 in all;
     old comes back: the split again. Each change of the flag moves the facts exactly."""
-    engine = make_engine(db_url, writer=True)
+    engine = engines(db_url, writer=True)
     applier = Applier(engine, INCREMENT)
     await _the_case_arriving_late(applier)
     assert await _figures(engine) == SPLIT
@@ -194,20 +195,18 @@ async def test_previous_manager_leaving_makes_a_full_transfer(db_url: str) -> No
     assert await _figures(engine) == TAKEN
     await applier.apply([_manager(feed, "old-back", "2026-12-02T09:00:00+08:00", True)])
     assert await _figures(engine) == SPLIT
-    await engine.dispose()
 
 
-async def test_mode_full_takes_everything_from_the_hand_over(db_url: str) -> None:
+async def test_mode_full_takes_everything_from_the_hand_over(db_url: str, engines: Engines) -> None:
     """``[handover] mode = "full"``: as before the rule, new takes all three (292.00)."""
-    engine = make_engine(db_url, writer=True)
+    engine = engines(db_url, writer=True)
     await _the_case_arriving_late(Applier(engine, FULL))
     assert await _figures(engine) == TAKEN
-    await engine.dispose()
 
 
-async def test_replay_follows_the_mode(db_url: str) -> None:
+async def test_replay_follows_the_mode(db_url: str, engines: Engines) -> None:
     """A replay re-credits history by the mode of its policy, both ways."""
-    engine = make_engine(db_url, writer=True)
+    engine = engines(db_url, writer=True)
     await _the_case_arriving_late(Applier(engine, INCREMENT))
     live = await buckets(engine)
     await replay(engine, FULL)
@@ -215,7 +214,6 @@ async def test_replay_follows_the_mode(db_url: str) -> None:
     await replay(engine, INCREMENT)
     assert await _figures(engine) == SPLIT
     assert await buckets(engine) == live
-    await engine.dispose()
 
 
 def _log_with_handed_over_accounts(seed: int) -> list[Any]:
@@ -277,7 +275,7 @@ def test_replay_after_switching_the_mode_equals_a_fresh_computation(kind: str) -
     """A log with hand-overs, openings before and after them (arriving in any order against
     the business on them) and a manager leaving, applied live in one mode and replayed in
     the other, gives the buckets of a fresh apply in the other mode, and the independent
-    oracle's figures (tests/factories.py) for that mode."""
+    oracle's figures (testkit/factories.py) for that mode."""
     seed = 7
     log = _log_with_handed_over_accounts(seed)
     valid, _bad = valid_events(log.messages)

@@ -31,7 +31,8 @@ from models.tables import (
     ManagerTargetRow,
 )
 from streams.apply import Applier
-from testkit.api import SECRET, auth
+from testkit.api import SECRET, asgi_client, auth
+from testkit.db import Engines
 from testkit.feed import vector_batches
 
 SEPT = {"period": "month", "at": "2026-09-15"}
@@ -101,24 +102,23 @@ def _writes(table: str) -> list[Any]:
 
 
 @pytest.mark.parametrize("table", VERSIONED_TABLES)
-async def test_every_write_to_a_versioned_table_moves_the_version(db_url: str, table: str) -> None:
-    engine = make_engine(db_url)
-    try:
-        before = await version_of(engine)
-        for stmt in _writes(table):
-            async with engine.begin() as conn:
-                await conn.execute(stmt)
-            after = await version_of(engine)
-            assert after != before, f"{stmt} on {table} did not move the data version"
-            before = after
-        # a rolled-back write moves nothing: the version is part of the transaction
-        with pytest.raises(RuntimeError):
-            async with engine.begin() as conn:
-                await conn.execute(_writes(table)[0])
-                raise RuntimeError("roll back")
-        assert await version_of(engine) == before
-    finally:
-        await engine.dispose()
+async def test_every_write_to_a_versioned_table_moves_the_version(
+    db_url: str, table: str, engines: Engines
+) -> None:
+    engine = engines(db_url)
+    before = await version_of(engine)
+    for stmt in _writes(table):
+        async with engine.begin() as conn:
+            await conn.execute(stmt)
+        after = await version_of(engine)
+        assert after != before, f"{stmt} on {table} did not move the data version"
+        before = after
+    # a rolled-back write moves nothing: the version is part of the transaction
+    with pytest.raises(RuntimeError):
+        async with engine.begin() as conn:
+            await conn.execute(_writes(table)[0])
+            raise RuntimeError("roll back")
+    assert await version_of(engine) == before
 
 
 @pytest.fixture
@@ -129,10 +129,8 @@ async def served(db_url: str, tmp_path: Path) -> AsyncIterator[tuple[httpx.Async
     for batch in vector_batches():
         await applier.apply(batch)
     app = create_app(Settings(database_url=db_url, data_dir=tmp_path, auth_secret=SECRET))
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
-            yield c, app.state.reads, writer
+    async with asgi_client(app) as c:
+        yield c, app.state.reads, writer
     await writer.dispose()
 
 

@@ -10,7 +10,6 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from prometheus_client import REGISTRY
 from sqlalchemy import select
@@ -21,7 +20,7 @@ from crmtracker.compose import api_app as create_app
 from models.tables import DeliveryRow
 from scheduler.delivery import SIGNATURE_HEADER, WebhookTarget, sign, verify
 from scheduler.service import ReminderScheduler, default_targets
-from testkit.api import SECRET, auth
+from testkit.api import SECRET, asgi_client, auth
 from testkit.broker import isolated_settings, read_topic
 from testkit.hooks import HOOK_SECRET, Receiver
 from testkit.reminders import World, day
@@ -130,23 +129,21 @@ async def test_a_failing_webhook_loses_nothing_and_shows_in_the_api(
     assert rec.failures == 6 and rec.received == []
 
     app = create_app(settings)
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://t") as api:
-            r = await api.get(
-                "/v1/reminders/deliveries", params={"status": "failed"}, headers=auth("ops")
-            )
-            assert r.status_code == 200
-            doc = r.json()
-            assert doc["total"] == 2
-            for item in doc["items"]:
-                assert item["attempts"] == 3 and item["status"] == "failed"
-                assert item["last_error"] == "RuntimeError: HTTP 500"
-                assert item["target"] == url and item["event_type"] == "reminder.fired"
-            pending = await api.get(
-                "/v1/reminders/deliveries", params={"status": "pending"}, headers=auth("admin")
-            )
-            assert pending.json()["total"] == 0
+    async with asgi_client(app, "http://t") as api:
+        r = await api.get(
+            "/v1/reminders/deliveries", params={"status": "failed"}, headers=auth("ops")
+        )
+        assert r.status_code == 200
+        doc = r.json()
+        assert doc["total"] == 2
+        for item in doc["items"]:
+            assert item["attempts"] == 3 and item["status"] == "failed"
+            assert item["last_error"] == "RuntimeError: HTTP 500"
+            assert item["target"] == url and item["event_type"] == "reminder.fired"
+        pending = await api.get(
+            "/v1/reminders/deliveries", params={"status": "pending"}, headers=auth("admin")
+        )
+        assert pending.json()["total"] == 0
 
 
 @pytest.mark.kafka

@@ -12,7 +12,7 @@ import pytest
 
 from config import Settings
 from crmtracker.compose import api_app as create_app
-from testkit.api import SECRET, auth
+from testkit.api import SECRET, asgi_client, auth
 from testkit.reminders import World, day, iso
 
 
@@ -28,10 +28,8 @@ async def api(world: World, db_url: str, tmp_path: Path) -> AsyncIterator[httpx.
     settings = Settings(database_url=db_url, data_dir=tmp_path, auth_secret=SECRET)
     app = create_app(settings)
     app.state.now = w.clock
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
-            yield c
+    async with asgi_client(app) as c:
+        yield c
 
 
 M1 = {"role": "manager", "manager_id": "m1"}

@@ -13,7 +13,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import httpx
 import jwt
 import pytest
 from sqlalchemy import select
@@ -26,6 +25,7 @@ from models.policy import Policy
 from models.tables import ClientRow, ReminderRow
 from scheduler.service import ReminderScheduler
 from streams.apply import Applier
+from testkit.api import asgi_client
 from testkit.db import fresh_database
 from testkit.feed import vector_batches
 
@@ -66,11 +66,9 @@ def filled(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, dict
 async def client(filled: tuple[str, dict[str, Any]], tmp_path: Path) -> AsyncIterator[Any]:
     url, ids = filled
     app = create_app(Settings(database_url=url, data_dir=tmp_path, auth_secret=SECRET))
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
-            c.ids = ids  # type: ignore[attr-defined]
-            yield c
+    async with asgi_client(app) as c:
+        c.ids = ids  # type: ignore[attr-defined]
+        yield c
 
 
 def headers(role: str) -> dict[str, str]:
@@ -221,10 +219,10 @@ async def test_every_route_is_in_the_matrix(client: Any) -> None:
     tested_alone = {
         ("GET", "/healthz"),
         ("GET", "/readyz"),
-        ("GET", "/v1/stream"),  # tests/test_stream.py (a stream never ends)
+        ("GET", "/v1/stream"),  # tests/db/test_stream.py (a stream never ends)
         ("GET", "/readyz/api"),
-        ("GET", "/v1/ops/lag"),  # needs a broker: tests/test_ops_kafka.py
-        ("GET", "/v1/calendar/{token}.ics"),  # the feed token is the key: tests/test_plan.py
+        ("GET", "/v1/ops/lag"),  # needs a broker: tests/system/test_ops_kafka.py
+        ("GET", "/v1/calendar/{token}.ics"),  # the feed token is the key: tests/db/test_plan.py
     }
     served = {(m.upper(), p) for p, ops in spec["paths"].items() for m in ops}
     assert served - covered - tested_alone == set()

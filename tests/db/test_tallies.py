@@ -1,4 +1,4 @@
-"""Tallies in depth, property-based: for random event logs (tests/factories.py, written from
+"""Tallies in depth, property-based: for random event logs (testkit/factories.py, written from
 the contract alone), every period is the sum of its days, a branch is the sum of its
 managers, a replay rebuilds exactly what the live apply built, and the month figures equal
 the independent computation."""
@@ -24,7 +24,7 @@ from models.tally import branch_totals, manager_totals, managers_totals, sum_row
 from streams.apply import Applier
 from streams.replay import replay
 from testkit.checks import assert_tallies, buckets
-from testkit.db import fresh_database
+from testkit.db import Engines, fresh_database
 from testkit.factories import generate_log
 from testkit.feed import batches_of
 
@@ -108,70 +108,63 @@ def test_random_logs_postgresql(seed: int, size: int, spans: list[tuple[date, da
             asyncio.run(check_log(url, seed, size, spans))
 
 
-async def test_replay_while_the_worker_applies(db_url: str) -> None:
+async def test_replay_while_the_worker_applies(db_url: str, engines: Engines) -> None:
     """A replay running between a live worker's batches never loses or doubles a fact."""
     rng = random.Random(7)
     log = generate_log(7, events=1500, managers=6, branches=2, clients=60, transfers=6)
-    worker = make_engine(db_url, writer=True)
-    other = make_engine(db_url, writer=True)
-    try:
-        applier = Applier(worker, Policy())
-        done = asyncio.Event()
+    worker = engines(db_url, writer=True)
+    other = engines(db_url, writer=True)
+    applier = Applier(worker, Policy())
+    done = asyncio.Event()
 
-        async def apply_all() -> None:
-            for batch in batches_of(log, rng):
-                await applier.apply(batch)
-                await asyncio.sleep(0)
-            done.set()
+    async def apply_all() -> None:
+        for batch in batches_of(log, rng):
+            await applier.apply(batch)
+            await asyncio.sleep(0)
+        done.set()
 
-        async def replay_meanwhile() -> int:
-            n = 0
-            while not done.is_set():
-                await replay(other, Policy())
-                n += 1
-                await asyncio.sleep(0.01)
-            return n
+    async def replay_meanwhile() -> int:
+        n = 0
+        while not done.is_set():
+            await replay(other, Policy())
+            n += 1
+            await asyncio.sleep(0.01)
+        return n
 
-        _, replays = await asyncio.gather(apply_all(), replay_meanwhile())
-        assert replays >= 1
-        await assert_tallies(worker, log.tallies, log.branches)
-        live = await buckets(worker)
-        await replay(other, Policy())
-        assert await buckets(worker) == live
-    finally:
-        await worker.dispose()
-        await other.dispose()
+    _, replays = await asyncio.gather(apply_all(), replay_meanwhile())
+    assert replays >= 1
+    await assert_tallies(worker, log.tallies, log.branches)
+    live = await buckets(worker)
+    await replay(other, Policy())
+    assert await buckets(worker) == live
 
 
-async def test_period_sums_stay_exact_where_floats_would_not(db_url: str) -> None:
+async def test_period_sums_stay_exact_where_floats_would_not(db_url: str, engines: Engines) -> None:
     """The database adds a period's buckets (NUMERIC on PostgreSQL, a Decimal aggregate on
     SQLite, where money is text): sums a float would round come back digit for digit."""
     from sqlalchemy import insert
 
-    engine = make_engine(db_url)
+    engine = engines(db_url)
     days = [date(2026, 10, d) for d in (1, 2, 3)]
     money = [Decimal("0.1"), Decimal("0.2"), Decimal("98765432109876.543210987")]
-    try:
-        async with engine.begin() as conn:
-            for model, key in ((ManagerDayRow, "manager_id"), (BranchDayRow, "branch_id")):
-                await conn.execute(
-                    insert(model.__table__),
-                    [
-                        {key: "x1", "day": d, "weighted_profit": v, "volume_asset": v}
-                        for d, v in zip(days, money, strict=True)
-                    ],
-                )
-        async with engine.connect() as conn:
-            want = Decimal("98765432109876.843210987")
-            start, end = days[0], days[-1]
-            assert (await manager_totals(conn, "x1", start, end))["weighted_profit"] == want
-            assert (await branch_totals(conn, "x1", start, end))["volume_asset"] == want
-            assert (await managers_totals(conn, None, start, end))["x1"]["weighted_profit"] == want
-            assert (await manager_totals(conn, "x1", days[0], days[1]))["volume_asset"] == (
-                Decimal("0.3")
+    async with engine.begin() as conn:
+        for model, key in ((ManagerDayRow, "manager_id"), (BranchDayRow, "branch_id")):
+            await conn.execute(
+                insert(model.__table__),
+                [
+                    {key: "x1", "day": d, "weighted_profit": v, "volume_asset": v}
+                    for d, v in zip(days, money, strict=True)
+                ],
             )
-            # no bucket in the range: zeros, not NULLs
-            nothing = await manager_totals(conn, "x1", date(2027, 1, 1), date(2027, 1, 31))
-            assert nothing == sum_rows([])
-    finally:
-        await engine.dispose()
+    async with engine.connect() as conn:
+        want = Decimal("98765432109876.843210987")
+        start, end = days[0], days[-1]
+        assert (await manager_totals(conn, "x1", start, end))["weighted_profit"] == want
+        assert (await branch_totals(conn, "x1", start, end))["volume_asset"] == want
+        assert (await managers_totals(conn, None, start, end))["x1"]["weighted_profit"] == want
+        assert (await manager_totals(conn, "x1", days[0], days[1]))["volume_asset"] == (
+            Decimal("0.3")
+        )
+        # no bucket in the range: zeros, not NULLs
+        nothing = await manager_totals(conn, "x1", date(2027, 1, 1), date(2027, 1, 31))
+        assert nothing == sum_rows([])

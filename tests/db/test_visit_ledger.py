@@ -22,6 +22,7 @@ from crmtracker.compose import api_app as create_app
 from models import visit_ledger
 from models.db import make_engine
 from models.tables import VisitRow
+from testkit.api import asgi_client
 from testkit.ledger import NOTE, SECRET, audit_rows, auth, fill, note
 
 
@@ -31,10 +32,8 @@ async def api(db_url: str, tmp_path: Path) -> AsyncIterator[tuple[httpx.AsyncCli
     app = create_app(
         Settings(database_url=db_url, data_dir=tmp_path, auth_secret=SECRET, lag_sample_seconds=0)
     )
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
-            yield c, db_url
+    async with asgi_client(app) as c:
+        yield c, db_url
 
 
 async def test_client_ledger_newest_first_once_with_notes_and_audited(api: Any) -> None:

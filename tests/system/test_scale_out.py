@@ -1,6 +1,6 @@
 """Scale-out on the real broker: three worker processes share 12 partitions per topic; one
 is killed with -9 while events keep coming; the survivors take its partitions over and the
-tallies are exact (compared with the independent computation in tests/factories.py)."""
+tallies are exact (compared with the independent computation in testkit/factories.py)."""
 
 from __future__ import annotations
 

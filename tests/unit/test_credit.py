@@ -1,5 +1,5 @@
 """The credit rule (streams/apply/credit.py) alone: plain data in, plain data out, checked
-against the independent oracle of tests/factories.py and against hand-computed cases."""
+against the independent oracle of testkit/factories.py and against hand-computed cases."""
 
 from __future__ import annotations
 

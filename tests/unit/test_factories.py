@@ -1,4 +1,4 @@
-"""Tests of the independent test-data factory (tests/factories.py) itself.
+"""Tests of the independent test-data factory (testkit/factories.py) itself.
 
 The vectors test is the proof that the reference computation follows the contract: run on the
 shared vectors' valid events it must reproduce vectors/expected.json exactly."""

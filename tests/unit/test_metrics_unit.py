@@ -11,6 +11,7 @@ from prometheus_client import REGISTRY
 
 from streams import metrics
 from streams.apply import BatchResult, Incoming
+from testkit.db import Engines
 
 
 def value(name: str, **labels: str) -> float:
@@ -66,14 +67,15 @@ def test_metrics_port_taken_does_not_stop_the_worker() -> None:
     assert metrics.serve(0) is False
 
 
-async def test_pipeline_counts_an_unappliable_message_as_rejected(sqlite_url: str) -> None:
-    from models.db import make_engine
+async def test_pipeline_counts_an_unappliable_message_as_rejected(
+    sqlite_url: str, engines: Engines
+) -> None:
     from models.policy import Policy
     from streams.worker import Pipeline
     from testkit.fakes import FlakyApplier
     from testkit.feed import Feed, env
 
-    engine = make_engine(sqlite_url, writer=True)
+    engine = engines(sqlite_url, writer=True)
     applier = FlakyApplier(engine, Policy(), failures=2, poison="POISON")
     healthy: list[float] = []
 
@@ -107,4 +109,3 @@ async def test_pipeline_counts_an_unappliable_message_as_rejected(sqlite_url: st
     assert value("crm_events_applied_total", event_type="manager.upserted") == applied + 3
     assert healthy[0] == 0  # the outage before the first success was visible
     assert value("crm_worker_database_healthy") == 1
-    await engine.dispose()
