@@ -11,9 +11,9 @@ from typing import Any
 
 import uvicorn
 
-from api.main import create_app
 from config import Settings
 from crmtracker.broker import free_port
+from crmtracker.compose import api_app as create_app
 
 
 class _Server(uvicorn.Server):

@@ -9,8 +9,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from api.main import create_app
 from config import Settings
+from crmtracker.compose import api_app as create_app
 from models.db import make_engine
 from models.policy import Policy
 from scheduler.service import ReminderScheduler
