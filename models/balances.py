@@ -27,6 +27,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from decimal import Decimal
+from functools import lru_cache
 from typing import Any, NamedTuple
 from zoneinfo import ZoneInfo
 
@@ -69,8 +70,11 @@ def dump_segments(segments: Sequence[Segment]) -> str:
     return json.dumps([[s.isoformat() if s else None, m, b] for s, m, b in segments])
 
 
-def load_segments(text: str) -> list[Segment]:
-    return [(date.fromisoformat(s) if s else None, m, b) for s, m, b in json.loads(text)]
+@lru_cache(maxsize=8192)
+def load_segments(text: str) -> tuple[Segment, ...]:
+    """Stored segments, parsed once per distinct text: a client never handed over has one
+    segment, so a bank's clients share as many texts as it has managers."""
+    return tuple((date.fromisoformat(s) if s else None, m, b) for s, m, b in json.loads(text))
 
 
 Deltas = dict[tuple[str, str, date], dict[str, Decimal]]

@@ -465,7 +465,7 @@ async def _history(
 
 async def _segments_now(
     conn: AsyncConnection, client_ids: Sequence[str], policy: Policy
-) -> dict[str, list[Segment]]:
+) -> dict[str, Sequence[Segment]]:
     """The holders by the assignment history as it stands (branches as they are now)."""
     history = await _history(conn, client_ids)
     mids = sorted({m for h in history.values() for _, m in h})
@@ -482,11 +482,11 @@ async def _segments_now(
 
 async def holders(
     conn: AsyncConnection, client_ids: Iterable[str], policy: Policy
-) -> dict[str, list[Segment]]:
+) -> dict[str, Sequence[Segment]]:
     """The holders the stored deltas credit, per client (recorded on a client's first
     balance, moved by ``move_clients``)."""
     ids = sorted(set(client_ids))
-    stored = {
+    stored: dict[str, Sequence[Segment]] = {
         cid: load_segments(segs)
         for cid, segs in (
             await conn.execute(
