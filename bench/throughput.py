@@ -120,7 +120,8 @@ class Workload:
 
 
 def build_workload(n: int, clients: int, seed: int, settings: Settings) -> Workload:
-    from models.events import InvalidEvent, decode_event
+    from models.decode import decode_event
+    from models.events import InvalidEvent
 
     # A fixed clock: the same bytes on every run with the same seed.
     start = datetime(2025, 6, 2, 10, 0, tzinfo=settings.tz)
@@ -590,7 +591,8 @@ def expected_tallies(workload: Workload, settings: Settings) -> tuple[dict, dict
 def _expected_tallies(workload: Workload, settings: Settings) -> tuple[dict, dict]:
     from decimal import Decimal
 
-    from models.events import InvalidEvent, decode_event
+    from models.decode import decode_event
+    from models.events import InvalidEvent
 
     policy = settings.policy
     ref: dict[str, tuple[str, str]] = {}

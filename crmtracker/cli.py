@@ -303,7 +303,8 @@ def _open_input(name: str) -> Any:
 def cmd_check(args: argparse.Namespace) -> int:
     """Validate a JSONL file of messages with the worker's own decoding (``decode_event``)."""
     from models.contract import read_jsonl
-    from models.events import InvalidEvent, decode_event
+    from models.decode import decode_event
+    from models.events import InvalidEvent
 
     settings = _settings(args)
     policy = settings.policy

@@ -16,7 +16,8 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from models.events import VisitLogged, decode_event
+from models.decode import decode_event
+from models.events import VisitLogged
 from models.policy import (
     Policy,
     annual_judgement,

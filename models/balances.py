@@ -404,7 +404,8 @@ async def handover_profit_split(
     of its weighted profit over the days ``span`` (first, last) against what the
     transaction rule credited (stored with each event), for the transactions credited to P
     or N."""
-    from models.events import TransactionPosted, decode_event
+    from models.decode import decode_event
+    from models.events import TransactionPosted
     from models.policy import claim_ratio, to_cny, weighted_profit
     from models.tables import ClientRow, EventRow
 
@@ -578,7 +579,8 @@ async def fee_incomes(
 ) -> dict[str, Decimal]:
     """Per client, its fee income (中间业务收入) over the bank days [start, end]: the
     simulated profit (CNY) of its applied ``intermediary`` transactions."""
-    from models.events import TransactionPosted, decode_event
+    from models.decode import decode_event
+    from models.events import TransactionPosted
     from models.policy import to_cny
     from models.tables import EventRow
 

@@ -1,4 +1,4 @@
-"""The fast path of ``models.events.decode_event``: well-formed messages straight from bytes.
+"""The fast path of ``models.decode.decode_event``: well-formed messages straight from bytes.
 
 Why msgspec and not pydantic's own JSON mode (measured on a 300-byte transaction, this
 machine): ``decode_event`` through ``json`` + pydantic took 9.4 µs; pydantic

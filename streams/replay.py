@@ -30,7 +30,8 @@ from typing import cast
 from sqlalchemy import Table, bindparam, delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from models.events import TransactionPosted, decode_event
+from models.decode import decode_event
+from models.events import TransactionPosted
 from models.policy import Policy
 from models.tables import BranchDayRow, EventRow, ManagerDayRow, ManagerRow
 from streams.apply.buckets import Tally

@@ -6,7 +6,7 @@ ids that were new change anything. Rejected messages are recorded by their (topi
 partition, offset), so a redelivered bad message is recorded once. Offsets are committed by
 the caller only after this transaction commits.
 
-Per event, Python only decodes (``models.events.decode_event``) and credits
+Per event, Python only decodes (``models.decode.decode_event``) and credits
 (``streams.apply.credit``); everything else is a handful of statements per batch.
 
 Where each event type goes (add a new type's handler next to these):
@@ -25,7 +25,8 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from models import visit_ledger
-from models.events import Event, InvalidEvent, ManagerUpserted, decode_event
+from models.decode import decode_event
+from models.events import Event, InvalidEvent, ManagerUpserted
 from models.policy import Policy
 from models.stream import publish, tally_changes
 from models.tables import RejectedRow

@@ -11,7 +11,7 @@ from sqlalchemy import and_, bindparam, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from models.db import one_of
-from models.events import decode_event
+from models.decode import decode_event
 from models.policy import Policy
 from models.tables import EventRow, RejectedRow
 from streams.apply.facts import Fact

@@ -19,7 +19,8 @@ from sqlalchemy import bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from models.db import one_of
-from models.events import AccountOpened, TransactionPosted, decode_event
+from models.decode import decode_event
+from models.events import AccountOpened, TransactionPosted
 from models.policy import Policy
 from models.tables import EventRow, RejectedRow
 from streams.apply.buckets import Tally

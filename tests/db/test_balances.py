@@ -22,7 +22,8 @@ from crmtracker.broker import ensure_topics
 from crmtracker.compose import api_app as create_app
 from models.balances import average_balances, client_averages
 from models.db import make_engine
-from models.events import BalanceSnapshot, InvalidEvent, decode_event
+from models.decode import decode_event
+from models.events import BalanceSnapshot, InvalidEvent
 from models.policy import Policy, money, period_range
 from models.tables import BalanceDayRow, BalanceOpeningRow, BalanceSnapshotRow, RejectedRow
 from streams.apply import Applier, Incoming

@@ -19,7 +19,8 @@ from config import Settings
 from crmtracker.broker import EmbeddedBroker, ensure_topics
 from crmtracker.compose import api_app as create_app
 from models.db import make_engine
-from models.events import InvalidEvent, decode_event
+from models.decode import decode_event
+from models.events import InvalidEvent
 from models.policy import Policy
 from models.tables import ClientRow, ManagerDayRow, RejectedRow
 from streams.apply import Applier

@@ -9,7 +9,8 @@ from decimal import Decimal
 
 import pytest
 
-from models.events import ClientUpserted, ManagerUpserted, decode_event
+from models.decode import decode_event
+from models.events import ClientUpserted, ManagerUpserted
 from models.policy import Policy
 from streams.apply.credit import ClientTerms, Credit, ManagerTerms, Wait, credit
 from testkit.factories import exact_weighted, generate_log, valid_events

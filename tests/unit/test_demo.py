@@ -432,7 +432,8 @@ async def test_run_demo_survives_unknown_role() -> None:
 
 
 def test_balance_messages_cover_every_account_and_decode() -> None:
-    from models.events import BalanceSnapshot, decode_event
+    from models.decode import decode_event
+    from models.events import BalanceSnapshot
 
     gen = fixed_gen()
     day = NOW.date() - timedelta(days=1)

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from models.decode import decode_event
 from models.events import (
     AccountOpened,
     ClientUpserted,
@@ -16,7 +17,6 @@ from models.events import (
     ManagerUpserted,
     TransactionPosted,
     VisitLogged,
-    decode_event,
 )
 from models.policy import Policy
 

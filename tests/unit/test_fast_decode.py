@@ -9,7 +9,8 @@ from decimal import Decimal
 import pytest
 
 from models import fast_decode as fd
-from models.events import InvalidEvent, _decode_checked, decode_event
+from models.decode import _decode_checked, decode_event
+from models.events import InvalidEvent
 from models.policy import Policy
 from testkit.factories import generate_log
 from testkit.paths import VECTORS

@@ -53,7 +53,8 @@ def _backfill() -> None:
     """Visits already stored: into the ledger with their notes sealed, and their notes out
     of ``events.value`` and ``rejected_events.value_b64`` (key: the process's settings)."""
     from models import visit_ledger
-    from models.events import InvalidEvent, decode_event
+    from models.decode import decode_event
+    from models.events import InvalidEvent
 
     bind = op.get_bind()
     rows = bind.execute(
