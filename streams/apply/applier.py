@@ -180,7 +180,7 @@ class Applier:
 
     async def _write_reference(self, conn: AsyncConnection, fresh: list[Event]) -> Written:
         """The records' write, on its own so that a test can stop a worker right after it
-        (tests/test_apply.py, a transfer racing a release)."""
+        (tests/db/test_apply.py, a transfer racing a release)."""
         return await self.reference.write(conn, fresh)
 
     # --- facts ---------------------------------------------------------------------------
