@@ -18,10 +18,8 @@ import asyncio
 import contextlib
 import json
 import secrets
-import sqlite3
 from collections.abc import Awaitable, Callable, Hashable
 from datetime import datetime
-from pathlib import Path
 from typing import Any, Concatenate, Generic, ParamSpec, Protocol, TypeVar, cast
 
 from cachetools import LRUCache
@@ -48,14 +46,6 @@ VERSION_SQL = "SELECT COALESCE(SUM(version), 0), COUNT(*) FROM data_versions"
 VERSION_QUERY = text(VERSION_SQL)
 
 
-def _sqlite_file(engine: AsyncEngine | None) -> str | None:
-    """The database file of a SQLite engine (None: PostgreSQL, or SQLite in memory)."""
-    if engine is None or engine.dialect.name != "sqlite":
-        return None
-    db = engine.url.database
-    return None if not db or db == ":memory:" or db.startswith("file:") else db
-
-
 class ReadCache:
     def __init__(self, engine: AsyncEngine, *, enabled: bool = True, max_weight: int = 20_000):
         self.engine = engine
@@ -79,8 +69,6 @@ class ReadCache:
         # transaction itself (models/db.py), so there each read is rolled back instead.
         self._autocommit = engine is not None and engine.dialect.name == "postgresql"
         self._version_driver: Any = None  # PostgreSQL: the version connection's asyncpg one
-        self._sqlite: sqlite3.Connection | None = None
-        self._sqlite_file = _sqlite_file(engine)
         self.hits = 0
         self.misses = 0
 
@@ -88,20 +76,11 @@ class ReadCache:
         """One read on a connection kept for version reads (one is in flight at a time), that
         sees every commit before it began.
 
-        SQLite: on a connection of its own, read in the event loop itself: the read takes
-        microseconds (a WAL reader never waits for the writer), while a read through
-        aiosqlite's thread took four hand-offs (begin, execute, fetch, rollback), each waiting
-        for the loop's next turn: under 50 concurrent requests, tens of milliseconds that every
-        request waited twice (p99 244 ms). A locked database (a WAL being reset) falls back to
-        the thread.
+        SQLite: SQLAlchemy's read, rolled back after (the engine begins a transaction).
 
         PostgreSQL: one round trip on the driver's connection in autocommit, with no pool
         checkout, liveness ping, BEGIN or ROLLBACK around it, nor SQLAlchemy's statement layer.
         A broken connection is replaced once."""
-        if self._sqlite_file is not None:
-            found = self._sqlite_version()
-            if found is not None:
-                return found
         for attempt in (1, 2):
             try:
                 conn = self._version_conn
@@ -125,37 +104,9 @@ class ReadCache:
                     raise
         raise AssertionError("unreachable")
 
-    def _sqlite_version(self) -> tuple[int, int] | None:
-        """The version read in the loop (SQLite; None: locked, or the file is not there)."""
-        assert self._sqlite_file is not None
-        try:
-            db = self._sqlite
-            if db is None:
-                db = self._sqlite = sqlite3.connect(
-                    f"{Path(self._sqlite_file).absolute().as_uri()}?mode=rw",
-                    uri=True,
-                    timeout=0,  # never wait in the loop: a busy database goes to the thread
-                    isolation_level=None,  # autocommit: the statement is its own read
-                    check_same_thread=False,
-                )
-            # fetchall ends the statement, and with it the read (a snapshot kept open would
-            # hold back the WAL's checkpoints)
-            ((total, shards),) = db.execute(VERSION_SQL).fetchall()
-            return int(total), int(shards)
-        except sqlite3.Error:
-            self._close_sqlite()
-            return None
-
-    def _close_sqlite(self) -> None:
-        db, self._sqlite = self._sqlite, None
-        if db is not None:
-            with contextlib.suppress(sqlite3.Error):
-                db.close()
-
     async def _drop_version_conn(self, *, broken: bool = True) -> None:
         conn, self._version_conn = self._version_conn, None
         self._version_driver = None
-        self._close_sqlite()
         if conn is not None:
             if broken:
                 with contextlib.suppress(Exception):
@@ -184,17 +135,9 @@ class ReadCache:
         return v
 
     async def version(self) -> tuple[int, int] | None:
-        """The data version as of a read that began after this call (None: cache off).
-
-        SQLite: the request's own read, at once, in the loop (``_sqlite_version``): it costs
-        less than waiting for a shared read's turn of the loop."""
+        """The data version as of a read that began after this call (None: cache off)."""
         if not self.enabled:
             return None
-        if self._sqlite_file is not None:
-            found = self._sqlite_version()
-            if found is not None:
-                VERSION_READS.inc()
-                return self._adopt(found)
         arrived = self._started
         while True:
             inflight = self._inflight
