@@ -483,3 +483,84 @@ class RejectedOut(Answer):
     raw_base64: str | None = Field(description="the message's bytes, base64")
     received_at: Timestamp
     released_at: Timestamp | None
+
+
+# --- client book, coverage ---------------------------------------------------------------------
+class BookClientOut(Answer):
+    """A client of the book: tier, credit, claim ratio, last visits, next due dates, days
+    overdue and this month's weighted profit."""
+
+    client_id: str
+    name: str | None
+    segment: str | None
+    tier: str | None
+    credit_client: bool
+    bad_credit: bool | None
+    origin: str | None
+    claim_ratio: Ratio | None = Field(
+        description="the ratio applied (the origin's default if unset)"
+    )
+    claim_ratio_set: bool = Field(description="whether the client record sent a ratio")
+    branch_id: str | None
+    assigned_at: Timestamp | None
+    visit_interval_days: int | None = Field(description="the interval in force")
+    last_visit_at: Timestamp | None
+    last_post_loan_check_at: Timestamp | None
+    next_visit_due: Timestamp | None
+    next_post_loan_due: Timestamp | None
+    overdue_days: OverdueDaysOut
+    overdue_days_max: int | None = Field(description="the larger of the two (null: neither)")
+    weighted_profit_month: Money
+    month: PeriodOut
+
+
+class UnassignedClientOut(BookClientOut):
+    """A client of a departed (inactive) manager, waiting to be reassigned."""
+
+    manager_id: str
+    manager_name: str | None
+
+
+class CoverageOverdueOut(Answer):
+    """Clients overdue now, by kind."""
+
+    visit: int
+    post_loan_check: int
+
+
+class CoverageFigures(Answer):
+    """Visit coverage (走访覆盖率) now, and visits over the period."""
+
+    clients: int
+    covered: int = Field(description="clients not overdue for a visit")
+    coverage: Ratio | None = Field(description="covered / clients (null: no clients)")
+    never_visited: int
+    overdue: CoverageOverdueOut
+    credit_clients: int
+    visits: int = Field(description="visits over the period")
+    visits_per_client: Money | None
+
+
+class ManagerCoverageKey(ManagerKey):
+    branch_id: str | None
+    period: PeriodOut
+    as_of: AsOf
+
+
+class ManagerCoverageOut(CoverageFigures, ManagerCoverageKey):
+    """A manager's visit coverage."""
+
+
+class CoveredManagerOut(CoverageFigures, AssessedKey):
+    """A manager's row of the branch's coverage."""
+
+
+class BranchCoverageKey(BranchKey):
+    period: PeriodOut
+    as_of: AsOf
+
+
+class BranchCoverageOut(CoverageFigures, BranchCoverageKey):
+    """A branch's visit coverage (its managers' clients) and each manager's."""
+
+    managers: list[CoveredManagerOut]
