@@ -564,3 +564,33 @@ class BranchCoverageOut(CoverageFigures, BranchCoverageKey):
     """A branch's visit coverage (its managers' clients) and each manager's."""
 
     managers: list[CoveredManagerOut]
+
+
+# --- plan, visits ------------------------------------------------------------------------------
+class PlanItemOut(Answer):
+    """A visit or post-loan check overdue or coming due."""
+
+    client_id: str
+    name: str | None
+    tier: str | None
+    credit_client: bool
+    kind: Literal["visit", "post_loan_check"]
+    due_at: Timestamp
+    due_date: date = Field(description="the due instant's day, bank time")
+    status: Literal["overdue", "due"]
+    overdue_days: int | None = Field(description="overdue: days past due")
+    days_left: int | None = Field(description="due: days until the due day")
+
+
+class VisitOut(Answer):
+    """A visit of the ledger (拜访记录): its notes where the caller may read them."""
+
+    event_id: str
+    occurred_at: Timestamp
+    client_id: str
+    manager_id: str
+    method: str
+    kind: str
+    duration_minutes: int | None
+    notes: str | None
+    notes_withheld: bool = Field(description="notes exist but the caller may not read them")
