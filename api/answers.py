@@ -594,3 +594,30 @@ class VisitOut(Answer):
     duration_minutes: int | None
     notes: str | None
     notes_withheld: bool = Field(description="notes exist but the caller may not read them")
+
+
+# --- series ------------------------------------------------------------------------------------
+class SeriesPointOut(Answer):
+    """A day or month of the series."""
+
+    from_: date = Field(alias="from")
+    to: date
+    value: Money | int = Field(description="money as a string, counts as integers")
+    cumulative: Money | int = Field(description="the running total to this point")
+    target_to_date: Money | None = Field(description="the profit target pro-rated to `to`")
+
+
+class SeriesFigures(Answer):
+    metric: str
+    step: Literal["day", "month"]
+    period: PeriodOut
+    target: Money | None = Field(description="the period's profit target (null: none set)")
+    points: list[SeriesPointOut]
+
+
+class ManagerSeriesOut(SeriesFigures, ManagerKey):
+    """A manager's metric per day or month (the burn-up)."""
+
+
+class BranchSeriesOut(SeriesFigures, BranchKey):
+    """A branch's metric per day or month, its managers' targets summed."""
