@@ -621,3 +621,47 @@ class ManagerSeriesOut(SeriesFigures, ManagerKey):
 
 class BranchSeriesOut(SeriesFigures, BranchKey):
     """A branch's metric per day or month, its managers' targets summed."""
+
+
+# --- balances, tier review -----------------------------------------------------------------------
+class BalanceAccountOut(Answer):
+    """An account's newest end-of-day balance."""
+
+    account_id: str
+    business_line: str
+    as_of_date: date
+    balance: Money
+
+
+class ClientBalancesOut(Answer):
+    """A client's average daily balance (日均) per line over the period, and its accounts."""
+
+    client_id: str
+    period: PeriodOut
+    days: int = Field(description="the days averaged over")
+    average_balance: BalanceOut
+    accounts: list[BalanceAccountOut]
+
+
+class TierReviewItemOut(Answer):
+    """A client whose sent tier differs from the one its standard deposits give."""
+
+    client_id: str
+    name: str | None
+    manager_id: str | None
+    branch_id: str | None
+    tier: str | None = Field(description="the tier sent")
+    computed_tier: str
+    standard_deposits: Money
+    average_deposits: Money
+    average_loans: Money
+    relationship_days: int | None
+    bad_credit: bool
+    window: PeriodOut
+
+
+class TierReviewOut(Answer):
+    """A page of the tier review (no ``total``: it would compute every client)."""
+
+    items: list[TierReviewItemOut]
+    next_cursor: str | None
