@@ -665,3 +665,18 @@ class TierReviewOut(Answer):
 
     items: list[TierReviewItemOut]
     next_cursor: str | None
+
+
+# --- data quality ----------------------------------------------------------------------------------
+class QualityItemOut(Answer):
+    """A data-quality exception: the rule a client breaks."""
+
+    rule: Literal["claim_ratio_floor"]
+    client_id: str
+    manager_id: str | None
+    branch_id: str | None
+    origin: str
+    claim_ratio: str = Field(description="the ratio as sent", examples=["0.3"])
+    floor: str = Field(description="the origin's floor", examples=["0.5"])
+    detail: str
+    since: Timestamp
