@@ -667,7 +667,7 @@ class TierReviewOut(Answer):
     next_cursor: str | None
 
 
-# --- data quality ----------------------------------------------------------------------------------
+# --- data quality, deliveries ----------------------------------------------------------------------
 class QualityItemOut(Answer):
     """A data-quality exception: the rule a client breaks."""
 
@@ -680,3 +680,78 @@ class QualityItemOut(Answer):
     floor: str = Field(description="the origin's floor", examples=["0.5"])
     detail: str
     since: Timestamp
+
+
+class DeliveryOut(Answer):
+    """A reminder event's delivery to a target: attempts, last error, status."""
+
+    id: int
+    event_id: str
+    event_type: str
+    reminder_id: int | None
+    target: str
+    status: Literal["pending", "delivered", "failed"]
+    attempts: int
+    last_error: str | None
+    next_attempt_at: Timestamp | None = Field(description="pending only")
+    delivered_at: Timestamp | None
+    created_at: Timestamp | None
+
+
+# --- ops, health ---------------------------------------------------------------------------------
+Seconds = float | int
+
+
+class LagPartitionOut(Answer):
+    """A consumer group's lag on a topic partition, with its Burrow-style status."""
+
+    group: str
+    topic: str
+    partition: int
+    committed_offset: int | None
+    end_offset: int | None
+    lag: int
+    time_lag_seconds: Seconds | None
+    rate_per_second: Seconds | None
+    consumer_alive: bool | None
+    status: str
+    observed_at: Timestamp
+    observations: int
+
+
+class LagGroupOut(Answer):
+    group: str
+    status: str = Field(description="the worst of its partitions'")
+    lag: int
+    max_time_lag_seconds: Seconds
+    partitions: int
+
+
+class LagKey(Answer):
+    status: str = Field(description="the worst of the groups'")
+    groups: list[LagGroupOut]
+    window_seconds: Seconds
+    sampled_at: Timestamp | None
+    source: str
+    error: str | None
+
+
+class LagOut(Page[LagPartitionOut], LagKey):
+    """Consumer lag per group, topic and partition (a page of partitions)."""
+
+
+class AliveOut(Answer):
+    status: Literal["ok"]
+
+
+class ReadyChecksOut(Answer):
+    database: str
+    broker: str | None = omitted("the broker (the pipeline's readiness)")
+    worker: str | None = omitted("the workers' liveness and lag (the pipeline's readiness)")
+
+
+class ReadyOut(Answer):
+    """Ready (200) or not (503), and what each check found."""
+
+    status: Literal["ready", "not ready"]
+    checks: ReadyChecksOut
