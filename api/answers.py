@@ -483,3 +483,275 @@ class RejectedOut(Answer):
     raw_base64: str | None = Field(description="the message's bytes, base64")
     received_at: Timestamp
     released_at: Timestamp | None
+
+
+# --- client book, coverage ---------------------------------------------------------------------
+class BookClientOut(Answer):
+    """A client of the book: tier, credit, claim ratio, last visits, next due dates, days
+    overdue and this month's weighted profit."""
+
+    client_id: str
+    name: str | None
+    segment: str | None
+    tier: str | None
+    credit_client: bool
+    bad_credit: bool | None
+    origin: str | None
+    claim_ratio: Ratio | None = Field(
+        description="the ratio applied (the origin's default if unset)"
+    )
+    claim_ratio_set: bool = Field(description="whether the client record sent a ratio")
+    branch_id: str | None
+    assigned_at: Timestamp | None
+    visit_interval_days: int | None = Field(description="the interval in force")
+    last_visit_at: Timestamp | None
+    last_post_loan_check_at: Timestamp | None
+    next_visit_due: Timestamp | None
+    next_post_loan_due: Timestamp | None
+    overdue_days: OverdueDaysOut
+    overdue_days_max: int | None = Field(description="the larger of the two (null: neither)")
+    weighted_profit_month: Money
+    month: PeriodOut
+
+
+class UnassignedClientOut(BookClientOut):
+    """A client of a departed (inactive) manager, waiting to be reassigned."""
+
+    manager_id: str
+    manager_name: str | None
+
+
+class CoverageOverdueOut(Answer):
+    """Clients overdue now, by kind."""
+
+    visit: int
+    post_loan_check: int
+
+
+class CoverageFigures(Answer):
+    """Visit coverage (走访覆盖率) now, and visits over the period."""
+
+    clients: int
+    covered: int = Field(description="clients not overdue for a visit")
+    coverage: Ratio | None = Field(description="covered / clients (null: no clients)")
+    never_visited: int
+    overdue: CoverageOverdueOut
+    credit_clients: int
+    visits: int = Field(description="visits over the period")
+    visits_per_client: Money | None
+
+
+class ManagerCoverageKey(ManagerKey):
+    branch_id: str | None
+    period: PeriodOut
+    as_of: AsOf
+
+
+class ManagerCoverageOut(CoverageFigures, ManagerCoverageKey):
+    """A manager's visit coverage."""
+
+
+class CoveredManagerOut(CoverageFigures, AssessedKey):
+    """A manager's row of the branch's coverage."""
+
+
+class BranchCoverageKey(BranchKey):
+    period: PeriodOut
+    as_of: AsOf
+
+
+class BranchCoverageOut(CoverageFigures, BranchCoverageKey):
+    """A branch's visit coverage (its managers' clients) and each manager's."""
+
+    managers: list[CoveredManagerOut]
+
+
+# --- plan, visits ------------------------------------------------------------------------------
+class PlanItemOut(Answer):
+    """A visit or post-loan check overdue or coming due."""
+
+    client_id: str
+    name: str | None
+    tier: str | None
+    credit_client: bool
+    kind: Literal["visit", "post_loan_check"]
+    due_at: Timestamp
+    due_date: date = Field(description="the due instant's day, bank time")
+    status: Literal["overdue", "due"]
+    overdue_days: int | None = Field(description="overdue: days past due")
+    days_left: int | None = Field(description="due: days until the due day")
+
+
+class VisitOut(Answer):
+    """A visit of the ledger (拜访记录): its notes where the caller may read them."""
+
+    event_id: str
+    occurred_at: Timestamp
+    client_id: str
+    manager_id: str
+    method: str
+    kind: str
+    duration_minutes: int | None
+    notes: str | None
+    notes_withheld: bool = Field(description="notes exist but the caller may not read them")
+
+
+# --- series ------------------------------------------------------------------------------------
+class SeriesPointOut(Answer):
+    """A day or month of the series."""
+
+    from_: date = Field(alias="from")
+    to: date
+    value: Money | int = Field(description="money as a string, counts as integers")
+    cumulative: Money | int = Field(description="the running total to this point")
+    target_to_date: Money | None = Field(description="the profit target pro-rated to `to`")
+
+
+class SeriesFigures(Answer):
+    metric: str
+    step: Literal["day", "month"]
+    period: PeriodOut
+    target: Money | None = Field(description="the period's profit target (null: none set)")
+    points: list[SeriesPointOut]
+
+
+class ManagerSeriesOut(SeriesFigures, ManagerKey):
+    """A manager's metric per day or month (the burn-up)."""
+
+
+class BranchSeriesOut(SeriesFigures, BranchKey):
+    """A branch's metric per day or month, its managers' targets summed."""
+
+
+# --- balances, tier review -----------------------------------------------------------------------
+class BalanceAccountOut(Answer):
+    """An account's newest end-of-day balance."""
+
+    account_id: str
+    business_line: str
+    as_of_date: date
+    balance: Money
+
+
+class ClientBalancesOut(Answer):
+    """A client's average daily balance (日均) per line over the period, and its accounts."""
+
+    client_id: str
+    period: PeriodOut
+    days: int = Field(description="the days averaged over")
+    average_balance: BalanceOut
+    accounts: list[BalanceAccountOut]
+
+
+class TierReviewItemOut(Answer):
+    """A client whose sent tier differs from the one its standard deposits give."""
+
+    client_id: str
+    name: str | None
+    manager_id: str | None
+    branch_id: str | None
+    tier: str | None = Field(description="the tier sent")
+    computed_tier: str
+    standard_deposits: Money
+    average_deposits: Money
+    average_loans: Money
+    relationship_days: int | None
+    bad_credit: bool
+    window: PeriodOut
+
+
+class TierReviewOut(Answer):
+    """A page of the tier review (no ``total``: it would compute every client)."""
+
+    items: list[TierReviewItemOut]
+    next_cursor: str | None
+
+
+# --- data quality, deliveries ----------------------------------------------------------------------
+class QualityItemOut(Answer):
+    """A data-quality exception: the rule a client breaks."""
+
+    rule: Literal["claim_ratio_floor"]
+    client_id: str
+    manager_id: str | None
+    branch_id: str | None
+    origin: str
+    claim_ratio: str = Field(description="the ratio as sent", examples=["0.3"])
+    floor: str = Field(description="the origin's floor", examples=["0.5"])
+    detail: str
+    since: Timestamp
+
+
+class DeliveryOut(Answer):
+    """A reminder event's delivery to a target: attempts, last error, status."""
+
+    id: int
+    event_id: str
+    event_type: str
+    reminder_id: int | None
+    target: str
+    status: Literal["pending", "delivered", "failed"]
+    attempts: int
+    last_error: str | None
+    next_attempt_at: Timestamp | None = Field(description="pending only")
+    delivered_at: Timestamp | None
+    created_at: Timestamp | None
+
+
+# --- ops, health ---------------------------------------------------------------------------------
+Seconds = float | int
+
+
+class LagPartitionOut(Answer):
+    """A consumer group's lag on a topic partition, with its Burrow-style status."""
+
+    group: str
+    topic: str
+    partition: int
+    committed_offset: int | None
+    end_offset: int | None
+    lag: int
+    time_lag_seconds: Seconds | None
+    rate_per_second: Seconds | None
+    consumer_alive: bool | None
+    status: str
+    observed_at: Timestamp
+    observations: int
+
+
+class LagGroupOut(Answer):
+    group: str
+    status: str = Field(description="the worst of its partitions'")
+    lag: int
+    max_time_lag_seconds: Seconds
+    partitions: int
+
+
+class LagKey(Answer):
+    status: str = Field(description="the worst of the groups'")
+    groups: list[LagGroupOut]
+    window_seconds: Seconds
+    sampled_at: Timestamp | None
+    source: str
+    error: str | None
+
+
+class LagOut(Page[LagPartitionOut], LagKey):
+    """Consumer lag per group, topic and partition (a page of partitions)."""
+
+
+class AliveOut(Answer):
+    status: Literal["ok"]
+
+
+class ReadyChecksOut(Answer):
+    database: str
+    broker: str | None = omitted("the broker (the pipeline's readiness)")
+    worker: str | None = omitted("the workers' liveness and lag (the pipeline's readiness)")
+
+
+class ReadyOut(Answer):
+    """Ready (200) or not (503), and what each check found."""
+
+    status: Literal["ready", "not ready"]
+    checks: ReadyChecksOut

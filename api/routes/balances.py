@@ -9,6 +9,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 from sqlalchemy import select
 
+from api.answers import ClientBalancesOut, TierReviewOut
 from api.deps import ConnDep, Reader, SettingsDep
 from api.errors import Invalid
 from api.pagination import Cursor, Limit
@@ -22,7 +23,7 @@ from models.tables import BalanceAccountRow
 router = APIRouter(prefix="/v1", tags=["balances"])
 
 
-@router.get("/clients/tier-review")
+@router.get("/clients/tier-review", response_model=TierReviewOut)
 async def tier_review(
     user: Reader,
     conn: ConnDep,
@@ -65,7 +66,7 @@ async def tier_review(
     }
 
 
-@router.get("/clients/{client_id}/balances")
+@router.get("/clients/{client_id}/balances", response_model=ClientBalancesOut)
 async def client_balances(
     c: ClientInScope,
     conn: ConnDep,

@@ -8,6 +8,13 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query
 
+from api.answers import (
+    BookClientOut,
+    BranchCoverageOut,
+    ManagerCoverageOut,
+    Page,
+    UnassignedClientOut,
+)
 from api.deps import ConnDep, SettingsDep
 from api.errors import Invalid
 from api.pagination import Cursor, Limit
@@ -56,7 +63,7 @@ def paged(items: list[dict[str, Any]], offset: int, limit: int, shape: list[Any]
     }
 
 
-@router.get("/managers/{manager_id}/clients")
+@router.get("/managers/{manager_id}/clients", response_model=Page[BookClientOut])
 async def manager_clients(
     ref: ManagerInScope,
     conn: ConnDep,
@@ -95,7 +102,7 @@ def _span_doc(span: Any) -> dict[str, str]:
     return {"from": span.start.isoformat(), "to": span.end.isoformat()}
 
 
-@router.get("/managers/{manager_id}/coverage")
+@router.get("/managers/{manager_id}/coverage", response_model=ManagerCoverageOut)
 async def manager_coverage(
     ref: ManagerInScope, conn: ConnDep, settings: SettingsDep, now: NowDep, span: DateRange
 ) -> dict[str, Any]:
@@ -111,7 +118,7 @@ async def manager_coverage(
     }
 
 
-@router.get("/branches/{branch_id}/coverage")
+@router.get("/branches/{branch_id}/coverage", response_model=BranchCoverageOut)
 async def branch_coverage(
     branch_id: BranchId,
     managers: BranchInScope,
@@ -143,7 +150,7 @@ async def branch_coverage(
     }
 
 
-@router.get("/branches/{branch_id}/unassigned")
+@router.get("/branches/{branch_id}/unassigned", response_model=Page[UnassignedClientOut])
 async def branch_unassigned(
     branch_id: BranchId,
     managers: BranchInScope,

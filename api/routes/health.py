@@ -24,6 +24,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy import select, text
 
+from api.answers import AliveOut, ReadyOut
 from api.deps import EngineDep, SettingsDep
 from models.tables import WorkerPositionRow
 
@@ -31,7 +32,7 @@ router = APIRouter(tags=["health"])
 STALE = timedelta(seconds=30)
 
 
-@router.get("/healthz")
+@router.get("/healthz", response_model=AliveOut)
 async def healthz() -> dict[str, str]:
     """Liveness: the API process answers."""
     return {"status": "ok"}
@@ -54,7 +55,7 @@ def _answer(ready: bool, checks: dict[str, Any]) -> JSONResponse:
     )
 
 
-@router.get("/readyz/api")
+@router.get("/readyz/api", response_model=ReadyOut)
 async def readyz_api(engine: EngineDep) -> JSONResponse:
     """Readiness of this API instance: its database answers (use for load balancers)."""
     try:
@@ -75,7 +76,7 @@ def _sampled_lag(request: Request, settings_window: float) -> int | None:
     return sum(i["lag"] for i in monitor.partitions())
 
 
-@router.get("/readyz")
+@router.get("/readyz", response_model=ReadyOut)
 async def readyz(request: Request, engine: EngineDep, settings: SettingsDep) -> JSONResponse:
     """Pipeline readiness: database and broker reachable, a worker alive and caught up."""
     checks: dict[str, Any] = {}

@@ -16,6 +16,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Gauge, generate_lat
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from api.answers import LagOut
 from api.auth import Principal
 from api.deps import _bearer, principal_of, require_roles
 from api.errors import Forbidden, Unavailable
@@ -70,6 +71,7 @@ PROBLEMS_STORED = Gauge(
 
 @router.get(
     "/v1/ops/lag",
+    response_model=LagOut,
     responses={503: {"description": "the broker's offsets could not be read (yet)"}},
 )
 async def lag(

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import Response
 
-from api.answers import FeedTokenOut, FeedTokensRevokedOut
+from api.answers import FeedTokenOut, FeedTokensRevokedOut, Page, PlanItemOut
 from api.deps import ConnDep, Reader, SettingsDep
 from api.errors import Invalid, Unauthorized
 from api.pagination import Cursor, Limit
@@ -28,7 +28,7 @@ def window(days: int) -> int:
     return days
 
 
-@router.get("/managers/{manager_id}/plan")
+@router.get("/managers/{manager_id}/plan", response_model=Page[PlanItemOut])
 async def manager_plan(
     ref: ManagerInScope,
     conn: ConnDep,

@@ -6,6 +6,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query
 
+from api.answers import Page, QualityItemOut
 from api.deps import ConnDep, Reader, SettingsDep
 from api.errors import Invalid
 from api.routes.clients import decode_key, encode_key
@@ -15,7 +16,7 @@ from models.quality import CLAIM_FLOOR_RULE, claim_floor_exceptions
 router = APIRouter(prefix="/v1", tags=["data quality"])
 
 
-@router.get("/data-quality")
+@router.get("/data-quality", response_model=Page[QualityItemOut])
 async def data_quality(
     user: Reader,
     conn: ConnDep,

@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, Path, Query, Request
 from pydantic import AwareDatetime, BaseModel
 
-from api.answers import Page, ReminderOut
+from api.answers import DeliveryOut, Page, ReminderOut
 from api.auth import Principal
 from api.deps import ConnDep, Reader, SettingsDep, require_roles
 from api.errors import Conflict, Invalid, NotFound
@@ -42,7 +42,7 @@ class SnoozeIn(BaseModel):
     """RFC 3339 with an offset; after now and at most ``max_snooze_days`` ahead."""
 
 
-@router.get("/reminders/deliveries")
+@router.get("/reminders/deliveries", response_model=Page[DeliveryOut])
 async def list_deliveries(
     user: OpsOrAdmin,
     conn: ConnDep,

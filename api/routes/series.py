@@ -7,6 +7,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query
 
+from api.answers import BranchSeriesOut, ManagerSeriesOut
 from api.deps import ConnDep, SettingsDep
 from api.errors import Invalid
 from api.routes.clients import NowDep
@@ -47,7 +48,7 @@ def _metric(metric: str) -> str:
     return metric
 
 
-@router.get("/managers/{manager_id}/series")
+@router.get("/managers/{manager_id}/series", response_model=ManagerSeriesOut)
 async def manager_series(
     ref: ManagerInScope,
     conn: ConnDep,
@@ -74,7 +75,7 @@ async def manager_series(
     return {"manager_id": ref.manager_id, **doc}
 
 
-@router.get("/branches/{branch_id}/series")
+@router.get("/branches/{branch_id}/series", response_model=BranchSeriesOut)
 async def branch_series(
     branch_id: BranchId,
     managers: BranchInScope,

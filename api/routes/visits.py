@@ -13,6 +13,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from api.answers import Page, VisitOut
 from api.auth import Principal
 from api.deps import ConnDep, Reader, SettingsDep
 from api.errors import Invalid
@@ -98,7 +99,7 @@ async def answer(
     return {"items": items, "next_cursor": next_cursor, "total": page.total}
 
 
-@router.get("/clients/{client_id}/visits")
+@router.get("/clients/{client_id}/visits", response_model=Page[VisitOut])
 async def client_visits(
     c: ClientInScope,
     user: Reader,
@@ -118,7 +119,7 @@ def day_start(d: date, settings: Any) -> datetime:
     return datetime.combine(d, time(0), settings.tz)
 
 
-@router.get("/managers/{manager_id}/visits")
+@router.get("/managers/{manager_id}/visits", response_model=Page[VisitOut])
 async def manager_visits(
     ref: ManagerInScope,
     user: Reader,
