@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
+from functools import cache
 from typing import Literal
 from zoneinfo import ZoneInfo
 
@@ -44,15 +45,21 @@ class DueDates:
         return self.visit if kind == "visit" else self.post_loan_check
 
 
+@cache
+def _days(n: int) -> timedelta:
+    """``timedelta(days=n)``, built once per interval (the worker asks for it per client)."""
+    return timedelta(days=n)
+
+
 def due_dates(client: ClientClock, policy: Policy) -> DueDates:
     """Due = last qualifying visit (its occurred_at) + interval; never visited: the
     assignment in force + interval. Post-loan checks are due for credit clients only."""
     interval = visit_interval_days(client.tier, client.visit_interval_days, policy)
-    visit = (client.last_visit_at or client.assigned_at) + timedelta(days=interval)
+    visit = (client.last_visit_at or client.assigned_at) + _days(interval)
     post_loan = None
     if client.credit_client:
         start = client.last_post_loan_at or client.assigned_at
-        post_loan = start + timedelta(days=policy.post_loan_interval_days)
+        post_loan = start + _days(policy.post_loan_interval_days)
     return DueDates(visit=visit, post_loan_check=post_loan)
 
 

@@ -10,14 +10,15 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import date, datetime
-from typing import Any
+from datetime import UTC, date, datetime
+from typing import Any, NamedTuple
 
+import msgspec
 from sqlalchemy import and_, bindparam, case, exists, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from models.db import one_of
+from models.db import list_value, one_of
 from models.digest import Recipient
 from models.policy import Policy
 from models.tables import (
@@ -86,6 +87,100 @@ class Clocks:
     changed: int
 
 
+# Read and written on the driver, one statement each per batch: SQLAlchemy's per-row result
+# and bind processing (the UTC conversion of five timestamps a row) cost more than the rest
+_CLOCK_COLUMNS = (
+    "client_id, tier, credit_client, visit_interval_days, assigned_at, last_visit_at,"
+    " last_post_loan_at, next_visit_due, next_post_loan_due, manager_id"
+)
+_PG_CLOCKS = (
+    f"SELECT {_CLOCK_COLUMNS} FROM clients WHERE client_id IN (SELECT unnest($1::varchar[]))"
+)
+# the changed clocks as one JSON document of [client, visit due, post-loan due, last visit,
+# last post-loan check] rows (msgspec writes aware datetimes in RFC 3339, null for None)
+_PG_MOVE = (
+    "UPDATE clients c SET next_visit_due = (r->>1)::timestamptz,"
+    " next_post_loan_due = (r->>2)::timestamptz, last_visit_at = (r->>3)::timestamptz,"
+    " last_post_loan_at = (r->>4)::timestamptz"
+    " FROM jsonb_array_elements($1::jsonb) r WHERE c.client_id = r->>0"
+)
+_SQLITE_CLOCKS = (
+    f"SELECT {_CLOCK_COLUMNS} FROM clients WHERE client_id IN (SELECT value FROM json_each(?))"
+)
+_SQLITE_MOVE = (
+    "UPDATE clients SET next_visit_due = ?, next_post_loan_due = ?, last_visit_at = ?,"
+    " last_post_loan_at = ? WHERE client_id = ?"
+)
+_JSON = msgspec.json.Encoder()
+
+ClockRow = tuple[
+    str,
+    str | None,
+    bool,
+    int | None,
+    datetime,
+    datetime | None,
+    datetime | None,
+    datetime | None,
+    datetime | None,
+    str,
+]
+"""A client's clock as read (``_CLOCK_COLUMNS``), times aware."""
+
+
+async def _driver(conn: AsyncConnection) -> Any:
+    """The PostgreSQL driver's (asyncpg) connection under ``conn``, in its transaction."""
+    return (await conn.get_raw_connection()).driver_connection
+
+
+def _from_sqlite(at: str | None) -> datetime | None:
+    """A timestamp as SQLAlchemy stores it on SQLite (naive UTC text), aware."""
+    return None if at is None else datetime.fromisoformat(at).replace(tzinfo=UTC)
+
+
+def _to_sqlite(at: datetime | None) -> str | None:
+    """An aware timestamp in SQLAlchemy's SQLite storage form (naive UTC, microseconds)."""
+    if at is None:
+        return None
+    return at.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
+
+
+async def _read_clocks(conn: AsyncConnection, ids: Sequence[str]) -> list[ClockRow]:
+    if conn.dialect.name == "postgresql":
+        clocks: list[ClockRow] = await (await _driver(conn)).fetch(_PG_CLOCKS, list(ids))
+        return clocks  # records, unpacked as tuples
+    found: Iterable[Sequence[Any]] = await conn.exec_driver_sql(
+        _SQLITE_CLOCKS, (list_value(ids, "sqlite"),)
+    )
+    return [
+        (
+            cid,
+            tier,
+            bool(credit),
+            interval,
+            datetime.fromisoformat(assigned).replace(tzinfo=UTC),
+            _from_sqlite(lv),
+            _from_sqlite(lp),
+            _from_sqlite(nv),
+            _from_sqlite(np),
+            mid,
+        )
+        for cid, tier, credit, interval, assigned, lv, lp, nv, np, mid in found
+    ]
+
+
+async def _write_clocks(conn: AsyncConnection, changes: list[tuple[Any, ...]]) -> None:
+    """``changes``: (client, visit due, post-loan due, last visit, last post-loan check)."""
+    if conn.dialect.name == "postgresql":
+        await (await _driver(conn)).execute(_PG_MOVE, _JSON.encode(changes).decode())
+        return
+    rows = [
+        (_to_sqlite(v), _to_sqlite(p), _to_sqlite(lv), _to_sqlite(lp), cid)
+        for cid, v, p, lv, lp in changes
+    ]
+    await conn.exec_driver_sql(_SQLITE_MOVE, rows)
+
+
 async def move_clocks(
     conn: AsyncConnection,
     ids: Sequence[str],
@@ -95,69 +190,20 @@ async def move_clocks(
     """Recompute these clients' due dates, their clocks moved forward (never back) to
     ``visits`` (client → latest visit, latest post-loan check); one update for those that
     changed."""
-    c = ClientRow
-    rows = (
-        await conn.execute(
-            select(
-                c.client_id,
-                c.tier,
-                c.credit_client,
-                c.visit_interval_days,
-                c.assigned_at,
-                c.last_visit_at,
-                c.last_post_loan_at,
-                c.next_visit_due,
-                c.next_post_loan_due,
-                c.manager_id,
-            ).where(one_of(c.client_id, ids, conn.dialect.name))
-        )
-    ).all()
     out = Clocks({}, {}, 0)
-    changes = []
-    for r in rows:
-        seen, checked = visits.get(r.client_id, (None, None))
-        last_visit = later(r.last_visit_at, seen)
-        last_check = later(r.last_post_loan_at, checked)
-        out.latest_visit[r.client_id] = last_visit
-        d = due_dates(
-            ClientClock(
-                r.tier,
-                r.credit_client,
-                r.visit_interval_days,
-                r.assigned_at,
-                last_visit,
-                last_check,
-            ),
-            policy,
-        )
-        out.dues[r.client_id] = (d, r.manager_id)
-        if (d.visit, d.post_loan_check, last_visit, last_check) != (
-            r.next_visit_due,
-            r.next_post_loan_due,
-            r.last_visit_at,
-            r.last_post_loan_at,
-        ):
-            changes.append(
-                {
-                    "cid": r.client_id,
-                    "v": d.visit,
-                    "p": d.post_loan_check,
-                    "lv": last_visit,
-                    "lp": last_check,
-                }
-            )
+    changes: list[tuple[Any, ...]] = []
+    no_visit = (None, None)
+    for cid, tier, credit, interval, assigned, lv, lp, nv, np, mid in await _read_clocks(conn, ids):
+        seen, checked = visits.get(cid, no_visit)
+        last_visit = later(lv, seen)
+        last_check = later(lp, checked)
+        out.latest_visit[cid] = last_visit
+        d = due_dates(ClientClock(tier, credit, interval, assigned, last_visit, last_check), policy)
+        out.dues[cid] = (d, mid)
+        if d.visit != nv or d.post_loan_check != np or last_visit != lv or last_check != lp:
+            changes.append((cid, d.visit, d.post_loan_check, last_visit, last_check))
     if changes:
-        await conn.execute(
-            update(ClientRow)
-            .where(ClientRow.client_id == bindparam("cid"))
-            .values(
-                next_visit_due=bindparam("v"),
-                next_post_loan_due=bindparam("p"),
-                last_visit_at=bindparam("lv"),
-                last_post_loan_at=bindparam("lp"),
-            ),
-            changes,
-        )
+        await _write_clocks(conn, changes)
         out.changed = len(changes)
     return out
 
@@ -177,20 +223,42 @@ async def client_ids_after(conn: AsyncConnection, last: str, limit: int) -> list
 
 
 # --- reminder rows -------------------------------------------------------------------------
-async def active_reminders(conn: AsyncConnection, client_ids: Sequence[str]) -> list[Any]:
-    """The reminders of these clients that still ask for something, by id."""
-    return list(
-        (
-            await conn.execute(
-                select(*REMINDER_COLUMNS)
-                .where(
-                    one_of(ReminderRow.client_id, client_ids, conn.dialect.name),
-                    ReminderRow.status.in_(ACTIVE_STATUSES),
-                )
-                .order_by(ReminderRow.id)
-            )
-        ).all()
+class ActiveReminder(NamedTuple):
+    """A reminder as :func:`active_reminders` reads it (``REMINDER_COLUMNS``)."""
+
+    id: int
+    client_id: str
+    kind: str
+    due_at: datetime
+    status: str
+    manager_id: str
+    supervisor_id: str | None
+    branch_id: str | None
+
+
+_ACTIVE = (
+    "SELECT id, client_id, kind, due_at, status, manager_id, supervisor_id, branch_id"
+    " FROM reminders WHERE client_id IN ({ids}) AND status IN ({statuses}) ORDER BY id"
+).replace("{statuses}", ", ".join(f"'{s}'" for s in ACTIVE_STATUSES))
+_PG_ACTIVE = _ACTIVE.format(ids="SELECT unnest($1::varchar[])")
+_SQLITE_ACTIVE = _ACTIVE.format(ids="SELECT value FROM json_each(?)")
+
+
+async def active_reminders(
+    conn: AsyncConnection, client_ids: Sequence[str]
+) -> list[ActiveReminder]:
+    """The reminders of these clients that still ask for something, by id (on the driver,
+    as the clocks)."""
+    if conn.dialect.name == "postgresql":
+        driver = await _driver(conn)
+        return [ActiveReminder(*r) for r in await driver.fetch(_PG_ACTIVE, list(client_ids))]
+    found: Iterable[Sequence[Any]] = await conn.exec_driver_sql(
+        _SQLITE_ACTIVE, (list_value(client_ids, "sqlite"),)
     )
+    return [
+        ActiveReminder(rid, cid, kind, datetime.fromisoformat(due).replace(tzinfo=UTC), *rest)
+        for rid, cid, kind, due, *rest in found
+    ]
 
 
 async def resolve(conn: AsyncConnection, reminders: Sequence[Any], now: datetime) -> list[Any]:
