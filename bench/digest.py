@@ -2,7 +2,7 @@
 
     python bench/digest.py [--clients N] [--due 0.1] [--db sqlite,postgresql]
 
-Same data as bench/reminders.py (N clients over N/200 managers, a fraction ``--due`` overdue),
+Same data as bench/reminder_scan.py (N clients over N/200 managers, a fraction ``--due`` overdue),
 with one channel configured (a default WeCom robot; nothing is sent: the figures are the
 scheduler's writing of the messages). With the clock frozen: the first scan (fires), the
 morning digest pass (one message per manager), a scan 8 days later that escalates (one push
@@ -24,7 +24,7 @@ from datetime import time as clock_time
 from datetime import timedelta
 from pathlib import Path
 
-from bench.reminders import DEFAULT_PG, NOW, generate, insert_pg, insert_sqlite
+from bench.reminder_scan import DEFAULT_PG, NOW, generate, insert_pg, insert_sqlite
 from config import Settings
 from models.db import make_engine, upgrade
 from scheduler.service import ReminderScheduler

@@ -1,6 +1,6 @@
 """Reminder scan benchmark: the scheduler's scan over many clients.
 
-    python bench/reminders.py [--clients N] [--due 0.1] [--db sqlite,postgresql]
+    python bench/reminder_scan.py [--clients N] [--due 0.1] [--db sqlite,postgresql]
                               [--chunk 5000] [--json out.json] [--keep]
 
 For each database: a fresh, migrated database (a temp SQLite file; a new PostgreSQL
