@@ -95,8 +95,8 @@ FastPath = Callable[[Request], Awaitable[Response | None]]
 
 def fast_path_route(fast: FastPath) -> type[APIRoute]:
     """A route class that tries ``fast(request)`` before FastAPI's parameter and dependency
-    solving (most of a kept answer's cost: ~0.3 ms of CPU per request for a tally's
-    dependencies). ``fast`` answers only the plain requests it can answer exactly as the
+    solving (about half of a kept answer's CPU: a cached tally went from ~0.35 to ~0.17 ms
+    in process). ``fast`` answers only the plain requests it can answer exactly as the
     route would (a valid token of an allowed role, in scope, plain query parameters) and
     returns None for any other, which then goes through the route as declared: its
     validation, status codes and error bodies stay the route's own, and so does the OpenAPI
