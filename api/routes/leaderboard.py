@@ -5,18 +5,27 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from api.answers import BranchLeaderboardOut, LeaderboardOut
-from api.deps import Admin, Reader, ReadingDep
+from api.deps import (
+    READERS,
+    Admin,
+    Reader,
+    ReadingDep,
+    fast_caller,
+    fast_path_route,
+    plain_query,
+    reading,
+)
 from api.errors import Forbidden, Invalid
 from api.pagination import Cursor, Limit, decode_cursor, encode_cursor
 from api.reads import cached_answer
-from api.routes.tally import DateRange, Span
-from api.scope import BranchId, BranchInScope
+from api.routes.tally import PLAIN_SPAN, DateRange, Span, plain_span
+from api.scope import BranchId, BranchInScope, branch_refs
 from models.balances import (
     BALANCE_METRICS,
     add_handover_profit,
@@ -163,7 +172,35 @@ async def bank_board(
     return await _board(conn, settings, list(managers), span, metric, limit, cursor)
 
 
-@router.get("/branches/{branch_id}/leaderboard", response_model=BranchLeaderboardOut)
+def plain_metric(text: str) -> str | None:
+    return text if text in METRICS or text in BALANCE_METRICS else None
+
+
+def plain_limit(text: str) -> int | None:
+    """A page size written as plain digits (no leading zero) within ``Limit``'s bounds."""
+    plain = text.isascii() and text.isdigit() and text[0] != "0"
+    return int(text) if plain and int(text) <= 1000 else None
+
+
+async def branch_leaderboard_fast(request: Request) -> Response | None:
+    """``branch_leaderboard`` without FastAPI's solving, for a plain first-page request of a
+    supervisor or an admin in scope (see ``fast_path_route``); None for any other."""
+    branch_id: str = request.path_params["branch_id"]
+    query = plain_query(request, metric=plain_metric, limit=plain_limit, **PLAIN_SPAN)
+    user = fast_caller(request, READERS)
+    if query is None or user is None or user.role == "manager" or len(branch_id) > 128:
+        return None
+    if not user.can_see_branch(branch_id):
+        return None
+    read = await reading(request)
+    refs = await branch_refs(read, branch_id)
+    if not refs:
+        return None
+    span = plain_span(request, query)
+    metric, limit = query.get("metric", "weighted_profit"), query.get("limit", 100)
+    return await branch_board(read, branch_id, span, metric, limit, None, managers=list(refs))
+
+
 async def branch_leaderboard(
     branch_id: BranchId,
     user: Reader,
@@ -179,6 +216,15 @@ async def branch_leaderboard(
     if user.role == "manager":
         raise Forbidden("leaderboards are for supervisors")
     return await branch_board(reading, branch_id, span, metric, limit, cursor, managers=managers)
+
+
+router.add_api_route(
+    "/branches/{branch_id}/leaderboard",
+    branch_leaderboard,
+    methods=["GET"],
+    response_model=BranchLeaderboardOut,
+    route_class_override=fast_path_route(branch_leaderboard_fast),
+)
 
 
 @router.get("/leaderboard", response_model=LeaderboardOut)

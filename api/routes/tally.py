@@ -5,17 +5,25 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from api.answers import BranchTallyOut, TallyOut
-from api.deps import ReadingDep
+from api.deps import (
+    READERS,
+    ReadingDep,
+    fast_caller,
+    fast_path_route,
+    plain_date,
+    plain_query,
+    reading,
+)
 from api.errors import Invalid
 from api.reads import cached_answer
-from api.scope import BranchId, BranchInScope, ManagerInScope
+from api.scope import BranchId, BranchInScope, ManagerInScope, manager_ref
 from models.balances import add_handover_profit, average_documents
 from models.policy import account_counts_span, branch_account_targets, period_range
 from models.tally import (
@@ -35,6 +43,7 @@ router = APIRouter(prefix="/v1", tags=["tallies"])
 
 MAX_RANGE_DAYS = 3660
 Period = Literal["day", "week", "month", "quarter", "year"]
+PERIODS: frozenset[str] = frozenset(get_args(Period))
 
 
 def resolve_range(
@@ -87,6 +96,22 @@ async def date_range(
 DateRange = Annotated[Span, Depends(date_range)]
 
 
+def plain_period(text: str) -> str | None:
+    return text if text in PERIODS else None
+
+
+PLAIN_SPAN = {"period": plain_period, "at": plain_date}
+"""The parameters of a period query as the fast paths take them (``plain_query``); a from/to
+range goes through ``date_range``."""
+
+
+def plain_span(request: Request, query: dict[str, Any]) -> Span:
+    """``date_range`` for a plain period query (``PLAIN_SPAN``): it cannot fail."""
+    today = datetime.now(request.app.state.settings.tz).date()
+    start, end = period_range(query.get("period") or "month", query.get("at") or today)
+    return Span(query.get("period") or "month", start, end, today)
+
+
 # The answers are kept encoded in the read cache (api/reads.py): the routes send them as
 # they were encoded, and declare what they hold for the OpenAPI document.
 @cached_answer(
@@ -121,7 +146,24 @@ async def manager_tally_answer(
     return doc
 
 
-@router.get("/managers/{manager_id}/tally", response_model=TallyOut)
+async def manager_tally_fast(request: Request) -> Response | None:
+    """``manager_tally`` without FastAPI's solving, for a plain request in scope (see
+    ``fast_path_route``); None for any other."""
+    manager_id: str = request.path_params["manager_id"]
+    query = plain_query(request, **PLAIN_SPAN)
+    user = fast_caller(request, READERS)
+    if query is None or user is None or len(manager_id) > 128:
+        return None
+    if user.role == "manager" and user.manager_id != manager_id:
+        return None
+    read = await reading(request)
+    ref = await manager_ref(read, manager_id)
+    if ref is None or not user.can_see_manager(manager_id, ref.branch_id):
+        return None
+    span = plain_span(request, query)
+    return await manager_tally_answer(read, manager_id, ref.branch_id, span)
+
+
 async def manager_tally(
     manager: ManagerInScope,
     reading: ReadingDep,
@@ -129,6 +171,15 @@ async def manager_tally(
 ) -> Response:
     """A manager's tally for the period containing `at` (or from/to), with the profit target."""
     return await manager_tally_answer(reading, manager.manager_id, manager.branch_id, span)
+
+
+router.add_api_route(
+    "/managers/{manager_id}/tally",
+    manager_tally,
+    methods=["GET"],
+    response_model=TallyOut,
+    route_class_override=fast_path_route(manager_tally_fast),
+)
 
 
 @router.get("/branches/{branch_id}/tally", response_model=BranchTallyOut)
