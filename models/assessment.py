@@ -27,7 +27,7 @@ from models.policy import (
     performance_points,
 )
 from models.tables import AssignmentRow, ClientRow, EvaluationRow, EventRow
-from models.tally import hired_dates, manager_totals, period_target, ratio_text, target_history
+from models.tally import hired_dates, period_target, period_totals, ratio_text, target_history
 
 
 def period_label(period: str, start: date) -> str:
@@ -266,7 +266,8 @@ async def assess(
     today = now.astimezone(tz).date()
     history = (await target_history(conn, [manager_id]))[manager_id]
     hired = (await hired_dates(conn, [manager_id]))[manager_id]
-    totals = await manager_totals(conn, manager_id, start, end)
+    # the weighted profit as the tally shows it (with the hand-over split)
+    totals = (await period_totals(conn, "manager", [manager_id], start, end, policy))[manager_id]
     actual = totals["weighted_profit"]
     target = period_target(history, start, end, tz, hired)
     ratio = completion_ratio(actual, target)
@@ -328,7 +329,8 @@ async def assess(
     for year in years:
         y0, y1 = date(year, 1, 1), date(year, 12, 31)
         y_target = period_target(history, y0, y1, tz, hired)
-        y_actual = (await manager_totals(conn, manager_id, y0, y1))["weighted_profit"]
+        y_totals = await period_totals(conn, "manager", [manager_id], y0, y1, policy)
+        y_actual = y_totals[manager_id]["weighted_profit"]
         y_ratio = completion_ratio(y_actual, y_target)
         worked = share_of_year_worked(year, hired)
         not_judged = None

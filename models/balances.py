@@ -389,9 +389,13 @@ async def handover_split(
     return out
 
 
-async def handover_profit_split(
+ProfitMoves = dict[tuple[str, str, date], Decimal]
+"""(owner, client_id, bank day) → the change of the owner's weighted profit."""
+
+
+async def handover_profit_moves(
     conn: AsyncConnection, scope: str, owner_ids: Iterable[str], span: Span, policy: Any
-) -> dict[str, Decimal]:
+) -> ProfitMoves:
     """增量认领, the weighted profit of deposit business: a liability transaction of a
     handed-over client on a day d held by its new manager N (increment mode, the previous
     manager P still active) is credited in the proportion of that day's deposits,
@@ -400,16 +404,19 @@ async def handover_profit_split(
            client has its own)
         P: profit × coefficient × (1 − s(d)) × P's claim ratio for the client
 
-    with s(d) = ``increment_share``(D(d), base). Returns, per owner (``scope``), the change
-    of its weighted profit over the days ``span`` (first, last) against what the
-    transaction rule credited (stored with each event), for the transactions credited to P
-    or N."""
+    with s(d) = ``increment_share``(D(d), base). Returns, per owner (``scope``), client and
+    bank day of the days ``span`` (first, last), the change of the owner's weighted profit
+    against what the transaction rule credited (stored with each event), for the
+    transactions credited to P or N; the other owners of a hand-over of ``owner_ids`` are
+    in it too. The one computation of the split: every view's figures fold these moves
+    (``handover_profit_split``, ``add_handover_profit``, ``handover_profit_days``,
+    ``handover_profit_clients``)."""
     from models.decode import decode_event
     from models.events import TransactionPosted
     from models.policy import claim_ratio, to_cny, weighted_profit
     from models.tables import ClientRow, EventRow
 
-    out: dict[str, Decimal] = defaultdict(lambda: ZERO)
+    out: ProfitMoves = defaultdict(lambda: ZERO)
     if policy.handover_mode != "increment":
         return out
     start, last = span
@@ -472,11 +479,57 @@ async def handover_profit_split(
             profit = to_cny(p.simulated_profit, p.currency, policy)
             share = increment_share(deposits[(r.day - h.lo).days], base)
             stored = r.manager_id if scope == "manager" else r.branch_id
-            out[stored] -= r.weighted_profit or ZERO
-            out[h.current[key]] += weighted_profit(profit * share, line, new_ratio, policy)  # type: ignore[index]
-            out[h.previous[key]] += weighted_profit(  # type: ignore[index]
+            at = (h.client_id, r.day)
+            out[(stored, *at)] -= r.weighted_profit or ZERO
+            out[(h.current[key], *at)] += weighted_profit(  # type: ignore[index]
+                profit * share, line, new_ratio, policy
+            )
+            out[(h.previous[key], *at)] += weighted_profit(  # type: ignore[index]
                 profit * (1 - share), line, old_ratio, policy
             )
+    return out
+
+
+async def handover_profit_split(
+    conn: AsyncConnection, scope: str, owner_ids: Iterable[str], span: Span, policy: Any
+) -> dict[str, Decimal]:
+    """Per owner, the change of its weighted profit over the days ``span`` by the 增量认领
+    split (``handover_profit_moves`` summed over clients and days)."""
+    out: dict[str, Decimal] = defaultdict(lambda: ZERO)
+    for (owner, _client, _day), v in (
+        await handover_profit_moves(conn, scope, owner_ids, span, policy)
+    ).items():
+        out[owner] += v
+    return out
+
+
+async def handover_profit_days(
+    conn: AsyncConnection, scope: str, owner_id: str, span: Span, policy: Any
+) -> dict[date, Decimal]:
+    """One owner's change of weighted profit per bank day of ``span`` by the split (the
+    trend's points: ``handover_profit_moves`` summed over clients)."""
+    out: dict[date, Decimal] = defaultdict(lambda: ZERO)
+    for (owner, _client, day), v in (
+        await handover_profit_moves(conn, scope, [owner_id], span, policy)
+    ).items():
+        if owner == owner_id:
+            out[day] += v
+    return out
+
+
+async def handover_profit_clients(
+    conn: AsyncConnection, manager_ids: Iterable[str], span: Span, policy: Any
+) -> dict[tuple[str, str], Decimal]:
+    """(manager, client) → the change of the weighted profit credited to the manager for the
+    client over ``span`` by the split (the client book: ``handover_profit_moves`` summed
+    over days)."""
+    ids = set(manager_ids)
+    out: dict[tuple[str, str], Decimal] = defaultdict(lambda: ZERO)
+    for (owner, client, _day), v in (
+        await handover_profit_moves(conn, "manager", ids, span, policy)
+    ).items():
+        if owner in ids:
+            out[(owner, client)] += v
     return out
 
 
@@ -738,9 +791,10 @@ async def add_handover_profit(
     end: date,
     policy: Any,
 ) -> None:
-    """Per owner of ``totals`` (owner → its tally totals), add the 增量认领 split of the
-    weighted profit of deposit business (``handover_profit_split``) to its
-    ``weighted_profit``, in place."""
+    """Per owner of ``totals`` (owner → its totals over [start, end], the stored buckets'
+    sums), add the 增量认领 split of the weighted profit of deposit business
+    (``handover_profit_split``) to its ``weighted_profit``, in place: what every view of a
+    period's weighted profit shows (``models.tally.period_totals``, the tallies)."""
     moved = await handover_profit_split(conn, scope, totals, (start, end), policy)
     for owner, t in totals.items():
         if moved.get(owner):

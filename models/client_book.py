@@ -2,7 +2,8 @@
 
 The book: every client the manager holds with tier, credit status, claim ratio, last visits,
 next due dates, days overdue and the weighted profit credited to the manager for the client
-this month (exact: the sum of the ``weighted_profit`` stored with each applied transaction).
+this month (exact: the sum of the ``weighted_profit`` stored with each applied transaction,
+with the hand-over split of deposit business as in the tallies).
 
 Coverage, as of now: the share of clients visited within their interval (a last visit on
 record and the ordinary clock not yet run out), overdue counts by kind, and visits made per
@@ -20,6 +21,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import and_, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from models.balances import handover_profit_clients
 from models.policy import TIERS, Policy, claim_ratio, money
 from models.tables import ClientRow, EventRow, ExactDecimal, ManagerRow, VisitRow
 from models.visits import overdue_days, visit_interval_days
@@ -53,11 +55,13 @@ def month_bounds(today: date, tz: ZoneInfo) -> tuple[date, date]:
 
 
 async def profit_by_client(
-    conn: AsyncConnection, manager_ids: list[str], start: date, end: date
+    conn: AsyncConnection, manager_ids: list[str], start: date, end: date, policy: Policy
 ) -> dict[tuple[str, str], Decimal]:
-    """(manager, client) → exact weighted profit credited over [start, end] (bank days)."""
+    """(manager, client) → exact weighted profit credited over [start, end] (bank days),
+    with the hand-over split of deposit business (as the tallies)."""
     if not manager_ids:
         return {}
+    moved = await handover_profit_clients(conn, manager_ids, (start, end), policy)
     fn = func.sum if conn.dialect.name == "postgresql" else func.decimal_sum
     rows = await conn.execute(
         select(
@@ -75,7 +79,10 @@ async def profit_by_client(
         .group_by(EventRow.manager_id, EventRow.client_id)
     )
     # (the query selects transactions of the given managers, and a transaction names its client)
-    return {(m, c): Decimal(v or 0) for m, c, v in rows.all() if m is not None and c is not None}
+    out = {(m, c): Decimal(v or 0) for m, c, v in rows.all() if m is not None and c is not None}
+    for key, v in moved.items():
+        out[key] = out.get(key, Decimal(0)) + v
+    return out
 
 
 def overdue_of(due: datetime | None, now: datetime) -> int | None:
@@ -88,7 +95,7 @@ async def book(
     """Every client the manager holds, in client id order."""
     tz = policy.tz
     start, end = month_bounds(now.astimezone(tz).date(), tz)
-    profit = await profit_by_client(conn, [manager_id], start, end)
+    profit = await profit_by_client(conn, [manager_id], start, end, policy)
     rows = (
         await conn.execute(
             select(ClientRow)

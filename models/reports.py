@@ -1,10 +1,11 @@
 """The weekly branch report for the Monday meeting (周例会): last week per manager, as XLSX.
 
 One row per manager of the branch (active ones, and departed ones with work in the week):
-weighted profit (exact, rounded once), transactions, accounts opened (all, corporate
-settlement, basic), visits, coverage of their clients and overdue counts (as of when the
-report is made), reminders fired, acknowledged and escalated in the week; then the branch
-row (its own exact totals, rounded once) and the branch's weekly account target.
+weighted profit (exact, rounded once; with the hand-over split, as the tallies),
+transactions, accounts opened (all, corporate settlement, basic), visits, coverage of their
+clients and overdue counts (as of when the report is made), reminders fired, acknowledged
+and escalated in the week; then the branch row (its own exact totals, rounded once) and the
+branch's weekly account target.
 """
 
 from __future__ import annotations
@@ -24,13 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from models import client_book
 from models.policy import ACCOUNT_TYPES, Policy, branch_account_targets, money
 from models.tables import ManagerRow, ReminderRow
-from models.tally import (
-    account_targets_document,
-    branch_daily_accounts,
-    branch_totals,
-    managers_totals,
-    zero_totals,
-)
+from models.tally import account_targets_document, branch_daily_accounts, period_totals
 
 COLUMNS: list[tuple[str, str]] = [
     ("manager_id", "客户经理 manager"),
@@ -110,7 +105,8 @@ async def weekly(
     ids = [m.manager_id for m in managers]
     steps = 4
     tick = progress or (lambda _done, _total: None)
-    totals = await managers_totals(conn, ids, start, end)
+    # the figures every view shows: the buckets with the hand-over split (as the tallies)
+    totals = await period_totals(conn, "manager", ids, start, end, policy)
     tick(1, steps)
     coverage = await client_book.coverage(conn, ids, start, end, tz, now)
     tick(2, steps)
@@ -119,12 +115,12 @@ async def weekly(
     tick(3, steps)
     rows = []
     for m in managers:
-        t = totals.get(m.manager_id) or zero_totals()
+        t = totals[m.manager_id]
         cov = coverage[m.manager_id]
         if not m.active and t["transactions"] == 0 and t["visits_total"] == 0 and cov.clients == 0:
             continue  # departed, nothing in the week
         rows.append(_row(m.manager_id, m.name, t, cov, reminders, policy))
-    b = await branch_totals(conn, branch_id, start, end)
+    b = (await period_totals(conn, "branch", [branch_id], start, end, policy))[branch_id]
     whole = client_book.Coverage()
     for c in coverage.values():
         whole.add(c)

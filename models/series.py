@@ -1,6 +1,7 @@
 """Daily and monthly series of a manager's or a branch's figures, for the trend charts.
 
-Each point is exact (the day buckets summed as decimals), with the running total
+Each point is exact (the day buckets summed as decimals; the weighted profit with the
+hand-over split of deposit business, as the tallies), with the running total
 (``cumulative``, for a burn-up) and, where the manager(s) have a profit target, the target
 pro-rated to that point (``target_to_date``: the target of the range's days up to it).
 """
@@ -15,6 +16,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from models.balances import handover_profit_days
 from models.policy import money
 from models.tables import COUNT_COLUMNS, MONEY_COLUMNS, BranchDayRow, ManagerDayRow
 from models.tally import (
@@ -65,11 +67,20 @@ async def series(
     end: date,
     step: str,
     tz: ZoneInfo,
+    policy: Any,
 ) -> dict[str, Any]:
     if branch_id is not None:
+        scope, owner = "branch", branch_id
         days = await _days(conn, BranchDayRow, "branch_id", branch_id, start, end)
     else:
-        days = await _days(conn, ManagerDayRow, "manager_id", manager_ids[0], start, end)
+        scope, owner = "manager", manager_ids[0]
+        days = await _days(conn, ManagerDayRow, "manager_id", owner, start, end)
+    # the weighted profit as the tallies show it: each day with its hand-over split
+    moved = (
+        await handover_profit_days(conn, scope, owner, (start, end), policy)
+        if metric == "weighted_profit"
+        else {}
+    )
     money_metric = METRICS[metric][0] == "money"
     histories = await target_history(conn, manager_ids) if metric == "weighted_profit" else {}
 
@@ -88,6 +99,7 @@ async def series(
             if row is not None:
                 for c in COLUMNS:
                     totals[c] += row[c]
+            totals["weighted_profit"] += moved.get(d, Decimal(0))
             d += timedelta(days=1)
         value = metric_value(totals, metric)
         running += value

@@ -173,10 +173,38 @@ async def branch_totals(
 async def managers_totals(
     conn: AsyncConnection, manager_ids: Iterable[str] | None, start: date, end: date
 ) -> dict[str, dict[str, Any]]:
-    """Totals per manager over [start, end] (``None``: every manager), exact."""
+    """Totals per manager over [start, end] (``None``: every manager), exact; the stored
+    buckets as they are (``period_totals`` adds the hand-over split)."""
     return await _sums(
         conn, ManagerDayRow.__table__, "manager_id", manager_ids, start, end, _ALL_COLUMNS
     )
+
+
+async def period_totals(
+    conn: AsyncConnection,
+    scope: str,
+    owner_ids: Iterable[str],
+    start: date,
+    end: date,
+    policy: Any,
+) -> dict[str, dict[str, Any]]:
+    """Per manager or branch (``scope``) of ``owner_ids``, its totals over [start, end] as
+    every view shows them (tallies, leaderboard, reports, assessment): the exact sums of the
+    stored day buckets, with the 增量认领 split of the weighted profit of deposit business
+    (``models.balances.add_handover_profit``). An owner without a bucket gets zeros (and
+    its share of a split)."""
+    from models.balances import add_handover_profit
+
+    ids = sorted(set(owner_ids))
+    table, key = (
+        (ManagerDayRow.__table__, "manager_id")
+        if scope == "manager"
+        else (BranchDayRow.__table__, "branch_id")
+    )
+    found = await _sums(conn, table, key, ids, start, end, _ALL_COLUMNS)
+    totals = {o: found.get(o) or zero_totals() for o in ids}
+    await add_handover_profit(conn, scope, totals, start, end, policy)
+    return totals
 
 
 # --- leaderboard metrics ---------------------------------------------------------------------

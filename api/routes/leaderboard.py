@@ -28,7 +28,6 @@ from api.routes.tally import PLAIN_SPAN, DateRange, Span, plain_span
 from api.scope import BranchId, BranchInScope, branch_refs
 from models.balances import (
     BALANCE_METRICS,
-    add_handover_profit,
     average_balances,
     average_documents,
     handover_profit_split,
@@ -38,8 +37,8 @@ from models.tables import ManagerRow
 from models.tally import (
     METRICS,
     managers_metric,
-    managers_totals,
     metric_value,
+    period_totals,
     rank,
     show_metric,
     tally_document,
@@ -104,9 +103,7 @@ async def _board(
     ranked = rank(values)
     page = ranked[start : start + limit]
     shown = [mid for _, mid, _ in page]
-    totals = await managers_totals(conn, shown, span.start, span.end)
-    totals = {mid: totals.get(mid) or zero_totals() for mid in shown}
-    await add_handover_profit(conn, "manager", totals, span.start, span.end, settings.policy)
+    totals = await period_totals(conn, "manager", shown, span.start, span.end, settings.policy)
     balances = await average_documents(
         conn, "manager", shown, span.start, span.end, span.today, settings.policy
     )

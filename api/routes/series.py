@@ -71,6 +71,7 @@ async def manager_series(
         end=end,
         step=step,
         tz=settings.tz,
+        policy=settings.policy,
     )
     return {"manager_id": ref.manager_id, **doc}
 
@@ -99,5 +100,6 @@ async def branch_series(
         end=end,
         step=step,
         tz=settings.tz,
+        policy=settings.policy,
     )
     return {"branch_id": branch_id, **doc}

@@ -30,10 +30,10 @@ from models.tally import (
     account_targets_document,
     account_targets_status,
     branch_daily_accounts,
-    branch_totals,
     hired_dates,
     manager_figures,
     period_target,
+    period_totals,
     tally_document,
     target_document,
     target_history,
@@ -128,7 +128,7 @@ async def manager_tally_answer(
     # the figures also read the manager's hiring date from its last ``manager.upserted``
     # event: stored in the same transaction as the ``managers`` row it upserts
     got = await manager_figures(conn, manager_id, span.start, span.end)
-    totals = got.totals
+    totals = got.totals  # the stored buckets' sums, read on the driver: ``period_totals``
     await add_handover_profit(
         conn, "manager", {manager_id: totals}, span.start, span.end, settings.policy
     )
@@ -204,10 +204,9 @@ async def branch_tally(
 async def branch_tally_answer(
     conn: AsyncConnection, settings: Any, branch_id: str, span: Span, *, managers: list[Any]
 ) -> dict[str, Any]:
-    totals = await branch_totals(conn, branch_id, span.start, span.end)
-    await add_handover_profit(
-        conn, "branch", {branch_id: totals}, span.start, span.end, settings.policy
-    )
+    totals = (
+        await period_totals(conn, "branch", [branch_id], span.start, span.end, settings.policy)
+    )[branch_id]
     doc = tally_document(("branch_id", branch_id), span.start, span.end, totals, settings.tz)
     doc["average_balance"] = (
         await average_documents(

@@ -893,6 +893,33 @@ def _leaves(feed: Feed, manager: str, branch: str) -> Incoming:
     return feed.msg("crm.managers", env(f"{manager}-2", "manager.upserted", at, **record))
 
 
+async def _worked_example_transactions(applier: Applier, feed: Feed) -> None:
+    """The README's worked example's business of client h (see the test above)."""
+
+    def tx(eid: str, account: str, at: str, profit: str, line: str = "liability") -> Incoming:
+        fact = {"client_id": "h", "account_id": account, "business_line": line}
+        fact |= {"amount": "100000.00", "simulated_profit": profit}
+        return feed.msg("bank.transactions", env(eid, "transaction.posted", at, **fact))
+
+    opened = env(
+        "hn-open",
+        "account.opened",
+        "2026-08-01T10:00:00+08:00",
+        client_id="h",
+        account_id="hn",
+        account_type="deposit",
+    )
+    await applier.apply(
+        [
+            tx("t1", "hd", "2026-07-10T11:00:00+08:00", "3000.00"),
+            tx("t2", "hl", "2026-07-11T11:00:00+08:00", "500.00", "asset"),
+            feed.msg("bank.accounts", opened),
+            tx("t3", "hn", "2026-08-10T11:00:00+08:00", "900.00"),
+            tx("t4", "hn", "2026-08-20T11:00:00+08:00", "1000.00"),
+        ]
+    )
+
+
 async def test_handover_worked_example(db_url: str) -> None:
     engine = make_engine(db_url, writer=True)
     applier = Applier(engine, Policy(), now=lambda: datetime(2026, 12, 1, tzinfo=UTC))
@@ -951,32 +978,10 @@ async def test_handover_weighted_profit_worked_example(db_url: str, tmp_path: Pa
     applier = Applier(engine, Policy(), now=lambda: datetime(2026, 12, 1, tzinfo=UTC))
     feed = Feed()
     await _handed_over_client(applier, feed)
-
-    def tx(eid: str, account: str, at: str, profit: str, line: str = "liability") -> Incoming:
-        fact = {"client_id": "h", "account_id": account, "business_line": line}
-        fact |= {"amount": "100000.00", "simulated_profit": profit}
-        return feed.msg("bank.transactions", env(eid, "transaction.posted", at, **fact))
-
-    opened = env(
-        "hn-open",
-        "account.opened",
-        "2026-08-01T10:00:00+08:00",
-        client_id="h",
-        account_id="hn",
-        account_type="deposit",
-    )
-    await applier.apply(
-        [
-            # 10 July: on hd (held before the hand-over: credited to ma, ratio 1.0)
-            tx("t1", "hd", "2026-07-10T11:00:00+08:00", "3000.00"),
-            # a loan's profit is not deposit business: it keeps the transaction rule
-            tx("t2", "hl", "2026-07-11T11:00:00+08:00", "500.00", "asset"),
-            feed.msg("bank.accounts", opened),
-            # on hn, opened by mc after the hand-over (credited to mc at 0.6)
-            tx("t3", "hn", "2026-08-10T11:00:00+08:00", "900.00"),
-            tx("t4", "hn", "2026-08-20T11:00:00+08:00", "1000.00"),
-        ]
-    )
+    # 10 July on hd (held before the hand-over: credited to ma, ratio 1.0); 11 July a loan
+    # (not deposit business: it keeps the transaction rule); on hn, opened by mc after the
+    # hand-over (credited to mc at 0.6), 10 and 20 August
+    await _worked_example_transactions(applier, feed)
     app = create_app(Settings(database_url=db_url, data_dir=tmp_path, auth_secret=SECRET))
     headers = {"Authorization": f"Bearer {mint_token(SECRET, 'admin')}"}
 
@@ -1026,6 +1031,103 @@ async def test_handover_weighted_profit_worked_example(db_url: str, tmp_path: Pa
         split("0.00", "1140.00"),
     ]
     await engine.dispose()
+
+
+async def test_handover_split_is_the_same_in_every_view(
+    db_url: str, tmp_path: Path, engines: Any
+) -> None:
+    """The weighted profit of the worked example's hand-over, per manager and branch, is
+    the same in the tally, the leaderboard, the weekly report, the trend (by day and by
+    month), the assessment and the client book: one figure for one thing, with the split
+    and after the previous manager has left (a full transfer)."""
+    import io
+
+    import openpyxl
+
+    applier = Applier(
+        engines(db_url, writer=True), Policy(), now=lambda: datetime(2026, 12, 1, tzinfo=UTC)
+    )
+    feed = Feed()
+    await _handed_over_client(applier, feed)
+    await _worked_example_transactions(applier, feed)
+    app = create_app(Settings(database_url=db_url, data_dir=tmp_path, auth_secret=SECRET))
+    app.state.now = lambda: datetime(2026, 8, 25, 4, tzinfo=UTC)  # the client book's month
+    headers = {"Authorization": f"Bearer {mint_token(SECRET, 'admin')}"}
+    owners = {"ma": "managers", "mc": "managers", "b1": "branches", "b2": "branches"}
+
+    async def views(c: httpx.AsyncClient, start: str, end: str) -> dict[str, dict[str, str]]:
+        """Per owner, the weighted profit over [start, end] as each view shows it."""
+        span = {"from": start, "to": end}
+        out: dict[str, dict[str, str]] = {o: {} for o in owners}
+
+        async def get(path: str, **params: str) -> Any:
+            r = await c.get(path, params=params, headers=headers)
+            assert r.status_code == 200, r.text
+            return r
+
+        for owner, kind in owners.items():
+            tally = (await get(f"/v1/{kind}/{owner}/tally", **span)).json()
+            out[owner]["tally"] = tally["weighted_profit"]
+            assert tally["target"]["actual"] == tally["weighted_profit"]
+            for step in ("day", "month"):
+                trend = (await get(f"/v1/{kind}/{owner}/series", **span, step=step)).json()
+                out[owner][f"trend by {step}"] = trend["points"][-1]["cumulative"]
+                total = sum((Decimal(p["value"]) for p in trend["points"]), Decimal(0))
+                out[owner][f"trend {step} points"] = str(total)
+        for branch in ("b1", "b2"):
+            board = (
+                await get(f"/v1/branches/{branch}/leaderboard", **span, metric="weighted_profit")
+            ).json()
+            for item in board["items"]:
+                if item["manager_id"] in owners:
+                    out[item["manager_id"]]["leaderboard"] = item["value"]
+                    out[item["manager_id"]]["leaderboard tally"] = item["tally"]["weighted_profit"]
+        # the weekly report: the week of ``start`` (a Monday in the calls below)
+        if date.fromisoformat(end) - date.fromisoformat(start) == timedelta(days=6):
+            for branch in ("b1", "b2"):
+                r = await get(f"/v1/branches/{branch}/reports/weekly", at=start)
+                rows = list(openpyxl.load_workbook(io.BytesIO(r.content)).worksheets[0].values)
+                header = next(i for i, v in enumerate(rows) if v[0] == "客户经理 manager")
+                for row in rows[header + 1 :]:
+                    if row[0] in owners:
+                        out[row[0]]["weekly report"] = money(Decimal(str(row[2])))
+        else:  # a month: the assessment, and the client book of August
+            for m in ("ma", "mc"):
+                a = (await get(f"/v1/managers/{m}/assessment", period="month", at=start)).json()
+                out[m]["assessment"] = a["weighted_profit"]
+        return out
+
+    def same(got: dict[str, dict[str, str]], want: dict[str, str]) -> None:
+        for owner, shown in got.items():
+            assert {v for v in shown.values()} == {want[owner]}, (owner, shown)
+
+    def split(ma: str, mc: str) -> dict[str, str]:
+        return {"ma": ma, "mc": mc, "b1": ma, "b2": mc}
+
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
+            # July (t1 split 2,000 / 600, t2 a loan: ma 450) and its week 6-12 July
+            same(await views(c, "2026-07-01", "2026-07-31"), split("2450.00", "600.00"))
+            same(await views(c, "2026-07-06", "2026-07-12"), split("2450.00", "600.00"))
+            # August: t3 (10th, s = 1/3) ma 600, mc 180; t4 (20th, below the base) ma 1,000
+            same(await views(c, "2026-08-01", "2026-08-31"), split("1600.00", "180.00"))
+            same(await views(c, "2026-08-10", "2026-08-16"), split("600.00", "180.00"))
+            same(await views(c, "2026-08-17", "2026-08-23"), split("1000.00", "0.00"))
+            # the client book (August, the month of the app's clock): h is mc's, with mc's part
+            book = (await c.get("/v1/managers/mc/clients", headers=headers)).json()
+            assert {i["client_id"]: i["weighted_profit_month"] for i in book["items"]} == {
+                "h": "180.00"
+            }
+    # ma leaves: a full transfer, every view the transaction rule's credit to mc
+    await applier.apply([_leaves(feed, "ma", "b1")])
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
+            same(await views(c, "2026-07-01", "2026-07-31"), split("0.00", "2160.00"))
+            same(await views(c, "2026-08-10", "2026-08-16"), split("0.00", "540.00"))
+            book = (await c.get("/v1/managers/mc/clients", headers=headers)).json()
+            assert book["items"][0]["weighted_profit_month"] == "1140.00"
 
 
 # --- alerts: 客户等级下降 ----------------------------------------------------------------------
