@@ -15,12 +15,15 @@ from fastapi.security import HTTPAuthorizationCredentials
 from api.auth import Principal, TokenError, decode_token
 from api.deps import _bearer
 from api.errors import Forbidden, Invalid, Unauthorized
-from models.stream import last_id, prune, read_after
+from models.stream import Partner, last_id, partner_changes, prune, read_after, split_partners
 
 router = APIRouter(prefix="/v1", tags=["live"])
 
 POLL_SECONDS = 0.25
 KEEPALIVE_SECONDS = 15.0
+PARTNERS_SECONDS = 30.0
+"""How long a connection keeps the hand-overs it expands tally rows with (a new hand-over is
+seen within this)."""
 RETENTION = timedelta(hours=24)
 
 
@@ -72,8 +75,11 @@ async def stream(
     last_event_id: Annotated[str | None, Header(max_length=32)] = None,
 ) -> StreamingResponse:
     """Server-Sent Events: `tally` when a manager's figures change, `reminder` for reminder
-    events, each in the caller's scope; resumes after `Last-Event-ID`; keep-alives every 15 s."""
+    events, each in the caller's scope; resumes after `Last-Event-ID`; keep-alives every 15 s.
+    A change of one side of a hand-over also names the other side (the split of deposit
+    business moves both), under the same id."""
     engine = request.app.state.engine
+    policy = request.app.state.settings.policy
     try:
         after = int(last_event_id) if last_event_id else None
     except ValueError:
@@ -91,14 +97,27 @@ async def stream(
         }
         yield f"retry: 2000\nevent: ready\ndata: {json.dumps(scope)}\n\n"
         quiet = 0.0
+        partners: dict[str, list[Partner]] = {}
+        partners_at = -PARTNERS_SECONDS
+        loop = asyncio.get_running_loop()
         while not await request.is_disconnected():
             async with engine.connect() as conn:
                 rows = await read_after(conn, cursor)
+                if any(r.kind == "tally" for r in rows) and (
+                    loop.time() - partners_at >= PARTNERS_SECONDS
+                ):
+                    partners, partners_at = await split_partners(conn, policy), loop.time()
             for r in rows:
                 cursor = r.id
                 if in_scope(user, r.manager_id, r.branch_id):
                     yield _frame(r.id, r.kind, r.data)
                     quiet = 0.0
+                if r.kind != "tally" or not partners:
+                    continue
+                for data in partner_changes(json.loads(r.data), partners):
+                    if in_scope(user, data["manager_id"], data["branch_id"]):
+                        yield _frame(r.id, r.kind, json.dumps(data, ensure_ascii=False))
+                        quiet = 0.0
             if rows:
                 continue
             await asyncio.sleep(POLL_SECONDS)

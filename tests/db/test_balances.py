@@ -1130,6 +1130,78 @@ async def test_handover_split_is_the_same_in_every_view(
             assert book["items"][0]["weighted_profit_month"] == "1140.00"
 
 
+async def test_a_split_change_tells_both_sides_on_the_stream(db_url: str, tmp_path: Path) -> None:
+    """A deposit transaction credited to the new manager moves the previous one's figures
+    too (the split): the live stream names both (each in its own scope), and what the
+    previous manager reads again is the tally's figure."""
+    from testkit.serving import serve_in_thread
+    from tests.db.test_stream import sse, wait_for
+
+    engine = make_engine(db_url, writer=True)
+    applier = Applier(engine, Policy(), now=lambda: datetime(2026, 12, 1, tzinfo=UTC))
+    feed = Feed()
+    await _handed_over_client(applier, feed)
+    await _worked_example_transactions(applier, feed)
+    settings = Settings(database_url=db_url, data_dir=tmp_path, auth_secret=SECRET)
+
+    def bearer(role: str, **kw: Any) -> dict[str, str]:
+        return {"Authorization": f"Bearer {mint_token(SECRET, role, **kw)}"}
+
+    callers = {
+        "ma": bearer("manager", manager_id="ma"),
+        "mb": bearer("manager", manager_id="mb"),
+        "b1": bearer("supervisor", branches=["b1"]),
+        "b2": bearer("supervisor", branches=["b2"]),
+    }
+    seen: dict[str, list[dict[str, Any]]] = {k: [] for k in callers}
+    with serve_in_thread(create_app(settings)) as api:
+        tasks = [
+            asyncio.create_task(sse(f"{api}/v1/stream", h, seen[k])) for k, h in callers.items()
+        ]
+        try:
+            await wait_for(lambda: all(seen.values()))
+            # 11 August on hn (mc's, 0.6): D 1,500,000, s = 1/3: mc 300 × 1/3 × 0.6 = 60,
+            # ma 300 × 2/3 × 1.0 = 200 (the transaction rule stored mc 180)
+            fact = {"client_id": "h", "account_id": "hn", "business_line": "liability"}
+            fact |= {"amount": "1000.00", "simulated_profit": "300.00"}
+            at = "2026-08-11T11:00:00+08:00"
+            await applier.apply(
+                [feed.msg("bank.transactions", env("t5", "transaction.posted", at, **fact))]
+            )
+            await wait_for(
+                lambda: all(any(f["event"] == "tally" for f in seen[k]) for k in "ma b1 b2".split())
+            )
+            await asyncio.sleep(0.6)
+
+            def tallies(k: str) -> list[tuple[str, str, list[str]]]:
+                out = []
+                for f in seen[k]:
+                    if f["event"] == "tally":
+                        d = json.loads(f["data"])
+                        out.append((d["manager_id"], d["branch_id"], d["days"]))
+                return out
+
+            assert tallies("ma") == [("ma", "b1", ["2026-08-11"])]
+            assert tallies("b1") == [("ma", "b1", ["2026-08-11"])]
+            assert tallies("b2") == [("mc", "b2", ["2026-08-11"])]
+            assert tallies("mb") == []  # not a side of the hand-over
+            async with httpx.AsyncClient(base_url=api) as c:
+                got = {}
+                for m in ("ma", "mc"):
+                    r = await c.get(
+                        f"/v1/managers/{m}/tally",
+                        params={"period": "month", "at": "2026-08-11"},
+                        headers=callers["ma" if m == "ma" else "b2"],
+                    )
+                    got[m] = r.json()["weighted_profit"]
+            assert got == {"ma": "1800.00", "mc": "240.00"}  # August 1,600 + 200, 180 + 60
+        finally:
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+    await engine.dispose()
+
+
 # --- alerts: 客户等级下降 ----------------------------------------------------------------------
 async def test_a_computed_tier_drop_fires_one_alert(db_url: str, tmp_path: Path) -> None:
     from models.tables import ReminderRow
