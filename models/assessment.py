@@ -27,7 +27,7 @@ from models.policy import (
     performance_points,
 )
 from models.tables import AssignmentRow, ClientRow, EvaluationRow, EventRow
-from models.tally import hired_dates, period_target, period_totals, ratio_text, target_history
+from models.tally import hired_dates, period_target, ratio_text, spans_totals, target_history
 
 
 def period_label(period: str, start: date) -> str:
@@ -266,9 +266,23 @@ async def assess(
     today = now.astimezone(tz).date()
     history = (await target_history(conn, [manager_id]))[manager_id]
     hired = (await hired_dates(conn, [manager_id]))[manager_id]
-    # the weighted profit as the tally shows it (with the hand-over split)
-    totals = (await period_totals(conn, "manager", [manager_id], start, end, policy))[manager_id]
-    actual = totals["weighted_profit"]
+    # the weighted profit as the tally shows it (with the hand-over split), for the period
+    # and for each year the annual judgement reads (below): the split read once
+    lookback = max(
+        policy.reappoint_mid_years,
+        policy.reappoint_low_years,
+        policy.demote_mid_years,
+        policy.demote_low_years,
+        policy.reminder_mid_years,
+    )
+    shown = 3
+    last_year = end.year if datetime(end.year + 1, 1, 1, tzinfo=tz) <= now else end.year - 1
+    years = list(range(last_year - lookback - shown + 2, last_year + 1))
+    spans = [(start, end)] + [(date(y, 1, 1), date(y, 12, 31)) for y in years]
+    figures = [
+        t[manager_id] for t in await spans_totals(conn, "manager", [manager_id], spans, policy)
+    ]
+    actual = figures[0]["weighted_profit"]
     target = period_target(history, start, end, tz, hired)
     ratio = completion_ratio(actual, target)
     perf = performance_points(ratio, policy)
@@ -314,23 +328,12 @@ async def assess(
         }
 
     # annual judgement: settled years only, each from its own run of earlier years
-    last_year = end.year if datetime(end.year + 1, 1, 1, tzinfo=tz) <= now else end.year - 1
-    lookback = max(
-        policy.reappoint_mid_years,
-        policy.reappoint_low_years,
-        policy.demote_mid_years,
-        policy.demote_low_years,
-        policy.reminder_mid_years,
-    )
-    shown = 3
-    years = list(range(last_year - lookback - shown + 2, last_year + 1))
     judged: list[Decimal | None] = []
     yearly_doc: list[dict[str, Any]] = []
-    for year in years:
+    for year, y_figures in zip(years, figures[1:], strict=True):
         y0, y1 = date(year, 1, 1), date(year, 12, 31)
         y_target = period_target(history, y0, y1, tz, hired)
-        y_totals = await period_totals(conn, "manager", [manager_id], y0, y1, policy)
-        y_actual = y_totals[manager_id]["weighted_profit"]
+        y_actual = y_figures["weighted_profit"]
         y_ratio = completion_ratio(y_actual, y_target)
         worked = share_of_year_worked(year, hired)
         not_judged = None

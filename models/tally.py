@@ -6,7 +6,7 @@ Sums are exact (``Decimal``) and rounded half-up to two places only when shown.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import ROUND_HALF_UP, Decimal
@@ -191,20 +191,41 @@ async def period_totals(
     """Per manager or branch (``scope``) of ``owner_ids``, its totals over [start, end] as
     every view shows them (tallies, leaderboard, reports, assessment): the exact sums of the
     stored day buckets, with the 增量认领 split of the weighted profit of deposit business
-    (``models.balances.add_handover_profit``). An owner without a bucket gets zeros (and
+    (``models.balances.handover_profit_moves``). An owner without a bucket gets zeros (and
     its share of a split)."""
-    from models.balances import add_handover_profit
+    return (await spans_totals(conn, scope, owner_ids, [(start, end)], policy))[0]
+
+
+async def spans_totals(
+    conn: AsyncConnection,
+    scope: str,
+    owner_ids: Iterable[str],
+    spans: Sequence[tuple[date, date]],
+    policy: Any,
+) -> list[dict[str, dict[str, Any]]]:
+    """``period_totals`` for each of several spans (first, last), the split's moves read
+    once over all of them (a move belongs to its bank day, whatever span it is read in)."""
+    from models.balances import handover_profit_moves
 
     ids = sorted(set(owner_ids))
+    if not spans:
+        return []
+    lo, hi = min(a for a, _ in spans), max(b for _, b in spans)
+    moves = await handover_profit_moves(conn, scope, ids, (lo, hi), policy)
     table, key = (
         (ManagerDayRow.__table__, "manager_id")
         if scope == "manager"
         else (BranchDayRow.__table__, "branch_id")
     )
-    found = await _sums(conn, table, key, ids, start, end, _ALL_COLUMNS)
-    totals = {o: found.get(o) or zero_totals() for o in ids}
-    await add_handover_profit(conn, scope, totals, start, end, policy)
-    return totals
+    out = []
+    for start, end in spans:
+        found = await _sums(conn, table, key, ids, start, end, _ALL_COLUMNS)
+        totals = {o: found.get(o) or zero_totals() for o in ids}
+        for (owner, _client, day), v in moves.items():
+            if owner in totals and start <= day <= end:
+                totals[owner]["weighted_profit"] += v
+        out.append(totals)
+    return out
 
 
 # --- leaderboard metrics ---------------------------------------------------------------------

@@ -1092,8 +1092,9 @@ async def test_handover_split_is_the_same_in_every_view(
                     if row[0] in owners:
                         out[row[0]]["weekly report"] = money(Decimal(str(row[2])))
         else:  # a month: the assessment, and the client book of August
+            period = "year" if start.endswith("01-01") and end.endswith("12-31") else "month"
             for m in ("ma", "mc"):
-                a = (await get(f"/v1/managers/{m}/assessment", period="month", at=start)).json()
+                a = (await get(f"/v1/managers/{m}/assessment", period=period, at=start)).json()
                 out[m]["assessment"] = a["weighted_profit"]
         return out
 
@@ -1114,6 +1115,9 @@ async def test_handover_split_is_the_same_in_every_view(
             same(await views(c, "2026-08-01", "2026-08-31"), split("1600.00", "180.00"))
             same(await views(c, "2026-08-10", "2026-08-16"), split("600.00", "180.00"))
             same(await views(c, "2026-08-17", "2026-08-23"), split("1000.00", "0.00"))
+            # the year (running): its assessment reads the split with the settled years'
+            year = await views(c, "2026-01-01", "2026-12-31")
+            same(year, split("4050.00", "780.00"))
             # the client book (August, the month of the app's clock): h is mc's, with mc's part
             book = (await c.get("/v1/managers/mc/clients", headers=headers)).json()
             assert {i["client_id"]: i["weighted_profit_month"] for i in book["items"]} == {
