@@ -63,6 +63,7 @@ class WorkerConfig:
     db_url: str
     batch_size: int
     batch_within: float
+    apply_concurrency: int
     db_retry_max_backoff: float
     consumer: Literal["agents", "direct"]
     metrics_port: int

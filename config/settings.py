@@ -75,6 +75,11 @@ class Settings(BaseSettings):
     batch_size: int = Field(1000, ge=1, le=100_000)
     batch_within: float = Field(0.2, gt=0)
     """Seconds a partial batch waits for more events before it is applied."""
+    apply_concurrency: int = Field(2, ge=1, le=16)
+    """PostgreSQL: a fetched batch is split by partition into up to this many groups, applied
+    at once on as many connections (each with its own transaction, its offsets committed after
+    its own commit), so one worker's database waits overlap its Python work. SQLite has one
+    writer: always 1 there. README "Exactly once in effect"."""
     db_retry_max_backoff: float = Field(30.0, gt=0)
     max_future_skew: float = Field(300.0, ge=0, le=86_400)
     """Seconds an event's occurred_at may be ahead of the worker's clock; further ahead it is

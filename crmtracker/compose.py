@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from config import Settings
 from models import visit_ledger
-from models.db import make_engine
+from models.db import is_sqlite, make_engine
 
 if TYPE_CHECKING:
     import faust
@@ -73,21 +73,32 @@ def worker_app(settings: Settings) -> faust.App:
 
     cfg = settings.worker
     app = worker.faust_app(cfg)
-    db = engine(settings, writer=True)
+    # PostgreSQL: up to ``apply_concurrency`` groups of a batch applied at once, each on its
+    # own connection (+ the positions timer and the rejected-message checks); SQLite has one
+    # writer: one group
+    lanes = 1 if is_sqlite(settings.db_url) else cfg.apply_concurrency
+    db = engine(settings, writer=True, pool_size=max(5, lanes + 3))
     seal_notes_with(settings)  # notes sealed with this deployment's key
     dlt = worker.faust_topic(app, cfg.topics.spec(cfg.topics.deadletter))
-    pipeline = worker.Pipeline(
-        Applier(db, cfg.policy),
-        worker.deadletter_sender(app, dlt),
-        max_backoff=cfg.db_retry_max_backoff,
-        on_result=metrics.observe_batch,
-    )
+    sender = worker.deadletter_sender(app, dlt)
+    # one Applier (and its kept terms) per group: a transaction's reads are kept only once
+    # it commits, so concurrent transactions must not share them (like workers of their own)
+    pipelines = [
+        worker.Pipeline(
+            Applier(db, cfg.policy),
+            sender,
+            max_backoff=cfg.db_retry_max_backoff,
+            on_result=metrics.observe_batch,
+        )
+        for _ in range(lanes)
+    ]
+    pipeline = pipelines[0]
     app.pipeline = pipeline  # type: ignore[attr-defined]  # our attribute on faust's App
     inputs = [
         worker.faust_topic(app, cfg.topics.spec(name), acks=True) for name in cfg.topics.inputs
     ]
     if cfg.consumer == "direct":
-        consumer = worker.DirectConsumer(cfg, pipeline, [dlt, *inputs], loop=app.loop)
+        consumer = worker.DirectConsumer(cfg, pipelines, [dlt, *inputs], loop=app.loop)
         worker.serve_direct(app, consumer, db, cfg.kafka.group_id)
     else:
         worker.serve_agents(app, inputs, pipeline, db, cfg)

@@ -366,14 +366,28 @@ class DirectConsumer(faust.Service):
     its event's database transaction; a crash or a failed commit means redelivery, which the
     idempotent apply drops. A rebalance waits for the batch in flight (one lock around
     apply + commit), so a revoked partition's last applied offsets are committed first.
+
+    Given several pipelines (``apply_concurrency``, PostgreSQL), a batch is split by partition
+    into as many groups, applied at once (each its own transaction on its own connection, as
+    several workers would; the named locks keep them exact), and each group's offsets are
+    committed after its own database commit. A partition is in one group per batch and the
+    next batch is fetched only once every group is done: a group that waits (the database
+    away) holds back no other partition and lets no later offset of its own commit.
     """
 
     def __init__(
-        self, settings: WorkerConfig, pipeline: Pipeline, topics: list[Any], **kwargs: Any
+        self,
+        settings: WorkerConfig,
+        pipeline: Pipeline | Sequence[Pipeline],
+        topics: list[Any],
+        **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.settings = settings
-        self.pipeline = pipeline
+        self.pipelines: list[Pipeline] = (
+            list(pipeline) if isinstance(pipeline, Sequence) else [pipeline]
+        )
+        self.pipeline = self.pipelines[0]
         self.topics = topics  # declared (created if missing) before the consumer starts
         self.consumer: Any = None
         self.committed: dict[Any, int | None] = {}
@@ -392,7 +406,7 @@ class DirectConsumer(faust.Service):
             auto_offset_reset="earliest",
             session_timeout_ms=int(s.kafka.session_timeout * 1000),
             heartbeat_interval_ms=int(s.kafka.heartbeat_interval * 1000),
-            max_poll_records=s.batch_size,
+            max_poll_records=s.batch_size * len(self.pipelines),
             # an idle partition's fetch waits at most this long for new records: events that
             # trickle in become visible within about this, instead of aiokafka's 0.5 s
             fetch_max_wait_ms=min(100, int(s.batch_within * 1000)),
@@ -409,7 +423,8 @@ class DirectConsumer(faust.Service):
 
     @faust.Service.task
     async def _consume(self) -> None:
-        size = self.settings.batch_size
+        # each group of a batch about ``batch_size`` records
+        size = self.settings.batch_size * len(self.pipelines)
         reference = self.settings.topics.reference
         while not self.should_stop:
             # reference data first: what is already fetched of the clients and managers
@@ -431,26 +446,36 @@ class DirectConsumer(faust.Service):
                 await self._apply(records)
 
     async def _apply(self, records: dict[Any, list[Any]]) -> None:
-        async with self._lock:
+        async with self._lock:  # held until every group has applied and committed
             if self._closing:
                 return  # not applied, not committed: read again after the restart
-            await self.pipeline.handle(
-                [
-                    Incoming(r.topic, r.partition, r.offset, r.key, r.value)
-                    for batch in records.values()
-                    for r in batch
-                ]
+            groups = split_by_partition(records, len(self.pipelines))
+            if len(groups) == 1:
+                await self._apply_group(self.pipeline, groups[0])
+                return
+            await asyncio.gather(
+                *(self._apply_group(p, g) for p, g in zip(self.pipelines, groups, strict=False))
             )
-            assigned = self.consumer.assignment()
-            offsets = {tp: rs[-1].offset + 1 for tp, rs in records.items() if tp in assigned}
-            try:
-                await self.consumer.commit(offsets)
-            except KafkaError as exc:
-                # e.g. the group rebalanced meanwhile: the partitions' new owner reads these
-                # again and the apply drops them as duplicates
-                log.warning("offset commit failed (%s): the batch will be read again", exc)
-            else:
-                self.committed.update(offsets)
+
+    async def _apply_group(self, pipeline: Pipeline, records: dict[Any, list[Any]]) -> None:
+        """Apply one group's records, then commit its partitions' next offsets."""
+        await pipeline.handle(
+            [
+                Incoming(r.topic, r.partition, r.offset, r.key, r.value)
+                for batch in records.values()
+                for r in batch
+            ]
+        )
+        assigned = self.consumer.assignment()
+        offsets = {tp: rs[-1].offset + 1 for tp, rs in records.items() if tp in assigned}
+        try:
+            await self.consumer.commit(offsets)
+        except KafkaError as exc:
+            # e.g. the group rebalanced meanwhile: the partitions' new owner reads these
+            # again and the apply drops them as duplicates
+            log.warning("offset commit failed (%s): the batch will be read again", exc)
+        else:
+            self.committed.update(offsets)
 
     def positions(self) -> list[tuple[str, int, int | None, int | None]]:
         """(topic, partition, committed offset, high watermark) of the assigned partitions."""
@@ -460,6 +485,20 @@ class DirectConsumer(faust.Service):
             (tp.topic, tp.partition, self.committed.get(tp), self.consumer.highwater(tp))
             for tp in sorted(self.consumer.assignment())
         ]
+
+
+def split_by_partition(records: dict[Any, list[Any]], groups: int) -> list[dict[Any, list[Any]]]:
+    """At most ``groups`` groups of whole partitions, about equal in records (the largest
+    partition first, each to the smallest group so far); empty groups are left out."""
+    if groups <= 1 or len(records) <= 1:
+        return [records]
+    out: list[dict[Any, list[Any]]] = [{} for _ in range(min(groups, len(records)))]
+    sizes = [0] * len(out)
+    for tp, rs in sorted(records.items(), key=lambda item: -len(item[1])):
+        i = sizes.index(min(sizes))
+        out[i][tp] = rs
+        sizes[i] += len(rs)
+    return out
 
 
 class _Rebalance(ConsumerRebalanceListener):

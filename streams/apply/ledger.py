@@ -19,7 +19,6 @@ from decimal import Decimal
 from typing import Any
 
 import msgspec
-from sqlalchemy import text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -263,7 +262,12 @@ class PostgresLedger(Ledger):
 
     @staticmethod
     async def _driver(conn: AsyncConnection) -> Any:
-        return (await conn.get_raw_connection()).driver_connection
+        driver: Any = (await conn.get_raw_connection()).driver_connection
+        if conn.in_transaction() and not driver.is_in_transaction():
+            # SQLAlchemy's asyncpg adapter sends BEGIN with its own first statement: one sent
+            # on the driver before would run outside the transaction (its xact locks gone)
+            await conn.exec_driver_sql("SELECT 1")
+        return driver
 
     async def claim(self, conn: AsyncConnection, rows: list[tuple[Any, ...]]) -> set[str]:
         if not rows:
@@ -322,8 +326,18 @@ class PostgresLedger(Ledger):
             return
         await (await self._driver(conn)).execute(self._LOCK_KEYS, _JSON.encode(wanted).decode())
 
+    # one lock order: this backend's version shards (0006, 0015: the triggers of a reference
+    # write lock them before this lock, the bucket upserts after it) first, left unchanged
+    _HOLD_RELEASE = (
+        "INSERT INTO data_versions (shard, version) VALUES (pg_backend_pid() % 16, 0)"
+        " ON CONFLICT (shard) DO UPDATE SET version = data_versions.version;"
+        " INSERT INTO reference_versions (shard, version) VALUES (pg_backend_pid() % 16, 0)"
+        " ON CONFLICT (shard) DO UPDATE SET version = reference_versions.version;"
+        f" SELECT pg_advisory_xact_lock({HOLD_RELEASE_LOCK})"
+    )
+
     async def lock_hold_release(self, conn: AsyncConnection) -> None:
-        await conn.execute(text(f"SELECT pg_advisory_xact_lock({HOLD_RELEASE_LOCK})"))
+        await (await self._driver(conn)).execute(self._HOLD_RELEASE)
 
 
 def sqlite_time(at: datetime | None) -> str | None:

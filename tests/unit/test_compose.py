@@ -126,3 +126,22 @@ def test_the_signing_secret_is_made_once(tmp_path: Path) -> None:
     first = compose.signing_secret(s)
     assert len(first) >= 48 and compose.signing_secret(s) == first
     assert compose.signing_secret(Settings(data_dir=tmp_path, auth_secret="x" * 40)) == "x" * 40
+
+
+@pytest.mark.parametrize(
+    ("url", "lanes"), [(None, 1), ("postgresql://u@127.0.0.1:9/db", 3)], ids=["sqlite", "pg"]
+)
+def test_the_direct_consumer_gets_a_pipeline_per_group(
+    tmp_path: Path, url: str | None, lanes: int
+) -> None:
+    """PostgreSQL: ``apply_concurrency`` pipelines, each with an applier (and kept terms) of
+    its own; SQLite has one writer: one, whatever the setting."""
+    from streams.worker import DirectConsumer
+
+    settings = Settings(data_dir=tmp_path, database_url=url, apply_concurrency=3)
+    app = compose.worker_app(settings)
+    (direct,) = [s for s in app._extra_services if isinstance(s, DirectConsumer)]
+    assert len(direct.pipelines) == lanes
+    assert len({id(p.applier) for p in direct.pipelines}) == lanes
+    assert len({id(p.applier.ledger) for p in direct.pipelines}) == lanes
+    assert direct.pipelines[0] is app.pipeline  # type: ignore[attr-defined]
