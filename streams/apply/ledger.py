@@ -344,14 +344,16 @@ def sqlite_time(at: datetime | None) -> str | None:
     """A timestamp as SQLAlchemy stores it on SQLite (UTC, naive, microseconds)."""
     if at is None:
         return None
-    return at.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
+    # the UTC time's text without its "+00:00" (cheaper than replacing the tzinfo first)
+    return at.astimezone(UTC).isoformat(" ", "microseconds")[:-6]
 
 
 class SqliteLedger(Ledger):
     dialect = "sqlite"
 
     _EXISTING = "SELECT event_id FROM events WHERE event_id IN (SELECT value FROM json_each(?))"
-    # ON CONFLICT only as a safety net: under the write lock the ids read are the ids there
+    _LAST_ROWID = "SELECT max(rowid) FROM events"
+    _SINCE = "SELECT event_id FROM events WHERE rowid > ?"
     _INSERT = "INSERT INTO events ({cols}) VALUES ({marks}) ON CONFLICT DO NOTHING".format(
         cols=", ".join(f'"{c}"' for c, _ in CLAIM_COLUMNS),
         marks=", ".join("?" * len(CLAIM_COLUMNS)),
@@ -427,12 +429,31 @@ class SqliteLedger(Ledger):
     async def claim(self, conn: AsyncConnection, rows: list[tuple[Any, ...]]) -> set[str]:
         if not rows:
             return set()
-        # the single writer holds the write lock: read what exists, insert the rest
+        # The single writer holds the write lock. Insert every row, ids already there left
+        # as they are (ON CONFLICT DO NOTHING): when the count of rows inserted is the
+        # batch's, every id was new (a batch without resends: no lookup of its ids); else the
+        # new ones are the rows past the table's last rowid before the insert (SQLite gives
+        # a new row the largest rowid + 1 while that is below 2^63 - 1; far from it here).
+        last = (await conn.exec_driver_sql(self._LAST_ROWID)).scalar()
+        if last is not None and last >= _ROWID_FAR:
+            return await self._claim_by_lookup(conn, rows)
+        received: dict[Any, str | None] = {}  # one receive time per batch: converted once
+        # inserted in event id order: neighbours in the primary key's b-tree
+        stored = [_sqlite_event(r, received) for r in sorted(rows)]
+        res = await conn.exec_driver_sql(self._INSERT, stored)
+        if res.rowcount == len(stored):
+            return {r[0] for r in stored}
+        since = await conn.exec_driver_sql(self._SINCE, (last or 0,))
+        return {r[0] for r in since}
+
+    async def _claim_by_lookup(
+        self, conn: AsyncConnection, rows: list[tuple[Any, ...]]
+    ) -> set[str]:
+        """The claim reading the ids already there first (rowids no longer ascending)."""
         ids = [r[0] for r in rows]
         res = await conn.exec_driver_sql(self._EXISTING, (list_value(ids, "sqlite"),))
         existing = {r[0] for r in res}
-        received: dict[Any, str | None] = {}  # one receive time per batch: converted once
-        # inserted in event id order: neighbours in the primary key's b-tree
+        received: dict[Any, str | None] = {}
         new = [_sqlite_event(r, received) for r in sorted(rows) if r[0] not in existing]
         if new:
             await conn.exec_driver_sql(self._INSERT, new)
@@ -446,6 +467,10 @@ class SqliteLedger(Ledger):
             v = full_row(deltas[k])
             rows.append((k[0], k[1].isoformat(), *(str(x) for x in v[:_MONEY]), *v[_MONEY:]))
         await conn.exec_driver_sql(self._upserts[table], rows)
+
+
+_ROWID_FAR = 1 << 62
+"""Past this last rowid the claim reads the ids already there (new rowids may be random)."""
 
 
 def _sqlite_event(r: tuple[Any, ...], received_as: dict[Any, str | None]) -> tuple[Any, ...]:
