@@ -91,7 +91,11 @@ def decode_event(
     if event is None:
         event = _decode_checked(raw, policy)
     if now is not None:
-        _refuse_future(event, policy, now, max_future_skew)
+        skew = max_future_skew
+        if skew is None:
+            skew = policy.max_future_skew if policy is not None else DEFAULT_MAX_FUTURE_SKEW
+        if event.occurred_at - now > skew:
+            _refuse_future(event, policy, now, skew)
     return event
 
 

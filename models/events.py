@@ -257,7 +257,7 @@ class Envelope(BaseModel):
     payload: dict[str, Any]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, init=False)
 class Event:
     """A validated event: the envelope with its typed payload."""
 
@@ -267,6 +267,30 @@ class Event:
     occurred_at: datetime
     source: str | None
     payload: Payload
+
+    def __init__(
+        self,
+        event_id: str,
+        event_type: str,
+        schema_version: int,
+        occurred_at: datetime,
+        source: str | None,
+        payload: Payload,
+    ) -> None:
+        # what the frozen dataclass's own __init__ does (object.__setattr__ per field), through
+        # the slots directly: 0.6 µs instead of 2 (one event per message)
+        _SET_ID(self, event_id)
+        _SET_TYPE(self, event_type)
+        _SET_VERSION(self, schema_version)
+        _SET_AT(self, occurred_at)
+        _SET_SOURCE(self, source)
+        _SET_PAYLOAD(self, payload)
+
+
+_SET_ID, _SET_TYPE, _SET_VERSION, _SET_AT, _SET_SOURCE, _SET_PAYLOAD = (
+    Event.__dict__[f].__set__
+    for f in ("event_id", "event_type", "schema_version", "occurred_at", "source", "payload")
+)
 
 
 def currency_accepted(currency: str, policy: Policy | None) -> bool:

@@ -21,6 +21,7 @@ from decimal import Decimal
 from typing import Annotated, Any, Literal
 
 import msgspec
+from pydantic import BaseModel
 
 from models.events import (
     MAX_MONEY,
@@ -49,8 +50,11 @@ _Str256 = Annotated[str, msgspec.Meta(max_length=256)]
 _Name = Annotated[str, msgspec.Meta(max_length=512)]
 _Line = BusinessLine
 
+# ``gc=False``: the structs hold strings, numbers and raw bytes only (no cycles), so the
+# cyclic collector need not track the two made per message
 
-class _Envelope(msgspec.Struct):
+
+class _Envelope(msgspec.Struct, gc=False):
     event_id: _Id
     event_type: str
     schema_version: int
@@ -59,7 +63,7 @@ class _Envelope(msgspec.Struct):
     source: _Str256 | None = None
 
 
-class _Transaction(msgspec.Struct):
+class _Transaction(msgspec.Struct, gc=False):
     client_id: _Id
     account_id: _Id
     business_line: _Line
@@ -70,7 +74,7 @@ class _Transaction(msgspec.Struct):
     manager_id: _Id | None = None
 
 
-class _Account(msgspec.Struct):
+class _Account(msgspec.Struct, gc=False):
     client_id: _Id
     account_id: _Id
     account_type: AccountType
@@ -78,7 +82,7 @@ class _Account(msgspec.Struct):
     manager_id: _Id | None = None
 
 
-class _Visit(msgspec.Struct):
+class _Visit(msgspec.Struct, gc=False):
     client_id: _Id
     manager_id: _Id
     method: VisitMethod
@@ -87,7 +91,7 @@ class _Visit(msgspec.Struct):
     notes: Annotated[str, msgspec.Meta(max_length=4000)] | None = None
 
 
-class _Client(msgspec.Struct):
+class _Client(msgspec.Struct, gc=False):
     client_id: _Id
     manager_id: _Id
     name: _Name | None = None
@@ -102,7 +106,7 @@ class _Client(msgspec.Struct):
     bad_credit: bool = False
 
 
-class _Balance(msgspec.Struct):
+class _Balance(msgspec.Struct, gc=False):
     client_id: _Id
     account_id: _Id
     business_line: Literal["liability", "asset"]
@@ -123,7 +127,6 @@ MIRRORS: dict[str, tuple[type[msgspec.Struct], Any]] = {
 """event type → (the msgspec struct, the pydantic model it mirrors)."""
 
 _ENVELOPE = msgspec.json.Decoder(_Envelope)
-_PAYLOADS = {t: (msgspec.json.Decoder(s), m, s.__struct_fields__) for t, (s, m) in MIRRORS.items()}
 
 
 def _money_ok(d: Decimal | None, low: Decimal | None = None, high: Decimal | None = None) -> bool:
@@ -137,19 +140,43 @@ def _money_ok(d: Decimal | None, low: Decimal | None = None, high: Decimal | Non
 _ZERO, _ONE = Decimal(0), Decimal(1)
 
 
+# the checks the structs cannot say (finite bounded money, ranges, currencies), per type
+def _transaction_ok(p: Any, policy: Policy | None) -> bool:
+    return (
+        _money_ok(p.amount, _ZERO)
+        and _money_ok(p.simulated_profit)
+        and currency_accepted(p.currency, policy)
+    )
+
+
+def _client_ok(p: Any, _policy: Policy | None) -> bool:
+    return _money_ok(p.claim_ratio, _ZERO, _ONE)
+
+
+def _balance_ok(p: Any, policy: Policy | None) -> bool:
+    return _money_ok(p.balance, _ZERO) and currency_accepted(p.currency, policy)
+
+
+def _always_ok(_p: Any, _policy: Policy | None) -> bool:
+    return True
+
+
+_CHECKS: dict[type[msgspec.Struct], Any] = {
+    _Transaction: _transaction_ok,
+    _Client: _client_ok,
+    _Balance: _balance_ok,
+}
+_PAYLOADS = {
+    t: (msgspec.json.Decoder(s), m, _CHECKS.get(s, _always_ok)) for t, (s, m) in MIRRORS.items()
+}
+
+
 def _payload_ok(p: Any, policy: Policy | None) -> bool:
     """The checks the structs cannot say: finite bounded money, ranges, currencies."""
-    if isinstance(p, _Transaction):
-        return (
-            _money_ok(p.amount, _ZERO)
-            and _money_ok(p.simulated_profit)
-            and currency_accepted(p.currency, policy)
-        )
-    if isinstance(p, _Client):
-        return _money_ok(p.claim_ratio, _ZERO, _ONE)
-    if isinstance(p, _Balance):
-        return _money_ok(p.balance, _ZERO) and currency_accepted(p.currency, policy)
-    return True
+    return bool(_CHECKS.get(type(p), _always_ok)(p, policy))
+
+
+_asdict = msgspec.structs.asdict
 
 
 def fast_decode(raw: bytes, policy: Policy | None) -> Event | None:
@@ -160,38 +187,44 @@ def fast_decode(raw: bytes, policy: Policy | None) -> Event | None:
         kind = _PAYLOADS.get(env.event_type)
         if kind is None or env.schema_version not in SUPPORTED_SCHEMA_VERSIONS:
             return None
-        decoder, model, fields = kind
-        p = decoder.decode(env.payload)
+        decoder, model, check = kind
+        p: Any = decoder.decode(env.payload)
         occurred_at = _rfc3339(env.occurred_at)
-        values = {f: getattr(p, f) for f in fields}
-        if isinstance(p, _Client) and p.assigned_at is not None:
+        values = _asdict(p)  # the fields in the struct's (the model's) order
+        if model is ClientUpserted and p.assigned_at is not None:
             values["assigned_at"] = _rfc3339(p.assigned_at)
-        elif isinstance(p, _Balance):
+        elif model is BalanceSnapshot:
             values["as_of_date"] = _bank_date(p.as_of_date)
     except (msgspec.ValidationError, msgspec.DecodeError, ValueError):
         return None
-    if type(env.schema_version) is not int or not _payload_ok(p, policy):
+    if type(env.schema_version) is not int or not check(p, policy):
         return None
     return Event(
-        event_id=env.event_id,
-        event_type=env.event_type,
-        schema_version=env.schema_version,
-        occurred_at=occurred_at,
-        source=env.source,
-        payload=_construct(model, values),
+        env.event_id,
+        env.event_type,
+        env.schema_version,
+        occurred_at,
+        env.source,
+        _construct(model, values),
     )
 
 
-_set = object.__setattr__
+_new = BaseModel.__new__
+_set_dict = object.__setattr__
+_SET_FIELDS, _SET_EXTRA, _SET_PRIVATE = (
+    BaseModel.__dict__[a].__set__
+    for a in ("__pydantic_fields_set__", "__pydantic_extra__", "__pydantic_private__")
+)
 
 
 def _construct(model: Any, values: dict[str, Any]) -> Any:
     """The pydantic payload from values already validated: what ``model_construct`` does
     for a model without defaults to fill, private attributes or extras, without its
-    per-field loop (which cost more than the whole msgspec decode)."""
-    obj = model.__new__(model)
-    _set(obj, "__dict__", values)
-    _set(obj, "__pydantic_fields_set__", set(values))
-    _set(obj, "__pydantic_extra__", None)
-    _set(obj, "__pydantic_private__", None)
+    per-field loop (which cost more than the whole msgspec decode); the slots are set
+    through their descriptors (the model is frozen)."""
+    obj = _new(model)
+    _set_dict(obj, "__dict__", values)
+    _SET_FIELDS(obj, set(values))
+    _SET_EXTRA(obj, None)
+    _SET_PRIVATE(obj, None)
     return obj

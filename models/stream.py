@@ -22,12 +22,20 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, insert, select, text
+import msgspec
+from sqlalchemy import delete, insert, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from models.tables import BalanceHolderRow, ManagerRow, StreamEventRow
 
 STREAM_LOCK = 7235003
+
+_JSON = msgspec.json.Encoder()
+_PG_PUBLISH = (
+    "INSERT INTO stream_events (at, kind, manager_id, branch_id, data)"
+    " SELECT (r->>0)::timestamptz, r->>1, r->>2, r->>3, r->>4"
+    " FROM jsonb_array_elements($1::jsonb) WITH ORDINALITY AS e(r, n) ORDER BY n"
+)
 
 
 async def publish(conn: AsyncConnection, rows: list[dict[str, Any]]) -> None:
@@ -35,7 +43,22 @@ async def publish(conn: AsyncConnection, rows: list[dict[str, Any]]) -> None:
     if not rows:
         return
     if conn.dialect.name == "postgresql":
-        await conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": STREAM_LOCK})
+        # on the driver: the lock, then the rows as one JSON document inserted in its order
+        # (ids handed out in the list's order, as the executemany did)
+        driver = (await conn.get_raw_connection()).driver_connection
+        await driver.execute(f"SELECT pg_advisory_xact_lock({STREAM_LOCK})")  # type: ignore[union-attr]
+        doc = [
+            (
+                r["at"],
+                r["kind"],
+                r.get("manager_id"),
+                r.get("branch_id"),
+                json.dumps(r["data"], ensure_ascii=False, default=str),
+            )
+            for r in rows
+        ]
+        await driver.execute(_PG_PUBLISH, _JSON.encode(doc).decode())  # type: ignore[union-attr]
+        return
     await conn.execute(
         insert(StreamEventRow),
         [

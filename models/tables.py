@@ -218,7 +218,9 @@ class VisitRow(Base):
     kind: Mapped[str] = mapped_column(String(16))
     duration_minutes: Mapped[int | None] = mapped_column(Integer)
     notes_sealed: Mapped[str | None] = mapped_column(Text)
-    """Fernet token of the notes (MultiFernet: rotated with ``crm-tracker notes rotate``)."""
+    """The sealed notes (``models.visit_ledger.NotesCipher``: ``n2.`` + AES-256-GCM, or a
+    Fernet token sealed before it; re-sealed under the newest key by ``crm-tracker notes
+    rotate``)."""
     received_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
     __table_args__ = (

@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import msgspec
 from sqlalchemy import func
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -17,6 +18,7 @@ from streams.apply.ledger import Ledger
 
 class Accounts:
     def __init__(self, ledger: Ledger) -> None:
+        self._pg = ledger.dialect == "postgresql"
         stmt = ledger.insert(AccountRow)
         earliest = func.least if ledger.dialect == "postgresql" else func.min
         self._stmt = stmt.on_conflict_do_update(
@@ -39,6 +41,20 @@ class Accounts:
                     "client_id": p.client_id,
                     "opened_at": e.occurred_at,
                 }
-        if rows:
+        if rows and self._pg:
+            # on the driver: the openings as one JSON document, in account order
+            doc = [(k, rows[k]["client_id"], rows[k]["opened_at"]) for k in sorted(rows)]
+            driver = (await conn.get_raw_connection()).driver_connection
+            await driver.execute(_PG_RECORD, _JSON.encode(doc).decode())  # type: ignore[union-attr]
+        elif rows:
             await conn.execute(self._stmt, [rows[k] for k in sorted(rows)])
         return {r["client_id"] for r in rows.values()}
+
+
+_JSON = msgspec.json.Encoder()
+_PG_RECORD = (
+    "INSERT INTO accounts (account_id, client_id, opened_at)"
+    " SELECT r->>0, r->>1, (r->>2)::timestamptz"
+    " FROM jsonb_array_elements($1::jsonb) WITH ORDINALITY AS e(r, n) ORDER BY n"
+    " ON CONFLICT (account_id) DO UPDATE SET opened_at = least(accounts.opened_at, excluded.opened_at)"
+)

@@ -16,12 +16,18 @@ from streams.apply.ledger import COLUMN_INDEX, Deltas, Ledger
 class Tally:
     """The batch's bucket deltas; ``touched`` lists (manager, branch, day) for the stream."""
 
-    __slots__ = ("branch", "manager", "touched")
+    __slots__ = ("_cells", "branch", "manager")
 
     def __init__(self) -> None:
         self.manager: Deltas = {}
         self.branch: Deltas = {}
-        self.touched: set[tuple[str, str, date]] = set()
+        self._cells: dict[tuple[str, str, date], tuple[dict[int, Any], dict[int, Any]]] = {}
+        """(manager, branch, day) → its manager's and its branch's cells of that day: one
+        look-up per fact instead of three."""
+
+    @property
+    def touched(self) -> set[tuple[str, str, date]]:
+        return set(self._cells)
 
     def add(self, c: Credit, sign: int = 1) -> None:
         """Add a credit (``sign=-1``: take it back)."""
@@ -35,15 +41,20 @@ class Tally:
         columns: Iterable[tuple[str, Any]],
         sign: int = 1,
     ) -> None:
-        self.touched.add((manager_id, branch_id, day))
-        m = self.manager.get((manager_id, day))
-        if m is None:
-            m = self.manager[(manager_id, day)] = {}
-        b = self.branch.get((branch_id, day))
-        if b is None:
-            b = self.branch[(branch_id, day)] = {}
-        for col, v in columns:
-            i = COLUMN_INDEX[col]
+        key = (manager_id, branch_id, day)
+        cells = self._cells.get(key)
+        if cells is None:
+            m = self.manager.get((manager_id, day))
+            if m is None:
+                m = self.manager[(manager_id, day)] = {}
+            b = self.branch.get((branch_id, day))
+            if b is None:
+                b = self.branch[(branch_id, day)] = {}
+            cells = self._cells[key] = (m, b)
+        m, b = cells
+        index = COLUMN_INDEX
+        for col, v in columns:  # the same additions, in the same order, as column by column
+            i = index[col]
             if sign < 0:
                 v = -v
             m[i] = m.get(i, 0) + v
@@ -54,4 +65,4 @@ class Tally:
         await ledger.add(conn, "branch", self.branch)
 
     def stream_entries(self) -> list[tuple[str, str, date, None]]:
-        return [(m, b, d, None) for m, b, d in self.touched]
+        return [(m, b, d, None) for m, b, d in self._cells]

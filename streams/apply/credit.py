@@ -29,6 +29,7 @@ hand-over on goes to the new manager.
 from __future__ import annotations
 
 import bisect
+import operator
 from collections.abc import Mapping, Sequence
 from datetime import date, datetime
 from decimal import Decimal
@@ -104,12 +105,15 @@ _VISIT_COLUMNS = {
 }
 
 
+_ASSIGNED_AT = operator.itemgetter(0)
+
+
 def attribution(history: Sequence[Assignment], at: datetime) -> tuple[str | None, int]:
     """Who held the client at ``at`` (the last assignment at or before it, else the first),
     and which assignment that is (0: the first; later ones are hand-overs)."""
-    if not history:
-        return None, 0
-    i = max(bisect.bisect_right(history, at, key=lambda h: h[0]) - 1, 0)
+    if len(history) < 2:  # none, or one assignment: the first manager whenever it was
+        return (history[0][1], 0) if history else (None, 0)
+    i = max(bisect.bisect_right(history, at, key=_ASSIGNED_AT) - 1, 0)
     return history[i][1], i
 
 

@@ -4,7 +4,6 @@ credited by the one rule (``credit``) against terms read once for the whole batc
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from zoneinfo import ZoneInfo
 
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -17,21 +16,39 @@ from streams.apply.messages import Incoming
 from streams.apply.terms import Terms
 
 
-@dataclass(slots=True)
 class Fact:
-    event: Event
-    msg: Incoming | None
-    """None for a released held event (it was claimed when it was held)."""
-    held_id: int | None = None
-    outcome: Credit | Wait | None = None
+    """A fact and what the credit rule said of it: ``credit`` or ``wait`` (set together by
+    ``outcome``; plain slots, read several times per fact in a batch)."""
+
+    __slots__ = ("credit", "event", "held_id", "msg", "wait")
+
+    def __init__(
+        self,
+        event: Event,
+        msg: Incoming | None,
+        held_id: int | None = None,
+        outcome: Credit | Wait | None = None,
+    ) -> None:
+        self.event = event
+        self.msg: Incoming | None = msg
+        """None for a released held event (it was claimed when it was held)."""
+        self.held_id = held_id
+        self.credit: Credit | None = None
+        self.wait: Wait | None = None
+        if outcome is not None:
+            self.outcome = outcome
 
     @property
-    def credit(self) -> Credit | None:
-        return self.outcome if isinstance(self.outcome, Credit) else None
+    def outcome(self) -> Credit | Wait | None:
+        return self.credit if self.credit is not None else self.wait
 
-    @property
-    def wait(self) -> Wait | None:
-        return self.outcome if isinstance(self.outcome, Wait) else None
+    @outcome.setter
+    def outcome(self, value: Credit | Wait | None) -> None:
+        if isinstance(value, Credit):
+            self.credit, self.wait = value, None
+        else:
+            assert value is None or isinstance(value, Wait)
+            self.credit, self.wait = None, value
 
 
 async def resolve(
