@@ -27,6 +27,7 @@ from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any, NamedTuple
 
+import msgspec
 from sqlalchemy import bindparam, delete, or_, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -82,32 +83,36 @@ def _insert(conn: AsyncConnection, model: Any) -> Any:
     return (postgresql if conn.dialect.name == "postgresql" else sqlite).insert(model)
 
 
-class _Account(NamedTuple):
-    account_id: str
-    client_id: str
-    business_line: str
-    last_date: date
-    last_balance: Decimal
-    last_occurred_at: datetime
+_ACCOUNT_FIELDS = (
+    "account_id",
+    "client_id",
+    "business_line",
+    "last_date",
+    "last_balance",
+    "last_occurred_at",
+)
+Account = tuple[str, str, str, date, Decimal, datetime]
+"""A ``balance_accounts`` row: (account_id, client_id, business_line, last_date, last_balance,
+last_occurred_at)."""
 
 
-async def _accounts(conn: AsyncConnection, column: str, ids: list[str]) -> list[_Account]:
+async def _accounts(conn: AsyncConnection, column: str, ids: list[str]) -> Sequence[Account]:
     """``balance_accounts`` rows by client or account id. On PostgreSQL straight from the
-    driver (its types are already Decimal, date and aware datetime): a night reads one row
-    per account, and the ORM's per-row type processing cost more than the query."""
+    driver (its types are already Decimal, date and aware datetime; its records index as
+    tuples): a night reads one row per account, and the ORM's per-row type processing cost
+    more than the query."""
     if conn.dialect.name == "postgresql":
         raw = (await conn.get_raw_connection()).driver_connection
-        rows = await raw.fetch(  # type: ignore[union-attr]
-            f"SELECT {', '.join(_Account._fields)} FROM balance_accounts "
+        return await raw.fetch(  # type: ignore[union-attr,no-any-return]
+            f"SELECT {', '.join(_ACCOUNT_FIELDS)} FROM balance_accounts "
             f"WHERE {column} IN (SELECT unnest($1::varchar[]))",
             ids,
         )
-        return [_Account(*r) for r in rows]
     t = BalanceAccountRow.__table__
     res = await conn.execute(
-        select(*(t.c[f] for f in _Account._fields)).where(one_of(t.c[column], ids, "sqlite"))
+        select(*(t.c[f] for f in _ACCOUNT_FIELDS)).where(one_of(t.c[column], ids, "sqlite"))
     )
-    return [_Account(*r) for r in res.all()]
+    return [tuple(r) for r in res.all()]  # type: ignore[misc]
 
 
 class SnapshotsApplied(NamedTuple):
@@ -118,76 +123,92 @@ class SnapshotsApplied(NamedTuple):
     date, or one older than it (counted with the batch's duplicates)."""
 
 
+Merged = dict[tuple[str, str, date, date | None], Decimal]
+"""(client, line, first day, first day it no longer applies) → change of its carried
+balance."""
+
+
+def _merge(merged: Merged, cid: str, line: str, change: Decimal, start: date) -> None:
+    k = (cid, line, start, None)
+    got = merged.get(k)
+    merged[k] = change if got is None else got + change
+
+
 async def apply_snapshots(
     conn: AsyncConnection, events: Sequence[Event], policy: Policy, now: datetime
 ) -> SnapshotsApplied:
     """Apply ``balance.snapshot`` events of known clients. Their ``balance_snapshots`` row
     is their record (they are not claimed in ``events``): a resend finds its own event
-    there and changes nothing, as an older correction does (both count as duplicates). Fires ``outflow`` alerts (models/balances.py ``outflow``)."""
+    there and changes nothing, as an older correction does (both count as duplicates).
+    Fires ``outflow`` alerts (models/balances.py ``outflow``)."""
     today = now.astimezone(policy.tz).date()
-    incoming: dict[str, list[tuple[date, Snap]]] = defaultdict(list)
+    incoming: dict[str, list[tuple[date, Snap]]] = {}
+    clients: set[str] = set()
     for e in events:
         p = e.payload
         assert isinstance(p, BalanceSnapshot)
-        balance = to_cny(p.balance, p.currency, policy)
-        incoming[p.account_id].append(
-            (p.as_of_date, (e.occurred_at, p.client_id, p.business_line, balance, e.event_id))
+        cid = p.client_id
+        item = (
+            p.as_of_date,
+            (
+                e.occurred_at,
+                cid,
+                p.business_line,
+                to_cny(p.balance, p.currency, policy),
+                e.event_id,
+            ),
         )
+        clients.add(cid)
+        got = incoming.get(p.account_id)
+        if got is None:
+            incoming[p.account_id] = [item]
+        else:
+            got.append(item)
     if not incoming:
         return SnapshotsApplied(set(), 0)
     dialect = conn.dialect.name
-    accounts = sorted(incoming)
     # every account of the batch's clients as it was before the batch (also what the night
     # needs of the batch's accounts; outflow alerts compare the clients' totals)
-    clients = sorted({row[1] for items in incoming.values() for _d, row in items})
-    prior_accounts = await _accounts(conn, "client_id", clients)
-    newest = {r.account_id: r for r in prior_accounts}
-    missing = [a for a in accounts if a not in newest]
+    prior_accounts = await _accounts(conn, "client_id", sorted(clients))
+    newest: dict[str, Account] = {r[0]: r for r in prior_accounts}
+    missing = [a for a in incoming if a not in newest]
     if missing:  # new accounts, or one now reported under another client
+        missing.sort()
         for r in await _accounts(conn, "account_id", missing):
-            newest[r.account_id] = r
+            newest[r[0]] = r
+    merged: Merged = {}
     changes: list[Change] = []
     snapshot_rows: list[tuple[Any, ...]] = []  # in _SNAPSHOT_COLUMNS order
     account_rows: list[tuple[Any, ...]] = []  # in _ACCOUNT_COLUMNS order
     series: dict[str, dict[date, Snap]] = {}
     late: list[str] = []
-    for acc in accounts:
-        items = incoming[acc]
+    for acc, items in incoming.items():
         prior = newest.get(acc)
-        if len(items) == 1 and (prior is None or items[0][0] > prior.last_date):
+        if len(items) == 1 and (prior is None or items[0][0] > prior[3]):
             # a night: one day past the account's newest (or its first one); no series read
             day, (at, cid, line, bal, eid) = items[0]
             if prior is None:
                 if bal:
-                    changes.append((cid, line, bal, day, None))
-            elif prior.client_id == cid and prior.business_line == line:
-                if bal != prior.last_balance:
-                    changes.append((cid, line, bal - prior.last_balance, day, None))
+                    _merge(merged, cid, line, bal, day)
+            elif prior[1] == cid and prior[2] == line:
+                if bal != prior[4]:
+                    _merge(merged, cid, line, bal - prior[4], day)
             else:  # the account moved to another client or line
-                if prior.last_balance:
-                    changes.append(
-                        (prior.client_id, prior.business_line, -prior.last_balance, day, None)
-                    )
+                if prior[4]:
+                    _merge(merged, prior[1], prior[2], -prior[4], day)
                 if bal:
-                    changes.append((cid, line, bal, day, None))
+                    _merge(merged, cid, line, bal, day)
             snapshot_rows.append((acc, day, cid, line, bal, at, eid))
             account_rows.append((acc, cid, line, day, bal, at))
-        elif prior is not None and min(d for d, _ in items) > prior.last_date:
+        elif prior is not None and min(d for d, _ in items) > prior[3]:
             # several days past the newest (a catch-up): its newest day is all it needs
-            series[acc] = {
-                prior.last_date: (
-                    prior.last_occurred_at,
-                    prior.client_id,
-                    prior.business_line,
-                    prior.last_balance,
-                    None,
-                )
-            }
+            series[acc] = {prior[3]: (prior[5], prior[1], prior[2], prior[4], None)}
         else:
             series[acc] = {}
             if prior is not None:
                 late.append(acc)
     if late:  # a late or corrected day: the account's whole series
+        late.sort()
         rows = await conn.execute(
             select(
                 BalanceSnapshotRow.account_id,
@@ -208,28 +229,19 @@ async def apply_snapshots(
                 snap.event_id,
             )
     duplicates = 0
-    for acc, known in series.items():
-        duplicates += _fill(acc, known, incoming[acc], changes, snapshot_rows, account_rows)
+    for acc in sorted(series):
+        duplicates += _fill(acc, series[acc], incoming[acc], changes, snapshot_rows, account_rows)
     snapshot_rows.sort()  # one lock order for every worker
     account_rows.sort()
     await _upsert_snapshots(conn, snapshot_rows, account_rows, newest)
-    await fire_outflows(
-        conn,
-        [
-            (r.account_id, r.client_id, r.business_line, r.last_date, r.last_balance)
-            for r in prior_accounts
-        ],
-        account_rows,
-        policy,
-        now,
-    )
-    if not changes:
-        return SnapshotsApplied(set(), duplicates)
-    # a night's changes of a client's accounts share their days: one credit per client
-    merged: dict[tuple[str, str, date, date | None], Decimal] = {}
+    await fire_outflows(conn, prior_accounts, newest, account_rows, policy, now)
     for cid, line, change, start, stop in changes:
         k = (cid, line, start, stop)
-        merged[k] = merged.get(k, ZERO) + change
+        got = merged.get(k)
+        merged[k] = change if got is None else got + change
+    if not merged:
+        return SnapshotsApplied(set(), duplicates)
+    # a night's changes of a client's accounts share their days: one credit per client
     segments = await holders(conn, {k[0] for k in merged}, policy)
     deltas: Deltas = {}
     for (cid, line, start, stop), change in merged.items():
@@ -308,13 +320,22 @@ _ACCOUNT_COLUMNS = (
 )
 
 
+def _pg_select(columns: Sequence[tuple[str, str]]) -> str:
+    """The select list reading ``columns`` (name, type) from a JSON array row ``r``."""
+    return ", ".join(
+        f"r->>{i} AS {c}" if t == "varchar" else f"(r->>{i})::{t} AS {c}"
+        for i, (c, t) in enumerate(columns)
+    )
+
+
 def _pg_upsert(table: str, columns: Sequence[tuple[str, str]], key: Sequence[str]) -> str:
-    """One INSERT over arrays (unnest) with ON CONFLICT DO UPDATE of the other columns."""
+    """One INSERT of a JSON document's rows (in its order: one lock order for every worker)
+    with ON CONFLICT DO UPDATE of the other columns."""
     names = [c for c, _ in columns]
     return (
-        f"INSERT INTO {table} ({', '.join(names)}) SELECT * FROM unnest("
-        + ", ".join(f"${i}::{t}[]" for i, (_, t) in enumerate(columns, 1))
-        + f") ON CONFLICT ({', '.join(key)}) DO UPDATE SET "
+        f"INSERT INTO {table} ({', '.join(names)}) SELECT {_pg_select(columns)}"
+        " FROM jsonb_array_elements($1::jsonb) WITH ORDINALITY AS e(r, n) ORDER BY n"
+        + f" ON CONFLICT ({', '.join(key)}) DO UPDATE SET "
         + ", ".join(f"{c} = excluded.{c}" for c in names if c not in key)
     )
 
@@ -328,10 +349,13 @@ _PG_ACCOUNTS = _pg_upsert("balance_accounts", _ACCOUNT_COLUMNS, ("account_id",))
 _PG_ACCOUNTS_UPDATE = (
     "UPDATE balance_accounts AS a SET "
     + ", ".join(f"{c} = u.{c}" for c in _ACCOUNT_NAMES[1:])
-    + " FROM unnest("
-    + ", ".join(f"${i}::{t}[]" for i, (_, t) in enumerate(_ACCOUNT_COLUMNS, 1))
-    + f") AS u({', '.join(_ACCOUNT_NAMES)}) WHERE a.account_id = u.account_id"
+    + f" FROM (SELECT {_pg_select(_ACCOUNT_COLUMNS)} FROM jsonb_array_elements($1::jsonb) r) u"
+    " WHERE a.account_id = u.account_id"
 )
+# PostgreSQL: rows go as one JSON document (msgspec encodes it in C: dates and datetimes in
+# ISO 8601 / RFC 3339, decimals as their exact text), expanded by the server; arrays per
+# column cost asyncpg several µs per row in element checks and encoding
+_JSON = msgspec.json.Encoder()
 
 
 async def _upsert_snapshots(
@@ -353,7 +377,7 @@ async def _upsert_snapshots(
             (_PG_ACCOUNTS, fresh),
         ):
             if rows:
-                await raw.execute(sql, *(list(c) for c in zip(*rows, strict=True)))  # type: ignore[union-attr]
+                await raw.execute(sql, _JSON.encode(rows).decode())  # type: ignore[union-attr]
         return
     snapshot_rows = [dict(zip(_SNAPSHOT_NAMES, r, strict=True)) for r in snapshot_tuples]
     account_rows = [dict(zip(_ACCOUNT_NAMES, r, strict=True)) for r in account_tuples]
@@ -375,7 +399,8 @@ async def _upsert_snapshots(
 
 async def fire_outflows(
     conn: AsyncConnection,
-    before: Sequence[Any],
+    before: Sequence[Account],
+    stored: dict[str, Account],
     after: Sequence[tuple[Any, ...]],
     policy: Policy,
     now: datetime,
@@ -383,28 +408,49 @@ async def fire_outflows(
     """大额资金流出: per client whose newest bank date moved on, its deposits (the carried
     balances of its liability accounts) at the newest date before the batch against the
     newest after it; a fall past the policy's share or amount fires one ``outflow`` alert
-    for that date (one per client and date: a redelivered batch fires nothing new)."""
-    old: dict[str, dict[str, tuple[str, str, date, Decimal]]] = defaultdict(dict)
-    for acc, cid, line, day, bal in before:
-        old[cid][acc] = (cid, line, day, bal)
-    new = {cid: dict(accounts) for cid, accounts in old.items()}
-    for acc, cid, line, day, bal, _at in after:  # _ACCOUNT_COLUMNS order
-        new.setdefault(cid, {})[acc] = (cid, line, day, bal)
-    fired: list[tuple[str, date, Decimal, Decimal]] = []
-    for cid, accounts in new.items():
-        if not old.get(cid):
-            continue  # a client's first balances are no fall
-        was_day = max(a[2] for a in old[cid].values())
-        day = max(a[2] for a in accounts.values())
+    for that date (one per client and date: a redelivered batch fires nothing new).
+
+    ``before``: every stored account of the batch's clients; ``stored``: the stored row of
+    each account the batch writes (if any); ``after``: the accounts' newest days written
+    (_ACCOUNT_COLUMNS order). A client's accounts after the batch are its stored ones with
+    the written ones in place (an account written under another client stays counted under
+    its stored one here); an account's written newest day is never before its stored one."""
+    was: dict[str, list[Any]] = {}  # client → [newest day, deposits] before the batch
+    for _acc, cid, line, day, bal, _at in before:
+        w = was.get(cid)
+        if w is None:
+            was[cid] = [day, bal if line == "liability" else ZERO]
+        else:
+            if day > w[0]:
+                w[0] = day
+            if line == "liability":
+                w[1] += bal
+    if not was:
+        return 0  # a client's first balances are no fall
+    moved: dict[str, list[Any]] = {}  # client → [newest day, change of its deposits]
+    for acc, cid, line, day, bal, _at in after:
+        if cid not in was:
+            continue
+        m = moved.get(cid)
+        if m is None:
+            m = moved[cid] = [day, ZERO]
+        elif day > m[0]:
+            m[0] = day
+        if line == "liability":
+            m[1] += bal
+        old = stored.get(acc)
+        if old is not None and old[1] == cid and old[2] == "liability":
+            m[1] -= old[4]
+    fired: list[tuple[str, date]] = []
+    for cid, (day, change) in moved.items():
+        was_day, was_total = was[cid]
         if day <= was_day:
             continue  # a late or corrected past day: no alert for the past
-        was = sum((a[3] for a in old[cid].values() if a[1] == "liability"), ZERO)
-        now_total = sum((a[3] for a in accounts.values() if a[1] == "liability"), ZERO)
-        if outflow(was, now_total, policy):
-            fired.append((cid, day, was, now_total))
+        if outflow(was_total, was_total + change, policy):
+            fired.append((cid, day))
     if fired:
-        found = [(cid, day) for cid, day, _w, _n in fired]
-        await fire_alerts(conn, "outflow", found, policy, now, source=ALERT_SOURCE)
+        fired.sort()
+        await fire_alerts(conn, "outflow", fired, policy, now, source=ALERT_SOURCE)
     return len(fired)
 
 
@@ -486,16 +532,23 @@ async def holders(
     """The holders the stored deltas credit, per client (recorded on a client's first
     balance, moved by ``move_clients``)."""
     ids = sorted(set(client_ids))
-    stored: dict[str, Sequence[Segment]] = {
-        cid: load_segments(segs)
-        for cid, segs in (
+    found: Iterable[Any]
+    if conn.dialect.name == "postgresql":  # straight from the driver, as ``_accounts``
+        raw = (await conn.get_raw_connection()).driver_connection
+        found = await raw.fetch(  # type: ignore[union-attr]
+            "SELECT client_id, segments FROM balance_holders"
+            " WHERE client_id IN (SELECT unnest($1::varchar[]))",
+            ids,
+        )
+    else:
+        found = (
             await conn.execute(
                 select(BalanceHolderRow.client_id, BalanceHolderRow.segments).where(
-                    one_of(BalanceHolderRow.client_id, ids, conn.dialect.name)
+                    one_of(BalanceHolderRow.client_id, ids, "sqlite")
                 )
             )
         ).all()
-    }
+    stored: dict[str, Sequence[Segment]] = {cid: load_segments(segs) for cid, segs in found}
     missing = [c for c in ids if c not in stored]
     if missing:
         fresh = await _segments_now(conn, missing, policy)
