@@ -103,7 +103,7 @@ async def _accounts(conn: AsyncConnection, column: str, ids: list[str]) -> Seque
     more than the query."""
     if conn.dialect.name == "postgresql":
         raw = (await conn.get_raw_connection()).driver_connection
-        return await raw.fetch(  # type: ignore[union-attr,no-any-return]
+        return await raw.fetch(  # type: ignore[union-attr]
             f"SELECT {', '.join(_ACCOUNT_FIELDS)} FROM balance_accounts "
             f"WHERE {column} IN (SELECT unnest($1::varchar[]))",
             ids,
@@ -112,7 +112,7 @@ async def _accounts(conn: AsyncConnection, column: str, ids: list[str]) -> Seque
     res = await conn.execute(
         select(*(t.c[f] for f in _ACCOUNT_FIELDS)).where(one_of(t.c[column], ids, "sqlite"))
     )
-    return [tuple(r) for r in res.all()]  # type: ignore[misc]
+    return [tuple(r) for r in res.all()]
 
 
 class SnapshotsApplied(NamedTuple):
@@ -237,8 +237,7 @@ async def apply_snapshots(
     await fire_outflows(conn, prior_accounts, newest, account_rows, policy, now)
     for cid, line, change, start, stop in changes:
         k = (cid, line, start, stop)
-        got = merged.get(k)
-        merged[k] = change if got is None else got + change
+        merged[k] = merged.get(k, ZERO) + change
     if not merged:
         return SnapshotsApplied(set(), duplicates)
     # a night's changes of a client's accounts share their days: one credit per client
@@ -352,6 +351,12 @@ _PG_ACCOUNTS_UPDATE = (
     + f" FROM (SELECT {_pg_select(_ACCOUNT_COLUMNS)} FROM jsonb_array_elements($1::jsonb) r) u"
     " WHERE a.account_id = u.account_id"
 )
+# the three in one statement (data-modifying WITH queries run once each, to completion);
+# an empty document writes nothing
+_PG_WRITE = (
+    f"WITH s AS ({_PG_SNAPSHOTS}), u AS ({_PG_ACCOUNTS_UPDATE.replace('$1', '$2')}),"
+    f" f AS ({_PG_ACCOUNTS.replace('$1', '$3')}) SELECT 1"
+)
 # PostgreSQL: rows go as one JSON document (msgspec encodes it in C: dates and datetimes in
 # ISO 8601 / RFC 3339, decimals as their exact text), expanded by the server; arrays per
 # column cost asyncpg several µs per row in element checks and encoding
@@ -366,18 +371,16 @@ async def _upsert_snapshots(
 ) -> None:
     """The batch's winning snapshots and the accounts' newest days (rows in column order;
     ``stored``: the accounts that have a row): on PostgreSQL one statement over arrays per
-    table and kind (no per-row parameters), else executemany."""
+    table and kind in one statement (no per-row parameters), else executemany."""
     if conn.dialect.name == "postgresql":
         raw = (await conn.get_raw_connection()).driver_connection
         known = [r for r in account_tuples if r[0] in stored]
         fresh = [r for r in account_tuples if r[0] not in stored] if known else account_tuples
-        for sql, rows in (
-            (_PG_SNAPSHOTS, snapshot_tuples),
-            (_PG_ACCOUNTS_UPDATE, known),
-            (_PG_ACCOUNTS, fresh),
-        ):
-            if rows:
-                await raw.execute(sql, _JSON.encode(rows).decode())  # type: ignore[union-attr]
+        if snapshot_tuples or account_tuples:
+            await raw.execute(  # type: ignore[union-attr]
+                _PG_WRITE,
+                *(_JSON.encode(rows).decode() for rows in (snapshot_tuples, known, fresh)),
+            )
         return
     snapshot_rows = [dict(zip(_SNAPSHOT_NAMES, r, strict=True)) for r in snapshot_tuples]
     account_rows = [dict(zip(_ACCOUNT_NAMES, r, strict=True)) for r in account_tuples]
@@ -698,17 +701,25 @@ def _newest(row: tuple[Any, ...]) -> tuple[Any, ...]:
 
 
 # --- writing ---------------------------------------------------------------------------------
-_PG_DAILY = (
+_PG_DAILY = (  # rows in the document's (sorted) order: one lock order for every worker
     "INSERT INTO balance_daily (scope, owner_id, day, liability, asset) "
-    "SELECT * FROM unnest($1::varchar[], $2::varchar[], $3::date[], $4::numeric[], "
-    "$5::numeric[]) ON CONFLICT (scope, owner_id, day) DO UPDATE SET "
+    "SELECT r->>0, r->>1, (r->>2)::date, (r->>3)::numeric, (r->>4)::numeric"
+    " FROM jsonb_array_elements($1::jsonb) WITH ORDINALITY AS e(r, n) ORDER BY n"
+    " ON CONFLICT (scope, owner_id, day) DO UPDATE SET "
     "liability = balance_daily.liability + excluded.liability, "
     "asset = balance_daily.asset + excluded.asset"
 )
-_PG_OPENING_ADD = (  # rows in the arrays' (sorted) order: one lock order for every worker
+# the day changes, and the stored openings of their owners read in the same statement (the
+# openings as they were: the day changes touch none)
+_PG_DAILY_OPENINGS = (
+    f"WITH d AS ({_PG_DAILY}) SELECT scope, owner_id, year, liability, asset"
+    " FROM balance_openings WHERE owner_id IN (SELECT unnest($2::varchar[]))"
+)
+_PG_OPENING_ADD = (  # rows in the document's (sorted) order: one lock order for every worker
     "INSERT INTO balance_openings (scope, owner_id, year, liability, asset) "
-    "SELECT * FROM unnest($1::varchar[], $2::varchar[], $3::integer[], $4::numeric[], "
-    "$5::numeric[]) ON CONFLICT (scope, owner_id, year) DO UPDATE SET "
+    "SELECT r->>0, r->>1, (r->>2)::integer, (r->>3)::numeric, (r->>4)::numeric"
+    " FROM jsonb_array_elements($1::jsonb) WITH ORDINALITY AS e(r, n) ORDER BY n"
+    " ON CONFLICT (scope, owner_id, year) DO UPDATE SET "
     "liability = balance_openings.liability + excluded.liability, "
     "asset = balance_openings.asset + excluded.asset"
 )
@@ -735,41 +746,43 @@ async def write_deltas(conn: AsyncConnection, deltas: Deltas, today: date) -> No
         return
     keys = sorted(deltas)  # one lock order for every worker
     dialect = conn.dialect.name
-    if dialect == "postgresql":
-        raw = await conn.get_raw_connection()
-        await raw.driver_connection.execute(  # type: ignore[union-attr]
-            _PG_DAILY,
-            [k[0] for k in keys],
-            [k[1] for k in keys],
-            [k[2] for k in keys],
-            [deltas[k]["liability"] for k in keys],
-            [deltas[k]["asset"] for k in keys],
-        )
-    else:
-        await _sqlite_add_daily(conn, deltas, keys)
-    # --- year openings
     per_owner: dict[tuple[str, str], list[tuple[date, dict[str, Decimal]]]] = defaultdict(list)
     for scope, owner, day in keys:
         per_owner[(scope, owner)].append((day, deltas[(scope, owner, day)]))
     owners = sorted({o for _, o in per_owner})
+    found: Iterable[Any]
+    if dialect == "postgresql":
+        raw = await conn.get_raw_connection()
+        found = await raw.driver_connection.fetch(  # type: ignore[union-attr]
+            _PG_DAILY_OPENINGS,
+            _JSON.encode([(*k, deltas[k]["liability"], deltas[k]["asset"]) for k in keys]).decode(),
+            owners,
+        )
+    else:
+        await _sqlite_add_daily(conn, deltas, keys)
+        found = (
+            await conn.execute(
+                select(
+                    BalanceOpeningRow.scope,
+                    BalanceOpeningRow.owner_id,
+                    BalanceOpeningRow.year,
+                    BalanceOpeningRow.liability,
+                    BalanceOpeningRow.asset,
+                ).where(one_of(BalanceOpeningRow.owner_id, owners, dialect))
+            )
+        ).all()
+    # --- year openings
     stored: dict[tuple[str, str, int], dict[str, Decimal]] = {}
-    res = await conn.execute(
-        select(
-            BalanceOpeningRow.scope,
-            BalanceOpeningRow.owner_id,
-            BalanceOpeningRow.year,
-            BalanceOpeningRow.liability,
-            BalanceOpeningRow.asset,
-        ).where(one_of(BalanceOpeningRow.owner_id, owners, dialect))
-    )
-    for scope, owner, year, liability, asset in res.all():
+    stored_years: dict[tuple[str, str], set[int]] = defaultdict(set)
+    for scope, owner, year, liability, asset in found:
         stored[(scope, owner, year)] = {"liability": liability, "asset": asset}
+        stored_years[(scope, owner)].add(year)
     wanted: list[tuple[str, str, int, dict[str, Decimal]]] = []
     for (scope, owner), days in sorted(per_owner.items()):
         first = min(d for d, _ in days).year
         horizon = max(max(d for d, _ in days).year, today.year) + 1
         years = set(range(first + 1, horizon + 1))
-        years |= {y for (s, o, y) in stored if s == scope and o == owner and y > first}
+        years |= {y for y in stored_years.get((scope, owner), ()) if y > first}
         for year in sorted(years):
             jan1 = date(year, 1, 1)
             part = {line: ZERO for line in LINES}
@@ -786,11 +799,9 @@ async def write_deltas(conn: AsyncConnection, deltas: Deltas, today: date) -> No
             raw = await conn.get_raw_connection()
             await raw.driver_connection.execute(  # type: ignore[union-attr]
                 _PG_OPENING_ADD,
-                [w[0] for w in known],
-                [w[1] for w in known],
-                [w[2] for w in known],
-                [w[3]["liability"] for w in known],
-                [w[3]["asset"] for w in known],
+                _JSON.encode(
+                    [(s, o, y, p["liability"], p["asset"]) for s, o, y, p in known]
+                ).decode(),
             )
         fresh = [w for w in wanted if w[:3] not in stored]
         if fresh:
@@ -813,7 +824,7 @@ async def write_deltas(conn: AsyncConnection, deltas: Deltas, today: date) -> No
     for scope, owner, year, part in wanted:
         old = stored.get((scope, owner, year))
         if old is None:  # the sum of every stored change before its year (this batch's too)
-            found = (
+            summed = (
                 await conn.execute(
                     select(
                         exact_sum(BalanceDayRow.liability, dialect),
@@ -825,7 +836,7 @@ async def write_deltas(conn: AsyncConnection, deltas: Deltas, today: date) -> No
                     )
                 )
             ).one()
-            value = {"liability": found[0] or ZERO, "asset": found[1] or ZERO}
+            value = {"liability": summed[0] or ZERO, "asset": summed[1] or ZERO}
         else:
             value = {line: old[line] + part[line] for line in LINES}
         rows.append({"scope": scope, "owner_id": owner, "year": year, **value})
