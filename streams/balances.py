@@ -23,7 +23,7 @@ from __future__ import annotations
 import bisect
 from collections import defaultdict
 from collections.abc import Container, Iterable, Sequence
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any, NamedTuple
 
@@ -47,7 +47,7 @@ from models.balances import (
     load_segments,
     outflow,
 )
-from models.db import one_of
+from models.db import list_value, one_of
 from models.events import BalanceSnapshot, Event
 from models.policy import Policy, to_cny
 from models.tables import (
@@ -79,6 +79,12 @@ def _vector(row: Snap | None) -> Vector:
     return {(row[1], row[2]): row[3]}
 
 
+def sqlite_time(at: datetime) -> str:
+    """A timestamp as SQLAlchemy stores it on SQLite (UTC, naive, microseconds; as
+    streams/apply/ledger.py, which imports this module's callers)."""
+    return at.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
+
+
 def _insert(conn: AsyncConnection, model: Any) -> Any:
     return (postgresql if conn.dialect.name == "postgresql" else sqlite).insert(model)
 
@@ -108,11 +114,21 @@ async def _accounts(conn: AsyncConnection, column: str, ids: list[str]) -> Seque
             f"WHERE {column} IN (SELECT unnest($1::varchar[]))",
             ids,
         )
-    t = BalanceAccountRow.__table__
-    res = await conn.execute(
-        select(*(t.c[f] for f in _ACCOUNT_FIELDS)).where(one_of(t.c[column], ids, "sqlite"))
+    # SQLite: on the driver too, values read as SQLAlchemy stores them (dates and decimals
+    # as text, times as naive UTC text)
+    found: Iterable[Sequence[Any]] = await conn.exec_driver_sql(
+        f"SELECT {', '.join(_ACCOUNT_FIELDS)} FROM balance_accounts "
+        f"WHERE {column} IN (SELECT value FROM json_each(?))",
+        (list_value(ids, "sqlite"),),
     )
-    return [tuple(r) for r in res.all()]
+    times: dict[str, datetime] = {}
+    out: list[Account] = []
+    for acc, cid, line, day, bal, at in found:
+        when = times.get(at)
+        if when is None:
+            when = times[at] = datetime.fromisoformat(at).replace(tzinfo=UTC)
+        out.append((acc, cid, line, date.fromisoformat(day), Decimal(bal), when))
+    return out
 
 
 class SnapshotsApplied(NamedTuple):
@@ -351,6 +367,18 @@ _PG_ACCOUNTS_UPDATE = (
     + f" FROM (SELECT {_pg_select(_ACCOUNT_COLUMNS)} FROM jsonb_array_elements($1::jsonb) r) u"
     " WHERE a.account_id = u.account_id"
 )
+
+
+def _sq_upsert(table: str, names: Sequence[str], key: Sequence[str]) -> str:
+    return (
+        f"INSERT INTO {table} ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})"
+        f" ON CONFLICT ({', '.join(key)}) DO UPDATE SET "
+        + ", ".join(f"{c} = excluded.{c}" for c in names if c not in key)
+    )
+
+
+_SQ_SNAPSHOTS = _sq_upsert("balance_snapshots", _SNAPSHOT_NAMES, ("account_id", "as_of_date"))
+_SQ_ACCOUNTS = _sq_upsert("balance_accounts", _ACCOUNT_NAMES, ("account_id",))
 # the three in one statement (data-modifying WITH queries run once each, to completion);
 # an empty document writes nothing
 _PG_WRITE = (
@@ -382,22 +410,31 @@ async def _upsert_snapshots(
                 *(_JSON.encode(rows).decode() for rows in (snapshot_tuples, known, fresh)),
             )
         return
-    snapshot_rows = [dict(zip(_SNAPSHOT_NAMES, r, strict=True)) for r in snapshot_tuples]
-    account_rows = [dict(zip(_ACCOUNT_NAMES, r, strict=True)) for r in account_tuples]
-    if snapshot_rows:
-        stmt = _insert(conn, BalanceSnapshotRow)
-        stmt = stmt.on_conflict_do_update(
-            index_elements=["account_id", "as_of_date"],
-            set_={c: stmt.excluded[c] for c, _ in _SNAPSHOT_COLUMNS[2:]},
+    # SQLite: on the driver, in SQLAlchemy's storage forms (one writer: executemany)
+    stamps: dict[datetime, str] = {}
+
+    def stamp(at: datetime) -> str:
+        got = stamps.get(at)
+        if got is None:
+            got = stamps[at] = sqlite_time(at)
+        return got
+
+    if snapshot_tuples:
+        await conn.exec_driver_sql(
+            _SQ_SNAPSHOTS,
+            [
+                (acc, day.isoformat(), cid, line, str(bal), stamp(at), eid)
+                for acc, day, cid, line, bal, at, eid in snapshot_tuples
+            ],
         )
-        await conn.execute(stmt, snapshot_rows)
-    if account_rows:
-        stmt = _insert(conn, BalanceAccountRow)
-        stmt = stmt.on_conflict_do_update(
-            index_elements=["account_id"],
-            set_={c: stmt.excluded[c] for c, _ in _ACCOUNT_COLUMNS[1:]},
+    if account_tuples:
+        await conn.exec_driver_sql(
+            _SQ_ACCOUNTS,
+            [
+                (acc, cid, line, day.isoformat(), str(bal), stamp(at))
+                for acc, cid, line, day, bal, at in account_tuples
+            ],
         )
-        await conn.execute(stmt, account_rows)
 
 
 async def fire_outflows(
@@ -535,7 +572,7 @@ async def holders(
     """The holders the stored deltas credit, per client (recorded on a client's first
     balance, moved by ``move_clients``)."""
     ids = sorted(set(client_ids))
-    found: Iterable[Any]
+    found: Iterable[Sequence[Any]]
     if conn.dialect.name == "postgresql":  # straight from the driver, as ``_accounts``
         raw = (await conn.get_raw_connection()).driver_connection
         found = await raw.fetch(  # type: ignore[union-attr]
@@ -544,13 +581,11 @@ async def holders(
             ids,
         )
     else:
-        found = (
-            await conn.execute(
-                select(BalanceHolderRow.client_id, BalanceHolderRow.segments).where(
-                    one_of(BalanceHolderRow.client_id, ids, "sqlite")
-                )
-            )
-        ).all()
+        found = await conn.exec_driver_sql(
+            "SELECT client_id, segments FROM balance_holders"
+            " WHERE client_id IN (SELECT value FROM json_each(?))",
+            (list_value(ids, "sqlite"),),
+        )
     stored: dict[str, Sequence[Segment]] = {cid: load_segments(segs) for cid, segs in found}
     missing = [c for c in ids if c not in stored]
     if missing:
@@ -596,6 +631,13 @@ async def move_clients(
     moved = [c for c in sorted(stored) if dump_segments(now[c]) != stored[c]]
     if not moved:
         return set()
+    # every snapshot of the accounts the moved clients ever held, each account's in date
+    # order: a snapshot adds its balance from its day on to the holders of its client, and
+    # takes back the account's previous one, of whatever client that was (as
+    # ``rebuild_balances``); only what a moved client's holders were credited moves
+    held = select(BalanceSnapshotRow.account_id).where(
+        one_of(BalanceSnapshotRow.client_id, moved, dialect)
+    )
     rows = await conn.execute(
         select(
             BalanceSnapshotRow.client_id,
@@ -604,21 +646,23 @@ async def move_clients(
             BalanceSnapshotRow.business_line,
             BalanceSnapshotRow.balance,
         )
-        .where(one_of(BalanceSnapshotRow.client_id, moved, dialect))
+        .where(BalanceSnapshotRow.account_id.in_(held))
         .order_by(BalanceSnapshotRow.account_id, BalanceSnapshotRow.as_of_date)
     )
+    moving = set(moved)
     deltas: Deltas = {}
-    previous: dict[str, tuple[str, Decimal]] = {}
+    previous: dict[str, tuple[str, str, Decimal]] = {}  # account → (client, line, balance)
     for cid, acc, day, line, bal in rows.all():
-        old_segs, new_segs = load_segments(stored[cid]), now[cid]
+        steps = []
+        if cid in moving:
+            steps.append((cid, line, bal))
         prior = previous.get(acc)
-        steps = [(line, bal)]
-        if prior is not None:
-            steps.append((prior[0], -prior[1]))
-        for step_line, amount in steps:
-            add_change(deltas, old_segs, step_line, -amount, day, None)
-            add_change(deltas, new_segs, step_line, amount, day, None)
-        previous[acc] = (line, bal)
+        if prior is not None and prior[0] in moving:
+            steps.append((prior[0], prior[1], -prior[2]))
+        for owner, step_line, amount in steps:
+            add_change(deltas, load_segments(stored[owner]), step_line, -amount, day, None)
+            add_change(deltas, now[owner], step_line, amount, day, None)
+        previous[acc] = (cid, line, bal)
     stmt = _insert(conn, BalanceHolderRow)
     stmt = stmt.on_conflict_do_update(
         index_elements=["client_id"],
@@ -848,32 +892,23 @@ async def write_deltas(conn: AsyncConnection, deltas: Deltas, today: date) -> No
     await conn.execute(stmt, rows)
 
 
+_SQ_DAILY = (
+    "INSERT INTO balance_daily (scope, owner_id, day, liability, asset) VALUES (?, ?, ?, ?, ?)"
+    " ON CONFLICT (scope, owner_id, day) DO UPDATE SET"
+    " liability = decimal_add(liability, excluded.liability),"
+    " asset = decimal_add(asset, excluded.asset)"
+)
+
+
 async def _sqlite_add_daily(
     conn: AsyncConnection, deltas: Deltas, keys: list[tuple[str, str, date]]
 ) -> None:
-    """SQLite keeps decimals as text: add in Python (it has one writer at a time)."""
-    existing: dict[tuple[str, str, date], Any] = {}
-    wanted = set(keys)
-    res = await conn.execute(
-        select(BalanceDayRow).where(
-            one_of(BalanceDayRow.owner_id, sorted({k[1] for k in keys}), "sqlite"),
-            one_of(BalanceDayRow.day, sorted({k[2].isoformat() for k in keys}), "sqlite"),
-        )
+    """SQLite keeps decimals as text: added exactly by ``decimal_add`` (models/db.py) in the
+    upsert, on the driver in SQLAlchemy's storage forms."""
+    await conn.exec_driver_sql(
+        _SQ_DAILY,
+        [
+            (k[0], k[1], k[2].isoformat(), str(deltas[k]["liability"]), str(deltas[k]["asset"]))
+            for k in keys
+        ],
     )
-    for r in res.all():
-        k = (r.scope, r.owner_id, r.day)
-        if k in wanted:
-            existing[k] = r
-    rows = []
-    for k in keys:
-        old = existing.get(k)
-        row = {"scope": k[0], "owner_id": k[1], "day": k[2]}
-        for line in LINES:
-            row[line] = deltas[k][line] + (getattr(old, line) if old is not None else ZERO)
-        rows.append(row)
-    stmt = _insert(conn, BalanceDayRow)
-    stmt = stmt.on_conflict_do_update(
-        index_elements=["scope", "owner_id", "day"],
-        set_={"liability": stmt.excluded.liability, "asset": stmt.excluded.asset},
-    )
-    await conn.execute(stmt, rows)
