@@ -67,6 +67,11 @@ ALERT_SOURCE = "crm-tracker-worker"
 Vector = dict[tuple[str, str], Decimal]
 """What one snapshot puts into the carried balances: {(client_id, line): balance}."""
 
+Row = tuple[str, date, str, str, Decimal, datetime, str | None]
+"""A ``balance_snapshots`` row (_SNAPSHOT_COLUMNS order): account_id, as_of_date,
+client_id, business_line, balance, occurred_at, event_id. An account's newest row is also
+what its ``balance_accounts`` row holds."""
+
 Snap = tuple[datetime, str, str, Decimal, str | None]
 """One account's snapshot of a day: (occurred_at, client_id, line, balance, event_id); the
 event id is None for the newest day read back from ``balance_accounts``."""
@@ -158,28 +163,33 @@ async def apply_snapshots(
     there and changes nothing, as an older correction does (both count as duplicates).
     Fires ``outflow`` alerts (models/balances.py ``outflow``)."""
     today = now.astimezone(policy.tz).date()
-    incoming: dict[str, list[tuple[date, Snap]]] = {}
+    # each snapshot as its row (_SNAPSHOT_COLUMNS order): an account's first of the batch,
+    # and the rest of an account that has several (few objects per snapshot: a night is
+    # a million of them)
+    incoming: dict[str, Row] = {}
+    more: dict[str, list[Row]] = {}
     clients: set[str] = set()
     for e in events:
         p = e.payload
         assert isinstance(p, BalanceSnapshot)
         cid = p.client_id
-        item = (
+        acc = p.account_id
+        row: Row = (
+            acc,
             p.as_of_date,
-            (
-                e.occurred_at,
-                cid,
-                p.business_line,
-                to_cny(p.balance, p.currency, policy),
-                e.event_id,
-            ),
+            cid,
+            p.business_line,
+            to_cny(p.balance, p.currency, policy),
+            e.occurred_at,
+            e.event_id,
         )
         clients.add(cid)
-        got = incoming.get(p.account_id)
-        if got is None:
-            incoming[p.account_id] = [item]
+        if acc not in incoming:
+            incoming[acc] = row
+        elif acc in more:
+            more[acc].append(row)
         else:
-            got.append(item)
+            more[acc] = [row]
     if not incoming:
         return SnapshotsApplied(set(), 0)
     dialect = conn.dialect.name
@@ -194,15 +204,16 @@ async def apply_snapshots(
             newest[r[0]] = r
     merged: Merged = {}
     changes: list[Change] = []
-    snapshot_rows: list[tuple[Any, ...]] = []  # in _SNAPSHOT_COLUMNS order
-    account_rows: list[tuple[Any, ...]] = []  # in _ACCOUNT_COLUMNS order
+    snapshot_rows: list[Row] = []
+    account_rows: list[Row] = []  # each written account's newest snapshot
     series: dict[str, dict[date, Snap]] = {}
     late: list[str] = []
-    for acc, items in incoming.items():
+    incoming_items: dict[str, list[tuple[date, Snap]]] = {}  # an account's several, or late
+    for acc, row in incoming.items():
         prior = newest.get(acc)
-        if len(items) == 1 and (prior is None or items[0][0] > prior[3]):
+        if acc not in more and (prior is None or row[1] > prior[3]):
             # a night: one day past the account's newest (or its first one); no series read
-            day, (at, cid, line, bal, eid) = items[0]
+            _acc, day, cid, line, bal, _at, _eid = row
             if prior is None:
                 if bal:
                     _merge(merged, cid, line, bal, day)
@@ -214,9 +225,12 @@ async def apply_snapshots(
                     _merge(merged, prior[1], prior[2], -prior[4], day)
                 if bal:
                     _merge(merged, cid, line, bal, day)
-            snapshot_rows.append((acc, day, cid, line, bal, at, eid))
-            account_rows.append((acc, cid, line, day, bal, at))
-        elif prior is not None and min(d for d, _ in items) > prior[3]:
+            snapshot_rows.append(row)
+            account_rows.append(row)
+            continue
+        items = [(r[1], (r[5], r[2], r[3], r[4], r[6])) for r in (row, *more.get(acc, ()))]
+        incoming_items[acc] = items
+        if prior is not None and min(d for d, _ in items) > prior[3]:
             # several days past the newest (a catch-up): its newest day is all it needs
             series[acc] = {prior[3]: (prior[5], prior[1], prior[2], prior[4], None)}
         else:
@@ -246,14 +260,16 @@ async def apply_snapshots(
             )
     duplicates = 0
     for acc in sorted(series):
-        duplicates += _fill(acc, series[acc], incoming[acc], changes, snapshot_rows, account_rows)
+        duplicates += _fill(
+            acc, series[acc], incoming_items[acc], changes, snapshot_rows, account_rows
+        )
     snapshot_rows.sort()  # one lock order for every worker
     account_rows.sort()
     await _upsert_snapshots(conn, snapshot_rows, account_rows, newest)
     await fire_outflows(conn, prior_accounts, newest, account_rows, policy, now)
-    for cid, line, change, start, stop in changes:
-        k = (cid, line, start, stop)
-        merged[k] = merged.get(k, ZERO) + change
+    for c_cid, c_line, c_change, c_start, c_stop in changes:
+        k = (c_cid, c_line, c_start, c_stop)
+        merged[k] = merged.get(k, ZERO) + c_change
     if not merged:
         return SnapshotsApplied(set(), duplicates)
     # a night's changes of a client's accounts share their days: one credit per client
@@ -274,8 +290,8 @@ def _fill(
     known: dict[date, Snap],
     items: list[tuple[date, Snap]],
     changes: list[Change],
-    snapshot_rows: list[tuple[Any, ...]],
-    account_rows: list[tuple[Any, ...]],
+    snapshot_rows: list[Row],
+    account_rows: list[Row],
 ) -> int:
     """An account's incoming days against its known series (late days, corrections, several
     days at once): the changes they make, its rows to write. Returns how many changed
@@ -311,8 +327,7 @@ def _fill(
     for day, (at, cid, line, bal, eid) in sorted(written.items()):
         snapshot_rows.append((acc, day, cid, line, bal, at, eid))
     if written and days[-1] in written:
-        at, cid, line, bal, _eid = known[days[-1]]
-        account_rows.append((acc, cid, line, days[-1], bal, at))
+        account_rows.append(snapshot_rows[-1])  # the newest day, written last
     return unchanged
 
 
@@ -325,28 +340,29 @@ _SNAPSHOT_COLUMNS = (
     ("occurred_at", "timestamptz"),
     ("event_id", "varchar"),
 )
+# a ``balance_accounts`` column and where it is in a snapshot row (an account's newest)
 _ACCOUNT_COLUMNS = (
-    ("account_id", "varchar"),
-    ("client_id", "varchar"),
-    ("business_line", "varchar"),
-    ("last_date", "date"),
-    ("last_balance", "numeric"),
-    ("last_occurred_at", "timestamptz"),
+    ("account_id", "varchar", 0),
+    ("client_id", "varchar", 2),
+    ("business_line", "varchar", 3),
+    ("last_date", "date", 1),
+    ("last_balance", "numeric", 4),
+    ("last_occurred_at", "timestamptz", 5),
 )
 
 
-def _pg_select(columns: Sequence[tuple[str, str]]) -> str:
-    """The select list reading ``columns`` (name, type) from a JSON array row ``r``."""
+def _pg_select(columns: Sequence[tuple[str, str, int]]) -> str:
+    """The select list reading ``columns`` (name, type, position) from a JSON array row
+    ``r``."""
     return ", ".join(
-        f"r->>{i} AS {c}" if t == "varchar" else f"(r->>{i})::{t} AS {c}"
-        for i, (c, t) in enumerate(columns)
+        f"r->>{i} AS {c}" if t == "varchar" else f"(r->>{i})::{t} AS {c}" for c, t, i in columns
     )
 
 
-def _pg_upsert(table: str, columns: Sequence[tuple[str, str]], key: Sequence[str]) -> str:
+def _pg_upsert(table: str, columns: Sequence[tuple[str, str, int]], key: Sequence[str]) -> str:
     """One INSERT of a JSON document's rows (in its order: one lock order for every worker)
     with ON CONFLICT DO UPDATE of the other columns."""
-    names = [c for c, _ in columns]
+    names = [c for c, _, _ in columns]
     return (
         f"INSERT INTO {table} ({', '.join(names)}) SELECT {_pg_select(columns)}"
         " FROM jsonb_array_elements($1::jsonb) WITH ORDINALITY AS e(r, n) ORDER BY n"
@@ -356,8 +372,12 @@ def _pg_upsert(table: str, columns: Sequence[tuple[str, str]], key: Sequence[str
 
 
 _SNAPSHOT_NAMES = tuple(c for c, _ in _SNAPSHOT_COLUMNS)
-_ACCOUNT_NAMES = tuple(c for c, _ in _ACCOUNT_COLUMNS)
-_PG_SNAPSHOTS = _pg_upsert("balance_snapshots", _SNAPSHOT_COLUMNS, ("account_id", "as_of_date"))
+_ACCOUNT_NAMES = tuple(c for c, _, _ in _ACCOUNT_COLUMNS)
+_PG_SNAPSHOTS = _pg_upsert(
+    "balance_snapshots",
+    [(c, t, i) for i, (c, t) in enumerate(_SNAPSHOT_COLUMNS)],
+    ("account_id", "as_of_date"),
+)
 _PG_ACCOUNTS = _pg_upsert("balance_accounts", _ACCOUNT_COLUMNS, ("account_id",))
 # accounts already stored (the batch read them under its clients' locks): a plain UPDATE,
 # cheaper than an INSERT that conflicts on every row
@@ -378,7 +398,12 @@ def _sq_upsert(table: str, names: Sequence[str], key: Sequence[str]) -> str:
 
 
 _SQ_SNAPSHOTS = _sq_upsert("balance_snapshots", _SNAPSHOT_NAMES, ("account_id", "as_of_date"))
-_SQ_ACCOUNTS = _sq_upsert("balance_accounts", _ACCOUNT_NAMES, ("account_id",))
+
+_SQ_ACCOUNTS = _sq_upsert(  # in a snapshot row's order
+    "balance_accounts",
+    [c for c, _t, _i in sorted(_ACCOUNT_COLUMNS, key=lambda c: c[2])],
+    ("account_id",),
+)
 # the three in one statement (data-modifying WITH queries run once each, to completion);
 # an empty document writes nothing
 _PG_WRITE = (
@@ -393,13 +418,13 @@ _JSON = msgspec.json.Encoder()
 
 async def _upsert_snapshots(
     conn: AsyncConnection,
-    snapshot_tuples: list[tuple[Any, ...]],
-    account_tuples: list[tuple[Any, ...]],
+    snapshot_tuples: Sequence[Row],
+    account_tuples: Sequence[Row],
     stored: Container[str] = (),
 ) -> None:
-    """The batch's winning snapshots and the accounts' newest days (rows in column order;
-    ``stored``: the accounts that have a row): on PostgreSQL one statement over arrays per
-    table and kind in one statement (no per-row parameters), else executemany."""
+    """The batch's winning snapshots and the accounts' newest days (each account's newest
+    snapshot row; ``stored``: the accounts that have a row): on PostgreSQL one statement (a
+    JSON document per table and kind, no per-row parameters), else executemany."""
     if conn.dialect.name == "postgresql":
         raw = (await conn.get_raw_connection()).driver_connection
         known = [r for r in account_tuples if r[0] in stored]
@@ -431,8 +456,8 @@ async def _upsert_snapshots(
         await conn.exec_driver_sql(
             _SQ_ACCOUNTS,
             [
-                (acc, cid, line, day.isoformat(), str(bal), stamp(at))
-                for acc, cid, line, day, bal, at in account_tuples
+                (acc, day.isoformat(), cid, line, str(bal), stamp(at))
+                for acc, day, cid, line, bal, at, _eid in account_tuples
             ],
         )
 
@@ -441,7 +466,7 @@ async def fire_outflows(
     conn: AsyncConnection,
     before: Sequence[Account],
     stored: dict[str, Account],
-    after: Sequence[tuple[Any, ...]],
+    after: Sequence[Row],
     policy: Policy,
     now: datetime,
 ) -> int:
@@ -451,42 +476,43 @@ async def fire_outflows(
     for that date (one per client and date: a redelivered batch fires nothing new).
 
     ``before``: every stored account of the batch's clients; ``stored``: the stored row of
-    each account the batch writes (if any); ``after``: the accounts' newest days written
-    (_ACCOUNT_COLUMNS order). A client's accounts after the batch are its stored ones with
-    the written ones in place (an account written under another client stays counted under
-    its stored one here); an account's written newest day is never before its stored one."""
-    was: dict[str, list[Any]] = {}  # client → [newest day, deposits] before the batch
+    each account the batch writes (if any); ``after``: the accounts' newest snapshots
+    written. A client's accounts after the batch are its stored ones with the written ones
+    in place (an account written under another client stays counted under its stored one
+    here); an account's written newest day is never before its stored one."""
+    was_day: dict[str, date] = {}  # per client before the batch: its newest day
+    was: dict[str, Decimal] = {}  # and its deposits
     for _acc, cid, line, day, bal, _at in before:
-        w = was.get(cid)
-        if w is None:
-            was[cid] = [day, bal if line == "liability" else ZERO]
-        else:
-            if day > w[0]:
-                w[0] = day
-            if line == "liability":
-                w[1] += bal
+        if cid not in was_day:
+            was_day[cid] = day
+            was[cid] = bal if line == "liability" else ZERO
+            continue
+        if day > was_day[cid]:
+            was_day[cid] = day
+        if line == "liability":
+            was[cid] += bal
     if not was:
         return 0  # a client's first balances are no fall
-    moved: dict[str, list[Any]] = {}  # client → [newest day, change of its deposits]
-    for acc, cid, line, day, bal, _at in after:
+    new_day: dict[str, date] = {}  # per client after the batch: its newest day
+    change: dict[str, Decimal] = {}  # and the change of its deposits
+    for acc, day, cid, line, bal, _at, _eid in after:
         if cid not in was:
             continue
-        m = moved.get(cid)
-        if m is None:
-            m = moved[cid] = [day, ZERO]
-        elif day > m[0]:
-            m[0] = day
+        if cid not in new_day:
+            new_day[cid] = day
+            change[cid] = ZERO
+        elif day > new_day[cid]:
+            new_day[cid] = day
         if line == "liability":
-            m[1] += bal
+            change[cid] += bal
         old = stored.get(acc)
         if old is not None and old[1] == cid and old[2] == "liability":
-            m[1] -= old[4]
+            change[cid] -= old[4]
     fired: list[tuple[str, date]] = []
-    for cid, (day, change) in moved.items():
-        was_day, was_total = was[cid]
-        if day <= was_day:
+    for cid, day in new_day.items():
+        if day <= was_day[cid]:
             continue  # a late or corrected past day: no alert for the past
-        if outflow(was_total, was_total + change, policy):
+        if outflow(was[cid], was[cid] + change[cid], policy):
             fired.append((cid, day))
     if fired:
         fired.sort()
@@ -715,33 +741,27 @@ async def rebuild_balances(conn: AsyncConnection, policy: Policy, today: date) -
         )
         await conn.execute(stmt, holder_rows)
     deltas: Deltas = {}
-    accounts: list[tuple[Any, ...]] = []
-    previous: tuple[Any, ...] | None = None  # the account's last row read
+    accounts: list[Row] = []
+    previous: Row | None = None  # the account's last row read
     rows = await conn.stream(
         select(*(BalanceSnapshotRow.__table__.c[c] for c in _SNAPSHOT_NAMES)).order_by(
             BalanceSnapshotRow.account_id, BalanceSnapshotRow.as_of_date
         )
     )
-    async for acc, day, cid, line, bal, at, _eid in rows:
+    async for row in rows:
+        acc, day, cid, line, bal, at, eid = row
         if previous is not None and previous[0] == acc:
             add_change(deltas, segments[previous[2]], previous[3], -previous[4], day, None)
         elif previous is not None:
-            accounts.append(_newest(previous))
+            accounts.append(previous)
         add_change(deltas, segments[cid], line, bal, day, None)
-        previous = (acc, day, cid, line, bal, at)
+        previous = (acc, day, cid, line, bal, at, eid)
     if previous is not None:
-        accounts.append(_newest(previous))
+        accounts.append(previous)
     await _upsert_snapshots(conn, [], accounts)
     deltas = drop_zeros(deltas)
     await write_deltas(conn, deltas, today)
     return len(deltas)
-
-
-def _newest(row: tuple[Any, ...]) -> tuple[Any, ...]:
-    """A snapshot row (account, day, client, line, balance, occurred_at) as its account's
-    newest day, in _ACCOUNT_COLUMNS order."""
-    acc, day, cid, line, bal, at = row
-    return (acc, cid, line, day, bal, at)
 
 
 # --- writing ---------------------------------------------------------------------------------
