@@ -8,11 +8,15 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from datetime import date
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from config import Settings
 from crmtracker import compose
+
+if TYPE_CHECKING:
+    from streams.replay import ReplayResult
 
 log = logging.getLogger("crmtracker")
 
@@ -427,8 +431,6 @@ _progress_bar = _progress("replay")
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
-    from datetime import date
-
     from models.db import upgrade
     from streams.replay import replay
 
@@ -446,15 +448,20 @@ def cmd_replay(args: argparse.Namespace) -> int:
                 engine, settings.policy, since, None if args.quiet else _progress_bar
             )
 
-    result = asyncio.run(run())
-    _err(
+    _err(replay_summary(asyncio.run(run()), since))
+    return 0
+
+
+def replay_summary(result: ReplayResult, since: date | None = None) -> str:
+    """What ``crm-tracker replay`` did, in one line."""
+    return (
         f"replayed {result.events} events"
         + (f" from {since.isoformat()}" if since else "")
-        + f": {result.corrected} re-credited, {result.manager_days} manager-days and "
-        f"{result.branch_days} branch-days rebuilt"
+        + f": {result.corrected} re-credited, {result.manager_days} manager-days, "
+        f"{result.branch_days} branch-days and {result.balance_changes} balance day-changes "
+        "rebuilt"
         + (f", {result.skipped} left as they were (manager unknown)" if result.skipped else "")
     )
-    return 0
 
 
 # --- reports -------------------------------------------------------------------------------

@@ -23,10 +23,11 @@ from __future__ import annotations
 import bisect
 from collections import defaultdict
 from collections.abc import Container, Iterable, Sequence
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any, NamedTuple
 
+import msgspec
 from sqlalchemy import bindparam, delete, or_, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -46,7 +47,7 @@ from models.balances import (
     load_segments,
     outflow,
 )
-from models.db import one_of
+from models.db import list_value, one_of
 from models.events import BalanceSnapshot, Event
 from models.policy import Policy, to_cny
 from models.tables import (
@@ -66,6 +67,11 @@ ALERT_SOURCE = "crm-tracker-worker"
 Vector = dict[tuple[str, str], Decimal]
 """What one snapshot puts into the carried balances: {(client_id, line): balance}."""
 
+Row = tuple[str, date, str, str, Decimal, datetime, str | None]
+"""A ``balance_snapshots`` row (_SNAPSHOT_COLUMNS order): account_id, as_of_date,
+client_id, business_line, balance, occurred_at, event_id. An account's newest row is also
+what its ``balance_accounts`` row holds."""
+
 Snap = tuple[datetime, str, str, Decimal, str | None]
 """One account's snapshot of a day: (occurred_at, client_id, line, balance, event_id); the
 event id is None for the newest day read back from ``balance_accounts``."""
@@ -78,36 +84,56 @@ def _vector(row: Snap | None) -> Vector:
     return {(row[1], row[2]): row[3]}
 
 
+def sqlite_time(at: datetime) -> str:
+    """A timestamp as SQLAlchemy stores it on SQLite (UTC, naive, microseconds; as
+    streams/apply/ledger.py, which imports this module's callers)."""
+    return at.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
+
+
 def _insert(conn: AsyncConnection, model: Any) -> Any:
     return (postgresql if conn.dialect.name == "postgresql" else sqlite).insert(model)
 
 
-class _Account(NamedTuple):
-    account_id: str
-    client_id: str
-    business_line: str
-    last_date: date
-    last_balance: Decimal
-    last_occurred_at: datetime
+_ACCOUNT_FIELDS = (
+    "account_id",
+    "client_id",
+    "business_line",
+    "last_date",
+    "last_balance",
+    "last_occurred_at",
+)
+Account = tuple[str, str, str, date, Decimal, datetime]
+"""A ``balance_accounts`` row: (account_id, client_id, business_line, last_date, last_balance,
+last_occurred_at)."""
 
 
-async def _accounts(conn: AsyncConnection, column: str, ids: list[str]) -> list[_Account]:
+async def _accounts(conn: AsyncConnection, column: str, ids: list[str]) -> Sequence[Account]:
     """``balance_accounts`` rows by client or account id. On PostgreSQL straight from the
-    driver (its types are already Decimal, date and aware datetime): a night reads one row
-    per account, and the ORM's per-row type processing cost more than the query."""
+    driver (its types are already Decimal, date and aware datetime; its records index as
+    tuples): a night reads one row per account, and the ORM's per-row type processing cost
+    more than the query."""
     if conn.dialect.name == "postgresql":
         raw = (await conn.get_raw_connection()).driver_connection
-        rows = await raw.fetch(  # type: ignore[union-attr]
-            f"SELECT {', '.join(_Account._fields)} FROM balance_accounts "
+        return await raw.fetch(  # type: ignore[union-attr]
+            f"SELECT {', '.join(_ACCOUNT_FIELDS)} FROM balance_accounts "
             f"WHERE {column} IN (SELECT unnest($1::varchar[]))",
             ids,
         )
-        return [_Account(*r) for r in rows]
-    t = BalanceAccountRow.__table__
-    res = await conn.execute(
-        select(*(t.c[f] for f in _Account._fields)).where(one_of(t.c[column], ids, "sqlite"))
+    # SQLite: on the driver too, values read as SQLAlchemy stores them (dates and decimals
+    # as text, times as naive UTC text)
+    found: Iterable[Sequence[Any]] = await conn.exec_driver_sql(
+        f"SELECT {', '.join(_ACCOUNT_FIELDS)} FROM balance_accounts "
+        f"WHERE {column} IN (SELECT value FROM json_each(?))",
+        (list_value(ids, "sqlite"),),
     )
-    return [_Account(*r) for r in res.all()]
+    times: dict[str, datetime] = {}
+    out: list[Account] = []
+    for acc, cid, line, day, bal, at in found:
+        when = times.get(at)
+        if when is None:
+            when = times[at] = datetime.fromisoformat(at).replace(tzinfo=UTC)
+        out.append((acc, cid, line, date.fromisoformat(day), Decimal(bal), when))
+    return out
 
 
 class SnapshotsApplied(NamedTuple):
@@ -118,76 +144,101 @@ class SnapshotsApplied(NamedTuple):
     date, or one older than it (counted with the batch's duplicates)."""
 
 
+Merged = dict[tuple[str, str, date, date | None], Decimal]
+"""(client, line, first day, first day it no longer applies) → change of its carried
+balance."""
+
+
+def _merge(merged: Merged, cid: str, line: str, change: Decimal, start: date) -> None:
+    k = (cid, line, start, None)
+    got = merged.get(k)
+    merged[k] = change if got is None else got + change
+
+
 async def apply_snapshots(
     conn: AsyncConnection, events: Sequence[Event], policy: Policy, now: datetime
 ) -> SnapshotsApplied:
     """Apply ``balance.snapshot`` events of known clients. Their ``balance_snapshots`` row
     is their record (they are not claimed in ``events``): a resend finds its own event
-    there and changes nothing, as an older correction does (both count as duplicates). Fires ``outflow`` alerts (models/balances.py ``outflow``)."""
+    there and changes nothing, as an older correction does (both count as duplicates).
+    Fires ``outflow`` alerts (models/balances.py ``outflow``)."""
     today = now.astimezone(policy.tz).date()
-    incoming: dict[str, list[tuple[date, Snap]]] = defaultdict(list)
+    # each snapshot as its row (_SNAPSHOT_COLUMNS order): an account's first of the batch,
+    # and the rest of an account that has several (few objects per snapshot: a night is
+    # a million of them)
+    incoming: dict[str, Row] = {}
+    more: dict[str, list[Row]] = {}
+    clients: set[str] = set()
     for e in events:
         p = e.payload
         assert isinstance(p, BalanceSnapshot)
-        balance = to_cny(p.balance, p.currency, policy)
-        incoming[p.account_id].append(
-            (p.as_of_date, (e.occurred_at, p.client_id, p.business_line, balance, e.event_id))
+        cid = p.client_id
+        acc = p.account_id
+        row: Row = (
+            acc,
+            p.as_of_date,
+            cid,
+            p.business_line,
+            to_cny(p.balance, p.currency, policy),
+            e.occurred_at,
+            e.event_id,
         )
+        clients.add(cid)
+        if acc not in incoming:
+            incoming[acc] = row
+        elif acc in more:
+            more[acc].append(row)
+        else:
+            more[acc] = [row]
     if not incoming:
         return SnapshotsApplied(set(), 0)
     dialect = conn.dialect.name
-    accounts = sorted(incoming)
     # every account of the batch's clients as it was before the batch (also what the night
     # needs of the batch's accounts; outflow alerts compare the clients' totals)
-    clients = sorted({row[1] for items in incoming.values() for _d, row in items})
-    prior_accounts = await _accounts(conn, "client_id", clients)
-    newest = {r.account_id: r for r in prior_accounts}
-    missing = [a for a in accounts if a not in newest]
+    prior_accounts = await _accounts(conn, "client_id", sorted(clients))
+    newest: dict[str, Account] = {r[0]: r for r in prior_accounts}
+    missing = [a for a in incoming if a not in newest]
     if missing:  # new accounts, or one now reported under another client
+        missing.sort()
         for r in await _accounts(conn, "account_id", missing):
-            newest[r.account_id] = r
+            newest[r[0]] = r
+    merged: Merged = {}
     changes: list[Change] = []
-    snapshot_rows: list[tuple[Any, ...]] = []  # in _SNAPSHOT_COLUMNS order
-    account_rows: list[tuple[Any, ...]] = []  # in _ACCOUNT_COLUMNS order
+    snapshot_rows: list[Row] = []
+    account_rows: list[Row] = []  # each written account's newest snapshot
     series: dict[str, dict[date, Snap]] = {}
     late: list[str] = []
-    for acc in accounts:
-        items = incoming[acc]
+    incoming_items: dict[str, list[tuple[date, Snap]]] = {}  # an account's several, or late
+    for acc, row in incoming.items():
         prior = newest.get(acc)
-        if len(items) == 1 and (prior is None or items[0][0] > prior.last_date):
+        if acc not in more and (prior is None or row[1] > prior[3]):
             # a night: one day past the account's newest (or its first one); no series read
-            day, (at, cid, line, bal, eid) = items[0]
+            _acc, day, cid, line, bal, _at, _eid = row
             if prior is None:
                 if bal:
-                    changes.append((cid, line, bal, day, None))
-            elif prior.client_id == cid and prior.business_line == line:
-                if bal != prior.last_balance:
-                    changes.append((cid, line, bal - prior.last_balance, day, None))
+                    _merge(merged, cid, line, bal, day)
+            elif prior[1] == cid and prior[2] == line:
+                if bal != prior[4]:
+                    _merge(merged, cid, line, bal - prior[4], day)
             else:  # the account moved to another client or line
-                if prior.last_balance:
-                    changes.append(
-                        (prior.client_id, prior.business_line, -prior.last_balance, day, None)
-                    )
+                if prior[4]:
+                    _merge(merged, prior[1], prior[2], -prior[4], day)
                 if bal:
-                    changes.append((cid, line, bal, day, None))
-            snapshot_rows.append((acc, day, cid, line, bal, at, eid))
-            account_rows.append((acc, cid, line, day, bal, at))
-        elif prior is not None and min(d for d, _ in items) > prior.last_date:
+                    _merge(merged, cid, line, bal, day)
+            snapshot_rows.append(row)
+            account_rows.append(row)
+            continue
+        items = [(r[1], (r[5], r[2], r[3], r[4], r[6])) for r in (row, *more.get(acc, ()))]
+        incoming_items[acc] = items
+        if prior is not None and min(d for d, _ in items) > prior[3]:
             # several days past the newest (a catch-up): its newest day is all it needs
-            series[acc] = {
-                prior.last_date: (
-                    prior.last_occurred_at,
-                    prior.client_id,
-                    prior.business_line,
-                    prior.last_balance,
-                    None,
-                )
-            }
+            series[acc] = {prior[3]: (prior[5], prior[1], prior[2], prior[4], None)}
         else:
             series[acc] = {}
             if prior is not None:
                 late.append(acc)
     if late:  # a late or corrected day: the account's whole series
+        late.sort()
         rows = await conn.execute(
             select(
                 BalanceSnapshotRow.account_id,
@@ -208,28 +259,20 @@ async def apply_snapshots(
                 snap.event_id,
             )
     duplicates = 0
-    for acc, known in series.items():
-        duplicates += _fill(acc, known, incoming[acc], changes, snapshot_rows, account_rows)
+    for acc in sorted(series):
+        duplicates += _fill(
+            acc, series[acc], incoming_items[acc], changes, snapshot_rows, account_rows
+        )
     snapshot_rows.sort()  # one lock order for every worker
     account_rows.sort()
     await _upsert_snapshots(conn, snapshot_rows, account_rows, newest)
-    await fire_outflows(
-        conn,
-        [
-            (r.account_id, r.client_id, r.business_line, r.last_date, r.last_balance)
-            for r in prior_accounts
-        ],
-        account_rows,
-        policy,
-        now,
-    )
-    if not changes:
+    await fire_outflows(conn, prior_accounts, newest, account_rows, policy, now)
+    for c_cid, c_line, c_change, c_start, c_stop in changes:
+        k = (c_cid, c_line, c_start, c_stop)
+        merged[k] = merged.get(k, ZERO) + c_change
+    if not merged:
         return SnapshotsApplied(set(), duplicates)
     # a night's changes of a client's accounts share their days: one credit per client
-    merged: dict[tuple[str, str, date, date | None], Decimal] = {}
-    for cid, line, change, start, stop in changes:
-        k = (cid, line, start, stop)
-        merged[k] = merged.get(k, ZERO) + change
     segments = await holders(conn, {k[0] for k in merged}, policy)
     deltas: Deltas = {}
     for (cid, line, start, stop), change in merged.items():
@@ -247,8 +290,8 @@ def _fill(
     known: dict[date, Snap],
     items: list[tuple[date, Snap]],
     changes: list[Change],
-    snapshot_rows: list[tuple[Any, ...]],
-    account_rows: list[tuple[Any, ...]],
+    snapshot_rows: list[Row],
+    account_rows: list[Row],
 ) -> int:
     """An account's incoming days against its known series (late days, corrections, several
     days at once): the changes they make, its rows to write. Returns how many changed
@@ -284,8 +327,7 @@ def _fill(
     for day, (at, cid, line, bal, eid) in sorted(written.items()):
         snapshot_rows.append((acc, day, cid, line, bal, at, eid))
     if written and days[-1] in written:
-        at, cid, line, bal, _eid = known[days[-1]]
-        account_rows.append((acc, cid, line, days[-1], bal, at))
+        account_rows.append(snapshot_rows[-1])  # the newest day, written last
     return unchanged
 
 
@@ -298,113 +340,183 @@ _SNAPSHOT_COLUMNS = (
     ("occurred_at", "timestamptz"),
     ("event_id", "varchar"),
 )
+# a ``balance_accounts`` column and where it is in a snapshot row (an account's newest)
 _ACCOUNT_COLUMNS = (
-    ("account_id", "varchar"),
-    ("client_id", "varchar"),
-    ("business_line", "varchar"),
-    ("last_date", "date"),
-    ("last_balance", "numeric"),
-    ("last_occurred_at", "timestamptz"),
+    ("account_id", "varchar", 0),
+    ("client_id", "varchar", 2),
+    ("business_line", "varchar", 3),
+    ("last_date", "date", 1),
+    ("last_balance", "numeric", 4),
+    ("last_occurred_at", "timestamptz", 5),
 )
 
 
-def _pg_upsert(table: str, columns: Sequence[tuple[str, str]], key: Sequence[str]) -> str:
-    """One INSERT over arrays (unnest) with ON CONFLICT DO UPDATE of the other columns."""
-    names = [c for c, _ in columns]
+def _pg_select(columns: Sequence[tuple[str, str, int]]) -> str:
+    """The select list reading ``columns`` (name, type, position) from a JSON array row
+    ``r``."""
+    return ", ".join(
+        f"r->>{i} AS {c}" if t == "varchar" else f"(r->>{i})::{t} AS {c}" for c, t, i in columns
+    )
+
+
+def _pg_upsert(table: str, columns: Sequence[tuple[str, str, int]], key: Sequence[str]) -> str:
+    """One INSERT of a JSON document's rows (in its order: one lock order for every worker)
+    with ON CONFLICT DO UPDATE of the other columns."""
+    names = [c for c, _, _ in columns]
     return (
-        f"INSERT INTO {table} ({', '.join(names)}) SELECT * FROM unnest("
-        + ", ".join(f"${i}::{t}[]" for i, (_, t) in enumerate(columns, 1))
-        + f") ON CONFLICT ({', '.join(key)}) DO UPDATE SET "
+        f"INSERT INTO {table} ({', '.join(names)}) SELECT {_pg_select(columns)}"
+        " FROM jsonb_array_elements($1::jsonb) WITH ORDINALITY AS e(r, n) ORDER BY n"
+        + f" ON CONFLICT ({', '.join(key)}) DO UPDATE SET "
         + ", ".join(f"{c} = excluded.{c}" for c in names if c not in key)
     )
 
 
 _SNAPSHOT_NAMES = tuple(c for c, _ in _SNAPSHOT_COLUMNS)
-_ACCOUNT_NAMES = tuple(c for c, _ in _ACCOUNT_COLUMNS)
-_PG_SNAPSHOTS = _pg_upsert("balance_snapshots", _SNAPSHOT_COLUMNS, ("account_id", "as_of_date"))
+_ACCOUNT_NAMES = tuple(c for c, _, _ in _ACCOUNT_COLUMNS)
+_PG_SNAPSHOTS = _pg_upsert(
+    "balance_snapshots",
+    [(c, t, i) for i, (c, t) in enumerate(_SNAPSHOT_COLUMNS)],
+    ("account_id", "as_of_date"),
+)
 _PG_ACCOUNTS = _pg_upsert("balance_accounts", _ACCOUNT_COLUMNS, ("account_id",))
 # accounts already stored (the batch read them under its clients' locks): a plain UPDATE,
 # cheaper than an INSERT that conflicts on every row
 _PG_ACCOUNTS_UPDATE = (
     "UPDATE balance_accounts AS a SET "
     + ", ".join(f"{c} = u.{c}" for c in _ACCOUNT_NAMES[1:])
-    + " FROM unnest("
-    + ", ".join(f"${i}::{t}[]" for i, (_, t) in enumerate(_ACCOUNT_COLUMNS, 1))
-    + f") AS u({', '.join(_ACCOUNT_NAMES)}) WHERE a.account_id = u.account_id"
+    + f" FROM (SELECT {_pg_select(_ACCOUNT_COLUMNS)} FROM jsonb_array_elements($1::jsonb) r) u"
+    " WHERE a.account_id = u.account_id"
 )
+
+
+def _sq_upsert(table: str, names: Sequence[str], key: Sequence[str]) -> str:
+    return (
+        f"INSERT INTO {table} ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})"
+        f" ON CONFLICT ({', '.join(key)}) DO UPDATE SET "
+        + ", ".join(f"{c} = excluded.{c}" for c in names if c not in key)
+    )
+
+
+_SQ_SNAPSHOTS = _sq_upsert("balance_snapshots", _SNAPSHOT_NAMES, ("account_id", "as_of_date"))
+
+_SQ_ACCOUNTS = _sq_upsert(  # in a snapshot row's order
+    "balance_accounts",
+    [c for c, _t, _i in sorted(_ACCOUNT_COLUMNS, key=lambda c: c[2])],
+    ("account_id",),
+)
+# the three in one statement (data-modifying WITH queries run once each, to completion);
+# an empty document writes nothing
+_PG_WRITE = (
+    f"WITH s AS ({_PG_SNAPSHOTS}), u AS ({_PG_ACCOUNTS_UPDATE.replace('$1', '$2')}),"
+    f" f AS ({_PG_ACCOUNTS.replace('$1', '$3')}) SELECT 1"
+)
+# PostgreSQL: rows go as one JSON document (msgspec encodes it in C: dates and datetimes in
+# ISO 8601 / RFC 3339, decimals as their exact text), expanded by the server; arrays per
+# column cost asyncpg several µs per row in element checks and encoding
+_JSON = msgspec.json.Encoder()
 
 
 async def _upsert_snapshots(
     conn: AsyncConnection,
-    snapshot_tuples: list[tuple[Any, ...]],
-    account_tuples: list[tuple[Any, ...]],
+    snapshot_tuples: Sequence[Row],
+    account_tuples: Sequence[Row],
     stored: Container[str] = (),
 ) -> None:
-    """The batch's winning snapshots and the accounts' newest days (rows in column order;
-    ``stored``: the accounts that have a row): on PostgreSQL one statement over arrays per
-    table and kind (no per-row parameters), else executemany."""
+    """The batch's winning snapshots and the accounts' newest days (each account's newest
+    snapshot row; ``stored``: the accounts that have a row): on PostgreSQL one statement (a
+    JSON document per table and kind, no per-row parameters), else executemany."""
     if conn.dialect.name == "postgresql":
         raw = (await conn.get_raw_connection()).driver_connection
         known = [r for r in account_tuples if r[0] in stored]
         fresh = [r for r in account_tuples if r[0] not in stored] if known else account_tuples
-        for sql, rows in (
-            (_PG_SNAPSHOTS, snapshot_tuples),
-            (_PG_ACCOUNTS_UPDATE, known),
-            (_PG_ACCOUNTS, fresh),
-        ):
-            if rows:
-                await raw.execute(sql, *(list(c) for c in zip(*rows, strict=True)))  # type: ignore[union-attr]
+        if snapshot_tuples or account_tuples:
+            await raw.execute(  # type: ignore[union-attr]
+                _PG_WRITE,
+                *(_JSON.encode(rows).decode() for rows in (snapshot_tuples, known, fresh)),
+            )
         return
-    snapshot_rows = [dict(zip(_SNAPSHOT_NAMES, r, strict=True)) for r in snapshot_tuples]
-    account_rows = [dict(zip(_ACCOUNT_NAMES, r, strict=True)) for r in account_tuples]
-    if snapshot_rows:
-        stmt = _insert(conn, BalanceSnapshotRow)
-        stmt = stmt.on_conflict_do_update(
-            index_elements=["account_id", "as_of_date"],
-            set_={c: stmt.excluded[c] for c, _ in _SNAPSHOT_COLUMNS[2:]},
+    # SQLite: on the driver, in SQLAlchemy's storage forms (one writer: executemany)
+    stamps: dict[datetime, str] = {}
+
+    def stamp(at: datetime) -> str:
+        got = stamps.get(at)
+        if got is None:
+            got = stamps[at] = sqlite_time(at)
+        return got
+
+    if snapshot_tuples:
+        await conn.exec_driver_sql(
+            _SQ_SNAPSHOTS,
+            [
+                (acc, day.isoformat(), cid, line, str(bal), stamp(at), eid)
+                for acc, day, cid, line, bal, at, eid in snapshot_tuples
+            ],
         )
-        await conn.execute(stmt, snapshot_rows)
-    if account_rows:
-        stmt = _insert(conn, BalanceAccountRow)
-        stmt = stmt.on_conflict_do_update(
-            index_elements=["account_id"],
-            set_={c: stmt.excluded[c] for c, _ in _ACCOUNT_COLUMNS[1:]},
+    if account_tuples:
+        await conn.exec_driver_sql(
+            _SQ_ACCOUNTS,
+            [
+                (acc, day.isoformat(), cid, line, str(bal), stamp(at))
+                for acc, day, cid, line, bal, at, _eid in account_tuples
+            ],
         )
-        await conn.execute(stmt, account_rows)
 
 
 async def fire_outflows(
     conn: AsyncConnection,
-    before: Sequence[Any],
-    after: Sequence[tuple[Any, ...]],
+    before: Sequence[Account],
+    stored: dict[str, Account],
+    after: Sequence[Row],
     policy: Policy,
     now: datetime,
 ) -> int:
     """大额资金流出: per client whose newest bank date moved on, its deposits (the carried
     balances of its liability accounts) at the newest date before the batch against the
     newest after it; a fall past the policy's share or amount fires one ``outflow`` alert
-    for that date (one per client and date: a redelivered batch fires nothing new)."""
-    old: dict[str, dict[str, tuple[str, str, date, Decimal]]] = defaultdict(dict)
-    for acc, cid, line, day, bal in before:
-        old[cid][acc] = (cid, line, day, bal)
-    new = {cid: dict(accounts) for cid, accounts in old.items()}
-    for acc, cid, line, day, bal, _at in after:  # _ACCOUNT_COLUMNS order
-        new.setdefault(cid, {})[acc] = (cid, line, day, bal)
-    fired: list[tuple[str, date, Decimal, Decimal]] = []
-    for cid, accounts in new.items():
-        if not old.get(cid):
-            continue  # a client's first balances are no fall
-        was_day = max(a[2] for a in old[cid].values())
-        day = max(a[2] for a in accounts.values())
-        if day <= was_day:
+    for that date (one per client and date: a redelivered batch fires nothing new).
+
+    ``before``: every stored account of the batch's clients; ``stored``: the stored row of
+    each account the batch writes (if any); ``after``: the accounts' newest snapshots
+    written. A client's accounts after the batch are its stored ones with the written ones
+    in place (an account written under another client stays counted under its stored one
+    here); an account's written newest day is never before its stored one."""
+    was_day: dict[str, date] = {}  # per client before the batch: its newest day
+    was: dict[str, Decimal] = {}  # and its deposits
+    for _acc, cid, line, day, bal, _at in before:
+        if cid not in was_day:
+            was_day[cid] = day
+            was[cid] = bal if line == "liability" else ZERO
+            continue
+        if day > was_day[cid]:
+            was_day[cid] = day
+        if line == "liability":
+            was[cid] += bal
+    if not was:
+        return 0  # a client's first balances are no fall
+    new_day: dict[str, date] = {}  # per client after the batch: its newest day
+    change: dict[str, Decimal] = {}  # and the change of its deposits
+    for acc, day, cid, line, bal, _at, _eid in after:
+        if cid not in was:
+            continue
+        if cid not in new_day:
+            new_day[cid] = day
+            change[cid] = ZERO
+        elif day > new_day[cid]:
+            new_day[cid] = day
+        if line == "liability":
+            change[cid] += bal
+        old = stored.get(acc)
+        if old is not None and old[1] == cid and old[2] == "liability":
+            change[cid] -= old[4]
+    fired: list[tuple[str, date]] = []
+    for cid, day in new_day.items():
+        if day <= was_day[cid]:
             continue  # a late or corrected past day: no alert for the past
-        was = sum((a[3] for a in old[cid].values() if a[1] == "liability"), ZERO)
-        now_total = sum((a[3] for a in accounts.values() if a[1] == "liability"), ZERO)
-        if outflow(was, now_total, policy):
-            fired.append((cid, day, was, now_total))
+        if outflow(was[cid], was[cid] + change[cid], policy):
+            fired.append((cid, day))
     if fired:
-        found = [(cid, day) for cid, day, _w, _n in fired]
-        await fire_alerts(conn, "outflow", found, policy, now, source=ALERT_SOURCE)
+        fired.sort()
+        await fire_alerts(conn, "outflow", fired, policy, now, source=ALERT_SOURCE)
     return len(fired)
 
 
@@ -486,16 +598,21 @@ async def holders(
     """The holders the stored deltas credit, per client (recorded on a client's first
     balance, moved by ``move_clients``)."""
     ids = sorted(set(client_ids))
-    stored: dict[str, Sequence[Segment]] = {
-        cid: load_segments(segs)
-        for cid, segs in (
-            await conn.execute(
-                select(BalanceHolderRow.client_id, BalanceHolderRow.segments).where(
-                    one_of(BalanceHolderRow.client_id, ids, conn.dialect.name)
-                )
-            )
-        ).all()
-    }
+    found: Iterable[Sequence[Any]]
+    if conn.dialect.name == "postgresql":  # straight from the driver, as ``_accounts``
+        raw = (await conn.get_raw_connection()).driver_connection
+        found = await raw.fetch(  # type: ignore[union-attr]
+            "SELECT client_id, segments FROM balance_holders"
+            " WHERE client_id IN (SELECT unnest($1::varchar[]))",
+            ids,
+        )
+    else:
+        found = await conn.exec_driver_sql(
+            "SELECT client_id, segments FROM balance_holders"
+            " WHERE client_id IN (SELECT value FROM json_each(?))",
+            (list_value(ids, "sqlite"),),
+        )
+    stored: dict[str, Sequence[Segment]] = {cid: load_segments(segs) for cid, segs in found}
     missing = [c for c in ids if c not in stored]
     if missing:
         fresh = await _segments_now(conn, missing, policy)
@@ -540,6 +657,13 @@ async def move_clients(
     moved = [c for c in sorted(stored) if dump_segments(now[c]) != stored[c]]
     if not moved:
         return set()
+    # every snapshot of the accounts the moved clients ever held, each account's in date
+    # order: a snapshot adds its balance from its day on to the holders of its client, and
+    # takes back the account's previous one, of whatever client that was (as
+    # ``rebuild_balances``); only what a moved client's holders were credited moves
+    held = select(BalanceSnapshotRow.account_id).where(
+        one_of(BalanceSnapshotRow.client_id, moved, dialect)
+    )
     rows = await conn.execute(
         select(
             BalanceSnapshotRow.client_id,
@@ -548,21 +672,23 @@ async def move_clients(
             BalanceSnapshotRow.business_line,
             BalanceSnapshotRow.balance,
         )
-        .where(one_of(BalanceSnapshotRow.client_id, moved, dialect))
+        .where(BalanceSnapshotRow.account_id.in_(held))
         .order_by(BalanceSnapshotRow.account_id, BalanceSnapshotRow.as_of_date)
     )
+    moving = set(moved)
     deltas: Deltas = {}
-    previous: dict[str, tuple[str, Decimal]] = {}
+    previous: dict[str, tuple[str, str, Decimal]] = {}  # account → (client, line, balance)
     for cid, acc, day, line, bal in rows.all():
-        old_segs, new_segs = load_segments(stored[cid]), now[cid]
+        steps = []
+        if cid in moving:
+            steps.append((cid, line, bal))
         prior = previous.get(acc)
-        steps = [(line, bal)]
-        if prior is not None:
-            steps.append((prior[0], -prior[1]))
-        for step_line, amount in steps:
-            add_change(deltas, old_segs, step_line, -amount, day, None)
-            add_change(deltas, new_segs, step_line, amount, day, None)
-        previous[acc] = (line, bal)
+        if prior is not None and prior[0] in moving:
+            steps.append((prior[0], prior[1], -prior[2]))
+        for owner, step_line, amount in steps:
+            add_change(deltas, load_segments(stored[owner]), step_line, -amount, day, None)
+            add_change(deltas, now[owner], step_line, amount, day, None)
+        previous[acc] = (cid, line, bal)
     stmt = _insert(conn, BalanceHolderRow)
     stmt = stmt.on_conflict_do_update(
         index_elements=["client_id"],
@@ -615,47 +741,49 @@ async def rebuild_balances(conn: AsyncConnection, policy: Policy, today: date) -
         )
         await conn.execute(stmt, holder_rows)
     deltas: Deltas = {}
-    accounts: list[tuple[Any, ...]] = []
-    previous: tuple[Any, ...] | None = None  # the account's last row read
+    accounts: list[Row] = []
+    previous: Row | None = None  # the account's last row read
     rows = await conn.stream(
         select(*(BalanceSnapshotRow.__table__.c[c] for c in _SNAPSHOT_NAMES)).order_by(
             BalanceSnapshotRow.account_id, BalanceSnapshotRow.as_of_date
         )
     )
-    async for acc, day, cid, line, bal, at, _eid in rows:
+    async for row in rows:
+        acc, day, cid, line, bal, at, eid = row
         if previous is not None and previous[0] == acc:
             add_change(deltas, segments[previous[2]], previous[3], -previous[4], day, None)
         elif previous is not None:
-            accounts.append(_newest(previous))
+            accounts.append(previous)
         add_change(deltas, segments[cid], line, bal, day, None)
-        previous = (acc, day, cid, line, bal, at)
+        previous = (acc, day, cid, line, bal, at, eid)
     if previous is not None:
-        accounts.append(_newest(previous))
+        accounts.append(previous)
     await _upsert_snapshots(conn, [], accounts)
     deltas = drop_zeros(deltas)
     await write_deltas(conn, deltas, today)
     return len(deltas)
 
 
-def _newest(row: tuple[Any, ...]) -> tuple[Any, ...]:
-    """A snapshot row (account, day, client, line, balance, occurred_at) as its account's
-    newest day, in _ACCOUNT_COLUMNS order."""
-    acc, day, cid, line, bal, at = row
-    return (acc, cid, line, day, bal, at)
-
-
 # --- writing ---------------------------------------------------------------------------------
-_PG_DAILY = (
+_PG_DAILY = (  # rows in the document's (sorted) order: one lock order for every worker
     "INSERT INTO balance_daily (scope, owner_id, day, liability, asset) "
-    "SELECT * FROM unnest($1::varchar[], $2::varchar[], $3::date[], $4::numeric[], "
-    "$5::numeric[]) ON CONFLICT (scope, owner_id, day) DO UPDATE SET "
+    "SELECT r->>0, r->>1, (r->>2)::date, (r->>3)::numeric, (r->>4)::numeric"
+    " FROM jsonb_array_elements($1::jsonb) WITH ORDINALITY AS e(r, n) ORDER BY n"
+    " ON CONFLICT (scope, owner_id, day) DO UPDATE SET "
     "liability = balance_daily.liability + excluded.liability, "
     "asset = balance_daily.asset + excluded.asset"
 )
-_PG_OPENING_ADD = (  # rows in the arrays' (sorted) order: one lock order for every worker
+# the day changes, and the stored openings of their owners read in the same statement (the
+# openings as they were: the day changes touch none)
+_PG_DAILY_OPENINGS = (
+    f"WITH d AS ({_PG_DAILY}) SELECT scope, owner_id, year, liability, asset"
+    " FROM balance_openings WHERE owner_id IN (SELECT unnest($2::varchar[]))"
+)
+_PG_OPENING_ADD = (  # rows in the document's (sorted) order: one lock order for every worker
     "INSERT INTO balance_openings (scope, owner_id, year, liability, asset) "
-    "SELECT * FROM unnest($1::varchar[], $2::varchar[], $3::integer[], $4::numeric[], "
-    "$5::numeric[]) ON CONFLICT (scope, owner_id, year) DO UPDATE SET "
+    "SELECT r->>0, r->>1, (r->>2)::integer, (r->>3)::numeric, (r->>4)::numeric"
+    " FROM jsonb_array_elements($1::jsonb) WITH ORDINALITY AS e(r, n) ORDER BY n"
+    " ON CONFLICT (scope, owner_id, year) DO UPDATE SET "
     "liability = balance_openings.liability + excluded.liability, "
     "asset = balance_openings.asset + excluded.asset"
 )
@@ -682,41 +810,43 @@ async def write_deltas(conn: AsyncConnection, deltas: Deltas, today: date) -> No
         return
     keys = sorted(deltas)  # one lock order for every worker
     dialect = conn.dialect.name
-    if dialect == "postgresql":
-        raw = await conn.get_raw_connection()
-        await raw.driver_connection.execute(  # type: ignore[union-attr]
-            _PG_DAILY,
-            [k[0] for k in keys],
-            [k[1] for k in keys],
-            [k[2] for k in keys],
-            [deltas[k]["liability"] for k in keys],
-            [deltas[k]["asset"] for k in keys],
-        )
-    else:
-        await _sqlite_add_daily(conn, deltas, keys)
-    # --- year openings
     per_owner: dict[tuple[str, str], list[tuple[date, dict[str, Decimal]]]] = defaultdict(list)
     for scope, owner, day in keys:
         per_owner[(scope, owner)].append((day, deltas[(scope, owner, day)]))
     owners = sorted({o for _, o in per_owner})
+    found: Iterable[Any]
+    if dialect == "postgresql":
+        raw = await conn.get_raw_connection()
+        found = await raw.driver_connection.fetch(  # type: ignore[union-attr]
+            _PG_DAILY_OPENINGS,
+            _JSON.encode([(*k, deltas[k]["liability"], deltas[k]["asset"]) for k in keys]).decode(),
+            owners,
+        )
+    else:
+        await _sqlite_add_daily(conn, deltas, keys)
+        found = (
+            await conn.execute(
+                select(
+                    BalanceOpeningRow.scope,
+                    BalanceOpeningRow.owner_id,
+                    BalanceOpeningRow.year,
+                    BalanceOpeningRow.liability,
+                    BalanceOpeningRow.asset,
+                ).where(one_of(BalanceOpeningRow.owner_id, owners, dialect))
+            )
+        ).all()
+    # --- year openings
     stored: dict[tuple[str, str, int], dict[str, Decimal]] = {}
-    res = await conn.execute(
-        select(
-            BalanceOpeningRow.scope,
-            BalanceOpeningRow.owner_id,
-            BalanceOpeningRow.year,
-            BalanceOpeningRow.liability,
-            BalanceOpeningRow.asset,
-        ).where(one_of(BalanceOpeningRow.owner_id, owners, dialect))
-    )
-    for scope, owner, year, liability, asset in res.all():
+    stored_years: dict[tuple[str, str], set[int]] = defaultdict(set)
+    for scope, owner, year, liability, asset in found:
         stored[(scope, owner, year)] = {"liability": liability, "asset": asset}
+        stored_years[(scope, owner)].add(year)
     wanted: list[tuple[str, str, int, dict[str, Decimal]]] = []
     for (scope, owner), days in sorted(per_owner.items()):
         first = min(d for d, _ in days).year
         horizon = max(max(d for d, _ in days).year, today.year) + 1
         years = set(range(first + 1, horizon + 1))
-        years |= {y for (s, o, y) in stored if s == scope and o == owner and y > first}
+        years |= {y for y in stored_years.get((scope, owner), ()) if y > first}
         for year in sorted(years):
             jan1 = date(year, 1, 1)
             part = {line: ZERO for line in LINES}
@@ -733,11 +863,9 @@ async def write_deltas(conn: AsyncConnection, deltas: Deltas, today: date) -> No
             raw = await conn.get_raw_connection()
             await raw.driver_connection.execute(  # type: ignore[union-attr]
                 _PG_OPENING_ADD,
-                [w[0] for w in known],
-                [w[1] for w in known],
-                [w[2] for w in known],
-                [w[3]["liability"] for w in known],
-                [w[3]["asset"] for w in known],
+                _JSON.encode(
+                    [(s, o, y, p["liability"], p["asset"]) for s, o, y, p in known]
+                ).decode(),
             )
         fresh = [w for w in wanted if w[:3] not in stored]
         if fresh:
@@ -760,7 +888,7 @@ async def write_deltas(conn: AsyncConnection, deltas: Deltas, today: date) -> No
     for scope, owner, year, part in wanted:
         old = stored.get((scope, owner, year))
         if old is None:  # the sum of every stored change before its year (this batch's too)
-            found = (
+            summed = (
                 await conn.execute(
                     select(
                         exact_sum(BalanceDayRow.liability, dialect),
@@ -772,7 +900,7 @@ async def write_deltas(conn: AsyncConnection, deltas: Deltas, today: date) -> No
                     )
                 )
             ).one()
-            value = {"liability": found[0] or ZERO, "asset": found[1] or ZERO}
+            value = {"liability": summed[0] or ZERO, "asset": summed[1] or ZERO}
         else:
             value = {line: old[line] + part[line] for line in LINES}
         rows.append({"scope": scope, "owner_id": owner, "year": year, **value})
@@ -784,32 +912,23 @@ async def write_deltas(conn: AsyncConnection, deltas: Deltas, today: date) -> No
     await conn.execute(stmt, rows)
 
 
+_SQ_DAILY = (
+    "INSERT INTO balance_daily (scope, owner_id, day, liability, asset) VALUES (?, ?, ?, ?, ?)"
+    " ON CONFLICT (scope, owner_id, day) DO UPDATE SET"
+    " liability = decimal_add(liability, excluded.liability),"
+    " asset = decimal_add(asset, excluded.asset)"
+)
+
+
 async def _sqlite_add_daily(
     conn: AsyncConnection, deltas: Deltas, keys: list[tuple[str, str, date]]
 ) -> None:
-    """SQLite keeps decimals as text: add in Python (it has one writer at a time)."""
-    existing: dict[tuple[str, str, date], Any] = {}
-    wanted = set(keys)
-    res = await conn.execute(
-        select(BalanceDayRow).where(
-            one_of(BalanceDayRow.owner_id, sorted({k[1] for k in keys}), "sqlite"),
-            one_of(BalanceDayRow.day, sorted({k[2].isoformat() for k in keys}), "sqlite"),
-        )
+    """SQLite keeps decimals as text: added exactly by ``decimal_add`` (models/db.py) in the
+    upsert, on the driver in SQLAlchemy's storage forms."""
+    await conn.exec_driver_sql(
+        _SQ_DAILY,
+        [
+            (k[0], k[1], k[2].isoformat(), str(deltas[k]["liability"]), str(deltas[k]["asset"]))
+            for k in keys
+        ],
     )
-    for r in res.all():
-        k = (r.scope, r.owner_id, r.day)
-        if k in wanted:
-            existing[k] = r
-    rows = []
-    for k in keys:
-        old = existing.get(k)
-        row = {"scope": k[0], "owner_id": k[1], "day": k[2]}
-        for line in LINES:
-            row[line] = deltas[k][line] + (getattr(old, line) if old is not None else ZERO)
-        rows.append(row)
-    stmt = _insert(conn, BalanceDayRow)
-    stmt = stmt.on_conflict_do_update(
-        index_elements=["scope", "owner_id", "day"],
-        set_={"liability": stmt.excluded.liability, "asset": stmt.excluded.asset},
-    )
-    await conn.execute(stmt, rows)

@@ -4,11 +4,12 @@ credited by the one rule (``credit``) against terms read once for the whole batc
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 from zoneinfo import ZoneInfo
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from models.events import Event, TransactionPosted
+from models.events import BalanceSnapshot, Event, TransactionPosted
 from models.policy import Policy
 from streams.apply.credit import Credit, Wait, credit
 from streams.apply.ledger import Ledger
@@ -66,9 +67,21 @@ async def resolve(
     )
     terms.note_openings(f.event for f in facts)  # an opening and its account's business together
     clients, history, managers, opened = terms.clients, terms.history, terms.managers, terms.opened
+    # a balance snapshot's credit depends on nothing but its client and ``occurred_at`` (it
+    # names no manager, adds no column): a night's snapshots of a client share one
+    snapshots: dict[tuple[str, datetime], Credit | Wait] = {}
     for f in facts:
         p = f.event.payload
         cid = p.client_id  # type: ignore[union-attr]
+        if type(p) is BalanceSnapshot:
+            key = (cid, f.event.occurred_at)
+            outcome = snapshots.get(key)
+            if outcome is None:
+                outcome = snapshots[key] = credit(
+                    f.event, clients.get(cid), history.get(cid, ()), managers, policy, tz
+                )
+            f.outcome = outcome
+            continue
         f.outcome = credit(
             f.event,
             clients.get(cid),

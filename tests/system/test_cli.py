@@ -149,6 +149,7 @@ def test_replay_after_a_policy_change_equals_a_fresh_computation(tmp_path: Path)
     r = run("replay", data_dir=tmp_path, env=env)
     assert r.returncode == 0, r.stderr
     assert "100%" in r.stderr and "re-credited" in r.stderr
+    assert "balance day-changes rebuilt" in r.stderr
     after = asyncio.run(figures(f"sqlite+aiosqlite:///{live}"))
     assert after != before
     assert after == asyncio.run(figures(f"sqlite+aiosqlite:///{fresh}"))

@@ -146,3 +146,95 @@ def test_balance_snapshots_decode_alike(field: str, value: object) -> None:
         "payload": payload,
     }
     _both(json.dumps(env).encode(), policy)
+
+
+def test_the_snapshot_envelope_mirrors_the_envelope() -> None:
+    assert fd._SnapshotEnvelope.__struct_fields__ == fd._Envelope.__struct_fields__
+    for name in fd._Envelope.__struct_fields__:
+        if name != "payload":
+            got = fd._SnapshotEnvelope.__annotations__[name]
+            assert got == fd._Envelope.__annotations__[name], name
+
+
+@pytest.mark.parametrize(
+    "env",
+    [
+        # another type naming the snapshot type somewhere: the general path decides
+        {
+            "event_id": "balance.snapshot",
+            "event_type": "transaction.posted",
+            "schema_version": 1,
+            "occurred_at": "2026-11-06T01:00:00+08:00",
+            "payload": {
+                "client_id": "c1",
+                "account_id": "a1",
+                "business_line": "asset",
+                "amount": "10.00",
+                "product": "balance.snapshot",
+            },
+        },
+        # a snapshot's payload under another type
+        {
+            "event_id": "b1",
+            "event_type": "account.opened",
+            "schema_version": 1,
+            "occurred_at": "2026-11-06T01:00:00+08:00",
+            "payload": {
+                "client_id": "c1",
+                "account_id": "balance.snapshot",
+                "business_line": "liability",
+                "balance": "100.00",
+                "as_of_date": "2026-11-05",
+            },
+        },
+        # extra fields, a source, envelope edge values on a snapshot
+        *(
+            {
+                "event_id": eid,
+                "event_type": "balance.snapshot",
+                "schema_version": version,
+                "occurred_at": at,
+                "source": source,
+                "extra": 1,
+                "payload": {
+                    "client_id": "c1",
+                    "account_id": "a1",
+                    "business_line": "liability",
+                    "balance": "100.00",
+                    "as_of_date": "2026-11-05",
+                    "note": "x",
+                },
+            }
+            for eid in ("b1", "", "b" * 129)
+            for version in (1, 2, True)
+            for at in ("2026-11-06T01:00:00+08:00", "2026-11-06T01:00:00", "2026-11-06")
+            for source in ("core", None, 5)
+        ),
+    ],
+)
+def test_the_snapshot_path_decodes_as_the_general_path(env: dict[str, object]) -> None:
+    policy = Policy()
+    raw = json.dumps(env).encode()
+    _both(raw, policy)
+    _both(raw, policy)  # again: a remembered timestamp or date gives the same
+
+
+def test_a_well_formed_snapshot_takes_the_one_pass_path() -> None:
+    raw = json.dumps(
+        {
+            "event_id": "b1",
+            "event_type": "balance.snapshot",
+            "schema_version": 1,
+            "occurred_at": "2026-11-06T01:00:00+08:00",
+            "payload": {
+                "client_id": "c1",
+                "account_id": "a1",
+                "business_line": "liability",
+                "balance": "100.00",
+                "as_of_date": "2026-11-05",
+            },
+        }
+    ).encode()
+    got = fd._fast_snapshot(raw, Policy())
+    assert got is not None
+    assert got == _decode_checked(raw, Policy())
