@@ -449,7 +449,14 @@ class DirectConsumer(faust.Service):
         async with self._lock:  # held until every group has applied and committed
             if self._closing:
                 return  # not applied, not committed: read again after the restart
-            groups = split_by_partition(records, len(self.pipelines))
+            reference = self.settings.topics.reference
+            if any(tp.topic in reference for tp in records):
+                # records (clients, managers) go in one transaction ahead of the facts that
+                # need them, as with one group: split apart, a fact applied beside its
+                # client's record would be held and released for nothing
+                groups = [records]
+            else:
+                groups = split_by_partition(records, len(self.pipelines))
             if len(groups) == 1:
                 await self._apply_group(self.pipeline, groups[0])
                 return

@@ -130,3 +130,36 @@ async def test_a_rebalance_waits_for_every_group_in_flight(tmp_path: Path) -> No
     assert dc.committed == {}
     await asyncio.wait_for(dc.on_stop(), 2)
     await asyncio.wait_for(loop, 2)
+
+
+async def test_a_batch_with_reference_records_is_applied_as_one_group(tmp_path: Path) -> None:
+    """Clients' and managers' records are not split from the facts fetched with them: one
+    group applies them first (split apart, a fact beside its client's record would be held)."""
+    clients = TopicPartition(Settings().topics.clients, 0)
+    consumer = Consumer([clients, *TPS[:2]], 2)
+    first, second = Gated(), Gated()
+    first.gate.set()
+    second.gate.set()
+    dc = _direct(tmp_path, consumer, [first, second])
+    loop = asyncio.create_task(dc._consume(dc))
+    for _ in range(200):
+        if consumer.commits:
+            break
+        await asyncio.sleep(0.01)
+    await dc.on_stop()
+    assert await asyncio.wait_for(loop, 2) is None
+    assert second.applied == [], "nothing may go to a second group beside reference records"
+    assert len(first.applied) == 6 and len(consumer.commits) == 1
+    # and without reference records the same fetch is split
+    consumer, first, second = Consumer(TPS[:2], 2), Gated(), Gated()
+    first.gate.set()
+    second.gate.set()
+    dc = _direct(tmp_path, consumer, [first, second])
+    loop = asyncio.create_task(dc._consume(dc))
+    for _ in range(200):
+        if len(consumer.commits) == 2:
+            break
+        await asyncio.sleep(0.01)
+    await dc.on_stop()
+    assert await asyncio.wait_for(loop, 2) is None
+    assert len(first.applied) == 2 and len(second.applied) == 2
