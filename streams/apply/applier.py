@@ -249,46 +249,23 @@ class Applier:
                 await self.transfers.move(conn, late, tally, now)
 
     # --- event rows ----------------------------------------------------------------------
-    def _row(
-        self,
-        m: Incoming,
-        e: Event,
-        now: datetime,
-        credited: tuple[str, Any, Any, Any, Any] | None = None,
-    ) -> tuple[Any, ...]:
-        """An ``events`` row in the ledger's claim order. Reference data names its subject;
-        a fact its credit (status, manager, branch, weighted profit, bank day: None when
-        not credited)."""
+    def _row(self, m: Incoming, e: Event, now: datetime) -> tuple[Any, ...]:
+        """The ``events`` row of a reference record (client or manager): it names its
+        subject."""
         p = e.payload
-        if credited is None:
-            credited = (
-                "applied",
-                getattr(p, "manager_id", None),
-                getattr(p, "branch_id", None),
-                None,
-                None,
-            )
-        status, manager_id, branch_id, weighted, day = credited
-        return (
-            e.event_id,
-            e.event_type,
-            m.topic,
-            m.partition,
-            m.offset,
-            e.occurred_at,
+        day = e.occurred_at.astimezone(self.tz).date()
+        return _claim_row(
+            m,
+            e,
             now,
-            status,
+            ("applied", getattr(p, "manager_id", None), getattr(p, "branch_id", None), None, day),
             getattr(p, "client_id", None),
-            manager_id,
-            branch_id,
-            e.occurred_at.astimezone(self.tz).date() if day is None else day,
-            weighted,
-            raw_text(visit_ledger.stored_value(e, m.value)),  # visit notes are never stored here
+            visit_ledger.stored_value(e, m.value),
         )
 
     def _fact_row(self, f: Fact, now: datetime) -> tuple[Any, ...]:
-        """``_row`` of a fact, written out: one tuple per event, no lookups it can skip (the
-        claim builds one per fact of every batch)."""
+        """The ``events`` row of a fact, with its credit (the claim builds one per fact of
+        every batch: no lookups it can skip)."""
         m = f.msg
         assert m is not None
         e = f.event
@@ -297,33 +274,41 @@ class Applier:
         if value is not None and isinstance(p, VisitLogged) and p.notes is not None:
             value = visit_ledger.stored_raw(value)  # visit notes are never stored here
         c = f.credit
+        credited: tuple[str, Any, Any, Any, Any]
         if c is None:
-            status, manager_id, branch_id, weighted = "held", None, None, None
-            day = e.occurred_at.astimezone(self.tz).date()
+            credited = ("held", None, None, None, e.occurred_at.astimezone(self.tz).date())
         else:
-            status, manager_id, branch_id, weighted = (
-                "applied",
-                c.manager_id,
-                c.branch_id,
-                c.weighted_profit,
-            )
-            day = c.day
-        return (
-            e.event_id,
-            e.event_type,
-            m.topic,
-            m.partition,
-            m.offset,
-            e.occurred_at,
-            now,
-            status,
-            p.client_id,  # type: ignore[union-attr]
-            manager_id,
-            branch_id,
-            day,
-            weighted,
-            "" if value is None else value.decode("utf-8", errors="replace"),
-        )
+            credited = ("applied", c.manager_id, c.branch_id, c.weighted_profit, c.day)
+        return _claim_row(m, e, now, credited, p.client_id, value)  # type: ignore[union-attr]
+
+
+def _claim_row(
+    m: Incoming,
+    e: Event,
+    now: datetime,
+    credited: tuple[str, Any, Any, Any, Any],
+    client_id: str | None,
+    value: bytes | None,
+) -> tuple[Any, ...]:
+    """An ``events`` row in the ledger's claim order; ``credited`` is (status, manager,
+    branch, weighted profit, bank day), ``value`` the message as stored (no visit notes)."""
+    status, manager_id, branch_id, weighted, day = credited
+    return (
+        e.event_id,
+        e.event_type,
+        m.topic,
+        m.partition,
+        m.offset,
+        e.occurred_at,
+        now,
+        status,
+        client_id,
+        manager_id,
+        branch_id,
+        day,
+        weighted,
+        raw_text(value),
+    )
 
 
 def _entity_keys(decoded: Decoded) -> set[str]:
