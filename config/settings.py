@@ -72,7 +72,10 @@ class Settings(BaseSettings):
     topic_deadletter: str = "crm.deadletter"
 
     # --- worker --------------------------------------------------------------------------
-    batch_size: int = Field(1000, ge=1, le=100_000)
+    batch_size: int = Field(4000, ge=1, le=100_000)
+    """Messages a batch (one database transaction) takes at most: bigger batches spread each
+    statement's and commit's cost over more events (1000 → 4000: +16-23 % at 1M events on
+    both databases, README "Performance"); a partial batch waits only ``batch_within``."""
     batch_within: float = Field(0.2, gt=0)
     """Seconds a partial batch waits for more events before it is applied."""
     apply_concurrency: int = Field(2, ge=1, le=16)
