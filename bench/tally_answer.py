@@ -24,8 +24,8 @@ import time
 from pathlib import Path
 
 from bench.common import scratch_database
-from crmtracker.compose import api_app
 from config import Settings
+from crmtracker.compose import api_app
 from testkit.api import SECRET, asgi_client, auth
 from testkit.factories import MONTHS
 from testkit.tally_book import apply_book, tally_book
@@ -78,8 +78,7 @@ async def run_db(kind: str, args: argparse.Namespace, workdir: Path) -> dict:
             out[f"{key}_cpu_ms"] = round(cpu / n * 1000, 3)
             out[f"{key}_wall_ms"] = round(wall / n * 1000, 3)
         out["answer_cpu_ms"] = round(out["computed_cpu_ms"] - out["cached_cpu_ms"], 3)
-        if args.dump:
-            Path(f"{args.dump}.{kind}").write_text(json.dumps(dump, indent=0, sort_keys=True))
+        out["dump"] = dump
     return out
 
 
@@ -95,6 +94,9 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="tally-answer-") as tmp:
         for kind in args.db.split(","):
             res = asyncio.run(run_db(kind, args, Path(tmp)))
+            dump = res.pop("dump")
+            if args.dump:
+                Path(f"{args.dump}.{kind}").write_text(json.dumps(dump, indent=0, sort_keys=True))
             res["load_1m"] = os.getloadavg()[0]
             print(json.dumps(res), flush=True)
     return 0

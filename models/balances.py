@@ -466,6 +466,23 @@ async def handover_profit_moves(
     return await profit_moves(conn, scope, found, snaps, last, policy)
 
 
+class Term(NamedTuple):
+    """A handed-over client's own claim ratio and origin (what the credit rule reads)."""
+
+    claim_ratio: Decimal | None
+    origin: str | None
+
+
+class Fact(NamedTuple):
+    """An applied transaction of a handed-over client, as stored with its credit."""
+
+    day: date
+    manager_id: str | None
+    branch_id: str | None
+    weighted_profit: Decimal | None
+    value: str
+
+
 async def profit_moves(
     conn: AsyncConnection,
     scope: str,
@@ -476,18 +493,14 @@ async def profit_moves(
 ) -> ProfitMoves:
     """``handover_profit_moves`` of the hand-overs ``found`` (of days up to ``last``, their
     previous managers active) and their clients' snapshots."""
-    from models.decode import decode_event
-    from models.events import TransactionPosted
-    from models.policy import claim_ratio, to_cny, weighted_profit
     from models.tables import ClientRow, EventRow
 
-    out: ProfitMoves = defaultdict(lambda: ZERO)
     if not found:
-        return out
+        return defaultdict(lambda: ZERO)
     dialect = conn.dialect.name
     ids = sorted({h.client_id for h in found})
     terms = {
-        r.client_id: r
+        r.client_id: Term(r.claim_ratio, r.origin)
         for r in (
             await conn.execute(
                 select(ClientRow.client_id, ClientRow.claim_ratio, ClientRow.origin).where(
@@ -496,7 +509,7 @@ async def profit_moves(
             )
         ).all()
     }
-    facts: dict[str, list[Any]] = defaultdict(list)
+    facts: dict[str, list[Fact]] = defaultdict(list)
     for r in (
         await conn.execute(
             select(
@@ -515,7 +528,25 @@ async def profit_moves(
             )
         )
     ).all():
-        facts[r.client_id].append(r)
+        facts[r.client_id].append(Fact(*r[1:]))  # type: ignore[arg-type]  # (day in range)
+    return moves_of(scope, found, snaps, terms, facts, policy)
+
+
+def moves_of(
+    scope: str,
+    found: Iterable[HandOver],
+    snaps: dict[str, list[Snapshot]],
+    terms: dict[str, Term],
+    facts: dict[str, list[Fact]],
+    policy: Any,
+) -> ProfitMoves:
+    """``profit_moves`` from what it read: the clients' terms and their transactions of the
+    hand-overs' days (any others are left out here)."""
+    from models.decode import decode_event
+    from models.events import TransactionPosted
+    from models.policy import claim_ratio, to_cny, weighted_profit
+
+    out: ProfitMoves = defaultdict(lambda: ZERO)
     key = 1 if scope == "manager" else 2
     line = "liability"
     for h in found:
@@ -524,7 +555,7 @@ async def profit_moves(
             continue
         mine = [
             r
-            for r in facts[h.client_id]
+            for r in facts.get(h.client_id, ())
             if h.lo <= r.day <= h.hi and r.manager_id in (h.previous[1], h.current[1])
         ]
         if not mine:
@@ -541,7 +572,7 @@ async def profit_moves(
             share = increment_share(deposits[(r.day - h.lo).days], base)
             stored = r.manager_id if scope == "manager" else r.branch_id
             at = (h.client_id, r.day)
-            out[(stored, *at)] -= r.weighted_profit or ZERO
+            out[(stored, *at)] -= r.weighted_profit or ZERO  # type: ignore[index]
             out[(h.current[key], *at)] += weighted_profit(  # type: ignore[index]
                 profit * share, line, new_ratio, policy
             )

@@ -6,12 +6,13 @@ Sums are exact (``Decimal``) and rounded half-up to two places only when shown.
 from __future__ import annotations
 
 import json
+from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import ROUND_HALF_UP, Decimal
 from functools import lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import bindparam, func, select
@@ -39,6 +40,9 @@ from models.tables import (
     ManagerTargetRow,
     UTCDateTime,
 )
+
+if TYPE_CHECKING:
+    from models.balances import Fact, HandOver, Snapshot, Term
 
 RATIO_PLACES = Decimal("0.0001")
 
@@ -624,9 +628,8 @@ async def manager_parts(
         counted_days,
         hand_overs_of,
         hand_overs_until,
-        profit_moves,
+        moves_of,
         split_balances,
-        with_snapshots,
     )
 
     last, days = counted_days(start, end, today)
@@ -634,17 +637,16 @@ async def manager_parts(
         conn, manager_id, start, end, max(last, start)
     )
     increment = policy.handover_mode == "increment"
-    found, snaps = await with_snapshots(
-        conn,
-        hand_overs_of(holders, "manager", [manager_id], start, end) if increment else [],
-        end,
-    )
+    found = hand_overs_of(holders, "manager", [manager_id], start, end) if increment else []
     moved = ZERO
-    for (owner, _client, _day), v in (
-        await profit_moves(conn, "manager", found, snaps, end, policy)
-    ).items():
-        if owner == manager_id:
-            moved += v
+    snaps: dict[str, list[Snapshot]] = {}
+    if found:
+        found, snaps, terms, facts = await _hand_over_reads(conn, found, end)
+        for (owner, _client, _day), v in moves_of(
+            "manager", found, snaps, terms, facts, policy
+        ).items():
+            if owner == manager_id:
+                moved += v
     if days == 0:
         return ManagerParts(figures, moved, {line: ZERO for line in LINES})
     sums = carried_sums(opening, changes, start, last)
@@ -657,6 +659,98 @@ async def manager_parts(
 
 _Opening = tuple[int, dict[str, Decimal]] | None
 _Change = tuple[date, Decimal, Decimal]
+
+
+async def _hand_over_reads(
+    conn: AsyncConnection, found: list[HandOver], last: date
+) -> tuple[list[HandOver], dict[str, list[Snapshot]], dict[str, Term], dict[str, list[Fact]]]:
+    """What ``models.balances.with_snapshots`` and ``profit_moves`` read for the hand-overs
+    ``found`` (days up to ``last``), on the driver: those whose previous manager is active,
+    the deposit snapshots of their clients, the clients' terms and their applied
+    transactions of the hand-overs' days. SQLite: one hop (and snapshot); PostgreSQL: four
+    statements on the driver's connection."""
+    from models.balances import Fact, Snapshot, Term
+
+    ids = sorted({h.client_id for h in found})
+    previous = sorted({h.previous[1] for h in found})
+    lo = min(h.lo for h in found)
+    driver: Any = (await conn.get_raw_connection()).driver_connection  # asyncpg or aiosqlite
+    if conn.dialect.name == "postgresql":
+        active_rows = await driver.fetch(_PG_HAND_OVER_SQL[0], previous)
+        snap_rows = await driver.fetch(_PG_HAND_OVER_SQL[1], ids, last)
+        term_rows = await driver.fetch(_PG_HAND_OVER_SQL[2], ids)
+        fact_rows = await driver.fetch(_PG_HAND_OVER_SQL[3], ids, lo, last)
+        snap_list = [(r[0], Snapshot(r[1], r[2], r[3], r[4])) for r in snap_rows]
+        terms = {r[0]: Term(r[1], r[2]) for r in term_rows}
+        fact_list = [(r[0], Fact(r[1], r[2], r[3], r[4], r[5])) for r in fact_rows]
+    else:
+        people, clients = json.dumps(previous), json.dumps(ids)
+
+        def read() -> tuple[Any, ...]:  # in aiosqlite's thread: one hop for the four
+            db = driver._conn
+            own = not db.in_transaction
+            if own:
+                db.execute("BEGIN")
+            try:
+                return (
+                    db.execute(_SQLITE_HAND_OVER_SQL[0], (people,)).fetchall(),
+                    db.execute(_SQLITE_HAND_OVER_SQL[1], (clients, last.isoformat())).fetchall(),
+                    db.execute(_SQLITE_HAND_OVER_SQL[2], (clients,)).fetchall(),
+                    db.execute(
+                        _SQLITE_HAND_OVER_SQL[3], (clients, lo.isoformat(), last.isoformat())
+                    ).fetchall(),
+                )
+            finally:
+                if own:
+                    db.execute("ROLLBACK")
+
+        active_rows, snap_rows, term_rows, fact_rows = await driver._execute(read)
+        snap_list = [
+            (r[0], Snapshot(r[1], date.fromisoformat(r[2]), r[3], Decimal(r[4]))) for r in snap_rows
+        ]
+        terms = {r[0]: Term(None if r[1] is None else Decimal(r[1]), r[2]) for r in term_rows}
+        fact_list = [
+            (
+                r[0],
+                Fact(
+                    date.fromisoformat(r[1]),
+                    r[2],
+                    r[3],
+                    None if r[4] is None else Decimal(r[4]),
+                    r[5],
+                ),
+            )
+            for r in fact_rows
+        ]
+    active = {r[0]: bool(r[1]) for r in active_rows}
+    # the previous manager has left: a full transfer (the credit rule's own answer)
+    found = [h for h in found if active.get(h.previous[1], True)]
+    snaps: dict[str, list[Snapshot]] = defaultdict(list)
+    facts: dict[str, list[Fact]] = defaultdict(list)
+    if not found:
+        return [], snaps, {}, facts
+    for cid, snap in snap_list:
+        snaps[cid].append(snap)
+    for cid, fact in fact_list:
+        facts[cid].append(fact)
+    return found, snaps, terms, facts
+
+
+_HAND_OVER_SQL = (
+    "SELECT manager_id, active FROM managers WHERE manager_id IN ({})",
+    "SELECT client_id, account_id, as_of_date, business_line, balance FROM balance_snapshots"
+    " WHERE client_id IN ({}) AND business_line = 'liability' AND as_of_date <= {}",
+    "SELECT client_id, claim_ratio, origin FROM clients WHERE client_id IN ({})",
+    "SELECT client_id, day, manager_id, branch_id, weighted_profit, value FROM events"
+    " WHERE client_id IN ({}) AND event_type = 'transaction.posted' AND status = 'applied'"
+    " AND day >= {} AND day <= {}",
+)
+_PG_HAND_OVER_SQL = tuple(
+    q.format("SELECT unnest($1::varchar[])", "$2::date", "$3::date") for q in _HAND_OVER_SQL
+)
+_SQLITE_HAND_OVER_SQL = tuple(
+    q.format("SELECT value FROM json_each(?)", "?", "?") for q in _HAND_OVER_SQL
+)
 
 
 async def _manager_reads(
