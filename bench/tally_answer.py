@@ -4,7 +4,8 @@
         [--dump FILE]   # every answer (as_of blanked), to compare before/after a change
 
 Builds ``testkit.tally_book`` at up_e2e's size (40 managers, 1,500 clients, ~50k facts, plus
-nightly balances, hand-overs and targets) on a scratch database, then calls the app in this
+nightly balances, 40 hand-overs with business after them, targets; ``--plain``: up_e2e's log
+alone, 12 transfers and no balances) on a scratch database, then calls the app in this
 process (httpx ASGI transport, read cache off, so every answer is computed) for every
 manager x the log's three months, ``--rounds`` times: process CPU per answer (this process
 runs both client and app; the client's share is measured alone with a cached run).
@@ -27,7 +28,7 @@ from bench.common import scratch_database
 from config import Settings
 from crmtracker.compose import api_app
 from testkit.api import SECRET, asgi_client, auth
-from testkit.factories import MONTHS
+from testkit.factories import MONTHS, generate_log
 from testkit.tally_book import apply_book, tally_book
 
 PG_URL = os.environ.get("CRM_BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -35,9 +36,13 @@ AS_OF = re.compile(rb'"as_of":"[^"]*"')
 
 
 async def run_db(kind: str, args: argparse.Namespace, workdir: Path) -> dict:
-    log, snaps = tally_book(
-        args.seed, events=args.events, managers=40, branches=4, clients=1_500, transfers=40
-    )
+    if args.plain:  # up_e2e's log as it is: no balances, no business after the transfers
+        log = generate_log(args.seed, events=args.events, managers=40, branches=4, clients=1_500)
+        snaps: list = []
+    else:
+        log, snaps = tally_book(
+            args.seed, events=args.events, managers=40, branches=4, clients=1_500, transfers=40
+        )
     out: dict = {"db": kind}
     async with scratch_database(kind, workdir, PG_URL) as url:
         t0 = time.perf_counter()
@@ -90,6 +95,7 @@ def main() -> int:
     p.add_argument("--seed", type=int, default=15)
     p.add_argument("--profile")
     p.add_argument("--dump")
+    p.add_argument("--plain", action="store_true", help="up_e2e's log alone (no balances)")
     args = p.parse_args()
     with tempfile.TemporaryDirectory(prefix="tally-answer-") as tmp:
         for kind in args.db.split(","):
