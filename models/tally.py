@@ -533,12 +533,7 @@ def _figure_reads(mark: list[str], sums: list[str], one: str) -> tuple[str, str,
 
 
 _FIGURES_SQL = {d: _figures_sql(d) for d in ("postgresql", "sqlite")}
-_PG_FIGURES = _FIGURES_SQL[
-    "postgresql"
-][
-    0
-].replace(
-    " FROM manager_daily",
+_PG_READS = (
     ", (SELECT array_agg(effective_at ORDER BY effective_at) FROM manager_targets"
     " WHERE manager_id = $1),"
     " (SELECT array_agg(annual_profit_target ORDER BY effective_at) FROM manager_targets"
@@ -564,8 +559,9 @@ _PG_FIGURES = _FIGURES_SQL[
     " WHERE handed_over AND strpos(segments, $6::text) > 0),"
     " (SELECT array_agg(segments ORDER BY client_id) FROM balance_holders"
     " WHERE handed_over AND strpos(segments, $6::text) > 0)"
-    " FROM manager_daily",
-    1,
+)
+_PG_FIGURES = _FIGURES_SQL["postgresql"][0].replace(
+    " FROM manager_daily", _PG_READS + " FROM manager_daily", 1
 )
 _UTC_TIME = UTCDateTime()
 _EXACT = ExactDecimal()
@@ -595,8 +591,9 @@ async def manager_figures(
     """``manager_totals``, ``target_history`` and ``hired_dates`` of one manager, read on the
     driver: SQLAlchemy's statement and result handling, and on SQLite a thread hop per call
     of aiosqlite, cost ten times the database's answer (three reads of a few rows). SQLite:
-    the three in one hop to aiosqlite's thread; PostgreSQL: one statement. Each read
-    starts now, so it sees every commit before the call."""
+    the three in one hop to aiosqlite's thread; PostgreSQL: one statement (``_manager_reads``,
+    which reads the balance rows with them). Each read starts now, so it sees every commit
+    before the call."""
     return (await _manager_reads(conn, manager_id, start, end, end))[0]
 
 
