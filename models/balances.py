@@ -220,19 +220,30 @@ async def _period_sums(
     )
     if lo is not None:
         q = q.where(BalanceDayRow.day >= lo)
-    changes: dict[str, list[tuple[date, dict[str, Decimal]]]] = defaultdict(list)
+    changes: dict[str, list[tuple[date, Decimal, Decimal]]] = defaultdict(list)
     for owner, day, liability, asset in (await conn.execute(q)).all():
-        opened = openings.get(owner)
-        if opened is not None and day < date(opened[0], 1, 1):
-            continue
-        changes[owner].append((day, {"liability": liability, "asset": asset}))
+        changes[owner].append((day, liability, asset))
     for owner in ids:
-        opening = openings.get(owner, (0, {line: ZERO for line in LINES}))[1]
-        for line in LINES:
-            out[owner][line] = period_sum(
-                opening[line], ((d, c[line]) for d, c in changes.get(owner, [])), start, last
-            )
+        out[owner] = carried_sums(openings.get(owner), changes.get(owner, []), start, last)
     return out
+
+
+def carried_sums(
+    opening: tuple[int, dict[str, Decimal]] | None,
+    changes: Iterable[tuple[date, Decimal, Decimal]],
+    start: date,
+    last: date,
+) -> dict[str, Decimal]:
+    """One owner's Σ over [start, last] of the carried end-of-day balances per line, from its
+    opening in force (year, lines; None: none) and its change rows (day, liability, asset) up
+    to ``last`` (rows before the opening's year are left out)."""
+    floor = None if opening is None else date(opening[0], 1, 1)
+    kept = [c for c in changes if floor is None or c[0] >= floor]
+    carried = opening[1] if opening is not None else {line: ZERO for line in LINES}
+    return {
+        "liability": period_sum(carried["liability"], ((c[0], c[1]) for c in kept), start, last),
+        "asset": period_sum(carried["asset"], ((c[0], c[2]) for c in kept), start, last),
+    }
 
 
 def daily_balances(
@@ -285,10 +296,8 @@ async def _hand_overs(
     """增量认领 applies: the hand-overs of [start, last] whose previous or new holder is one
     of ``owner_ids`` (in ``scope``) and whose previous manager is still active, with the
     deposit snapshots of their clients up to ``last``."""
-    from models.tables import BalanceHolderRow, ManagerRow
+    from models.tables import BalanceHolderRow
 
-    wanted = set(owner_ids)
-    key = 1 if scope == "manager" else 2
     rows = (
         await conn.execute(
             select(BalanceHolderRow.client_id, BalanceHolderRow.segments).where(
@@ -296,6 +305,17 @@ async def _hand_overs(
             )
         )
     ).all()
+    found = hand_overs_of(rows, scope, owner_ids, start, last)
+    return await with_snapshots(conn, found, last)
+
+
+def hand_overs_of(
+    rows: Iterable[Sequence[Any]], scope: str, owner_ids: Iterable[str], start: date, last: date
+) -> list[HandOver]:
+    """The hand-overs of [start, last] in the holder rows (client_id, segments) whose
+    previous or new holder is one of ``owner_ids`` (in ``scope``)."""
+    wanted = set(owner_ids)
+    key = 1 if scope == "manager" else 2
     found: list[HandOver] = []
     for cid, text in rows:
         segs = load_segments(text)
@@ -309,6 +329,27 @@ async def _hand_overs(
             if lo > hi or (prev[key] not in wanted and cur[key] not in wanted):
                 continue
             found.append(HandOver(cid, lo, hi, first, prev, cur, i - 1))
+    return found
+
+
+def hand_overs_until(found: Iterable[HandOver], last: date) -> list[HandOver]:
+    """``found`` (hand-overs of [start, end]) as ``hand_overs_of`` gives them for
+    [start, last], ``last`` <= end: each one's days cut at ``last``."""
+    out = []
+    for h in found:
+        hi = min(h.hi, last)
+        if h.lo <= hi:
+            out.append(h._replace(hi=hi))
+    return out
+
+
+async def with_snapshots(
+    conn: AsyncConnection, found: list[HandOver], last: date
+) -> tuple[list[HandOver], dict[str, list[Snapshot]]]:
+    """Of ``found``, those whose previous manager is still active (增量认领 applies), with the
+    deposit snapshots of their clients up to ``last``."""
+    from models.tables import ManagerRow
+
     if not found:
         return [], {}
     dialect = conn.dialect.name
@@ -374,9 +415,16 @@ async def handover_split(
     increment above it. Returns, per owner of ``owner_ids``, the change of its Σ daily
     deposits over [start, last]. A previous manager who has left (inactive) hands over
     everything (a full transfer)."""
+    found, snaps = await _hand_overs(conn, scope, owner_ids, start, last)
+    return split_balances(scope, found, snaps, policy)
+
+
+def split_balances(
+    scope: str, found: Iterable[HandOver], snaps: dict[str, list[Snapshot]], policy: Any
+) -> dict[str, Decimal]:
+    """``handover_split`` of the hand-overs ``found`` (and their clients' snapshots)."""
     out: dict[str, Decimal] = defaultdict(lambda: ZERO)
     key = 1 if scope == "manager" else 2
-    found, snaps = await _hand_overs(conn, scope, owner_ids, start, last)
     for h in found:
         prev_owner, new_owner = h.previous[key], h.current[key]
         if prev_owner == new_owner:
@@ -411,22 +459,48 @@ async def handover_profit_moves(
     in it too. The one computation of the split: every view's figures fold these moves
     (``handover_profit_split``, ``add_handover_profit``, ``handover_profit_days``,
     ``handover_profit_clients``)."""
-    from models.decode import decode_event
-    from models.events import TransactionPosted
-    from models.policy import claim_ratio, to_cny, weighted_profit
-    from models.tables import ClientRow, EventRow
-
-    out: ProfitMoves = defaultdict(lambda: ZERO)
     if policy.handover_mode != "increment":
-        return out
+        return defaultdict(lambda: ZERO)
     start, last = span
     found, snaps = await _hand_overs(conn, scope, owner_ids, start, last)
+    return await profit_moves(conn, scope, found, snaps, last, policy)
+
+
+class Term(NamedTuple):
+    """A handed-over client's own claim ratio and origin (what the credit rule reads)."""
+
+    claim_ratio: Decimal | None
+    origin: str | None
+
+
+class Fact(NamedTuple):
+    """An applied transaction of a handed-over client, as stored with its credit."""
+
+    day: date
+    manager_id: str | None
+    branch_id: str | None
+    weighted_profit: Decimal | None
+    value: str
+
+
+async def profit_moves(
+    conn: AsyncConnection,
+    scope: str,
+    found: list[HandOver],
+    snaps: dict[str, list[Snapshot]],
+    last: date,
+    policy: Any,
+) -> ProfitMoves:
+    """``handover_profit_moves`` of the hand-overs ``found`` (of days up to ``last``, their
+    previous managers active) and their clients' snapshots."""
+    from models.tables import ClientRow, EventRow
+
     if not found:
-        return out
+        return defaultdict(lambda: ZERO)
     dialect = conn.dialect.name
     ids = sorted({h.client_id for h in found})
     terms = {
-        r.client_id: r
+        r.client_id: Term(r.claim_ratio, r.origin)
         for r in (
             await conn.execute(
                 select(ClientRow.client_id, ClientRow.claim_ratio, ClientRow.origin).where(
@@ -435,7 +509,7 @@ async def handover_profit_moves(
             )
         ).all()
     }
-    facts: dict[str, list[Any]] = defaultdict(list)
+    facts: dict[str, list[Fact]] = defaultdict(list)
     for r in (
         await conn.execute(
             select(
@@ -454,7 +528,25 @@ async def handover_profit_moves(
             )
         )
     ).all():
-        facts[r.client_id].append(r)
+        facts[r.client_id].append(Fact(*r[1:]))  # type: ignore[arg-type]  # (day in range)
+    return moves_of(scope, found, snaps, terms, facts, policy)
+
+
+def moves_of(
+    scope: str,
+    found: Iterable[HandOver],
+    snaps: dict[str, list[Snapshot]],
+    terms: dict[str, Term],
+    facts: dict[str, list[Fact]],
+    policy: Any,
+) -> ProfitMoves:
+    """``profit_moves`` from what it read: the clients' terms and their transactions of the
+    hand-overs' days (any others are left out here)."""
+    from models.decode import decode_event
+    from models.events import TransactionPosted
+    from models.policy import claim_ratio, to_cny, weighted_profit
+
+    out: ProfitMoves = defaultdict(lambda: ZERO)
     key = 1 if scope == "manager" else 2
     line = "liability"
     for h in found:
@@ -463,7 +555,7 @@ async def handover_profit_moves(
             continue
         mine = [
             r
-            for r in facts[h.client_id]
+            for r in facts.get(h.client_id, ())
             if h.lo <= r.day <= h.hi and r.manager_id in (h.previous[1], h.current[1])
         ]
         if not mine:
@@ -480,7 +572,7 @@ async def handover_profit_moves(
             share = increment_share(deposits[(r.day - h.lo).days], base)
             stored = r.manager_id if scope == "manager" else r.branch_id
             at = (h.client_id, r.day)
-            out[(stored, *at)] -= r.weighted_profit or ZERO
+            out[(stored, *at)] -= r.weighted_profit or ZERO  # type: ignore[index]
             out[(h.current[key], *at)] += weighted_profit(  # type: ignore[index]
                 profit * share, line, new_ratio, policy
             )

@@ -6,12 +6,13 @@ Sums are exact (``Decimal``) and rounded half-up to two places only when shown.
 from __future__ import annotations
 
 import json
+from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import ROUND_HALF_UP, Decimal
 from functools import lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import bindparam, func, select
@@ -39,6 +40,9 @@ from models.tables import (
     ManagerTargetRow,
     UTCDateTime,
 )
+
+if TYPE_CHECKING:
+    from models.balances import Fact, HandOver, Snapshot, Term
 
 RATIO_PLACES = Decimal("0.0001")
 
@@ -493,8 +497,10 @@ class ManagerFigures:
     hired_at: date | None
 
 
-def _figures_sql(dialect: str) -> tuple[str, str, str]:
-    """The three reads of ``manager_figures``, as driver SQL (positional parameters)."""
+def _figures_sql(dialect: str) -> tuple[str, ...]:
+    """The reads of ``_manager_reads``, as driver SQL (positional parameters): the sums, the
+    targets, the upsert in force; on SQLite also the balance opening, the change rows (from
+    the opening's year, "" without one) and the handed-over holders naming a JSON string."""
     if dialect == "postgresql":
         mark = ["$1", "$2::date", "$3::date"]
         sums = [f"sum({c})" for c in MONEY_COLUMNS] + [f"sum({c})::bigint" for c in COUNT_COLUMNS]
@@ -503,6 +509,18 @@ def _figures_sql(dialect: str) -> tuple[str, str, str]:
         mark = ["?", "?", "?"]
         sums = [f"decimal_sum({c})" for c in MONEY_COLUMNS] + [f"sum({c})" for c in COUNT_COLUMNS]
         one = "?"
+    balances = (
+        "SELECT year, liability, asset FROM balance_openings"
+        " WHERE scope = 'manager' AND owner_id = ? AND year <= ? ORDER BY year DESC LIMIT 1",
+        "SELECT day, liability, asset FROM balance_daily"
+        " WHERE scope = 'manager' AND owner_id = ? AND day <= ? AND day >= ?",
+        "SELECT client_id, segments FROM balance_holders"
+        " WHERE handed_over = 1 AND instr(segments, ?) > 0",
+    )
+    return (*_figure_reads(mark, sums, one), *(balances if dialect == "sqlite" else ()))
+
+
+def _figure_reads(mark: list[str], sums: list[str], one: str) -> tuple[str, str, str]:
     return (
         f"SELECT {', '.join(sums)} FROM manager_daily "
         f"WHERE manager_id = {mark[0]} AND day >= {mark[1]} AND day <= {mark[2]}",
@@ -515,16 +533,35 @@ def _figures_sql(dialect: str) -> tuple[str, str, str]:
 
 
 _FIGURES_SQL = {d: _figures_sql(d) for d in ("postgresql", "sqlite")}
-_PG_FIGURES = _FIGURES_SQL["postgresql"][0].replace(
-    " FROM manager_daily",
+_PG_READS = (
     ", (SELECT array_agg(effective_at ORDER BY effective_at) FROM manager_targets"
     " WHERE manager_id = $1),"
     " (SELECT array_agg(annual_profit_target ORDER BY effective_at) FROM manager_targets"
     " WHERE manager_id = $1),"
     " (SELECT value FROM events WHERE event_type = 'manager.upserted' AND manager_id = $1"
-    " ORDER BY occurred_at DESC, event_id DESC LIMIT 1)"
-    " FROM manager_daily",
-    1,
+    " ORDER BY occurred_at DESC, event_id DESC LIMIT 1),"
+    # the balance opening in force for the start's year ($4), the change rows from its year
+    # to the last counted day ($5), the handed-over holders naming the manager ($6)
+    + "".join(
+        f" (SELECT {c} FROM balance_openings WHERE scope = 'manager' AND owner_id = $1"
+        " AND year <= $4::int ORDER BY year DESC LIMIT 1),"
+        for c in ("year", "liability", "asset")
+    )
+    + "".join(
+        f" (SELECT array_agg({c} ORDER BY day) FROM balance_daily"
+        " WHERE scope = 'manager' AND owner_id = $1 AND day <= $5::date"
+        " AND day >= COALESCE(make_date((SELECT max(year) FROM balance_openings"
+        " WHERE scope = 'manager' AND owner_id = $1 AND year <= $4::int), 1, 1),"
+        " '-infinity'::date)),"
+        for c in ("day", "liability", "asset")
+    )
+    + " (SELECT array_agg(client_id ORDER BY client_id) FROM balance_holders"
+    " WHERE handed_over AND strpos(segments, $6::text) > 0),"
+    " (SELECT array_agg(segments ORDER BY client_id) FROM balance_holders"
+    " WHERE handed_over AND strpos(segments, $6::text) > 0)"
+)
+_PG_FIGURES = _FIGURES_SQL["postgresql"][0].replace(
+    " FROM manager_daily", _PG_READS + " FROM manager_daily", 1
 )
 _UTC_TIME = UTCDateTime()
 _EXACT = ExactDecimal()
@@ -554,37 +591,223 @@ async def manager_figures(
     """``manager_totals``, ``target_history`` and ``hired_dates`` of one manager, read on the
     driver: SQLAlchemy's statement and result handling, and on SQLite a thread hop per call
     of aiosqlite, cost ten times the database's answer (three reads of a few rows). SQLite:
-    the three in one hop to aiosqlite's thread; PostgreSQL: one statement. Each read
-    starts now, so it sees every commit before the call."""
+    the three in one hop to aiosqlite's thread; PostgreSQL: one statement (``_manager_reads``,
+    which reads the balance rows with them). Each read starts now, so it sees every commit
+    before the call."""
+    return (await _manager_reads(conn, manager_id, start, end, end))[0]
+
+
+@dataclass(frozen=True)
+class ManagerParts:
+    """Everything a manager's tally answer shows but the rounding: ``figures`` (the stored
+    buckets' totals, target history, ``hired_at``), ``moved`` (the 增量认领 split's change of
+    its weighted profit over the period) and ``averages`` (its exact average daily balance
+    per line, the split included)."""
+
+    figures: ManagerFigures
+    moved: Decimal
+    averages: dict[str, Decimal]
+
+
+async def manager_parts(
+    conn: AsyncConnection, manager_id: str, start: date, end: date, today: date, policy: Any
+) -> ManagerParts:
+    """What ``manager_figures``, ``models.balances.add_handover_profit`` and
+    ``average_balances`` give for one manager, with one read on the driver for the figures,
+    the balance rows and the handed-over clients it held or holds (the bank's other
+    hand-overs are not read); the hand-overs' snapshots, clients and transactions are read
+    once for both splits, only when the manager has one in the period."""
+    from models.balances import (
+        LINES,
+        ZERO,
+        average,
+        carried_sums,
+        counted_days,
+        hand_overs_of,
+        hand_overs_until,
+        moves_of,
+        split_balances,
+    )
+
+    last, days = counted_days(start, end, today)
+    figures, opening, changes, holders = await _manager_reads(
+        conn, manager_id, start, end, max(last, start)
+    )
+    increment = policy.handover_mode == "increment"
+    found = hand_overs_of(holders, "manager", [manager_id], start, end) if increment else []
+    moved = ZERO
+    snaps: dict[str, list[Snapshot]] = {}
+    if found:
+        found, snaps, terms, facts = await _hand_over_reads(conn, found, end)
+        for (owner, _client, _day), v in moves_of(
+            "manager", found, snaps, terms, facts, policy
+        ).items():
+            if owner == manager_id:
+                moved += v
+    if days == 0:
+        return ManagerParts(figures, moved, {line: ZERO for line in LINES})
+    sums = carried_sums(opening, changes, start, last)
+    if found:
+        split = split_balances("manager", hand_overs_until(found, last), snaps, policy)
+        if manager_id in split:
+            sums["liability"] += split[manager_id]
+    return ManagerParts(figures, moved, {line: average(sums[line], days) for line in LINES})
+
+
+_Opening = tuple[int, dict[str, Decimal]] | None
+_Change = tuple[date, Decimal, Decimal]
+
+
+async def _hand_over_reads(
+    conn: AsyncConnection, found: list[HandOver], last: date
+) -> tuple[list[HandOver], dict[str, list[Snapshot]], dict[str, Term], dict[str, list[Fact]]]:
+    """What ``models.balances.with_snapshots`` and ``profit_moves`` read for the hand-overs
+    ``found`` (days up to ``last``), on the driver: those whose previous manager is active,
+    the deposit snapshots of their clients, the clients' terms and their applied
+    transactions of the hand-overs' days. SQLite: one hop (and snapshot); PostgreSQL: four
+    statements on the driver's connection."""
+    from models.balances import Fact, Snapshot, Term
+
+    ids = sorted({h.client_id for h in found})
+    previous = sorted({h.previous[1] for h in found})
+    lo = min(h.lo for h in found)
+    driver: Any = (await conn.get_raw_connection()).driver_connection  # asyncpg or aiosqlite
+    if conn.dialect.name == "postgresql":
+        active_rows = await driver.fetch(_PG_HAND_OVER_SQL[0], previous)
+        snap_rows = await driver.fetch(_PG_HAND_OVER_SQL[1], ids, last)
+        term_rows = await driver.fetch(_PG_HAND_OVER_SQL[2], ids)
+        fact_rows = await driver.fetch(_PG_HAND_OVER_SQL[3], ids, lo, last)
+        snap_list = [(r[0], Snapshot(r[1], r[2], r[3], r[4])) for r in snap_rows]
+        terms = {r[0]: Term(r[1], r[2]) for r in term_rows}
+        fact_list = [(r[0], Fact(r[1], r[2], r[3], r[4], r[5])) for r in fact_rows]
+    else:
+        people, clients = json.dumps(previous), json.dumps(ids)
+
+        def read() -> tuple[Any, ...]:  # in aiosqlite's thread: one hop for the four
+            db = driver._conn
+            own = not db.in_transaction
+            if own:
+                db.execute("BEGIN")
+            try:
+                return (
+                    db.execute(_SQLITE_HAND_OVER_SQL[0], (people,)).fetchall(),
+                    db.execute(_SQLITE_HAND_OVER_SQL[1], (clients, last.isoformat())).fetchall(),
+                    db.execute(_SQLITE_HAND_OVER_SQL[2], (clients,)).fetchall(),
+                    db.execute(
+                        _SQLITE_HAND_OVER_SQL[3], (clients, lo.isoformat(), last.isoformat())
+                    ).fetchall(),
+                )
+            finally:
+                if own:
+                    db.execute("ROLLBACK")
+
+        active_rows, snap_rows, term_rows, fact_rows = await driver._execute(read)
+        snap_list = [
+            (r[0], Snapshot(r[1], date.fromisoformat(r[2]), r[3], Decimal(r[4]))) for r in snap_rows
+        ]
+        terms = {r[0]: Term(None if r[1] is None else Decimal(r[1]), r[2]) for r in term_rows}
+        fact_list = [
+            (
+                r[0],
+                Fact(
+                    date.fromisoformat(r[1]),
+                    r[2],
+                    r[3],
+                    None if r[4] is None else Decimal(r[4]),
+                    r[5],
+                ),
+            )
+            for r in fact_rows
+        ]
+    active = {r[0]: bool(r[1]) for r in active_rows}
+    # the previous manager has left: a full transfer (the credit rule's own answer)
+    found = [h for h in found if active.get(h.previous[1], True)]
+    snaps: dict[str, list[Snapshot]] = defaultdict(list)
+    facts: dict[str, list[Fact]] = defaultdict(list)
+    if not found:
+        return [], snaps, {}, facts
+    for cid, snap in snap_list:
+        snaps[cid].append(snap)
+    for cid, fact in fact_list:
+        facts[cid].append(fact)
+    return found, snaps, terms, facts
+
+
+_HAND_OVER_SQL = (
+    "SELECT manager_id, active FROM managers WHERE manager_id IN ({})",
+    "SELECT client_id, account_id, as_of_date, business_line, balance FROM balance_snapshots"
+    " WHERE client_id IN ({}) AND business_line = 'liability' AND as_of_date <= {}",
+    "SELECT client_id, claim_ratio, origin FROM clients WHERE client_id IN ({})",
+    "SELECT client_id, day, manager_id, branch_id, weighted_profit, value FROM events"
+    " WHERE client_id IN ({}) AND event_type = 'transaction.posted' AND status = 'applied'"
+    " AND day >= {} AND day <= {}",
+)
+_PG_HAND_OVER_SQL = tuple(
+    q.format("SELECT unnest($1::varchar[])", "$2::date", "$3::date") for q in _HAND_OVER_SQL
+)
+_SQLITE_HAND_OVER_SQL = tuple(
+    q.format("SELECT value FROM json_each(?)", "?", "?") for q in _HAND_OVER_SQL
+)
+
+
+async def _manager_reads(
+    conn: AsyncConnection, manager_id: str, start: date, end: date, last: date
+) -> tuple[ManagerFigures, _Opening, list[_Change], list[tuple[str, str]]]:
+    """The figures of [start, end], the balance opening in force for ``start``'s year and
+    the change rows from its year to ``last`` (as ``models.balances._period_sums``), and the
+    handed-over holder rows naming the manager (client_id, segments): SQLite, every read
+    in one hop to aiosqlite's thread and one snapshot; PostgreSQL, one statement."""
     dialect = conn.dialect
-    sums_sql, targets_sql, hired_sql = _FIGURES_SQL[dialect.name]
+    sql = _FIGURES_SQL[dialect.name]
+    # the holders' segments are ``json.dumps`` of [day, manager, branch] lists: a manager's
+    # id appears in them as its JSON string (``hand_overs_of`` then checks each segment)
+    needle = json.dumps(manager_id)
     driver: Any = (await conn.get_raw_connection()).driver_connection  # asyncpg or aiosqlite
     if dialect.name == "postgresql":
-        # one round trip: the targets and the upsert as scalar subqueries of the sums
-        row = await driver.fetchrow(_PG_FIGURES, manager_id, start, end)
+        # one round trip: everything as scalar subqueries of the sums
+        row = await driver.fetchrow(_PG_FIGURES, manager_id, start, end, start.year, last, needle)
         n = len(_ALL_COLUMNS)
-        ats, amounts, value = row[n], row[n + 1], row[n + 2]
+        ats, amounts, value, year, liability, asset, days, liabilities, assets, cids, texts = row[
+            n:
+        ]
         targets = list(zip(ats, amounts, strict=True)) if ats else []
-        return _figures(row[:n], targets, [(value,)] if value is not None else [], dialect)
+        figures = _figures(row[:n], targets, [(value,)] if value is not None else [], dialect)
+        opening = None if year is None else (year, {"liability": liability, "asset": asset})
+        changes = list(zip(days, liabilities, assets, strict=True)) if days else []
+        holders = list(zip(cids, texts, strict=True)) if cids else []
+        return figures, opening, changes, holders
     lo, hi = start.isoformat(), end.isoformat()
+    sums_sql, targets_sql, hired_sql, opening_sql, changes_sql, holders_sql = sql
 
-    def read() -> tuple[Any, Any, Any]:  # in aiosqlite's thread: one hop for all three
+    def read() -> tuple[Any, ...]:  # in aiosqlite's thread: one hop for all of them
         db = driver._conn  # the sqlite3 connection (decimal_sum is registered on it)
         own = not db.in_transaction
         if own:
-            db.execute("BEGIN")  # one snapshot for the three reads
+            db.execute("BEGIN")  # one snapshot for every read
         try:
+            opened = db.execute(opening_sql, (manager_id, start.year)).fetchone()
+            floor = "" if opened is None else f"{opened[0]:04d}-01-01"
             return (
                 db.execute(sums_sql, (manager_id, lo, hi)).fetchone(),
                 db.execute(targets_sql, (manager_id,)).fetchall(),
                 db.execute(hired_sql, (manager_id,)).fetchall(),
+                opened,
+                db.execute(changes_sql, (manager_id, last.isoformat(), floor)).fetchall(),
+                db.execute(holders_sql, (needle,)).fetchall(),
             )
         finally:
             if own:
                 db.execute("ROLLBACK")
 
-    sums, targets, upsert = await driver._execute(read)
-    return _figures(sums, targets, upsert, dialect)
+    sums, targets, upsert, opened, rows, holders = await driver._execute(read)
+    figures = _figures(sums, targets, upsert, dialect)
+    opening = (
+        None
+        if opened is None
+        else (opened[0], {"liability": Decimal(opened[1]), "asset": Decimal(opened[2])})
+    )
+    changes = [(date.fromisoformat(d), Decimal(li), Decimal(a)) for d, li, a in rows]
+    return figures, opening, changes, holders
 
 
 async def driver_row(conn: AsyncConnection, sql: str, *params: Any) -> Any:

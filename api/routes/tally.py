@@ -24,14 +24,14 @@ from api.deps import (
 from api.errors import Invalid
 from api.reads import cached_answer
 from api.scope import BranchId, BranchInScope, ManagerInScope, manager_ref
-from models.balances import add_handover_profit, average_documents
-from models.policy import account_counts_span, branch_account_targets, period_range
+from models.balances import average_documents
+from models.policy import account_counts_span, branch_account_targets, money, period_range
 from models.tally import (
     account_targets_document,
     account_targets_status,
     branch_daily_accounts,
     hired_dates,
-    manager_figures,
+    manager_parts,
     period_target,
     period_totals,
     tally_document,
@@ -126,19 +126,16 @@ async def manager_tally_answer(
     conn: AsyncConnection, settings: Any, manager_id: str, branch_id: str, span: Span
 ) -> dict[str, Any]:
     # the figures also read the manager's hiring date from its last ``manager.upserted``
-    # event: stored in the same transaction as the ``managers`` row it upserts
-    got = await manager_figures(conn, manager_id, span.start, span.end)
-    totals = got.totals  # the stored buckets' sums, read on the driver: ``period_totals``
-    await add_handover_profit(
-        conn, "manager", {manager_id: totals}, span.start, span.end, settings.policy
-    )
+    # event: stored in the same transaction as the ``managers`` row it upserts; what
+    # ``period_totals`` and ``average_documents`` give for one manager, read on the driver
+    parts = await manager_parts(conn, manager_id, span.start, span.end, span.today, settings.policy)
+    got = parts.figures
+    totals = got.totals
+    if parts.moved:  # the 增量认领 split (``add_handover_profit``)
+        totals["weighted_profit"] += parts.moved
     doc = tally_document(("manager_id", manager_id), span.start, span.end, totals, settings.tz)
     doc["branch_id"] = branch_id
-    doc["average_balance"] = (
-        await average_documents(
-            conn, "manager", [manager_id], span.start, span.end, span.today, settings.policy
-        )
-    )[manager_id]
+    doc["average_balance"] = {line: money(v) for line, v in parts.averages.items()}
     target = period_target(got.history, span.start, span.end, settings.tz, got.hired_at)
     doc["target"] = target_document(
         target, totals["weighted_profit"], span.start, span.end, span.today
