@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterable
+import math
+from bisect import bisect_left
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
@@ -77,9 +79,32 @@ def observe_batch(result: BatchResult, seconds: float) -> None:
 
 
 def observe_end_to_end(occurred: Iterable[datetime], now: datetime | None = None) -> None:
+    """One observation per applied event, counted per bucket and added once per batch:
+    ``Histogram.observe`` takes a lock per call (about 1.1 µs, 5 % of the worker's CPU on
+    up_e2e's mix); the same counts and sum, in a few calls per batch."""
     now = now or datetime.now(UTC)
-    for at in occurred:
-        END_TO_END.observe(max(0.0, (now - at).total_seconds()))
+    bulk_observe(END_TO_END, [max(0.0, (now - at).total_seconds()) for at in occurred])
+
+
+def bulk_observe(hist: Histogram, amounts: Sequence[float]) -> None:
+    """``hist.observe(a)`` for each amount (no labels, no exemplars), bucket by bucket: the
+    bucket of an amount is the first upper bound at or above it, as ``observe`` says."""
+    if not amounts:
+        return
+    bounds = getattr(hist, "_upper_bounds", None)
+    buckets = getattr(hist, "_buckets", None)
+    total = getattr(hist, "_sum", None)
+    if bounds is None or buckets is None or total is None:  # another prometheus-client
+        for a in amounts:
+            hist.observe(a)
+        return
+    counts = [0] * len(bounds)
+    for a in amounts:
+        counts[bisect_left(bounds, a)] += 1  # the last bound is +Inf
+    total.inc(math.fsum(amounts))
+    for i, n in enumerate(counts):
+        if n:
+            buckets[i].inc(n)
 
 
 def serve(port: int, addr: str = "0.0.0.0") -> bool:

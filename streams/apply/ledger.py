@@ -462,12 +462,20 @@ class SqliteLedger(Ledger):
     async def add(self, conn: AsyncConnection, table: str, deltas: Deltas) -> None:
         if not deltas:
             return
+        # (key, day, every column): money as text, '0' where the batch changed nothing (what
+        # str(Decimal(0)) gives; the upsert leaves those as they are); only the changed
+        # cells converted (up_e2e's batches touch ~2,500 buckets each: 3 µs less a row)
         rows = []
         for k in sorted(deltas):
-            v = full_row(deltas[k])
-            rows.append((k[0], k[1].isoformat(), *(str(x) for x in v[:_MONEY]), *v[_MONEY:]))
+            row: list[Any] = [k[0], k[1].isoformat(), *_SQLITE_UNCHANGED]
+            for i, v in deltas[k].items():
+                row[i + 2] = str(v) if i < _MONEY else v
+            rows.append(tuple(row))
         await conn.exec_driver_sql(self._upserts[table], rows)
 
+
+_SQLITE_UNCHANGED: tuple[Any, ...] = ("0",) * _MONEY + (0,) * (len(BUCKET_COLUMNS) - _MONEY)
+"""A bucket row's columns on SQLite before the batch's changes: money as text, counts."""
 
 _ROWID_FAR = 1 << 62
 """Past this last rowid the claim reads the ids already there (new rowids may be random)."""

@@ -7,6 +7,7 @@ import socket
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 
+import pytest
 from prometheus_client import REGISTRY
 
 from streams import metrics
@@ -109,3 +110,23 @@ async def test_pipeline_counts_an_unappliable_message_as_rejected(
     assert value("crm_events_applied_total", event_type="manager.upserted") == applied + 3
     assert healthy[0] == 0  # the outage before the first success was visible
     assert value("crm_worker_database_healthy") == 1
+
+
+def test_bulk_observe_gives_what_observe_gives() -> None:
+    from prometheus_client import CollectorRegistry, Histogram
+
+    reg = CollectorRegistry()
+    bounds = (0.1, 0.25, 1, 10)
+    one = Histogram("one_by_one", "x", buckets=bounds, registry=reg)
+    bulk = Histogram("in_bulk", "x", buckets=bounds, registry=reg)
+    amounts = [0.0, 0.1, 0.1000001, 0.25, 0.3, 1.0, 9.99, 10.0, 10.5, 5000.0, 0.05]
+    for a in amounts:
+        one.observe(a)
+    metrics.bulk_observe(bulk, amounts)
+    metrics.bulk_observe(bulk, [])
+    for le in ("0.1", "0.25", "1.0", "10.0", "+Inf"):
+        got = reg.get_sample_value("in_bulk_bucket", {"le": le})
+        assert got == reg.get_sample_value("one_by_one_bucket", {"le": le}), le
+    assert reg.get_sample_value("in_bulk_count") == len(amounts)
+    assert reg.get_sample_value("in_bulk_sum") == pytest.approx(sum(amounts))
+    assert reg.get_sample_value("in_bulk_bucket", {"le": "0.1"}) == 3
