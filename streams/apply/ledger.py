@@ -235,12 +235,18 @@ class Ledger:
 class PostgresLedger(Ledger):
     dialect = "postgresql"
 
-    # rows in the document's order (WITH ORDINALITY): event id order, one lock order
+    # rows in the document's order (WITH ORDINALITY): event id order, one lock order. The
+    # last column (the message's JSON text, most of a row's bytes) goes beside the document
+    # as a text array, zipped to its rows by ROWS FROM: inside the document it was escaped
+    # by the worker, parsed into jsonb and copied out again by the server (about 1.5-3 µs
+    # of server CPU per row at 5,000 rows, and a little of the worker's)
     _CLAIM = (
-        f"INSERT INTO events ({_CLAIM_NAMES}) SELECT {_pg_rows(CLAIM_COLUMNS)}"
-        " FROM jsonb_array_elements($1::jsonb) WITH ORDINALITY AS e(r, n) ORDER BY n"
+        f"INSERT INTO events ({_CLAIM_NAMES}) SELECT {_pg_rows(CLAIM_COLUMNS[:-1])}, v"
+        " FROM ROWS FROM (jsonb_array_elements($1::jsonb), unnest($2::text[]))"
+        " WITH ORDINALITY AS e(r, v, n) ORDER BY n"
         " ON CONFLICT (event_id) DO NOTHING RETURNING event_id"
     )
+    assert CLAIM_COLUMNS[-1][0] == "value"  # the one column sent beside the document
 
     def __init__(self) -> None:
         # the batch's changed cells go as (key, day, column, value) rows of one document; the
@@ -273,7 +279,8 @@ class PostgresLedger(Ledger):
         if not rows:
             return set()
         rows.sort()  # by event id: the same lock order in every worker
-        found = await (await self._driver(conn)).fetch(self._CLAIM, _JSON.encode(rows).decode())
+        doc = _JSON.encode([r[:-1] for r in rows]).decode()
+        found = await (await self._driver(conn)).fetch(self._CLAIM, doc, [r[-1] for r in rows])
         return {r[0] for r in found}
 
     async def add(self, conn: AsyncConnection, table: str, deltas: Deltas) -> None:
