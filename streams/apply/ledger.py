@@ -250,7 +250,10 @@ class PostgresLedger(Ledger):
 
     def __init__(self) -> None:
         # the batch's changed cells go as (key, day, column, value) rows of one document; the
-        # database pivots them into rows, sums per (key, day) and adds them in key order
+        # database pivots them into rows, sums per (key, day) and adds them in key order.
+        # OFFSET 0 keeps the cells' subquery as it is: pulled up, each FILTER read its column
+        # index out of the JSON again (one per bucket column per cell: 0.3 µs of the server's
+        # CPU per event of the 0.75 the two upserts cost)
         self._upserts = {}
         for name, (table, key) in BUCKET_TABLES.items():
             sums = [
@@ -261,7 +264,7 @@ class PostgresLedger(Ledger):
                 f"INSERT INTO {table} ({key}, day, {', '.join(BUCKET_COLUMNS)}) "
                 f"SELECT k, d, {', '.join(sums)} "
                 "FROM (SELECT r->>0 AS k, (r->>1)::date AS d, (r->>2)::int AS i,"
-                " (r->>3)::numeric AS v FROM jsonb_array_elements($1::jsonb) r) t "
+                " (r->>3)::numeric AS v FROM jsonb_array_elements($1::jsonb) r OFFSET 0) t "
                 f"GROUP BY k, d ORDER BY k, d ON CONFLICT ({key}, day) DO UPDATE SET "
                 + ", ".join(f"{c} = {table}.{c} + excluded.{c}" for c in BUCKET_COLUMNS)
             )
