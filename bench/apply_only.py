@@ -4,7 +4,7 @@ Feeds ``Applier.apply`` in batches straight from memory, so the figure is the ap
 own ceiling (decode, resolve, dedupe claim, bucket upserts, stream rows) on each database.
 ``--profile FILE`` writes a cProfile dump of the apply loop (``FILE.<db>`` with several).
 
-    python bench/apply_only.py --events 200000 [--db sqlite,postgresql] [--batch 1000]
+    python bench/apply_only.py --events 200000 [--db sqlite,postgresql] [--batch N]
         [--settle-heap]   # the worker's garbage-collector settings (crmtracker/heap.py)
 """
 
@@ -98,7 +98,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--events", type=int, default=200_000)
     p.add_argument("--clients", type=int, default=5000)
     p.add_argument("--seed", type=int, default=7)
-    p.add_argument("--batch", type=int, default=1000)
+    p.add_argument(
+        "--batch", type=int, default=None, help="events per apply (default: CRM_BATCH_SIZE, 4000)"
+    )
     p.add_argument("--db", default="sqlite,postgresql")
     p.add_argument(
         "--profile", help="cProfile dump of the apply loop (FILE.db when several databases)"
@@ -110,6 +112,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--json", type=Path)
     args = p.parse_args(argv)
+    if args.batch is None:  # the worker's own batch size
+        args.batch = Settings().batch_size
     rows = asyncio.run(main_async(args))
     lines = [
         f"{'db':<11} {'events':>8} {'batch':>6} {'ev/s':>8} {'cpu µs/ev':>10} {'of it sys':>10}"
