@@ -494,9 +494,16 @@ class DirectConsumer(faust.Service):
                 self._raise_failure()
                 await self._apply_group(self.pipeline, records)
                 return
+            waiting = []
             for lane, sub in zip(self._lanes, self._split(records), strict=True):
-                if sub:
-                    await lane.queue.put(sub)  # a full queue: wait for that lane
+                if not sub:
+                    continue
+                if lane.queue.full():
+                    waiting.append((lane, sub))
+                else:
+                    lane.queue.put_nowait(sub)  # a lane with room is not kept waiting
+            for lane, sub in waiting:
+                await lane.queue.put(sub)  # a full queue: wait for that lane
 
     def _split(self, records: dict[Any, list[Any]]) -> list[dict[Any, list[Any]]]:
         """The fetch by lane; a partition new to the lanes joins the one with the fewest
