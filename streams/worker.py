@@ -366,18 +366,19 @@ class DirectConsumer(faust.Service):
     only after its event's database transaction; a crash or a failed commit means
     redelivery, which the idempotent apply drops.
 
-    Given several pipelines (``apply_concurrency``), each is a lane: a task with a queue of
-    its own that applies its partitions' sub-batches in order, each in its own transaction on
-    its own connection (as several workers would; the named locks keep them exact), and
-    commits exactly that sub-batch's next offsets after its database commit. A partition
-    keeps its lane for as long as it stays assigned, so its batches are applied and committed
-    in order by one lane. The fetch loop splits each fetch by lane and fetches again as soon
-    as the lanes have taken it (a lane's full queue makes it wait): no lane waits for another
-    one, and a lane that waits (the database away) holds back only its own partitions.
-    A fetch with clients' or managers' records is applied as one group, after every lane has
-    drained. A rebalance and a stop wait for every lane (no new sub-batch meanwhile), so a
-    revoked partition's applied offsets are committed first; at a stop, what is queued and
-    not applied yet is dropped, uncommitted: it is read again.
+    Given several pipelines (``apply_concurrency``), each is a lane: a task that applies its
+    partitions' sub-batches in order, each in its own transaction on its own connection (as
+    several workers would; the named locks keep them exact), and commits exactly that
+    sub-batch's next offsets after its database commit. A partition keeps its lane for as
+    long as it stays assigned, so its batches are applied and committed in order by one lane.
+    The fetch loop splits each fetch by lane and fetches again as soon as the lanes have
+    taken it; what a busy lane is handed waits, merged, up to about ``batch_size`` records
+    (more makes the loop wait for that lane). No lane waits for another one, and a lane that
+    waits (the database away) holds back only its own partitions. A fetch with clients' or
+    managers' records is applied as one group, after every lane has drained. A rebalance and
+    a stop wait for every lane (no new sub-batch meanwhile), so a revoked partition's applied
+    offsets are committed first; at a stop, what waits and is not applied yet is dropped,
+    uncommitted: it is read again.
     """
 
     def __init__(
@@ -426,7 +427,7 @@ class DirectConsumer(faust.Service):
         await self.consumer.start()
 
     async def on_stop(self) -> None:
-        async with self._lock:  # nothing new dispatched; what is queued is dropped
+        async with self._lock:  # nothing new dispatched; what waits in a lane is dropped
             self._closing = True
             await self._drain()  # the sub-batches being applied finish and commit first
         if self.consumer is not None:
@@ -435,14 +436,14 @@ class DirectConsumer(faust.Service):
     async def _drain(self) -> None:
         """Until every lane has applied and committed (or, closing, dropped) what it got."""
         for lane in self._lanes:
-            await lane.queue.join()
+            await lane.drain()
 
     @faust.Service.task
     async def _consume(self) -> None:
         # each lane's sub-batch about ``batch_size`` records
         size = self.settings.batch_size * len(self.pipelines)
         reference = self.settings.topics.reference
-        self._lanes = [_Lane(self, p) for p in self.pipelines]
+        self._lanes = [_Lane(self, p, self.settings.batch_size) for p in self.pipelines]
         try:
             while not self.should_stop:
                 self._raise_failure()
@@ -482,7 +483,7 @@ class DirectConsumer(faust.Service):
                 return  # not applied, not committed: read again after the restart
             reference = self.settings.topics.reference
             if len(self._lanes) == 1:
-                await self._lanes[0].queue.put(records)
+                await self._hand(self._lanes[0], records)
                 return
             if any(tp.topic in reference for tp in records):
                 # records (clients, managers) go in one transaction ahead of the facts that
@@ -494,16 +495,24 @@ class DirectConsumer(faust.Service):
                 self._raise_failure()
                 await self._apply_group(self.pipeline, records)
                 return
-            waiting = []
+            full = []
             for lane, sub in zip(self._lanes, self._split(records), strict=True):
                 if not sub:
                     continue
-                if lane.queue.full():
-                    waiting.append((lane, sub))
+                n = sum(len(rs) for rs in sub.values())
+                if lane.fits(n):
+                    lane.put(sub, n)  # a lane with room is not kept waiting
                 else:
-                    lane.queue.put_nowait(sub)  # a lane with room is not kept waiting
-            for lane, sub in waiting:
-                await lane.queue.put(sub)  # a full queue: wait for that lane
+                    full.append((lane, sub, n))
+            for lane, sub, n in full:
+                await lane.room(n)  # wait for that lane to take what waits
+                lane.put(sub, n)
+
+    @staticmethod
+    async def _hand(lane: _Lane, records: dict[Any, list[Any]]) -> None:
+        n = sum(len(rs) for rs in records.values())
+        await lane.room(n)
+        lane.put(records, n)
 
     def _split(self, records: dict[Any, list[Any]]) -> list[dict[Any, list[Any]]]:
         """The fetch by lane; a partition new to the lanes joins the one with the fewest
@@ -557,19 +566,57 @@ class DirectConsumer(faust.Service):
 
 
 class _Lane:
-    """One pipeline of ``DirectConsumer`` with its queue of sub-batches, applied in order."""
+    """One pipeline of ``DirectConsumer`` and what waits for it, applied in order.
 
-    def __init__(self, owner: DirectConsumer, pipeline: Pipeline) -> None:
+    What the fetch loop hands it while it applies is merged into one waiting sub-batch (each
+    partition's records in order) of up to ``limit`` records (or one fetch's share, if
+    larger); the loop waits when more would not fit. A lane that is busy thus takes one
+    batch of about ``batch_size`` records next, not several small ones."""
+
+    def __init__(self, owner: DirectConsumer, pipeline: Pipeline, limit: int) -> None:
         self.owner = owner
         self.pipeline = pipeline
-        # one sub-batch waiting while one is applied: the fetch loop is at most that far ahead
-        self.queue: asyncio.Queue[dict[Any, list[Any]]] = asyncio.Queue(maxsize=1)
+        self.limit = limit
+        self.waiting: dict[Any, list[Any]] = {}
+        self.count = 0  # records waiting
+        self.applying = False
+        self._wake = asyncio.Event()  # something is waiting
+        self._settled = asyncio.Event()  # the lane took what waited, or finished a batch
         self.task = asyncio.ensure_future(self._run())
+
+    def fits(self, n: int) -> bool:
+        return self.count == 0 or self.count + n <= self.limit
+
+    def put(self, records: dict[Any, list[Any]], n: int) -> None:
+        """Add ``n`` records (of this lane's partitions) after what waits already."""
+        waiting = self.waiting
+        for tp, rs in records.items():
+            before = waiting.get(tp)
+            waiting[tp] = rs if before is None else before + rs
+        self.count += n
+        self._wake.set()
+
+    async def room(self, n: int) -> None:
+        """Until ``n`` more records fit."""
+        while not self.fits(n):
+            self._settled.clear()
+            await self._settled.wait()
+
+    async def drain(self) -> None:
+        """Until the lane has applied and committed (or, closing, dropped) what it got."""
+        while self.count or self.applying:
+            self._settled.clear()
+            await self._settled.wait()
 
     async def _run(self) -> None:
         owner = self.owner
         while True:
-            records = await self.queue.get()
+            while not self.count:
+                self._wake.clear()
+                await self._wake.wait()
+            records, self.waiting, self.count = self.waiting, {}, 0
+            self.applying = True
+            self._settled.set()
             try:
                 # stopping, or another lane failed: not applied, not committed (read again)
                 if not owner._closing and owner._failure is None:
@@ -581,7 +628,8 @@ class _Lane:
                 if owner._failure is None:
                     owner._failure = exc
             finally:
-                self.queue.task_done()
+                self.applying = False
+                self._settled.set()
 
 
 class _Rebalance(ConsumerRebalanceListener):
