@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import logging
 import os
@@ -404,6 +405,7 @@ class DirectConsumer(faust.Service):
         self._lanes: list[_Lane] = []
         self._lane_of: dict[Any, int] = {}  # partition -> its lane, while it stays assigned
         self._failure: BaseException | None = None
+        self._taken = asyncio.Event()  # a lane took what waited for it
 
     async def on_start(self) -> None:
         for topic in self.topics:
@@ -442,24 +444,12 @@ class DirectConsumer(faust.Service):
     async def _consume(self) -> None:
         # each lane's sub-batch about ``batch_size`` records
         size = self.settings.batch_size * len(self.pipelines)
-        reference = self.settings.topics.reference
         self._lanes = [_Lane(self, p, self.settings.batch_size) for p in self.pipelines]
         try:
             while not self.should_stop:
                 self._raise_failure()
-                # reference data first: what is already fetched of the clients and managers
-                # topics goes before the facts that need it (fewer facts held back to wait)
-                ref = [tp for tp in self.consumer.assignment() if tp.topic in reference]
                 try:
-                    records = (
-                        await self.consumer.getmany(*ref, timeout_ms=0, max_records=size)
-                        if ref
-                        else {}
-                    )
-                    if not records:
-                        records = await self.consumer.getmany(
-                            timeout_ms=int(self.settings.batch_within * 1000), max_records=size
-                        )
+                    records = await self._fetch(size)
                 except ConsumerStoppedError:
                     if self._closing or self.should_stop:
                         return  # on_stop stopped the consumer under this fetch: a clean stop
@@ -472,6 +462,72 @@ class DirectConsumer(faust.Service):
             for lane in lanes:  # idle by now unless the loop failed: then nothing commits
                 lane.task.cancel()
             await asyncio.gather(*(lane.task for lane in lanes), return_exceptions=True)
+
+    async def _fetch(self, size: int) -> dict[Any, list[Any]]:
+        """The next records to hand to the lanes (nothing if none came within a while)."""
+        consumer = self.consumer
+        assigned = consumer.assignment()
+        # reference data first: what is already fetched of the clients and managers topics
+        # goes before the facts that need it (fewer facts held back to wait)
+        reference = self.settings.topics.reference
+        ref = [tp for tp in assigned if tp.topic in reference]
+        if ref:
+            records = await consumer.getmany(*ref, timeout_ms=0, max_records=size)
+            if records:
+                return cast(dict[Any, list[Any]], records)
+        wait_ms = int(self.settings.batch_within * 1000)
+        if len(self._lanes) == 1:
+            return cast(
+                dict[Any, list[Any]], await consumer.getmany(timeout_ms=wait_ms, max_records=size)
+            )
+        # each lane with room (its waiting batch under ``batch_size`` records) fetches its
+        # own partitions' records, up to that: aiokafka returns what it has buffered, often
+        # one partition's records, which handed out as they come would leave other lanes idle
+        self._taken.clear()
+        batch = self.settings.batch_size
+        free = [
+            (batch - lane.count, tps)
+            for lane, tps in zip(self._lanes, self._partitions_by_lane(assigned), strict=True)
+            if lane.count < batch
+        ]
+        if not free:
+            await self._taken.wait()  # every lane has a whole batch waiting: until one takes it
+            return {}
+        out: dict[Any, list[Any]] = {}
+        for room, tps in free:
+            if tps:
+                out.update(await consumer.getmany(*tps, timeout_ms=0, max_records=room))
+        if out:
+            return out
+        # nothing buffered for the lanes with room: wait for it (or reference data), briefly
+        # while a lane is busy (it may take its waiting batch meanwhile); no more than fits
+        # in any of them
+        polled = [*ref, *(tp for _room, tps in free for tp in tps)]
+        if any(lane.applying or lane.count for lane in self._lanes):
+            wait_ms = min(wait_ms, 10)
+        if not polled:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._taken.wait(), wait_ms / 1000)
+            return {}
+        most = min(room for room, _tps in free)
+        return cast(
+            dict[Any, list[Any]],
+            await consumer.getmany(*polled, timeout_ms=wait_ms, max_records=most),
+        )
+
+    def _partitions_by_lane(self, assigned: Any) -> list[list[Any]]:
+        """The assigned partitions (but the reference ones) of each lane."""
+        reference = self.settings.topics.reference
+        out: list[list[Any]] = [[] for _ in self._lanes]
+        lane_of = self._lane_of
+        for tp in sorted(assigned):
+            if tp.topic in reference:
+                continue
+            i = lane_of.get(tp)
+            if i is None:
+                i = lane_of[tp] = self._new_lane(tp)
+            out[i].append(tp)
+        return out
 
     def _raise_failure(self) -> None:
         if self._failure is not None:
@@ -617,6 +673,7 @@ class _Lane:
             records, self.waiting, self.count = self.waiting, {}, 0
             self.applying = True
             self._settled.set()
+            owner._taken.set()
             try:
                 # stopping, or another lane failed: not applied, not committed (read again)
                 if not owner._closing and owner._failure is None:

@@ -51,12 +51,15 @@ class Consumer:
     def assignment(self) -> set[TopicPartition]:
         return set(self.records)
 
-    async def getmany(self, *tps: Any, timeout_ms: int = 0, **_kw: Any) -> dict[Any, Any]:
+    async def getmany(
+        self, *tps: Any, timeout_ms: int = 0, max_records: int = 1000, **_kw: Any
+    ) -> dict[Any, Any]:
         if self.stopped:
             raise ConsumerStoppedError()
         out = {}
         for tp in [] if self.paused else (tps or self.records):
-            rs = self.records[tp][self.position[tp] : self.position[tp] + self.fetch]
+            n = min(self.fetch, max_records - sum(len(rs) for rs in out.values()))
+            rs = self.records[tp][self.position[tp] : self.position[tp] + n]
             if rs:
                 out[tp] = rs
                 self.position[tp] += len(rs)
@@ -107,8 +110,10 @@ class Gated:
         return {p for b in self.batches for _t, p, _o in b}
 
 
-def _direct(tmp_path: Path, consumer: Consumer, pipelines: list[Any]) -> DirectConsumer:
-    settings = Settings(kafka_bootstrap="127.0.0.1:9", data_dir=tmp_path, batch_size=2)
+def _direct(
+    tmp_path: Path, consumer: Consumer, pipelines: list[Any], batch_size: int = 2
+) -> DirectConsumer:
+    settings = Settings(kafka_bootstrap="127.0.0.1:9", data_dir=tmp_path, batch_size=batch_size)
     dc = DirectConsumer(settings, pipelines, topics=[])
     dc.consumer = consumer
     return dc
@@ -147,13 +152,13 @@ async def test_no_barrier_a_slow_lane_holds_back_only_its_own_partitions(tmp_pat
     dc = _direct(tmp_path, consumer, [slow, fast])
     loop = asyncio.create_task(dc._consume(dc))
     await asyncio.wait_for(slow.entered.wait(), 2)
-    # the fast lane applies and commits its next batch while the slow one still waits on
-    # its first (then the fetch loop waits for room in the slow lane's queue)
-    await _until(lambda: consumer.committed.get(TPS[1], 0) >= 4)
-    await asyncio.sleep(0.05)
-    assert len(fast.batches) >= 2 and fast.partitions == {1}
+    # the fast lane goes on, batch after batch, each committed, while the slow one still
+    # waits on its first (its partitions' records wait in the consumer meanwhile)
+    await _until(lambda: consumer.committed.get(TPS[1]) == 12)
+    assert len(fast.batches) == 6 and fast.partitions == {1}
     assert slow.batches == [] and TPS[0] not in consumer.committed
-    assert [c[TPS[1]] for c in consumer.commits] == [2, 4, 6][: len(fast.batches)]
+    assert [c[TPS[1]] for c in consumer.commits] == [2, 4, 6, 8, 10, 12]  # in order
+    assert consumer.position[TPS[0]] == 4  # one batch applied, one waiting: no more read
     slow.gate.set()
     await _until(lambda: consumer.committed == {TPS[0]: 12, TPS[1]: 12})
     assert slow.partitions == {0} and fast.partitions == {1}
@@ -169,7 +174,9 @@ async def test_a_stop_waits_for_every_lane_and_drops_what_is_queued(tmp_path: Pa
     dc = _direct(tmp_path, consumer, [first, second])
     loop = asyncio.create_task(dc._consume(dc))
     await asyncio.wait_for(asyncio.gather(first.entered.wait(), second.entered.wait()), 2)
-    await _until(lambda: all(lane.count for lane in dc._lanes))  # more is queued
+    await _until(
+        lambda: bool(dc._lanes) and all(lane.count for lane in dc._lanes)
+    )  # more is queued
     stopping = asyncio.create_task(dc.on_stop())
     second.gate.set()  # one lane's batch in flight done: committed; the stop still waits
     await _until(lambda: TPS[1] in consumer.committed)
@@ -189,13 +196,13 @@ async def test_a_rebalance_waits_for_every_lane_and_what_it_was_given(tmp_path: 
     first, second = Gated(consumer, open=False), Gated(consumer, open=False)
     dc = _direct(tmp_path, consumer, [first, second])
     loop = asyncio.create_task(dc._consume(dc))
-    # a batch in flight and one queued in each lane, a third fetched (waiting for room)
-    await _until(lambda: consumer.fetches == 3)
+    # a batch in flight and one waiting in each lane
+    await _until(lambda: bool(dc._lanes) and all(lane.count for lane in dc._lanes))
 
     async def revoke() -> Any:
         await _Rebalance(dc).on_partitions_revoked(set(TPS[:2]))
         # as it returns, before the fetch loop dispatches anything again
-        batches = (len(first.batches), len(second.batches), consumer.fetches)
+        batches = (len(first.batches), len(second.batches))
         return batches, dict(consumer.committed), dict(dc.committed), dict(dc._lane_of)
 
     revoking = asyncio.create_task(revoke())
@@ -204,10 +211,11 @@ async def test_a_rebalance_waits_for_every_lane_and_what_it_was_given(tmp_path: 
     assert not revoking.done(), "the revocation must wait for every lane"
     second.gate.set()
     batches, committed, known, lanes = await asyncio.wait_for(revoking, 2)
-    # what both lanes were given (in flight, queued, and the fetch waiting for room) was
-    # applied and committed first; the fourth fetch was not dispatched meanwhile
-    assert batches == (3, 3, 4)
-    assert committed == {TPS[0]: 6, TPS[1]: 6}
+    # what both lanes were given (in flight and waiting) was applied and committed first,
+    # and nothing more was handed to the first lane while the revocation waited for the
+    # second (its gate was open: it would have applied it)
+    assert batches == (2, 2)
+    assert committed == {TPS[0]: 4, TPS[1]: 4}
     assert known == {} and lanes == {}
     await asyncio.wait_for(dc.on_stop(), 2)
     await asyncio.wait_for(loop, 2)
@@ -242,7 +250,7 @@ async def test_reference_records_wait_for_every_lane_and_go_as_one_group(tmp_pat
     # a fetch with facts and reference records together is one group in the first pipeline
     consumer = Consumer([CLIENTS, *TPS[:2]], 2, 2)
     first, second = Gated(consumer), Gated(consumer)
-    dc = _direct(tmp_path, consumer, [first, second])
+    dc = _direct(tmp_path, consumer, [first, second], batch_size=10)
     consumer.getmany = _all_at_once(consumer)  # type: ignore[method-assign]
     loop = asyncio.create_task(dc._consume(dc))
     await _until(lambda: len(consumer.commits) == 1)
@@ -252,11 +260,13 @@ async def test_reference_records_wait_for_every_lane_and_go_as_one_group(tmp_pat
 
 
 def _all_at_once(consumer: Consumer) -> Any:
-    """``getmany`` that ignores the reference-first fetch: every partition at once."""
+    """``getmany`` that returns nothing for the reference-first fetch nor a lane's own one,
+    then every partition at once."""
     plain = consumer.getmany
 
     async def getmany(*tps: Any, **kw: Any) -> dict[Any, Any]:
-        if tps:
+        if CLIENTS not in tps or len(tps) == 1:
+            await asyncio.sleep(0.005)
             return {}
         return await plain(**kw)
 
@@ -290,11 +300,11 @@ async def test_a_busy_lane_takes_what_waits_as_one_batch_of_about_batch_size(
     dc = _direct(tmp_path, consumer, [lane, Gated(consumer)])  # batch_size 2
     loop = asyncio.create_task(dc._consume(dc))
     await asyncio.wait_for(lane.entered.wait(), 2)
-    # while the first batch is applied, two fetches are merged (up to batch_size), the
-    # third waits for room
-    await _until(lambda: consumer.fetches == 4)
+    # while the first batch is applied, two fetches are merged (up to batch_size), then
+    # nothing more is fetched for the lane
+    await _until(lambda: consumer.fetches == 3)
     await asyncio.sleep(0.05)
-    assert consumer.fetches == 4 and dc._lanes[0].count == 2
+    assert consumer.fetches == 3 and dc._lanes[0].count == 2
     lane.gate.set()
     await _until(lambda: consumer.committed.get(TPS[0]) == 7)
     await asyncio.wait_for(dc.on_stop(), 2)
