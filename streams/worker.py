@@ -372,9 +372,9 @@ class DirectConsumer(faust.Service):
     several workers would; the named locks keep them exact), and commits exactly that
     sub-batch's next offsets after its database commit. A partition keeps its lane for as
     long as it stays assigned, so its batches are applied and committed in order by one lane.
-    The fetch loop splits each fetch by lane and fetches again as soon as the lanes have
-    taken it; what a busy lane is handed waits, merged, up to about ``batch_size`` records
-    (more makes the loop wait for that lane). No lane waits for another one, and a lane that
+    The fetch loop fetches for each lane with room its own partitions' records: what a busy
+    lane is handed waits, merged, up to about ``batch_size`` records, and the loop waits only
+    when every lane has that much waiting. No lane waits for another one, and a lane that
     waits (the database away) holds back only its own partitions. A fetch with clients' or
     managers' records is applied as one group, after every lane has drained. A rebalance and
     a stop wait for every lane (no new sub-batch meanwhile), so a revoked partition's applied
@@ -499,12 +499,12 @@ class DirectConsumer(faust.Service):
                 out.update(await consumer.getmany(*tps, timeout_ms=0, max_records=room))
         if out:
             return out
-        # nothing buffered for the lanes with room: wait for it (or reference data), briefly
-        # while a lane is busy (it may take its waiting batch meanwhile); no more than fits
-        # in any of them
+        # nothing buffered for the lanes with room: wait for it (or reference data), not long
+        # while a lane is busy (it may take its waiting batch meanwhile, and have room then;
+        # it has that batch to apply first); no more than fits in any of them
         polled = [*ref, *(tp for _room, tps in free for tp in tps)]
         if any(lane.applying or lane.count for lane in self._lanes):
-            wait_ms = min(wait_ms, 10)
+            wait_ms = min(wait_ms, 50)
         if not polled:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._taken.wait(), wait_ms / 1000)
