@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import logging
 import os
@@ -360,19 +361,25 @@ class DirectConsumer(faust.Service):
 
     A service of the faust app (started and stopped with it, next to its producer and timers)
     that runs one aiokafka consumer in the worker's group: ``getmany`` up to ``batch_size``
-    records over every assigned partition, ``Pipeline.handle`` (which returns only once the
-    batch is committed to the database, or rejected with a reason), then a commit of the next
-    offsets. Exactly once in effect, as on the agent path: an offset is committed only after
-    its event's database transaction; a crash or a failed commit means redelivery, which the
-    idempotent apply drops. A rebalance waits for the batch in flight (one lock around
-    apply + commit), so a revoked partition's last applied offsets are committed first.
+    records per lane over every assigned partition, ``Pipeline.handle`` (which returns only
+    once the batch is committed to the database, or rejected with a reason), then a commit of
+    the next offsets. Exactly once in effect, as on the agent path: an offset is committed
+    only after its event's database transaction; a crash or a failed commit means
+    redelivery, which the idempotent apply drops.
 
-    Given several pipelines (``apply_concurrency``, PostgreSQL), a batch is split by partition
-    into as many groups, applied at once (each its own transaction on its own connection, as
-    several workers would; the named locks keep them exact), and each group's offsets are
-    committed after its own database commit. A partition is in one group per batch and the
-    next batch is fetched only once every group is done: a group that waits (the database
-    away) holds back no other partition and lets no later offset of its own commit.
+    Given several pipelines (``apply_concurrency``), each is a lane: a task that applies its
+    partitions' sub-batches in order, each in its own transaction on its own connection (as
+    several workers would; the named locks keep them exact), and commits exactly that
+    sub-batch's next offsets after its database commit. A partition keeps its lane for as
+    long as it stays assigned, so its batches are applied and committed in order by one lane.
+    The fetch loop fetches for each lane with room its own partitions' records: what a busy
+    lane is handed waits, merged, up to about ``batch_size`` records, and the loop waits only
+    when every lane has that much waiting. No lane waits for another one, and a lane that
+    waits (the database away) holds back only its own partitions. A fetch with clients' or
+    managers' records is applied as one group, after every lane has drained. A rebalance and
+    a stop wait for every lane (no new sub-batch meanwhile), so a revoked partition's applied
+    offsets are committed first; at a stop, what waits and is not applied yet is dropped,
+    uncommitted: it is read again.
     """
 
     def __init__(
@@ -391,8 +398,14 @@ class DirectConsumer(faust.Service):
         self.topics = topics  # declared (created if missing) before the consumer starts
         self.consumer: Any = None
         self.committed: dict[Any, int | None] = {}
+        # held while a fetch is handed to the lanes (or applied as one group): a rebalance or
+        # a stop takes it, so nothing new is dispatched while it waits for the lanes
         self._lock = asyncio.Lock()
         self._closing = False
+        self._lanes: list[_Lane] = []
+        self._lane_of: dict[Any, int] = {}  # partition -> its lane, while it stays assigned
+        self._failure: BaseException | None = None
+        self._taken = asyncio.Event()  # a lane took what waited for it
 
     async def on_start(self) -> None:
         for topic in self.topics:
@@ -416,53 +429,167 @@ class DirectConsumer(faust.Service):
         await self.consumer.start()
 
     async def on_stop(self) -> None:
-        async with self._lock:  # the batch in flight finishes and commits first
+        async with self._lock:  # nothing new dispatched; what waits in a lane is dropped
             self._closing = True
+            await self._drain()  # the sub-batches being applied finish and commit first
         if self.consumer is not None:
             await self.consumer.stop()  # leaves the group: its partitions move at once
 
+    async def _drain(self) -> None:
+        """Until every lane has applied and committed (or, closing, dropped) what it got."""
+        for lane in self._lanes:
+            await lane.drain()
+
     @faust.Service.task
     async def _consume(self) -> None:
-        # each group of a batch about ``batch_size`` records
+        # each lane's sub-batch about ``batch_size`` records
         size = self.settings.batch_size * len(self.pipelines)
-        reference = self.settings.topics.reference
-        while not self.should_stop:
-            # reference data first: what is already fetched of the clients and managers
-            # topics goes before the facts that need it (fewer facts held back to wait)
-            ref = [tp for tp in self.consumer.assignment() if tp.topic in reference]
-            try:
-                records = (
-                    await self.consumer.getmany(*ref, timeout_ms=0, max_records=size) if ref else {}
-                )
-                if not records:
-                    records = await self.consumer.getmany(
-                        timeout_ms=int(self.settings.batch_within * 1000), max_records=size
-                    )
-            except ConsumerStoppedError:
-                if self._closing or self.should_stop:
-                    return  # on_stop stopped the consumer under this fetch: a clean stop
-                raise
-            if records:
-                await self._apply(records)
+        self._lanes = [_Lane(self, p, self.settings.batch_size) for p in self.pipelines]
+        try:
+            while not self.should_stop:
+                self._raise_failure()
+                try:
+                    records = await self._fetch(size)
+                except ConsumerStoppedError:
+                    if self._closing or self.should_stop:
+                        return  # on_stop stopped the consumer under this fetch: a clean stop
+                    raise
+                if records:
+                    await self._dispatch(records)
+            self._raise_failure()
+        finally:
+            lanes, self._lanes = self._lanes, []
+            for lane in lanes:  # idle by now unless the loop failed: then nothing commits
+                lane.task.cancel()
+            await asyncio.gather(*(lane.task for lane in lanes), return_exceptions=True)
 
-    async def _apply(self, records: dict[Any, list[Any]]) -> None:
-        async with self._lock:  # held until every group has applied and committed
+    async def _fetch(self, size: int) -> dict[Any, list[Any]]:
+        """The next records to hand to the lanes (nothing if none came within a while)."""
+        consumer = self.consumer
+        assigned = consumer.assignment()
+        # reference data first: what is already fetched of the clients and managers topics
+        # goes before the facts that need it (fewer facts held back to wait)
+        reference = self.settings.topics.reference
+        ref = [tp for tp in assigned if tp.topic in reference]
+        if ref:
+            records = await consumer.getmany(*ref, timeout_ms=0, max_records=size)
+            if records:
+                return cast(dict[Any, list[Any]], records)
+        wait_ms = int(self.settings.batch_within * 1000)
+        if len(self._lanes) == 1:
+            return cast(
+                dict[Any, list[Any]], await consumer.getmany(timeout_ms=wait_ms, max_records=size)
+            )
+        # each lane with room (its waiting batch under ``batch_size`` records) fetches its
+        # own partitions' records, up to that: aiokafka returns what it has buffered, often
+        # one partition's records, which handed out as they come would leave other lanes idle
+        self._taken.clear()
+        batch = self.settings.batch_size
+        free = [
+            (batch - lane.count, tps)
+            for lane, tps in zip(self._lanes, self._partitions_by_lane(assigned), strict=True)
+            if lane.count < batch
+        ]
+        if not free:
+            await self._taken.wait()  # every lane has a whole batch waiting: until one takes it
+            return {}
+        out: dict[Any, list[Any]] = {}
+        for room, tps in free:
+            if tps:
+                out.update(await consumer.getmany(*tps, timeout_ms=0, max_records=room))
+        if out:
+            return out
+        # nothing buffered for the lanes with room: wait for it (or reference data), not long
+        # while a lane is busy (it may take its waiting batch meanwhile, and have room then;
+        # it has that batch to apply first); no more than fits in any of them
+        polled = [*ref, *(tp for _room, tps in free for tp in tps)]
+        if any(lane.applying or lane.count for lane in self._lanes):
+            wait_ms = min(wait_ms, 50)
+        if not polled:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._taken.wait(), wait_ms / 1000)
+            return {}
+        most = min(room for room, _tps in free)
+        return cast(
+            dict[Any, list[Any]],
+            await consumer.getmany(*polled, timeout_ms=wait_ms, max_records=most),
+        )
+
+    def _partitions_by_lane(self, assigned: Any) -> list[list[Any]]:
+        """The assigned partitions (but the reference ones) of each lane."""
+        reference = self.settings.topics.reference
+        out: list[list[Any]] = [[] for _ in self._lanes]
+        lane_of = self._lane_of
+        for tp in sorted(assigned):
+            if tp.topic in reference:
+                continue
+            i = lane_of.get(tp)
+            if i is None:
+                i = lane_of[tp] = self._new_lane(tp)
+            out[i].append(tp)
+        return out
+
+    def _raise_failure(self) -> None:
+        if self._failure is not None:
+            raise self._failure  # a lane failed: the consumer stops (faust logs the crash)
+
+    async def _dispatch(self, records: dict[Any, list[Any]]) -> None:
+        async with self._lock:
             if self._closing:
                 return  # not applied, not committed: read again after the restart
             reference = self.settings.topics.reference
+            if len(self._lanes) == 1:
+                await self._hand(self._lanes[0], records)
+                return
             if any(tp.topic in reference for tp in records):
                 # records (clients, managers) go in one transaction ahead of the facts that
                 # need them, as with one group: split apart, a fact applied beside its
-                # client's record would be held and released for nothing
-                groups = [records]
-            else:
-                groups = split_by_partition(records, len(self.pipelines))
-            if len(groups) == 1:
-                await self._apply_group(self.pipeline, groups[0])
+                # client's record would be held and released for nothing. Every lane is
+                # idle meanwhile (drained, nothing dispatched), so the first lane's pipeline
+                # is free; its partitions' earlier batches are all committed.
+                await self._drain()
+                self._raise_failure()
+                await self._apply_group(self.pipeline, records)
                 return
-            await asyncio.gather(
-                *(self._apply_group(p, g) for p, g in zip(self.pipelines, groups, strict=False))
-            )
+            full = []
+            for lane, sub in zip(self._lanes, self._split(records), strict=True):
+                if not sub:
+                    continue
+                n = sum(len(rs) for rs in sub.values())
+                if lane.fits(n):
+                    lane.put(sub, n)  # a lane with room is not kept waiting
+                else:
+                    full.append((lane, sub, n))
+            for lane, sub, n in full:
+                await lane.room(n)  # wait for that lane to take what waits
+                lane.put(sub, n)
+
+    @staticmethod
+    async def _hand(lane: _Lane, records: dict[Any, list[Any]]) -> None:
+        n = sum(len(rs) for rs in records.values())
+        await lane.room(n)
+        lane.put(records, n)
+
+    def _split(self, records: dict[Any, list[Any]]) -> list[dict[Any, list[Any]]]:
+        """The fetch by lane; a partition new to the lanes joins the one with the fewest
+        partitions of its topic (then the fewest in all), and keeps it until revoked."""
+        out: list[dict[Any, list[Any]]] = [{} for _ in self._lanes]
+        lane_of = self._lane_of
+        for tp, rs in records.items():
+            i = lane_of.get(tp)
+            if i is None:
+                i = lane_of[tp] = self._new_lane(tp)
+            out[i][tp] = rs
+        return out
+
+    def _new_lane(self, tp: Any) -> int:
+        same_topic = [0] * len(self._lanes)
+        every = [0] * len(self._lanes)
+        for other, i in self._lane_of.items():
+            every[i] += 1
+            if other.topic == tp.topic:
+                same_topic[i] += 1
+        return min(range(len(self._lanes)), key=lambda i: (same_topic[i], every[i], i))
 
     async def _apply_group(self, pipeline: Pipeline, records: dict[Any, list[Any]]) -> None:
         """Apply one group's records, then commit its partitions' next offsets."""
@@ -494,18 +621,72 @@ class DirectConsumer(faust.Service):
         ]
 
 
-def split_by_partition(records: dict[Any, list[Any]], groups: int) -> list[dict[Any, list[Any]]]:
-    """At most ``groups`` groups of whole partitions, about equal in records (the largest
-    partition first, each to the smallest group so far); empty groups are left out."""
-    if groups <= 1 or len(records) <= 1:
-        return [records]
-    out: list[dict[Any, list[Any]]] = [{} for _ in range(min(groups, len(records)))]
-    sizes = [0] * len(out)
-    for tp, rs in sorted(records.items(), key=lambda item: -len(item[1])):
-        i = sizes.index(min(sizes))
-        out[i][tp] = rs
-        sizes[i] += len(rs)
-    return out
+class _Lane:
+    """One pipeline of ``DirectConsumer`` and what waits for it, applied in order.
+
+    What the fetch loop hands it while it applies is merged into one waiting sub-batch (each
+    partition's records in order) of up to ``limit`` records (or one fetch's share, if
+    larger); the loop waits when more would not fit. A lane that is busy thus takes one
+    batch of about ``batch_size`` records next, not several small ones."""
+
+    def __init__(self, owner: DirectConsumer, pipeline: Pipeline, limit: int) -> None:
+        self.owner = owner
+        self.pipeline = pipeline
+        self.limit = limit
+        self.waiting: dict[Any, list[Any]] = {}
+        self.count = 0  # records waiting
+        self.applying = False
+        self._wake = asyncio.Event()  # something is waiting
+        self._settled = asyncio.Event()  # the lane took what waited, or finished a batch
+        self.task = asyncio.ensure_future(self._run())
+
+    def fits(self, n: int) -> bool:
+        return self.count == 0 or self.count + n <= self.limit
+
+    def put(self, records: dict[Any, list[Any]], n: int) -> None:
+        """Add ``n`` records (of this lane's partitions) after what waits already."""
+        waiting = self.waiting
+        for tp, rs in records.items():
+            before = waiting.get(tp)
+            waiting[tp] = rs if before is None else before + rs
+        self.count += n
+        self._wake.set()
+
+    async def room(self, n: int) -> None:
+        """Until ``n`` more records fit."""
+        while not self.fits(n):
+            self._settled.clear()
+            await self._settled.wait()
+
+    async def drain(self) -> None:
+        """Until the lane has applied and committed (or, closing, dropped) what it got."""
+        while self.count or self.applying:
+            self._settled.clear()
+            await self._settled.wait()
+
+    async def _run(self) -> None:
+        owner = self.owner
+        while True:
+            while not self.count:
+                self._wake.clear()
+                await self._wake.wait()
+            records, self.waiting, self.count = self.waiting, {}, 0
+            self.applying = True
+            self._settled.set()
+            owner._taken.set()
+            try:
+                # stopping, or another lane failed: not applied, not committed (read again)
+                if not owner._closing and owner._failure is None:
+                    await owner._apply_group(self.pipeline, records)
+            except Exception as exc:
+                # never swallowed: the fetch loop raises it and the consumer stops, with no
+                # later offset of this lane's partitions committed
+                log.exception("a lane of the batch consumer failed; stopping it")
+                if owner._failure is None:
+                    owner._failure = exc
+            finally:
+                self.applying = False
+                self._settled.set()
 
 
 class _Rebalance(ConsumerRebalanceListener):
@@ -515,9 +696,13 @@ class _Rebalance(ConsumerRebalanceListener):
         self.owner = owner
 
     async def on_partitions_revoked(self, revoked: Any) -> None:
-        async with self.owner._lock:  # wait for the batch in flight to apply and commit
+        owner = self.owner
+        # nothing new dispatched; every lane applies and commits what it was given
+        async with owner._lock:
+            await owner._drain()
             for tp in revoked:
-                self.owner.committed.pop(tp, None)
+                owner.committed.pop(tp, None)
+                owner._lane_of.pop(tp, None)  # each lane is idle: it may join another
 
     async def on_partitions_assigned(self, assigned: Any) -> None:
         metrics.REBALANCES.inc()
