@@ -318,8 +318,15 @@ async def test_warn_when_the_group_falls_behind(
 ) -> None:
     """A worker throttled (stopped most of the time with SIGSTOP) while events pour in
     faster than it can apply them: its offsets advance, but the lag only grows: WARN."""
+    # batches of 1000 (the throttle below is sized for them): with the default 4000 a
+    # worker's 40 ms awake can commit a whole batch, so the lag falls now and then
     settings = isolated_settings(
-        broker.bootstrap, sqlite_url, tmp_path, lag_window_seconds=6.0, topic_partitions=1
+        broker.bootstrap,
+        sqlite_url,
+        tmp_path,
+        lag_window_seconds=6.0,
+        topic_partitions=1,
+        batch_size=1000,
     )
     await ensure_topics(settings)
     log = generate_log(seed=8, events=12_000, late_clients=0, transfers=0)
