@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import ROUND_HALF_UP, Decimal
@@ -683,25 +683,17 @@ async def _hand_over_reads(
     else:
         people, clients = json.dumps(previous), json.dumps(ids)
 
-        def read() -> tuple[Any, ...]:  # in aiosqlite's thread: one hop for the four
-            db = driver._conn
-            own = not db.in_transaction
-            if own:
-                db.execute("BEGIN")
-            try:
-                return (
-                    db.execute(_SQLITE_HAND_OVER_SQL[0], (people,)).fetchall(),
-                    db.execute(_SQLITE_HAND_OVER_SQL[1], (clients, last.isoformat())).fetchall(),
-                    db.execute(_SQLITE_HAND_OVER_SQL[2], (clients,)).fetchall(),
-                    db.execute(
-                        _SQLITE_HAND_OVER_SQL[3], (clients, lo.isoformat(), last.isoformat())
-                    ).fetchall(),
-                )
-            finally:
-                if own:
-                    db.execute("ROLLBACK")
+        def read(db: Any) -> tuple[Any, ...]:  # the four in one hop
+            return (
+                db.execute(_SQLITE_HAND_OVER_SQL[0], (people,)).fetchall(),
+                db.execute(_SQLITE_HAND_OVER_SQL[1], (clients, last.isoformat())).fetchall(),
+                db.execute(_SQLITE_HAND_OVER_SQL[2], (clients,)).fetchall(),
+                db.execute(
+                    _SQLITE_HAND_OVER_SQL[3], (clients, lo.isoformat(), last.isoformat())
+                ).fetchall(),
+            )
 
-        active_rows, snap_rows, term_rows, fact_rows = await driver._execute(read)
+        active_rows, snap_rows, term_rows, fact_rows = await _sqlite_snapshot(driver, read)
         snap_list = [
             (r[0], Snapshot(r[1], date.fromisoformat(r[2]), r[3], Decimal(r[4]))) for r in snap_rows
         ]
@@ -779,27 +771,19 @@ async def _manager_reads(
     lo, hi = start.isoformat(), end.isoformat()
     sums_sql, targets_sql, hired_sql, opening_sql, changes_sql, holders_sql = sql
 
-    def read() -> tuple[Any, ...]:  # in aiosqlite's thread: one hop for all of them
-        db = driver._conn  # the sqlite3 connection (decimal_sum is registered on it)
-        own = not db.in_transaction
-        if own:
-            db.execute("BEGIN")  # one snapshot for every read
-        try:
-            opened = db.execute(opening_sql, (manager_id, start.year)).fetchone()
-            floor = "" if opened is None else f"{opened[0]:04d}-01-01"
-            return (
-                db.execute(sums_sql, (manager_id, lo, hi)).fetchone(),
-                db.execute(targets_sql, (manager_id,)).fetchall(),
-                db.execute(hired_sql, (manager_id,)).fetchall(),
-                opened,
-                db.execute(changes_sql, (manager_id, last.isoformat(), floor)).fetchall(),
-                db.execute(holders_sql, (needle,)).fetchall(),
-            )
-        finally:
-            if own:
-                db.execute("ROLLBACK")
+    def read(db: Any) -> tuple[Any, ...]:  # every read in one hop
+        opened = db.execute(opening_sql, (manager_id, start.year)).fetchone()
+        floor = "" if opened is None else f"{opened[0]:04d}-01-01"
+        return (
+            db.execute(sums_sql, (manager_id, lo, hi)).fetchone(),
+            db.execute(targets_sql, (manager_id,)).fetchall(),
+            db.execute(hired_sql, (manager_id,)).fetchall(),
+            opened,
+            db.execute(changes_sql, (manager_id, last.isoformat(), floor)).fetchall(),
+            db.execute(holders_sql, (needle,)).fetchall(),
+        )
 
-    sums, targets, upsert, opened, rows, holders = await driver._execute(read)
+    sums, targets, upsert, opened, rows, holders = await _sqlite_snapshot(driver, read)
     figures = _figures(sums, targets, upsert, dialect)
     opening = (
         None
@@ -808,6 +792,25 @@ async def _manager_reads(
     )
     changes = [(date.fromisoformat(d), Decimal(li), Decimal(a)) for d, li, a in rows]
     return figures, opening, changes, holders
+
+
+async def _sqlite_snapshot(driver: Any, read: Callable[[Any], Any]) -> Any:
+    """``read(sqlite3 connection)`` in aiosqlite's thread, in one hop, its reads in one
+    snapshot (a read transaction of its own unless one is open); ``decimal_sum`` is
+    registered on that connection."""
+
+    def run() -> Any:
+        db = driver._conn
+        own = not db.in_transaction
+        if own:
+            db.execute("BEGIN")
+        try:
+            return read(db)
+        finally:
+            if own:
+                db.execute("ROLLBACK")
+
+    return await driver._execute(run)
 
 
 async def driver_row(conn: AsyncConnection, sql: str, *params: Any) -> Any:
